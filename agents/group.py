@@ -1,0 +1,93 @@
+"""つながり (group): the check is posted in a LINE group; the group looks after its own.
+
+    idle ──slot──▶ posted ──+23h──▶ group_unconfirmed (if anyone is missing) ──▶ idle
+                     └── last member's OK ──▶ idle
+
+The roster is the configured members plus everyone seen in the group: listing a group's members
+needs a verified account on LINE, so the engine learns them from OKs and messages.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agents.clock import HOUR
+from agents.schedule import anchor, next_slot
+from schemas import effects as fx
+from schemas.effects import Effect
+from schemas.events import Message, Ok, Register, Tick
+from schemas.settings import GroupSettings
+
+UNCONFIRMED_AFTER = 23 * HOUR
+
+
+@dataclass(frozen=True, slots=True)
+class GroupState:
+    settings: GroupSettings
+    anchor: int                             # local date ordinal of slot 0
+    roster: frozenset[str]
+    cycle: int = 0
+    posted_at: int | None = None            # set while a check is open
+    confirmed: frozenset[str] = frozenset()
+    due: int | None = None                  # the next post (idle) or the unconfirmed call (open)
+
+
+def register(event: Register) -> GroupState:
+    s = event.settings
+    lattice = anchor(s.schedule, event.at)
+    return GroupState(s, lattice, frozenset(s.members), due=next_slot(s.schedule, lattice, event.at, strict=False))
+
+
+def step(state: GroupState, event) -> tuple[GroupState, list[Effect]]:
+    out: list[Effect] = []
+    if type(event) is Tick:
+        return _advance(state, event.at, True, out), out
+    state = _advance(state, event.at, False, out)
+    if type(event) is Ok:
+        state = _ok(state, event, out)
+    elif type(event) is Message:
+        state = _seen(state, event.member)
+    elif type(event) is Register:
+        raise ValueError(f"{state.settings.id}: already registered")
+    else:
+        raise TypeError(f"group step: unknown event {event!r}")
+    return state, out
+
+
+def _advance(state: GroupState, now: int, inclusive: bool, out: list[Effect]) -> GroupState:
+    while state.due is not None and (state.due <= now if inclusive else state.due < now):
+        state = _fire(state, out)
+    return state
+
+
+def _fire(state: GroupState, out: list[Effect]) -> GroupState:
+    at, me = state.due, state.settings.id
+    if state.posted_at is None:
+        cycle = state.cycle + 1
+        out.append(Effect(at, fx.GROUP_CHECK_POSTED, me, cycle))
+        return GroupState(state.settings, state.anchor, state.roster, cycle, at, frozenset(), at + UNCONFIRMED_AFTER)
+    missing = state.roster - state.confirmed
+    if missing:
+        out.append(Effect(at, fx.GROUP_UNCONFIRMED, me, state.cycle, members=tuple(sorted(missing))))
+    return _close(state, at)
+
+
+def _ok(state: GroupState, event: Ok, out: list[Effect]) -> GroupState:
+    state = _seen(state, event.member)
+    if state.posted_at is None or event.member in state.confirmed:
+        return state
+    out.append(Effect(event.at, fx.GROUP_CONFIRMED, state.settings.id, state.cycle, member=event.member))
+    confirmed = state.confirmed | {event.member}
+    state = GroupState(state.settings, state.anchor, state.roster, state.cycle, state.posted_at, confirmed, state.due)
+    return _close(state, event.at) if state.roster <= confirmed else state
+
+
+def _seen(state: GroupState, member: str) -> GroupState:
+    if member in state.roster:
+        return state
+    return GroupState(state.settings, state.anchor, state.roster | {member}, state.cycle, state.posted_at,
+                      state.confirmed, state.due)
+
+
+def _close(state: GroupState, at: int) -> GroupState:
+    due = next_slot(state.settings.schedule, state.anchor, at, strict=True)
+    return GroupState(state.settings, state.anchor, state.roster, state.cycle, None, frozenset(), due)

@@ -1,0 +1,155 @@
+"""見守り (watch) and 安否通知 (notify): one resident's ladder, as a pure step function.
+
+    idle ──slot──▶ sent ──+24h──▶ resent ──+3h──▶ escalated
+      ▲              │              │                 │
+      └── confirmed ◀┴──────────────┘   resolved_after_escalation (sign of life, or staff resolve)
+
+Every event first catches the member's timers up to its instant (strictly before it for inbound
+events, so ties go to the resident; up to and including it for ticks). That makes the outcome
+independent of how often ticks arrive: one tick a minute or one a day gives the same effects,
+each stamped with the instant it fell due.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agents.clock import DAY, HOUR, midnight
+from agents.schedule import anchor, next_slot
+from schemas import effects as fx
+from schemas.effects import Effect
+from schemas.events import ChangeSettings, Follow, Message, Ok, Pause, Register, Resolve, Tick, Unfollow
+from schemas.settings import NOTIFY, MemberSettings
+
+IDLE, SENT, RESENT, ESCALATED = "idle", "sent", "resent", "escalated"
+RESEND_AFTER = 24 * HOUR
+ESCALATE_AFTER = 3 * HOUR
+
+
+@dataclass(frozen=True, slots=True)
+class MemberState:
+    settings: MemberSettings
+    anchor: int                      # local date ordinal of slot 0 of the lattice
+    cycle: int = 0                   # number of the open (or last) cycle
+    phase: str = IDLE
+    due: int | None = None           # next timer: the slot (idle), resend (sent), escalation (resent)
+    following: bool = True
+    paused_until: int | None = None  # epoch ms: no check before this instant
+
+    @property
+    def open(self) -> bool:
+        return self.phase != IDLE
+
+
+def register(event: Register) -> MemberState:
+    s = event.settings
+    state = MemberState(settings=s, anchor=anchor(s.schedule, event.at))
+    return _idle(state, event.at, strict=False)
+
+
+def step(state: MemberState, event) -> tuple[MemberState, list[Effect]]:
+    out: list[Effect] = []
+    if type(event) is Tick:
+        return _advance(state, event.at, True, out), out
+    state = _advance(state, event.at, False, out)
+    kind = type(event)
+    if kind is Ok or kind is Message:
+        state = _sign_of_life(state, event.at, out)
+    elif kind is Pause:
+        state = _pause(state, event, out)
+    elif kind is Resolve:
+        if state.phase == ESCALATED:
+            state = _close(state, event.at, out)
+    elif kind is Unfollow:
+        if state.following:
+            out.append(Effect(event.at, fx.UNFOLLOWED, state.settings.id))
+            state = _replace(state, phase=IDLE, due=None, following=False)
+    elif kind is Follow:
+        if not state.following:
+            out.append(Effect(event.at, fx.FOLLOWED, state.settings.id))
+            state = _idle(_replace(state, following=True), event.at, strict=True)
+    elif kind is ChangeSettings:
+        state = _change_settings(state, event, out)
+    elif kind is Register:
+        raise ValueError(f"{state.settings.id}: already registered")
+    else:
+        raise TypeError(f"member step: unknown event {event!r}")
+    return state, out
+
+
+def _advance(state: MemberState, now: int, inclusive: bool, out: list[Effect]) -> MemberState:
+    while state.due is not None and (state.due <= now if inclusive else state.due < now):
+        state = _fire(state, out)
+    return state
+
+
+def _fire(state: MemberState, out: list[Effect]) -> MemberState:
+    at, me = state.due, state.settings.id
+    if state.phase == IDLE:
+        cycle = state.cycle + 1
+        out.append(Effect(at, fx.CHECK_SENT, me, cycle))
+        return _replace(state, cycle=cycle, phase=SENT, due=at + RESEND_AFTER)
+    if state.phase == SENT:
+        out.append(Effect(at, fx.CHECK_RESENT, me, state.cycle))
+        return _replace(state, phase=RESENT, due=at + ESCALATE_AFTER)
+    contacts = state.settings.contacts
+    if state.settings.service == NOTIFY and contacts:
+        out.append(Effect(at, fx.CONTACTS_NOTIFIED, me, state.cycle, to=contacts))
+    else:  # watch, or notify with nobody to tell: staff must not be left out
+        out.append(Effect(at, fx.STAFF_CALL, me, state.cycle))
+    return _replace(state, phase=ESCALATED, due=None)
+
+
+def _sign_of_life(state: MemberState, at: int, out: list[Effect]) -> MemberState:
+    if state.following and state.open:
+        return _close(state, at, out)
+    return state
+
+
+def _close(state: MemberState, at: int, out: list[Effect]) -> MemberState:
+    kind = fx.RESOLVED_AFTER_ESCALATION if state.phase == ESCALATED else fx.CONFIRMED
+    out.append(Effect(at, kind, state.settings.id, state.cycle))
+    return _idle(_replace(state, phase=IDLE), at, strict=True)
+
+
+def _pause(state: MemberState, event: Pause, out: list[Effect]) -> MemberState:
+    was_open = state.following and state.open
+    state = _sign_of_life(state, event.at, out)
+    state = _replace(state, paused_until=midnight(state.settings.schedule.zone, event.until))
+    if state.phase == IDLE and state.following:
+        # A pause replaces an earlier one, even a longer one: search again from now.
+        state = _idle(state, event.at, strict=was_open)
+    return state
+
+
+def _change_settings(state: MemberState, event: ChangeSettings, out: list[Effect]) -> MemberState:
+    was_open = state.following and state.open
+    state = _sign_of_life(state, event.at, out)
+    s = event.settings
+    state = _replace(state, settings=s, anchor=anchor(s.schedule, event.at))
+    if state.phase == IDLE and state.following:
+        state = _idle(state, event.at, strict=was_open)
+    return state
+
+
+def _idle(state: MemberState, after: int, strict: bool) -> MemberState:
+    """Idle, with the next check at the first slot after `after` that the pause allows."""
+    due = None
+    if state.following:
+        paused = state.paused_until
+        if paused is not None and paused > after:
+            after, strict = paused, False
+        due = next_slot(state.settings.schedule, state.anchor, after, strict)
+    return _replace(state, phase=IDLE, due=due)
+
+
+def _replace(s: MemberState, **changes) -> MemberState:
+    # dataclasses.replace is several times slower, and this is the engine's hot path.
+    return MemberState(
+        changes.get("settings", s.settings),
+        changes.get("anchor", s.anchor),
+        changes.get("cycle", s.cycle),
+        changes.get("phase", s.phase),
+        changes.get("due", s.due),
+        changes.get("following", s.following),
+        changes.get("paused_until", s.paused_until),
+    )

@@ -1,0 +1,44 @@
+"""One partition's subjects: the state table and the due-index over it, owned by one task.
+
+The Kafka runtime keeps one of these per assigned partition (rebuilt from the changelog table on
+assignment); the embedded runtime and the simulator keep one for everything.
+"""
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+
+from agents.due_index import DueIndex
+from agents.subject import State, step
+from schemas.effects import Effect
+from schemas.events import Event, Register, Tick
+
+
+class Partition:
+    def __init__(self, table: MutableMapping[str, State] | None = None):
+        self.table: MutableMapping[str, State] = {} if table is None else table
+        self.due = DueIndex((subject, state.due) for subject, state in self.table.items())
+
+    def apply(self, subject: str, event: Event) -> list[Effect]:
+        """Step one subject with an inbound event. Unknown subjects get nothing but a Register."""
+        state = self.table.get(subject)
+        if state is None and type(event) is not Register:
+            return []
+        state, effects = step(state, event)
+        self.table[subject] = state
+        self.due.set(subject, state.due)
+        return effects
+
+    def tick(self, at: int) -> list[Effect]:
+        """The clock reached `at`: step every subject with a timer due by then."""
+        out: list[Effect] = []
+        table, due, clock = self.table, self.due, Tick(at)
+        for subject in due.pop_due(at):
+            state, effects = step(table[subject], clock)
+            table[subject] = state
+            due.set(subject, state.due)
+            out.extend(effects)
+        return out
+
+    def next_due(self) -> int | None:
+        return self.due.peek()
+

@@ -1,0 +1,45 @@
+"""What a resident or a group chose: the service and the schedule of its checks."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+WATCH = "watch"      # 見守り: one person, staff call when unanswered
+NOTIFY = "notify"    # 安否通知: one person, their chosen contacts are told
+SERVICES = (WATCH, NOTIFY)
+
+# interval name -> days between slots
+INTERVALS = {"1d": 1, "2d": 2, "3d": 3, "5d": 5, "30d": 30, "weekly": 7, "biweekly": 14}
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index = date.weekday()
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """Checks go every `every_days` days at `minute` (minutes after local midnight) in `zone`.
+
+    `weekday` (0 = Monday) pins weekly and biweekly schedules; None for the day-count intervals.
+    """
+
+    interval: str
+    minute: int
+    zone: str = "Asia/Tokyo"
+    weekday: int | None = None
+
+    @property
+    def every_days(self) -> int:
+        return INTERVALS[self.interval]
+
+
+@dataclass(frozen=True, slots=True)
+class MemberSettings:
+    id: str
+    service: str
+    schedule: Schedule
+    phone: str | None = None          # watch only: staff call the person
+    contacts: tuple[str, ...] = ()    # notify only: LINE userIds told when unanswered
+
+
+@dataclass(frozen=True, slots=True)
+class GroupSettings:
+    id: str
+    schedule: Schedule
+    members: tuple[str, ...] = ()     # the roster as configured; more are learned from events

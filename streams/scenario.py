@@ -1,0 +1,279 @@
+"""Read a scenario file (YAML or JSON) into engine records, or say exactly what is wrong with it.
+
+The format is a contract checked from outside the repository; see README.md.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+
+from agents.clock import zone
+from schemas.events import ChangeSettings, Follow, Inbound, Message, Ok, Pause, Register, Resolve, Unfollow
+from schemas.settings import INTERVALS, NOTIFY, SERVICES, WATCH, WEEKDAYS, GroupSettings, MemberSettings, Schedule
+
+GROUP_LIMIT = 500  # a LINE group holds at most 500 people
+
+
+class ScenarioError(ValueError):
+    """One problem, named by its place in the file: `members[2].phone: required for the watch service`."""
+
+    def __init__(self, where: str, problem: str):
+        super().__init__(f"{where}: {problem}" if where else problem)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    zone: str
+    start: int
+    end: int
+    registrations: tuple[Register, ...]
+    events: tuple[Inbound, ...]  # in the order they apply: by time, file order within a time
+
+
+def load(path: str | Path) -> Scenario:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ScenarioError(str(path), f"cannot read ({e.strerror or e})") from None
+    except UnicodeDecodeError:
+        raise ScenarioError(str(path), "not UTF-8 text") from None
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.load(text, Loader=_Loader)
+    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        raise ScenarioError(str(path), "not valid " + ("JSON" if path.suffix.lower() == ".json" else "YAML")
+                            + ": " + " ".join(str(e).split())) from None
+    return parse(data)
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 would turn 2026-12-01T09:00:00+09:00 into a datetime and drop its offset: keep strings."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+_MEMBER_KEYS = {"id", "service", "interval", "weekday", "time", "phone", "contacts"}
+_GROUP_KEYS = {"id", "members", "interval", "weekday", "time"}
+_SETTING_KEYS = _MEMBER_KEYS - {"id"}
+_EVENT_KEYS = {
+    "ok": {"member", "group"},
+    "message": {"member", "group"},
+    "pause": {"member", "until"},
+    "resolve": {"member"},
+    "unfollow": {"member"},
+    "follow": {"member"},
+    "settings": {"member"} | _SETTING_KEYS,
+}
+
+
+def parse(data) -> Scenario:
+    top = _mapping(data, "", "the scenario", {"timezone", "start", "end", "members", "groups", "events"})
+    tz = top.get("timezone", "Asia/Tokyo")
+    if not isinstance(tz, str):
+        raise ScenarioError("timezone", "must be a time zone name such as Asia/Tokyo")
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ScenarioError("timezone", f"unknown time zone {tz!r}") from None
+    start = _instant(_required(top, "start", ""), "start", tz)
+    end = _instant(_required(top, "end", ""), "end", tz)
+    if end <= start:
+        raise ScenarioError("end", "must be after start")
+
+    members = {}
+    for i, raw in enumerate(_list(top.get("members", []), "members")):
+        settings = _member(_mapping(raw, f"members[{i}]", "a member", _MEMBER_KEYS), f"members[{i}]", tz)
+        if settings.id in members:
+            raise ScenarioError(f"members[{i}].id", f"{settings.id!r} appears twice")
+        members[settings.id] = settings
+    groups = {}
+    for i, raw in enumerate(_list(top.get("groups", []), "groups")):
+        settings = _group(_mapping(raw, f"groups[{i}]", "a group", _GROUP_KEYS), f"groups[{i}]", tz)
+        if settings.id in groups or settings.id in members:
+            raise ScenarioError(f"groups[{i}].id", f"{settings.id!r} appears twice")
+        groups[settings.id] = settings
+
+    raw_events = _list(top.get("events", []), "events")
+    timed = []
+    for i, raw in enumerate(raw_events):
+        where = f"events[{i}]"
+        kind = _mapping(raw, where, "an event", None).get("type")
+        if kind not in _EVENT_KEYS:
+            raise ScenarioError(f"{where}.type", f"must be one of {', '.join(_EVENT_KEYS)} (got {kind!r})")
+        _mapping(raw, where, "an event", {"at", "type"} | _EVENT_KEYS[kind])
+        at = _instant(_required(raw, "at", where), f"{where}.at", tz)
+        if at < start:
+            raise ScenarioError(f"{where}.at", "is before start")
+        timed.append((at, i, kind, raw))
+    timed.sort(key=lambda t: (t[0], t[1]))
+
+    events = []
+    current = dict(members)  # settings as they stand at each event, for `settings` changes
+    for at, i, kind, raw in timed:
+        where = f"events[{i}]"
+        who = _id(_required(raw, "member", where), f"{where}.member")
+        group = raw.get("group")
+        if group is not None:
+            group = _id(group, f"{where}.group")
+            if group not in groups:
+                raise ScenarioError(f"{where}.group", f"unknown group {group!r}")
+        elif who not in members:
+            raise ScenarioError(f"{where}.member", f"unknown member {who!r}")
+        if kind == "ok":
+            events.append(Ok(at, who, group))
+        elif kind == "message":
+            events.append(Message(at, who, group))
+        elif kind == "pause":
+            events.append(Pause(at, who, _date(_required(raw, "until", where), f"{where}.until")))
+        elif kind == "resolve":
+            events.append(Resolve(at, who))
+        elif kind == "unfollow":
+            events.append(Unfollow(at, who))
+        elif kind == "follow":
+            events.append(Follow(at, who))
+        else:
+            merged = _member(_merge(current[who], raw), where, tz)
+            current[who] = merged
+            events.append(ChangeSettings(at, merged))
+    events = [e for e in events if e.at < end]  # nothing at or after end is applied
+
+    registrations = tuple(Register(start, s) for s in (*members.values(), *groups.values()))
+    return Scenario(tz, start, end, registrations, tuple(events))
+
+
+def _member(raw: dict, where: str, tz: str) -> MemberSettings:
+    member_id = _id(_required(raw, "id", where), f"{where}.id")
+    service = _required(raw, "service", where)
+    if service not in SERVICES:
+        raise ScenarioError(f"{where}.service", f"must be watch (見守り) or notify (安否通知), not {service!r}")
+    phone = raw.get("phone")
+    if service == WATCH:
+        if phone is None:
+            raise ScenarioError(f"{where}.phone", "required for the watch service (staff call this number)")
+        if not isinstance(phone, str) or not re.fullmatch(r"\+?[0-9][0-9\- ]{5,19}", phone):
+            raise ScenarioError(f"{where}.phone", "must be a phone number such as \"090-1234-5678\"")
+    elif phone is not None:
+        raise ScenarioError(f"{where}.phone", "only the watch service keeps a phone number")
+    contacts = raw.get("contacts", [])
+    if service != NOTIFY and contacts:
+        raise ScenarioError(f"{where}.contacts", "only the notify service has contacts")
+    contacts = tuple(_id(c, f"{where}.contacts[{j}]") for j, c in enumerate(_list(contacts, f"{where}.contacts")))
+    if len(set(contacts)) != len(contacts):
+        raise ScenarioError(f"{where}.contacts", "lists a contact twice")
+    return MemberSettings(member_id, service, _schedule(raw, where, tz), phone, contacts)
+
+
+def _group(raw: dict, where: str, tz: str) -> GroupSettings:
+    group_id = _id(_required(raw, "id", where), f"{where}.id")
+    roster = tuple(_id(m, f"{where}.members[{j}]")
+                   for j, m in enumerate(_list(raw.get("members", []), f"{where}.members")))
+    if len(set(roster)) != len(roster):
+        raise ScenarioError(f"{where}.members", "lists a member twice")
+    if len(roster) > GROUP_LIMIT:
+        raise ScenarioError(f"{where}.members", f"a LINE group holds at most {GROUP_LIMIT} people ({len(roster)} given)")
+    return GroupSettings(group_id, _schedule(raw, where, tz), roster)
+
+
+def _schedule(raw: dict, where: str, tz: str) -> Schedule:
+    interval = _required(raw, "interval", where)
+    if interval not in INTERVALS:
+        raise ScenarioError(f"{where}.interval", f"must be one of {' '.join(INTERVALS)} (got {interval!r})")
+    weekday = raw.get("weekday")
+    if interval in ("weekly", "biweekly"):
+        if weekday not in WEEKDAYS:
+            raise ScenarioError(f"{where}.weekday", f"{interval} needs a weekday: one of {' '.join(WEEKDAYS)}")
+        weekday = WEEKDAYS.index(weekday)
+    elif weekday is not None:
+        raise ScenarioError(f"{where}.weekday", "only weekly and biweekly schedules take a weekday")
+    return Schedule(interval, _clock(_required(raw, "time", where), f"{where}.time"), tz, weekday)
+
+
+def _clock(value, where: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 24 * 60:
+        return value  # YAML 1.1 reads an unquoted 9:30 as the base-60 number 570: minutes already
+    if isinstance(value, str):
+        m = re.fullmatch(r"([01]?[0-9]|2[0-3]):([0-5][0-9])", value.strip())
+        if m:
+            return int(m[1]) * 60 + int(m[2])
+    raise ScenarioError(where, f"must be a local time HH:MM such as \"09:00\" (got {value!r})")
+
+
+def _instant(value, where: str, tz: str) -> int:
+    if not isinstance(value, str):
+        raise ScenarioError(where, f"must be an ISO 8601 time such as \"2026-12-01T09:00:00+09:00\" (got {value!r})")
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ScenarioError(where, f"not an ISO 8601 time: {value!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=zone(tz))  # no offset given: the tenant's local time
+    seconds = moment.timestamp()
+    return round(seconds * 1000)
+
+
+def _date(value, where: str) -> int:
+    try:
+        return date.fromisoformat(str(value).strip()).toordinal()
+    except ValueError:
+        raise ScenarioError(where, f"must be a date YYYY-MM-DD (got {value!r})") from None
+
+
+def _id(value, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ScenarioError(where, f"must be a LINE id string (got {value!r})")
+    return value
+
+
+def _required(raw: dict, key: str, where: str):
+    if raw.get(key) is None:
+        raise ScenarioError(f"{where}.{key}" if where else key, "is required")
+    return raw[key]
+
+
+def _mapping(value, where: str, what: str, keys: set | None) -> dict:
+    if not isinstance(value, dict):
+        raise ScenarioError(where, f"must be {what}: a mapping of fields")
+    if keys is not None:
+        for key in value:
+            if key not in keys:
+                prefix = f"{where}." if where else ""
+                raise ScenarioError(f"{prefix}{key}", f"unknown field (known: {', '.join(sorted(keys))})")
+    return value
+
+
+def _list(value, where: str) -> list:
+    if not isinstance(value, list):
+        raise ScenarioError(where, "must be a list")
+    return value
+
+
+def _as_raw(s: MemberSettings) -> dict:
+    raw = {"id": s.id, "service": s.service, "interval": s.schedule.interval, "time": s.schedule.minute}
+    if s.schedule.weekday is not None:
+        raw["weekday"] = WEEKDAYS[s.schedule.weekday]
+    if s.phone is not None:
+        raw["phone"] = s.phone
+    if s.contacts:
+        raw["contacts"] = list(s.contacts)
+    return raw
+
+
+def _merge(current: MemberSettings, change: dict) -> dict:
+    """A settings change names only what changed; fields the new choice cannot keep are dropped."""
+    raw = _as_raw(current)
+    if change.get("service", current.service) != current.service:
+        raw.pop("phone", None)
+        raw.pop("contacts", None)
+    if change.get("interval") not in (None, "weekly", "biweekly"):
+        raw.pop("weekday", None)
+    raw.update((k, v) for k, v in change.items() if k in _SETTING_KEYS)
+    return raw
