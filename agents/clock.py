@@ -5,7 +5,7 @@ engine converts on every cycle.
 """
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timezone
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
@@ -42,7 +42,8 @@ def local_ordinal(zone_name: str, at: int) -> int:
 
 def iso(zone_name: str, at: int) -> str:
     """ISO 8601 with the zone's offset; milliseconds only when there are some."""
-    moment = datetime.fromtimestamp(at // 1000, zone(zone_name)) + timedelta(milliseconds=at % 1000)
+    # replace(), not + timedelta: arithmetic on an aware datetime drops `fold` in the repeated DST hour
+    moment = datetime.fromtimestamp(at // 1000, zone(zone_name)).replace(microsecond=at % 1000 * 1000)
     return moment.isoformat(timespec="milliseconds" if at % 1000 else "seconds")
 
 

@@ -1,0 +1,175 @@
+"""見守り / 安否通知: each rule of the member ladder, by example."""
+from timeline import member, run
+
+
+def test_unanswered_watch_check_is_resent_after_24h_then_staff_are_called_3h_later():
+    assert run(members=[member()], end="12-04 00:00") == [
+        ("12-01 09:00", "check_sent", "U001", 1),
+        ("12-02 09:00", "check_resent", "U001", 1),
+        ("12-02 12:00", "staff_call", "U001", 1),
+        # escalated: the cycle stays open, no new check stacks on it
+    ]
+
+
+def test_ok_closes_the_cycle_and_the_next_check_keeps_to_the_schedule_not_the_tap_time():
+    assert run(members=[member()], end="12-03 00:00",
+               events=[{"at": "12-01 21:17", "type": "ok", "member": "U001"}]) == [
+        ("12-01 09:00", "check_sent", "U001", 1),
+        ("12-01 21:17", "confirmed", "U001", 1),
+        ("12-02 09:00", "check_sent", "U001", 2),
+    ]
+
+
+def test_ok_after_the_resend_skips_the_slot_that_passed_while_the_cycle_was_open():
+    assert run(members=[member()], end="12-04 00:00",
+               events=[{"at": "12-02 10:00", "type": "ok", "member": "U001"}]) == [
+        ("12-01 09:00", "check_sent", "U001", 1),
+        ("12-02 09:00", "check_resent", "U001", 1),
+        ("12-02 10:00", "confirmed", "U001", 1),
+        ("12-03 09:00", "check_sent", "U001", 2),
+    ]
+
+
+def test_an_ok_exactly_at_a_deadline_counts_as_before_it():
+    at_resend = run(members=[member()], end="12-02 12:00",
+                    events=[{"at": "12-02 09:00", "type": "ok", "member": "U001"}])
+    assert at_resend == [("12-01 09:00", "check_sent", "U001", 1), ("12-02 09:00", "confirmed", "U001", 1)]
+    at_escalation = run(members=[member()], end="12-02 13:00",
+                        events=[{"at": "12-02 12:00", "type": "message", "member": "U001"}])
+    assert at_escalation[-1] == ("12-02 12:00", "confirmed", "U001", 1)
+    assert all(e[1] != "staff_call" for e in at_escalation)
+
+
+def test_notify_tells_the_chosen_contacts_and_falls_back_to_staff_without_any():
+    out = run(members=[member(service="notify", contacts=["U901", "U900"]), member("U002", service="notify")],
+              end="12-02 13:00")
+    assert ("12-02 12:00", "contacts_notified", "U001", 1, ["U901", "U900"]) in out
+    assert ("12-02 12:00", "staff_call", "U002", 1) in out
+
+
+def test_after_escalation_an_ok_tells_staff_the_person_answered_and_checks_resume():
+    assert run(members=[member()], end="12-05 00:00",
+               events=[{"at": "12-03 08:00", "type": "ok", "member": "U001"}]) == [
+        ("12-01 09:00", "check_sent", "U001", 1),
+        ("12-02 09:00", "check_resent", "U001", 1),
+        ("12-02 12:00", "staff_call", "U001", 1),
+        ("12-03 08:00", "resolved_after_escalation", "U001", 1),
+        ("12-03 09:00", "check_sent", "U001", 2),
+        ("12-04 09:00", "check_resent", "U001", 2),
+        ("12-04 12:00", "staff_call", "U001", 2),
+    ]
+
+
+def test_resolve_closes_only_an_escalated_cycle():
+    out = run(members=[member()], end="12-03 10:00", events=[
+        {"at": "12-01 10:00", "type": "resolve", "member": "U001"},   # not escalated: ignored
+        {"at": "12-02 15:00", "type": "resolve", "member": "U001"},
+    ])
+    assert out == [
+        ("12-01 09:00", "check_sent", "U001", 1),
+        ("12-02 09:00", "check_resent", "U001", 1),
+        ("12-02 12:00", "staff_call", "U001", 1),
+        ("12-02 15:00", "resolved_after_escalation", "U001", 1),
+        ("12-03 09:00", "check_sent", "U001", 2),
+    ]
+
+
+def test_slots_form_a_lattice_from_registration_every_n_days():
+    out = run(members=[member(interval="3d", time="07:30")], start="12-01 08:00", end="12-12 00:00", events=[
+        {"at": "12-02 07:40", "type": "ok", "member": "U001"},
+        {"at": "12-05 08:00", "type": "ok", "member": "U001"},
+        {"at": "12-09 06:00", "type": "ok", "member": "U001"},  # after resend: next slot 12-11
+    ])
+    assert [e[0] for e in out if e[1] == "check_sent"] == ["12-02 07:30", "12-05 07:30", "12-08 07:30", "12-11 07:30"]
+
+
+def test_weekly_and_biweekly_go_on_the_weekday():
+    # 2026-12-01 is a Tuesday
+    weekly = run(members=[member(interval="weekly", weekday="fri")], end="12-20 00:00", events=[
+        {"at": "12-04 09:10", "type": "ok", "member": "U001"},
+        {"at": "12-11 09:10", "type": "ok", "member": "U001"},
+    ])
+    assert [e[0] for e in weekly if e[1] == "check_sent"] == ["12-04 09:00", "12-11 09:00", "12-18 09:00"]
+    biweekly = run(members=[member(interval="biweekly", weekday="tue", time="09:00")], end="12-31 00:00",
+                   events=[{"at": "12-01 09:10", "type": "ok", "member": "U001"},
+                           {"at": "12-15 09:10", "type": "ok", "member": "U001"}])
+    assert [e[0] for e in biweekly if e[1] == "check_sent"] == ["12-01 09:00", "12-15 09:00", "12-29 09:00"]
+
+
+def test_pause_is_a_sign_of_life_and_holds_checks_until_local_midnight_of_until():
+    out = run(members=[member()], end="12-07 00:00", events=[
+        {"at": "12-01 12:00", "type": "pause", "member": "U001", "until": "2026-12-04"},
+        {"at": "12-04 09:01", "type": "ok", "member": "U001"},
+    ])
+    assert out == [
+        ("12-01 09:00", "check_sent", "U001", 1),
+        ("12-01 12:00", "confirmed", "U001", 1),
+        ("12-04 09:00", "check_sent", "U001", 2),
+        ("12-04 09:01", "confirmed", "U001", 2),
+        ("12-05 09:00", "check_sent", "U001", 3),
+        ("12-06 09:00", "check_resent", "U001", 3),
+        ("12-06 12:00", "staff_call", "U001", 3),
+    ]
+
+
+def test_a_later_pause_replaces_an_earlier_one_even_a_longer_one():
+    out = run(members=[member()], end="12-10 00:00", events=[
+        {"at": "12-01 10:00", "type": "ok", "member": "U001"},
+        {"at": "12-01 11:00", "type": "pause", "member": "U001", "until": "2026-12-08"},
+        {"at": "12-02 11:00", "type": "pause", "member": "U001", "until": "2026-12-04"},
+    ])
+    assert [e[0] for e in out if e[1] == "check_sent"] == ["12-01 09:00", "12-04 09:00"]
+
+
+def test_unfollow_closes_the_cycle_silently_and_follow_resumes_at_the_next_slot_after_it():
+    out = run(members=[member()], end="12-06 00:00", events=[
+        {"at": "12-01 10:00", "type": "unfollow", "member": "U001"},
+        {"at": "12-01 11:00", "type": "unfollow", "member": "U001"},  # already unfollowed: ignored
+        {"at": "12-02 10:00", "type": "ok", "member": "U001"},        # cannot happen on LINE: ignored
+        {"at": "12-03 09:00", "type": "follow", "member": "U001"},    # exactly at a slot: next one
+        {"at": "12-03 10:00", "type": "follow", "member": "U001"},    # already following: ignored
+        {"at": "12-04 09:30", "type": "ok", "member": "U001"},
+    ])
+    assert out == [
+        ("12-01 09:00", "check_sent", "U001", 1),
+        ("12-01 10:00", "unfollowed", "U001", None),
+        ("12-03 09:00", "followed", "U001", None),
+        ("12-04 09:00", "check_sent", "U001", 2),
+        ("12-04 09:30", "confirmed", "U001", 2),
+        ("12-05 09:00", "check_sent", "U001", 3),
+    ]
+
+
+def test_settings_change_is_a_sign_of_life_and_re_anchors_the_lattice():
+    out = run(members=[member()], end="12-07 00:00", events=[
+        {"at": "12-01 10:00", "type": "settings", "member": "U001", "interval": "2d", "time": "18:00"},
+        {"at": "12-01 18:05", "type": "ok", "member": "U001"},
+        {"at": "12-03 18:05", "type": "ok", "member": "U001"},
+        {"at": "12-04 12:00", "type": "settings", "member": "U001", "service": "notify", "contacts": ["U900"]},
+    ])
+    assert out[:6] == [
+        ("12-01 09:00", "check_sent", "U001", 1),
+        ("12-01 10:00", "confirmed", "U001", 1),
+        ("12-01 18:00", "check_sent", "U001", 2),
+        ("12-01 18:05", "confirmed", "U001", 2),
+        ("12-03 18:00", "check_sent", "U001", 3),
+        ("12-03 18:05", "confirmed", "U001", 3),
+    ]
+    # re-anchored at 12-04 12:00: the first 18:00 at or after it, then every 2 days; now notify
+    assert out[6:] == [
+        ("12-04 18:00", "check_sent", "U001", 4),
+        ("12-05 18:00", "check_resent", "U001", 4),
+        ("12-05 21:00", "contacts_notified", "U001", 4, ["U900"]),
+    ]
+
+
+def test_nothing_at_or_after_end_is_emitted_or_applied():
+    out = run(members=[member()], end="12-02 09:00", events=[{"at": "12-02 09:00", "type": "ok", "member": "U001"}])
+    assert out == [("12-01 09:00", "check_sent", "U001", 1)]
+
+
+def test_a_group_ok_is_a_sign_of_life_for_the_persons_own_service():
+    out = run(members=[member()], groups=[{"id": "C001", "members": ["U001", "U002"], "interval": "1d", "time": "08:00"}],
+              end="12-01 12:00", events=[{"at": "12-01 09:30", "type": "ok", "member": "U001", "group": "C001"}])
+    assert ("12-01 09:30", "confirmed", "U001", 1) in out
+    assert ("12-01 09:30", "group_confirmed", "C001", 1, "U001") in out
