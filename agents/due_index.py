@@ -1,7 +1,11 @@
-"""Which subjects have a timer due by a given instant: a heap with lazy deletion.
+"""Which subjects have a timer due by a given instant.
 
-A tick costs O(due log n): it pops only entries that are due (and stale ones, each once), and
-never scans the subjects. Rebuilt from the state table when a partition is assigned.
+Timers cluster: residents pick from a few check times, and every resend and escalation keeps its
+check's offset, so thousands of subjects fall due at the same instant. The index is a heap of the
+distinct due instants, each with a bucket of subjects: rescheduling is an append (plus a heap push
+only for a new instant), a tick costs O(due + instants log n) and never scans the subjects.
+Rescheduled subjects leave stale bucket entries behind, dropped when their bucket is reached (and
+all at once if they pile up). Rebuilt from the state table when a partition is assigned.
 """
 from __future__ import annotations
 
@@ -11,42 +15,62 @@ from collections.abc import Iterable
 
 class DueIndex:
     def __init__(self, entries: Iterable[tuple[str, int | None]] = ()):
-        self._due: dict[str, int] = {}
-        self._heap: list[tuple[int, str]] = []
         self.rebuild(entries)
 
     def rebuild(self, entries: Iterable[tuple[str, int | None]]) -> None:
-        self._due = {subject: due for subject, due in entries if due is not None}
-        self._heap = [(due, subject) for subject, due in self._due.items()]
-        heapq.heapify(self._heap)
+        self._due: dict[str, int] = {}
+        self._buckets: dict[int, list[str]] = {}
+        self._live: dict[int, int] = {}   # instant -> subjects whose due it still is
+        self._times: list[int] = []       # heap of the instants that have a bucket
+        self._entries = 0                 # bucket entries, live and stale
+        for subject, due in entries:
+            self.set(subject, due)
 
     def set(self, subject: str, due: int | None) -> None:
+        current = self._due
+        old = current.get(subject)
+        if old == due:
+            return
+        if old is not None:
+            self._live[old] -= 1
         if due is None:
-            self._due.pop(subject, None)  # its heap entry goes stale and is dropped when reached
+            del current[subject]
             return
-        if self._due.get(subject) == due:
-            return
-        self._due[subject] = due
-        heapq.heappush(self._heap, (due, subject))
-        if len(self._heap) > 2 * len(self._due) + 1024:
-            self.rebuild(list(self._due.items()))  # too many stale entries: keep memory bounded
+        current[subject] = due
+        bucket = self._buckets.get(due)
+        if bucket is None:
+            self._buckets[due] = [subject]
+            self._live[due] = 1
+            heapq.heappush(self._times, due)
+        else:
+            bucket.append(subject)
+            self._live[due] += 1
+        self._entries += 1
+        if self._entries > 2 * len(current) + 1024:
+            self.rebuild(list(current.items()))  # too many stale entries: keep memory bounded
 
     def pop_due(self, now: int) -> list[str]:
-        """Subjects due at or before `now`, earliest first. They leave the index; set() them again."""
-        heap, current, out = self._heap, self._due, []
-        while heap and heap[0][0] <= now:
-            due, subject = heapq.heappop(heap)
-            if current.get(subject) == due:
+        """Subjects due at or before `now`, by (due, subject). They leave the index; set() them again."""
+        times, buckets, current, out = self._times, self._buckets, self._due, []
+        while times and times[0] <= now:
+            due = heapq.heappop(times)
+            bucket = buckets.pop(due)
+            del self._live[due]
+            self._entries -= len(bucket)
+            ready = sorted({subject for subject in bucket if current.get(subject) == due})
+            for subject in ready:
                 del current[subject]
-                out.append(subject)
+            out += ready
         return out
 
     def peek(self) -> int | None:
         """The earliest due instant, or None."""
-        heap, current = self._heap, self._due
-        while heap and current.get(heap[0][1]) != heap[0][0]:
-            heapq.heappop(heap)
-        return heap[0][0] if heap else None
+        times, live = self._times, self._live
+        while times and not live[times[0]]:
+            due = heapq.heappop(times)
+            self._entries -= len(self._buckets.pop(due))
+            del live[due]
+        return times[0] if times else None
 
     def due_of(self, subject: str) -> int | None:
         return self._due.get(subject)

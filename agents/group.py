@@ -8,7 +8,7 @@ needs a verified account on LINE, so the engine learns them from OKs and message
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from agents.clock import HOUR
 from agents.schedule import anchor, next_slot
@@ -20,8 +20,7 @@ from schemas.settings import GroupSettings
 UNCONFIRMED_AFTER = 23 * HOUR
 
 
-@dataclass(frozen=True, slots=True)
-class GroupState:
+class GroupState(NamedTuple):
     settings: GroupSettings
     anchor: int                             # local date ordinal of slot 0
     roster: frozenset[str]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from agents.clock import local_ordinal, local_to_epoch
+from agents.clock import DAY, local_ordinal, local_to_epoch, steady
 from schemas.settings import Schedule
 
 
@@ -22,10 +22,19 @@ def anchor(schedule: Schedule, at: int) -> int:
 
 def next_slot(schedule: Schedule, anchor_ordinal: int, after: int, strict: bool) -> int:
     """Epoch ms of the first lattice slot after `after` (strictly, or at-or-after)."""
-    every = schedule.every_days
-    k = max(0, (local_ordinal(schedule.zone, after) - anchor_ordinal) // every - 1)
+    zone, every = schedule.zone, schedule.every_days
+    base = local_to_epoch(zone, anchor_ordinal, schedule.minute)
+    if base > after or (base == after and not strict):
+        return base
+    # Where the zone's offset holds still (always, in Japan), the lattice is plain arithmetic.
+    period = every * DAY
+    k = (after - base) // period + (1 if strict or (after - base) % period else 0)
+    slot = base + k * period
+    if steady(zone, base, slot):
+        return slot
+    k = max(0, (local_ordinal(zone, after) - anchor_ordinal) // every - 1)
     while True:
-        slot = local_to_epoch(schedule.zone, anchor_ordinal + k * every, schedule.minute)
+        slot = local_to_epoch(zone, anchor_ordinal + k * every, schedule.minute)
         if slot > after or (slot == after and not strict):
             return slot
         k += 1

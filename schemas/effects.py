@@ -1,7 +1,7 @@
 """What the engine decided must happen. Shells turn these into LINE messages, call-queue rows, audit."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 # member ladder
 CHECK_SENT = "check_sent"
@@ -20,8 +20,7 @@ GROUP_UNCONFIRMED = "group_unconfirmed"
 ESCALATIONS = (STAFF_CALL, CONTACTS_NOTIFIED)
 
 
-@dataclass(frozen=True, slots=True)
-class Effect:
+class Effect(NamedTuple):  # a tuple: cheap to make, and the engine makes millions
     at: int                                # epoch ms: the instant it fell due, not when a runtime noticed
     effect: str
     subject: str

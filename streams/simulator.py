@@ -5,7 +5,8 @@ same effects.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from heapq import heappop, heappush
 
 from agents.clock import iso
 from agents.partition import Partition
@@ -17,31 +18,40 @@ from streams.scenario import Scenario
 
 def run(scenario: Scenario) -> list[Effect]:
     """Every effect from start (inclusive) to end (exclusive), sorted by (at, subject, effect)."""
-    return sort(simulate(scenario.registrations, scenario.events, scenario.end))
+    return sort(list(simulate(scenario.registrations, scenario.events, scenario.end)))
 
 
 def simulate(registrations: Iterable[Inbound], events: Iterable[Inbound], end: int,
-             partition: Partition | None = None) -> list[Effect]:
-    """Apply `events` (already in time order) and the clock's due timers, merged; stop before `end`.
+             respond: Callable[[list[Effect]], Iterable[Inbound]] | None = None,
+             partition: Partition | None = None) -> Iterator[Effect]:
+    """Apply `events` (in time order) and the clock's due timers, merged; stop before `end`.
 
     Ties go to the resident: an inbound event is applied before timers due at the same instant.
+    `respond` plays the residents: it sees each batch of effects and may answer with later events.
     """
     part = Partition() if partition is None else partition
-    out: list[Effect] = []
+    apply, tick, next_due = part.apply, part.tick, part.next_due
     for event in registrations:
-        part.apply(event.settings.id, event)
-    pending: Iterator[Inbound] = iter(events)
-    event = next(pending, None)
+        apply(event.settings.id, event)
+    queue = [(event.at, seq, event) for seq, event in enumerate(events)]  # sorted, so already a heap
+    seq = len(queue)
     while True:
-        due = part.next_due()
-        if event is not None and event.at < end and (due is None or event.at <= due):
+        due = next_due()
+        if queue and queue[0][0] < end and (due is None or queue[0][0] <= due):
+            event = heappop(queue)[2]
+            effects = []
             for subject in addressed(event):
-                out.extend(part.apply(subject, event))
-            event = next(pending, None)
+                effects += apply(subject, event)
         elif due is not None and due < end:
-            out.extend(part.tick(due))
+            effects = tick(due)
         else:
-            return out
+            return
+        if effects:
+            yield from effects
+            if respond is not None:
+                for answer in respond(effects):
+                    heappush(queue, (answer.at, seq, answer))
+                    seq += 1
 
 
 def sort(effects: list[Effect]) -> list[Effect]:

@@ -1,0 +1,56 @@
+"""`anpi bench core`: check cycles per second of the pure core in one process, over virtual time.
+
+Every member answers `answer_after` minutes after each check, so each cycle is a check, an OK and a
+confirmation: three steps through the core, the due-index and the event queue.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import time
+from datetime import datetime
+
+from agents.clock import MINUTE
+from schemas.effects import CHECK_SENT
+from schemas.events import Ok, Register
+from schemas.settings import NOTIFY, WATCH, MemberSettings, Schedule
+from streams.runtime import tune_gc
+from streams.simulator import simulate
+
+START = int(datetime.fromisoformat("2026-12-01T00:00:00+09:00").timestamp()) * 1000
+
+
+def members(n: int) -> list[Register]:
+    """A tenant: watch and notify, check times spread from 06:00 to 21:45 (as residents choose them)."""
+    out = []
+    for i in range(n):
+        schedule = Schedule("1d", 6 * 60 + (i % 64) * 15)
+        if i % 2:
+            settings = MemberSettings(f"U{i:032x}", WATCH, schedule, phone="090-0000-0000")
+        else:
+            settings = MemberSettings(f"U{i:032x}", NOTIFY, schedule, contacts=(f"U{i + 1:032x}",))
+        out.append(Register(START, settings))
+    return out
+
+
+def core_bench(n: int, days: int, answer_after: int) -> str:
+    registrations = members(n)
+    delay = answer_after * MINUTE
+
+    def residents(effects):
+        return [Ok(e.at + delay, e.subject) for e in effects if e.effect == CHECK_SENT]
+
+    tune_gc()
+    began = time.perf_counter()
+    cycles = effects = 0
+    for effect in simulate(registrations, (), START + days * 24 * 60 * MINUTE, respond=residents):
+        effects += 1
+        cycles += effect.effect == CHECK_SENT
+    seconds = time.perf_counter() - began
+    return json.dumps({
+        "bench": "core", "members": n, "days": days, "cycles": cycles, "effects": effects,
+        "seconds": round(seconds, 2), "cycles_per_second": round(cycles / seconds),
+        "max_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "python": platform.python_version(), "machine": platform.machine(),
+    })
