@@ -49,10 +49,13 @@ def register(event: Register) -> MemberState:
 
 def step(state: MemberState, event) -> tuple[MemberState, list[Effect]]:
     out: list[Effect] = []
-    if type(event) is Tick:
-        return _advance(state, event.at, True, out), out
-    state = _advance(state, event.at, False, out)
-    kind = type(event)
+    now, kind = event.at, type(event)
+    if kind is Tick:
+        while state.due is not None and state.due <= now:
+            state = _fire(state, out)
+        return state, out
+    while state.due is not None and state.due < now:  # strictly before: ties go to the resident
+        state = _fire(state, out)
     if kind is Ok or kind is Message:
         state = _sign_of_life(state, event.at, out)
     elif kind is Pause:
@@ -75,12 +78,6 @@ def step(state: MemberState, event) -> tuple[MemberState, list[Effect]]:
     else:
         raise TypeError(f"member step: unknown event {event!r}")
     return state, out
-
-
-def _advance(state: MemberState, now: int, inclusive: bool, out: list[Effect]) -> MemberState:
-    while state.due is not None and (state.due <= now if inclusive else state.due < now):
-        state = _fire(state, out)
-    return state
 
 
 def _fire(state: MemberState, out: list[Effect]) -> MemberState:

@@ -18,13 +18,15 @@ from streams.scenario import Scenario
 
 def run(scenario: Scenario) -> list[Effect]:
     """Every effect from start (inclusive) to end (exclusive), sorted by (at, subject, effect)."""
-    return sort(list(simulate(scenario.registrations, scenario.events, scenario.end)))
+    return sort([e for batch in simulate(scenario.registrations, scenario.events, scenario.end) for e in batch])
 
 
 def simulate(registrations: Iterable[Inbound], events: Iterable[Inbound], end: int,
              respond: Callable[[list[Effect]], Iterable[Inbound]] | None = None,
-             partition: Partition | None = None) -> Iterator[Effect]:
+             partition: Partition | None = None) -> Iterator[list[Effect]]:
     """Apply `events` (in time order) and the clock's due timers, merged; stop before `end`.
+
+    Yields the effects in batches: those of one event, or of one tick.
 
     Ties go to the resident: an inbound event is applied before timers due at the same instant.
     `respond` plays the residents: it sees each batch of effects and may answer with later events.
@@ -47,7 +49,7 @@ def simulate(registrations: Iterable[Inbound], events: Iterable[Inbound], end: i
         else:
             return
         if effects:
-            yield from effects
+            yield effects
             if respond is not None:
                 for answer in respond(effects):
                     heappush(queue, (answer.at, seq, answer))
