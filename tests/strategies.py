@@ -1,6 +1,7 @@
 """Random scenarios in the contract's own format (plain dicts, as a YAML file would load)."""
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -11,6 +12,11 @@ WEEKDAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 # Tokyo is the product's home; New York and Berlin cross a daylight-saving change in these windows.
 ZONES = [("Asia/Tokyo", datetime(2026, 12, 1)), ("UTC", datetime(2026, 12, 30)),
          ("America/New_York", datetime(2027, 3, 10)), ("Europe/Berlin", datetime(2027, 10, 28))]
+
+
+def examples(n: int) -> int:
+    """How many random cases a property test runs; ANPI_PROPERTY_SCALE=20 for a deep local soak."""
+    return max(1, int(n * float(os.environ.get("ANPI_PROPERTY_SCALE", "1"))))
 
 
 def _iso(moment: datetime) -> str:

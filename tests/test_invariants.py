@@ -10,9 +10,9 @@ from agents.partition import Partition
 from agents.subject import addressed
 from streams import scenario as scenario_module
 from streams import simulator
-from strategies import scenarios
+from strategies import examples, scenarios
 
-SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 HOUR = 3600
 ESCALATIONS = {"staff_call", "contacts_notified"}
 SIGNS_OF_LIFE = {"ok", "message", "pause", "settings"}

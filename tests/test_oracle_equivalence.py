@@ -4,16 +4,16 @@ from hypothesis import HealthCheck, given, settings
 
 import engine
 import oracle
-from strategies import scenarios
+from strategies import examples, scenarios
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_engine_matches_the_oracle(scenario):
     assert engine.records(scenario) == oracle.simulate(scenario)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios(max_members=12, max_groups=3, max_events=150, max_days=40))
 def test_engine_matches_the_oracle_on_busy_histories(scenario):
     assert engine.records(scenario) == oracle.simulate(scenario)
