@@ -22,6 +22,8 @@ def epoch(iso: str) -> int:
     return int(datetime.fromisoformat(iso).timestamp())
 
 
+# An event at exactly the check's instant applies before the check (ties go to the resident), so a
+# cycle's window is (check, escalation].
 def member_events(scenario):
     by_member = defaultdict(list)
     for e in scenario["events"]:
@@ -39,7 +41,7 @@ def test_an_escalation_never_follows_a_sign_of_life_in_its_window(scenario):
         if r["effect"] in ESCALATIONS:
             window = (sent[r["subject"], r["cycle"]], epoch(r["at"]))
             assert not [e for e in events[r["subject"]]
-                        if e[1] in SIGNS_OF_LIFE | {"unfollow"} and window[0] <= e[0] <= window[1]]
+                        if e[1] in SIGNS_OF_LIFE | {"unfollow"} and window[0] < e[0] <= window[1]]
 
 
 @SETTINGS
@@ -55,7 +57,7 @@ def test_every_unanswered_cycle_is_resent_and_escalated_exactly_once(scenario):
             continue
         slot, me, cycle = epoch(r["at"]), r["subject"], r["cycle"]
         deadline = slot + 27 * HOUR
-        answered = [e for e in events[me] if e[1] in SIGNS_OF_LIFE | {"unfollow"} and slot <= e[0] <= deadline]
+        answered = [e for e in events[me] if e[1] in SIGNS_OF_LIFE | {"unfollow"} and slot < e[0] <= deadline]
         if not answered and deadline < end:
             resent = [x for x in records if x["subject"] == me and x.get("cycle") == cycle and x["effect"] == "check_resent"]
             escalated = [x for x in records if x["subject"] == me and x.get("cycle") == cycle and x["effect"] in ESCALATIONS]
