@@ -46,7 +46,7 @@ def step(state: GroupState, event) -> tuple[GroupState, list[Effect]]:
     elif type(event) is Message:
         state = _seen(state, event.member)
     elif type(event) is Register:
-        raise ValueError(f"{state.settings.id}: already registered")
+        pass  # a replayed registration (after a crash) changes nothing; changes come as settings
     else:
         raise TypeError(f"group step: unknown event {event!r}")
     return state, out

@@ -74,7 +74,7 @@ def step(state: MemberState, event) -> tuple[MemberState, list[Effect]]:
     elif kind is ChangeSettings:
         state = _change_settings(state, event, out)
     elif kind is Register:
-        raise ValueError(f"{state.settings.id}: already registered")
+        pass  # a replayed registration (after a crash) changes nothing; changes come as settings
     else:
         raise TypeError(f"member step: unknown event {event!r}")
     return state, out

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from agents.clock import DAY, local_ordinal, local_to_epoch, steady
+from agents.clock import DAY, MINUTE, local_ordinal, local_to_epoch, offset_ms, steady
 from schemas.settings import Schedule
 
 
@@ -30,7 +30,8 @@ def next_slot(schedule: Schedule, anchor_ordinal: int, after: int, strict: bool)
     period = every * DAY
     k = (after - base) // period + (1 if strict or (after - base) % period else 0)
     slot = base + k * period
-    if steady(zone, base, slot):
+    # (and where slot 0 itself shows the schedule's wall time: not so if it fell in a DST gap)
+    if steady(zone, base, slot) and (base + offset_ms(zone, base)) % DAY == schedule.minute * MINUTE:
         return slot
     k = max(0, (local_ordinal(zone, after) - anchor_ordinal) // every - 1)
     while True:

@@ -173,3 +173,15 @@ def test_a_group_ok_is_a_sign_of_life_for_the_persons_own_service():
               end="12-01 12:00", events=[{"at": "12-01 09:30", "type": "ok", "member": "U001", "group": "C001"}])
     assert ("12-01 09:30", "confirmed", "U001", 1) in out
     assert ("12-01 09:30", "group_confirmed", "C001", 1, "U001") in out
+
+
+def test_a_check_time_that_daylight_saving_skips_keeps_its_wall_time_afterwards():
+    # New York springs forward at 02:00 on 2027-03-14: that Sunday's 02:00 does not exist.
+    from engine import records
+    out = records({"timezone": "America/New_York", "start": "2027-03-11T07:01:00-05:00",
+                   "end": "2027-03-22T00:00:00-04:00",
+                   "members": [{"id": "U000", "service": "watch", "interval": "weekly", "weekday": "sun",
+                                "time": "02:00", "phone": "090-1234-5678"}],
+                   "events": [{"at": "2027-03-14T03:01:00-04:00", "type": "ok", "member": "U000"}]})
+    assert [r["at"] for r in out if r["effect"] == "check_sent"] == ["2027-03-14T03:00:00-04:00",
+                                                                      "2027-03-21T02:00:00-04:00"]
