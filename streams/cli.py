@@ -22,6 +22,13 @@ def main(argv: list[str] | None = None) -> int:
     core.add_argument("--answer-after", type=int, default=5, metavar="MINUTES",
                       help="each member taps OK this many minutes after each check")
 
+    svc = commands.add_parser("services", help="start or stop the local Kafka broker and Redis server")
+    svc_what = svc.add_subparsers(dest="what", required=True, metavar="ACTION")
+    svc_up = svc_what.add_parser("up", help="start both (if not running) and wait until they answer")
+    svc_up.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
+                        help="give up if they do not answer by then")
+    svc_what.add_parser("down", help="stop both")
+
     args = parser.parse_args(argv)
     if args.command == "simulate":
         return _simulate(args)
@@ -29,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
         from streams.bench import core_bench
         print(core_bench(args.members, args.days, args.answer_after))
         return 0
+    if args.command == "services":
+        from streams import services
+        return services.up(timeout=args.timeout) if args.what == "up" else services.down()
     return 2
 
 
