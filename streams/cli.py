@@ -11,8 +11,11 @@ def main(argv: list[str] | None = None) -> int:
 
     sim = commands.add_parser("simulate", help="run a scenario over virtual time; print one JSON effect per line")
     sim.add_argument("scenario", help="scenario file (.yaml, .yml or .json)")
-    sim.add_argument("--runtime", choices=["embedded"], default="embedded",
-                     help="where the engine runs (embedded: in this process)")
+    sim.add_argument("--runtime", choices=["embedded", "kafka"], default="embedded",
+                     help="where the engine runs: embedded (this process) or kafka (real topics and a worker "
+                          "process on the broker at ANPI_KAFKA; start it with `anpi services up`)")
+
+    commands.add_parser("worker", help="run one Faust worker of the Kafka runtime (settings from ANPI_* variables)")
 
     bench = commands.add_parser("bench", help="measure the engine")
     bench_what = bench.add_subparsers(dest="what", required=True, metavar="WHAT")
@@ -36,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         from streams.bench import core_bench
         print(core_bench(args.members, args.days, args.answer_after))
         return 0
+    if args.command == "worker":
+        from streams.kafka.worker import main as worker_main
+        return worker_main()
     if args.command == "services":
         from streams import services
         return services.up(timeout=args.timeout) if args.what == "up" else services.down()
@@ -50,12 +56,36 @@ def _simulate(args) -> int:
     except scenario.ScenarioError as e:
         print(f"anpi simulate: {e}", file=sys.stderr)
         return 2
+    if args.runtime == "kafka":
+        effects = _simulate_on_kafka(loaded)
+        if effects is None:
+            return 1
+    else:
+        effects = simulator.run(loaded)
     out = sys.stdout
-    for effect in simulator.run(loaded):
+    for effect in effects:
         out.write(simulator.to_json(effect, loaded.zone))
         out.write("\n")
     out.flush()
     return 0
+
+
+def _simulate_on_kafka(loaded):
+    import asyncio
+    import logging
+
+    from aiokafka.errors import KafkaConnectionError
+
+    from streams.kafka import simulate as kafka_simulate
+
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)  # its retries are not the user's business
+    try:
+        return asyncio.run(kafka_simulate.run(loaded))
+    except KafkaConnectionError:
+        print("anpi simulate: cannot reach Kafka at ANPI_KAFKA (start it with `anpi services up`)", file=sys.stderr)
+    except (TimeoutError, RuntimeError) as e:
+        print(f"anpi simulate: {e}", file=sys.stderr)
+    return None
 
 
 if __name__ == "__main__":

@@ -1,0 +1,116 @@
+"""Records to JSON bytes and back: how events, states and effects travel on Kafka and rest in tables.
+
+Compact on purpose (a tenant's table holds a state per member, rewritten at every step), and total:
+load(dump(x)) == x for every record the engine makes.
+"""
+from __future__ import annotations
+
+import json
+
+from agents.group import GroupState
+from agents.member import MemberState
+from schemas.effects import Effect
+from schemas.events import ChangeSettings, Follow, Message, Ok, Pause, Register, Resolve, Tick, Unfollow
+from schemas.settings import GroupSettings, MemberSettings, Schedule
+
+# --- settings -------------------------------------------------------------------------------------
+
+
+def settings_to_obj(s: MemberSettings | GroupSettings) -> dict:
+    sch = s.schedule
+    obj = {"id": s.id, "interval": sch.interval, "minute": sch.minute, "zone": sch.zone, "weekday": sch.weekday}
+    if isinstance(s, GroupSettings):
+        obj["members"] = list(s.members)
+    else:
+        obj.update(service=s.service, phone=s.phone, contacts=list(s.contacts))
+    return obj
+
+
+def settings_from_obj(obj: dict) -> MemberSettings | GroupSettings:
+    schedule = Schedule(obj["interval"], obj["minute"], obj["zone"], obj["weekday"])
+    if "members" in obj:
+        return GroupSettings(obj["id"], schedule, tuple(obj["members"]))
+    return MemberSettings(obj["id"], obj["service"], schedule, obj["phone"], tuple(obj["contacts"]))
+
+
+# --- events ---------------------------------------------------------------------------------------
+
+_PLAIN = {Ok: "ok", Message: "message", Resolve: "resolve", Unfollow: "unfollow", Follow: "follow"}
+_PLAIN_BY_NAME = {name: kind for kind, name in _PLAIN.items()}
+
+
+def event_to_obj(event) -> dict:
+    kind = type(event)
+    if kind is Tick:
+        return {"type": "tick", "at": event.at}
+    if kind is Register or kind is ChangeSettings:
+        return {"type": "register" if kind is Register else "settings", "at": event.at,
+                "settings": settings_to_obj(event.settings)}
+    if kind is Pause:
+        return {"type": "pause", "at": event.at, "member": event.member, "until": event.until}
+    obj = {"type": _PLAIN[kind], "at": event.at, "member": event.member}
+    if getattr(event, "group", None) is not None:
+        obj["group"] = event.group
+    return obj
+
+
+def event_from_obj(obj: dict):
+    kind, at = obj["type"], obj["at"]
+    if kind == "tick":
+        return Tick(at)
+    if kind == "register":
+        return Register(at, settings_from_obj(obj["settings"]))
+    if kind == "settings":
+        return ChangeSettings(at, settings_from_obj(obj["settings"]))
+    if kind == "pause":
+        return Pause(at, obj["member"], obj["until"])
+    if kind in ("ok", "message"):
+        return _PLAIN_BY_NAME[kind](at, obj["member"], obj.get("group"))
+    if kind in _PLAIN_BY_NAME:
+        return _PLAIN_BY_NAME[kind](at, obj["member"])
+    raise ValueError(f"unknown event type {kind!r}")
+
+
+# --- subject states -------------------------------------------------------------------------------
+
+
+def state_to_obj(state) -> list:
+    if type(state) is GroupState:
+        return ["g", settings_to_obj(state.settings), state.anchor, sorted(state.roster), state.cycle,
+                state.posted_at, sorted(state.confirmed), state.due]
+    return ["m", settings_to_obj(state.settings), *state[1:]]
+
+
+def state_from_obj(obj: list):
+    if obj[0] == "g":
+        _, settings, anchor, roster, cycle, posted_at, confirmed, due = obj
+        return GroupState(settings_from_obj(settings), anchor, frozenset(roster), cycle, posted_at,
+                          frozenset(confirmed), due)
+    return MemberState(settings_from_obj(obj[1]), *obj[2:])
+
+
+# --- effects --------------------------------------------------------------------------------------
+
+
+def effect_to_obj(effect: Effect) -> dict:
+    obj = {"id": effect.id, "at": effect.at, "effect": effect.effect, "subject": effect.subject}
+    for field in ("cycle", "to", "member", "members"):
+        value = getattr(effect, field)
+        if value is not None:
+            obj[field] = list(value) if isinstance(value, tuple) else value
+    return obj
+
+
+def effect_from_obj(obj: dict) -> Effect:
+    to, members = obj.get("to"), obj.get("members")
+    return Effect(obj["at"], obj["effect"], obj["subject"], obj.get("cycle"),
+                  tuple(to) if to is not None else None, obj.get("member"),
+                  tuple(members) if members is not None else None)
+
+
+def dumps(obj) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def loads(data: bytes):
+    return json.loads(data)

@@ -1,0 +1,121 @@
+"""The Faust app: its topics, the subject table, the subject agent and the ticker, in one place.
+
+    inbound (events + ticks, key = subject) ──▶ subject agent ──▶ effects (audit, every effect)
+                                                  │  state table ├─▶ outbox (LINE messages to send)
+                                                  │  (changelog) └─▶ escalations (staff / contacts)
+
+Reads top-down as the pipeline it is. The logic per message lives in agents/subject_agent.py.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import faust
+from faust.sensors.prometheus import setup_prometheus_sensors
+
+from agents.subject_agent import SubjectAgent
+from schemas import effects as fx
+from streams import codec
+from streams.kafka import metrics
+from streams.kafka.settings import Settings, partition_of
+
+log = logging.getLogger("anpi.worker")
+
+# what the sender must turn into LINE messages, and what the call queue / audit must hear about
+TO_OUTBOX = {fx.CHECK_SENT, fx.CHECK_RESENT, fx.CONTACTS_NOTIFIED, fx.CONFIRMED, fx.RESOLVED_AFTER_ESCALATION,
+             fx.GROUP_CHECK_POSTED, fx.GROUP_UNCONFIRMED}
+TO_ESCALATIONS = {fx.STAFF_CALL, fx.CONTACTS_NOTIFIED, fx.RESOLVED_AFTER_ESCALATION}
+
+
+def create_app(settings: Settings) -> faust.App:
+    app = faust.App(
+        f"{settings.prefix}-engine",
+        broker=f"kafka://{settings.kafka}",
+        store=settings.store,
+        topic_partitions=settings.partitions,
+        producer_acks=-1,
+        # Changelog writes, effects and consumer offsets commit in one Kafka transaction: after a
+        # crash either all of a step's output is there or none of it is and the step runs again.
+        # (At-least-once would let a state reach the changelog while its effects did not: lost.)
+        processing_guarantee="exactly_once",
+        consumer_auto_offset_reset="earliest",
+        web_host="127.0.0.1",
+        web_port=settings.web_port,
+        web_in_thread=False,
+    )
+
+    def raw_topic(name):
+        return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+                         partitions=settings.partitions)
+
+    inbound, effects = raw_topic(settings.inbound), raw_topic(settings.effects)
+    outbox, escalations = raw_topic(settings.outbox), raw_topic(settings.escalations)
+    # bytes keys and values: Faust then keeps them raw, and streams/codec.py owns the encoding
+    table = app.Table(settings.table, partitions=settings.partitions, key_type=bytes, value_type=bytes)
+
+    def load(number: int):
+        for key, raw in list(table.items()):
+            subject = key.decode()
+            if partition_of(subject, settings.partitions) == number:
+                yield subject, codec.state_from_obj(codec.loads(raw))
+
+    def persist(subject: str, state) -> None:
+        table[subject.encode()] = codec.dumps(codec.state_to_obj(state))
+
+    logic = SubjectAgent(load, persist)
+    setup_prometheus_sensors(app, registry=metrics.REGISTRY, name_prefix="faust")
+    metrics.DUE_INDEX.set_function(logic.due_size)
+
+    @app.agent(inbound, concurrency=1)  # > 1 loses messages: faust-streaming issue #606
+    async def subjects(stream):
+        async for event in stream.events():
+            number = event.message.partition
+            message = codec.loads(event.value)
+            started = time.perf_counter()
+            if "tick" in message:
+                produced = logic.tick(number, message["tick"])
+                _watch_tick(logic, number)
+            else:
+                inbound_event = codec.event_from_obj(message["event"])
+                produced = logic.apply(number, message["subject"], inbound_event)
+                metrics.EVENTS_IN.labels(message["event"]["type"]).inc()
+            for effect in produced:
+                await _emit(effect, number)
+            if "flush" in message:  # a driver waits for this: everything before it on the partition is out
+                await effects.send(key=b"", value=codec.dumps({"flush": message["flush"], "partition": number}),
+                                   partition=number)
+            metrics.LATENCY.labels(str(number)).observe(time.perf_counter() - started)
+
+    async def _emit(effect, number: int) -> None:
+        key, value = effect.subject.encode(), codec.dumps(codec.effect_to_obj(effect))
+        await effects.send(key=key, value=value, partition=number)
+        if effect.effect in TO_OUTBOX:
+            await outbox.send(key=key, value=value, partition=number)
+        if effect.effect in TO_ESCALATIONS:
+            await escalations.send(key=key, value=value, partition=number)
+        metrics.EFFECTS_OUT.labels(effect.effect).inc()
+        if effect.effect in fx.ESCALATIONS:
+            metrics.ESCALATIONS.labels(effect.effect).inc()
+
+    @app.on_partitions_revoked.connect
+    async def revoked(sender, revoked, **kwargs) -> None:
+        logic.revoke(tp.partition for tp in revoked if tp.topic == settings.inbound)
+
+    if settings.tick_seconds > 0:
+        @app.timer(settings.tick_seconds, on_leader=True)
+        async def ticker() -> None:
+            # The only clock read in the engine's path: ticks carry it, so everything after replays.
+            now = int(time.time() * 1000)
+            for number in range(settings.partitions):
+                await inbound.send(key=b"", value=codec.dumps({"tick": now}), partition=number)
+
+    app.anpi_logic = logic  # for tests and the /metrics gauges
+    return app
+
+
+def _watch_tick(logic: SubjectAgent, number: int) -> None:
+    label = str(number)
+    at = logic.last_tick[number] / 1000
+    metrics.LAST_TICK.labels(label).set(at)
+    metrics.TICK_LAG.labels(label).set_function(lambda: time.time() - logic.last_tick.get(number, 0) / 1000)

@@ -1,0 +1,43 @@
+"""A scenario as the messages of the inbound topic, in the order a partition must see them.
+
+Pure. Each inbound event goes to every subject it concerns, on that subject's partition; virtual
+ticks go to every partition on a grid, each after the events at or before its instant (ties go to
+the resident), and a last tick just before `end` carries a flush token the worker echoes back.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from agents.subject import addressed
+from streams import codec
+from streams.kafka.settings import partition_of
+from streams.scenario import Scenario
+
+Message = tuple[int, bytes, bytes]  # partition, key, value
+
+
+def feed(scenario: Scenario, partitions: int, tick_every: int, flush: str) -> Iterator[Message]:
+    for event in scenario.registrations:
+        yield _event(event.settings.id, event, partitions)
+    grid = scenario.start - scenario.start % tick_every + tick_every
+    for event in scenario.events:
+        while grid < event.at:
+            yield from _ticks(grid, partitions)
+            grid += tick_every
+        for subject in addressed(event):
+            yield _event(subject, event, partitions)
+    while grid < scenario.end:
+        yield from _ticks(grid, partitions)
+        grid += tick_every
+    yield from _ticks(scenario.end - 1, partitions, flush)
+
+
+def _event(subject: str, event, partitions: int) -> Message:
+    value = codec.dumps({"subject": subject, "event": codec.event_to_obj(event)})
+    return partition_of(subject, partitions), subject.encode(), value
+
+
+def _ticks(at: int, partitions: int, flush: str | None = None) -> Iterator[Message]:
+    value = codec.dumps({"tick": at} if flush is None else {"tick": at, "flush": flush})
+    for number in range(partitions):
+        yield number, b"", value

@@ -1,0 +1,65 @@
+"""Where the Kafka runtime finds its services and how it names its topics. Local defaults."""
+from __future__ import annotations
+
+import os
+import zlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka: str = "127.0.0.1:9092"
+    redis: str = "redis://127.0.0.1:6379/0"
+    prefix: str = "anpi"             # topic and consumer-group names start with it: one per tenant / run
+    partitions: int = 8
+    store: str = "memory://"         # rocksdb:// in production (pip install 'faust-streaming[rocksdict]')
+    tick_seconds: float = 5.0        # the ticker's period; 0 turns it off (virtual-time runs tick themselves)
+    web_port: int = 6066             # /metrics
+
+    @classmethod
+    def from_env(cls, env=os.environ) -> "Settings":
+        return cls(
+            kafka=env.get("ANPI_KAFKA", cls.kafka),
+            redis=env.get("ANPI_REDIS", cls.redis),
+            prefix=env.get("ANPI_TOPIC_PREFIX", cls.prefix),
+            partitions=int(env.get("ANPI_PARTITIONS", cls.partitions)),
+            store=env.get("ANPI_STORE", cls.store),
+            tick_seconds=float(env.get("ANPI_TICK_SECONDS", cls.tick_seconds)),
+            web_port=int(env.get("ANPI_WEB_PORT", cls.web_port)),
+        )
+
+    def env(self) -> dict[str, str]:
+        """The same settings as environment variables, for a worker process."""
+        return {"ANPI_KAFKA": self.kafka, "ANPI_REDIS": self.redis, "ANPI_TOPIC_PREFIX": self.prefix,
+                "ANPI_PARTITIONS": str(self.partitions), "ANPI_STORE": self.store,
+                "ANPI_TICK_SECONDS": str(self.tick_seconds), "ANPI_WEB_PORT": str(self.web_port)}
+
+    # topics: one place for their names
+    @property
+    def inbound(self) -> str:
+        return f"{self.prefix}-inbound"      # events and ticks, keyed by subject
+
+    @property
+    def effects(self) -> str:
+        return f"{self.prefix}-effects"      # every effect (audit), partition = its subject's partition
+
+    @property
+    def outbox(self) -> str:
+        return f"{self.prefix}-outbox"       # what the sender turns into LINE messages
+
+    @property
+    def escalations(self) -> str:
+        return f"{self.prefix}-escalations"  # staff calls, contacts told, and their resolution
+
+    @property
+    def table(self) -> str:
+        return "subjects"                    # Faust names its changelog <app id>-subjects-changelog
+
+
+def partition_of(subject: str, partitions: int) -> int:
+    """Every producer places a subject with this, so ticks and the due-index agree with the table.
+
+    (Not the client's murmur2 partitioner: this must also run over a million keys when a partition is
+    assigned and its due-index is rebuilt, and crc32 is C.)
+    """
+    return zlib.crc32(subject.encode()) % partitions

@@ -1,0 +1,150 @@
+"""`anpi simulate --runtime kafka`: the scenario through real topics and a real worker process.
+
+A run gets topics of its own (a fresh prefix), so runs never see each other's messages. The driver
+feeds the inbound topic in virtual time, waits until every partition echoes the final flush, and
+reads the effects topic, dropping duplicates by effect id (a worker that crashed and replayed may
+emit an effect twice; downstream consumers drop it the same way).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from dataclasses import replace
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from agents.clock import HOUR
+from schemas.effects import Effect
+from streams import codec
+from streams.kafka.feed import feed
+from streams.kafka.settings import Settings
+from streams.scenario import Scenario
+from streams.simulator import sort
+
+
+class KafkaRun:
+    """One isolated run: its topics, its worker process, its producer and effects reader."""
+
+    def __init__(self, settings: Settings | None = None, tick_every: int = HOUR):
+        base = settings or Settings.from_env()
+        self.settings = replace(base, prefix=f"anpi-run-{uuid.uuid4().hex[:12]}", tick_seconds=0.0,
+                                web_port=_free_port())
+        self.tick_every = tick_every
+        self.worker: subprocess.Popen | None = None
+        self.log_path = os.path.join(os.environ.get("ANPI_VAR", "var"), "runs", f"{self.settings.prefix}.log")
+
+    async def create_topics(self) -> None:
+        s = self.settings
+        admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka)
+        await admin.start()
+        try:
+            names = [s.inbound, s.effects, s.outbox, s.escalations]
+            await admin.create_topics([NewTopic(name, s.partitions, 1) for name in names])
+            for _ in range(100):  # created is not yet led: wait until every partition has a leader
+                described = await admin.describe_topics(names)
+                if all(t["error_code"] == 0 and len(t["partitions"]) == s.partitions
+                       and all(p["leader"] >= 0 for p in t["partitions"]) for t in described):
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            await admin.close()
+
+    async def delete_topics(self) -> None:
+        s = self.settings
+        admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka)
+        await admin.start()
+        try:
+            names = await admin.list_topics()
+            await admin.delete_topics([n for n in names if n.startswith(s.prefix)])
+        except Exception:  # cleanup is best effort: a leftover topic costs disk, not correctness
+            pass
+        finally:
+            await admin.close()
+
+    def start_worker(self) -> None:
+        os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
+        env = {**os.environ, **self.settings.env()}
+        with open(self.log_path, "ab") as log:
+            self.worker = subprocess.Popen([sys.executable, "-m", "streams.kafka.worker"], env=env,
+                                           stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def kill_worker(self, sig: int = signal.SIGKILL) -> None:
+        if self.worker is not None and self.worker.poll() is None:
+            self.worker.send_signal(sig)
+            try:
+                self.worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.worker.kill()
+                self.worker.wait()
+        self.worker = None
+
+    async def produce(self, messages) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka, acks="all", enable_idempotence=True,
+                                    linger_ms=10, max_batch_size=1 << 20)
+        await producer.start()
+        try:
+            pending = []
+            for number, key, value in messages:
+                pending.append(await producer.send(self.settings.inbound, value, key=key or None,
+                                                   partition=number))
+            await asyncio.gather(*pending)
+        finally:
+            await producer.stop()
+
+    async def collect(self, flush: str, timeout: float) -> list[Effect]:
+        """Effects from the start of the effects topic until every partition has echoed `flush`."""
+        s = self.settings
+        consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka, enable_auto_commit=False,
+                                    isolation_level="read_committed")
+        await consumer.start()
+        try:
+            parts = [TopicPartition(s.effects, n) for n in range(s.partitions)]
+            consumer.assign(parts)
+            await consumer.seek_to_beginning(*parts)
+            seen: dict[str, Effect] = {}
+            flushed: set[int] = set()
+            deadline = asyncio.get_running_loop().time() + timeout
+            while len(flushed) < s.partitions:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise TimeoutError(f"worker did not finish within {timeout:.0f} s "
+                                       f"({len(flushed)}/{s.partitions} partitions done); log: {self.log_path}")
+                if self.worker is not None and self.worker.poll() is not None:
+                    raise RuntimeError(f"worker exited with {self.worker.returncode}; log: {self.log_path}")
+                batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
+                for records in batches.values():
+                    for record in records:
+                        obj = codec.loads(record.value)
+                        if "flush" in obj:
+                            if obj["flush"] == flush:
+                                flushed.add(obj["partition"])
+                        else:
+                            seen.setdefault(obj["id"], codec.effect_from_obj(obj))
+            return sort(list(seen.values()))
+        finally:
+            await consumer.stop()
+
+
+async def run(scenario: Scenario, settings: Settings | None = None, timeout: float = 600.0) -> list[Effect]:
+    """The effects of `scenario` through Kafka: the same list the embedded simulator returns."""
+    kafka_run = KafkaRun(settings)
+    await kafka_run.create_topics()
+    kafka_run.start_worker()
+    try:
+        flush = uuid.uuid4().hex
+        await kafka_run.produce(feed(scenario, kafka_run.settings.partitions, kafka_run.tick_every, flush))
+        return await kafka_run.collect(flush, timeout)
+    finally:
+        kafka_run.kill_worker(signal.SIGTERM)
+        await kafka_run.delete_topics()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
