@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from hypothesis import HealthCheck, given, settings
 
 from streams import scenario as scenario_module
@@ -83,21 +82,15 @@ def busy_town(members=400, groups=4, days=10, seed=7) -> dict:
 
 
 async def _count_effects(run: kafka_simulate.KafkaRun, at_least: int, timeout: float) -> int:
-    s = run.settings
-    consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka, enable_auto_commit=False,
-                                isolation_level="read_committed")
-    await consumer.start()
+    count, deadline = 0, asyncio.get_running_loop().time() + timeout
+    records = run.effect_records()
     try:
-        parts = [TopicPartition(s.effects, n) for n in range(s.partitions)]
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
-        count, deadline = 0, asyncio.get_running_loop().time() + timeout
-        while count < at_least and asyncio.get_running_loop().time() < deadline:
-            batches = await consumer.getmany(timeout_ms=200)
-            count += sum(len(records) for records in batches.values())
-        return count
+        async for batch in records:
+            count += len(batch)
+            if count >= at_least or asyncio.get_running_loop().time() > deadline:
+                return count
     finally:
-        await consumer.stop()
+        await records.aclose()
 
 
 def test_a_worker_killed_mid_run_and_restarted_emits_every_effect_exactly_once():

@@ -31,9 +31,10 @@ from streams.simulator import sort
 class KafkaRun:
     """One isolated run: its topics, its worker process, its producer and effects reader."""
 
-    def __init__(self, settings: Settings | None = None, tick_every: int = HOUR):
+    def __init__(self, settings: Settings | None = None, tick_every: int = HOUR, ticker_seconds: float = 0.0):
+        """`ticker_seconds` > 0 runs the worker's own wall-clock ticker (virtual-time runs tick themselves)."""
         base = settings or Settings.from_env()
-        self.settings = replace(base, prefix=f"anpi-run-{uuid.uuid4().hex[:12]}", tick_seconds=0.0,
+        self.settings = replace(base, prefix=f"anpi-run-{uuid.uuid4().hex[:12]}", tick_seconds=ticker_seconds,
                                 web_port=_free_port())
         self.tick_every = tick_every
         self.worker: subprocess.Popen | None = None
@@ -97,8 +98,8 @@ class KafkaRun:
         finally:
             await producer.stop()
 
-    async def collect(self, flush: str, timeout: float) -> list[Effect]:
-        """Effects from the start of the effects topic until every partition has echoed `flush`."""
+    async def effect_records(self):
+        """Batches of the effects topic's records (committed only), decoded, from the start; may be empty."""
         s = self.settings
         consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka, enable_auto_commit=False,
                                     isolation_level="read_committed")
@@ -107,27 +108,34 @@ class KafkaRun:
             parts = [TopicPartition(s.effects, n) for n in range(s.partitions)]
             consumer.assign(parts)
             await consumer.seek_to_beginning(*parts)
-            seen: dict[str, Effect] = {}
-            flushed: set[int] = set()
-            deadline = asyncio.get_running_loop().time() + timeout
-            while len(flushed) < s.partitions:
-                if asyncio.get_running_loop().time() > deadline:
-                    raise TimeoutError(f"worker did not finish within {timeout:.0f} s "
-                                       f"({len(flushed)}/{s.partitions} partitions done); log: {self.log_path}")
-                if self.worker is not None and self.worker.poll() is not None:
-                    raise RuntimeError(f"worker exited with {self.worker.returncode}; log: {self.log_path}")
+            while True:
                 batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
-                for records in batches.values():
-                    for record in records:
-                        obj = codec.loads(record.value)
-                        if "flush" in obj:
-                            if obj["flush"] == flush:
-                                flushed.add(obj["partition"])
-                        else:
-                            seen.setdefault(obj["id"], codec.effect_from_obj(obj))
-            return sort(list(seen.values()))
+                yield [codec.loads(r.value) for records in batches.values() for r in records]
         finally:
             await consumer.stop()
+
+    async def collect(self, flush: str, timeout: float) -> list[Effect]:
+        """Effects from the start of the effects topic until every partition has echoed `flush`."""
+        seen: dict[str, Effect] = {}
+        flushed: set[int] = set()
+        deadline = asyncio.get_running_loop().time() + timeout
+        records = self.effect_records()
+        try:
+            async for batch in records:
+                for obj in batch:
+                    if "flush" not in obj:
+                        seen.setdefault(obj["id"], codec.effect_from_obj(obj))
+                    elif obj["flush"] == flush:
+                        flushed.add(obj["partition"])
+                if len(flushed) == self.settings.partitions:
+                    return sort(list(seen.values()))
+                if asyncio.get_running_loop().time() > deadline:
+                    raise TimeoutError(f"worker did not finish within {timeout:.0f} s ({len(flushed)}/"
+                                       f"{self.settings.partitions} partitions done); log: {self.log_path}")
+                if self.worker is not None and self.worker.poll() is not None:
+                    raise RuntimeError(f"worker exited with {self.worker.returncode}; log: {self.log_path}")
+        finally:
+            await records.aclose()
 
 
 async def run(scenario: Scenario, settings: Settings | None = None, timeout: float = 600.0) -> list[Effect]:
