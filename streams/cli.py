@@ -32,12 +32,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="give up if they do not answer by then")
     svc_what.add_parser("down", help="stop both")
 
+    kafka = bench_what.add_parser("kafka", help="events per second through the subject agent on the real broker")
+    kafka.add_argument("--members", type=int, default=100_000)
+
     args = parser.parse_args(argv)
     if args.command == "simulate":
         return _simulate(args)
     if args.command == "bench":
-        from streams.bench import core_bench
-        print(core_bench(args.members, args.days, args.answer_after))
+        from streams import bench as benches
+        if args.what == "kafka":
+            print(benches.kafka_bench(args.members))
+        else:
+            print(benches.core_bench(args.members, args.days, args.answer_after))
         return 0
     if args.command == "worker":
         from streams.kafka.worker import main as worker_main
