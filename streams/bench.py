@@ -97,3 +97,86 @@ def kafka_bench(n: int, partitions: int | None = None) -> str:
     return json.dumps({"bench": "kafka", "members": n, "events": n, "partitions": settings.partitions,
                        "seconds": round(seconds, 2), "events_per_second": round(n / seconds),
                        "python": platform.python_version()})
+
+
+def tick_bench(sizes=(10_000, 1_000_000), due=1_000, ticks=10) -> str:
+    """The cost of a tick with `due` subjects due, in tables of different sizes (median of `ticks`)."""
+    from statistics import median
+
+    from agents.clock import MINUTE as M
+    from agents.member import register
+    from agents.partition import Partition
+
+    out = {}
+    for n in sizes:
+        table = {}
+        for i, reg in enumerate(members(n)):
+            # `due` subjects fall due at each of the first `ticks` minutes; the rest much later
+            at = START + (i // due) * M if i < due * ticks else START + 10**9
+            table[reg.settings.id] = register(reg)._replace(due=at)
+        part = Partition(table)
+        tune_gc()
+        costs = []
+        for k in range(ticks):
+            began = time.perf_counter()
+            fired = part.tick(START + k * M)
+            costs.append(time.perf_counter() - began)
+            assert len({e.subject for e in fired}) == due
+        out[n] = median(costs)
+    first, last = out[sizes[0]], out[sizes[-1]]
+    return json.dumps({"bench": "tick", "due_per_tick": due,
+                       **{f"ms_per_tick_{n}": round(c * 1000, 2) for n, c in out.items()},
+                       "ratio": round(last / first, 2), "python": platform.python_version()})
+
+
+def recovery_bench(n: int) -> str:
+    """Seconds from starting a worker over a changelog of n members' states to processing its first tick."""
+    import asyncio
+    import logging
+    import uuid
+
+    from aiokafka import AIOKafkaProducer
+
+    from agents.member import register
+    from streams import codec
+    from streams.kafka.feed import _ticks
+    from streams.kafka.settings import Settings, partition_of
+    from streams.kafka.simulate import KafkaRun
+
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+
+    async def go():
+        run = KafkaRun(Settings.from_env())
+        await run.create_topics()
+        s = run.settings
+        changelog = f"{s.prefix}-engine-{s.table}-changelog"
+        try:
+            producer = AIOKafkaProducer(bootstrap_servers=s.kafka, linger_ms=50, max_batch_size=1 << 20,
+                                        acks="all")
+            await producer.start()
+            try:
+                pending = []
+                for reg in members(n):  # the state each member has after registering, as the agent stores it
+                    state = register(reg)
+                    pending.append(await producer.send(
+                        changelog, codec.dumps(codec.state_to_obj(state)), key=reg.settings.id.encode(),
+                        partition=partition_of(reg.settings.id, s.partitions)))
+                    if len(pending) >= 50_000:
+                        await asyncio.gather(*pending)
+                        pending.clear()
+                await asyncio.gather(*pending)
+            finally:
+                await producer.stop()
+            flush = uuid.uuid4().hex
+            await run.produce(_ticks(START, s.partitions, flush))
+            began = time.perf_counter()
+            run.start_worker()
+            effects = await run.collect(flush, timeout=3600)
+            return time.perf_counter() - began, len(effects)
+        finally:
+            run.kill_worker()
+            await run.delete_topics()
+
+    seconds, effects = asyncio.run(go())
+    return json.dumps({"bench": "recovery", "members": n, "seconds_to_first_tick": round(seconds, 1),
+                       "effects_at_first_tick": effects, "python": platform.python_version()})

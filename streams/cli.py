@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
 
     kafka = bench_what.add_parser("kafka", help="events per second through the subject agent on the real broker")
     kafka.add_argument("--members", type=int, default=100_000)
+    bench_what.add_parser("tick", help="cost of a tick with 1,000 subjects due, in tables of 10,000 and 1,000,000")
+    recovery = bench_what.add_parser("recovery", help="worker start over a changelog of N members' state")
+    recovery.add_argument("--members", type=int, default=1_000_000)
 
     args = parser.parse_args(argv)
     if args.command == "simulate":
@@ -42,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         from streams import bench as benches
         if args.what == "kafka":
             print(benches.kafka_bench(args.members))
+        elif args.what == "tick":
+            print(benches.tick_bench())
+        elif args.what == "recovery":
+            print(benches.recovery_bench(args.members))
         else:
             print(benches.core_bench(args.members, args.days, args.answer_after))
         return 0

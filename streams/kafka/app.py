@@ -40,7 +40,7 @@ def create_app(settings: Settings) -> faust.App:
         # (At-least-once would let a state reach the changelog while its effects did not: lost.)
         processing_guarantee="exactly_once",
         consumer_auto_offset_reset="earliest",
-        web_host="127.0.0.1",
+        web_host=settings.web_host,
         web_port=settings.web_port,
         web_in_thread=False,
     )
@@ -100,7 +100,14 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.on_partitions_revoked.connect
     async def revoked(sender, revoked, **kwargs) -> None:
-        logic.revoke(tp.partition for tp in revoked if tp.topic == settings.inbound)
+        numbers = [tp.partition for tp in revoked if tp.topic == settings.inbound]
+        logic.revoke(numbers)
+        for number in numbers:  # another worker reports these partitions now
+            for gauge in (metrics.TICK_LAG, metrics.LAST_TICK):
+                try:
+                    gauge.remove(str(number))
+                except KeyError:
+                    pass
 
     if settings.tick_seconds > 0:
         @app.timer(settings.tick_seconds, on_leader=True)

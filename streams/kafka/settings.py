@@ -15,6 +15,7 @@ class Settings:
     store: str = "memory://"         # rocksdb:// in production (pip install 'faust-streaming[rocksdict]')
     tick_seconds: float = 5.0        # the ticker's period; 0 turns it off (virtual-time runs tick themselves)
     web_port: int = 6066             # /metrics
+    web_host: str = "127.0.0.1"      # 0.0.0.0 in a container, so Prometheus can reach it
 
     @classmethod
     def from_env(cls, env=os.environ) -> "Settings":
@@ -26,13 +27,15 @@ class Settings:
             store=env.get("ANPI_STORE", cls.store),
             tick_seconds=float(env.get("ANPI_TICK_SECONDS", cls.tick_seconds)),
             web_port=int(env.get("ANPI_WEB_PORT", cls.web_port)),
+            web_host=env.get("ANPI_WEB_HOST", cls.web_host),
         )
 
     def env(self) -> dict[str, str]:
         """The same settings as environment variables, for a worker process."""
         return {"ANPI_KAFKA": self.kafka, "ANPI_REDIS": self.redis, "ANPI_TOPIC_PREFIX": self.prefix,
                 "ANPI_PARTITIONS": str(self.partitions), "ANPI_STORE": self.store,
-                "ANPI_TICK_SECONDS": str(self.tick_seconds), "ANPI_WEB_PORT": str(self.web_port)}
+                "ANPI_TICK_SECONDS": str(self.tick_seconds), "ANPI_WEB_PORT": str(self.web_port),
+                "ANPI_WEB_HOST": self.web_host}
 
     # topics: one place for their names
     @property
