@@ -116,3 +116,42 @@ def test_a_worker_killed_mid_run_and_restarted_emits_every_effect_exactly_once()
     before_kill, effects = asyncio.run(crash_and_recover())
     assert 0 < before_kill < len(expected), "the kill did not land in the middle of the run"
     assert effects == expected  # after dropping duplicates by id: none lost, none extra
+
+
+def test_the_worker_keeps_the_admin_read_model_in_redis():
+    import redis.asyncio as aioredis
+
+    from agents.partition import Partition
+    from agents.readmodel import label
+    from collections import Counter
+    from streams.redis_store import ReadModel
+
+    loaded = scenario_module.load(ROOT / "examples" / "danchi.yaml")
+    part = Partition()
+    list(simulator.simulate(loaded.registrations, loaded.events, loaded.end, partition=part))
+    expected = dict(Counter(label(state) for state in part.table.values()))
+
+    async def go():
+        run = kafka_simulate.KafkaRun(Settings.from_env())
+        await run.create_topics()
+        redis = aioredis.from_url(run.settings.redis)
+        try:
+            run.start_worker()
+            flush = uuid.uuid4().hex
+            await run.produce(feed(loaded, run.settings.partitions, run.tick_every, flush))
+            await run.collect(flush, timeout=300)
+            model, counts = ReadModel(redis), {}
+            for _ in range(40):  # flushed to Redis every half second
+                counts = await model.counts(run.settings.prefix)
+                if counts == expected:
+                    break
+                await asyncio.sleep(0.25)
+            label_key, counts_key = ReadModel.keys(run.settings.prefix)
+            await redis.delete(label_key, counts_key)
+            return counts
+        finally:
+            run.kill_worker()
+            await run.delete_topics()
+            await redis.aclose()
+
+    assert asyncio.run(go()) == expected

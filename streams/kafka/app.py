@@ -14,11 +14,13 @@ import time
 import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
 
+from agents.readmodel import label
 from agents.subject_agent import SubjectAgent
 from schemas import effects as fx
 from streams import codec
 from streams.kafka import metrics
 from streams.kafka.settings import Settings, partition_of
+from streams.redis_store import ReadModel
 
 log = logging.getLogger("anpi.worker")
 
@@ -60,8 +62,11 @@ def create_app(settings: Settings) -> faust.App:
             if partition_of(subject, settings.partitions) == number:
                 yield subject, codec.state_from_obj(codec.loads(raw))
 
+    labels: dict[str, str] = {}  # read-model labels changed since the last flush to Redis
+
     def persist(subject: str, state) -> None:
         table[subject.encode()] = codec.dumps(codec.state_to_obj(state))
+        labels[subject] = label(state)
 
     logic = SubjectAgent(load, persist)
     setup_prometheus_sensors(app, registry=metrics.REGISTRY, name_prefix="faust")
@@ -108,6 +113,26 @@ def create_app(settings: Settings) -> faust.App:
                     gauge.remove(str(number))
                 except KeyError:
                     pass
+
+    read_model: list[ReadModel] = []
+
+    @app.timer(0.5)
+    async def flush_read_model() -> None:
+        # The admin screen's counts: eventually consistent, idempotent, so a replay cannot double count.
+        if not labels:
+            return
+        if not read_model:
+            import redis.asyncio as aioredis
+            read_model.append(ReadModel(aioredis.from_url(settings.redis)))
+        batch = dict(labels)
+        try:
+            await read_model[0].record_many(settings.prefix, batch)
+        except Exception as e:  # Redis down: keep the labels and try again on the next beat
+            log.warning("read model not updated (%s: %s); will retry", type(e).__name__, e)
+            return
+        for subject, value in batch.items():
+            if labels.get(subject) == value:
+                del labels[subject]
 
     if settings.tick_seconds > 0:
         @app.timer(settings.tick_seconds, on_leader=True)

@@ -1,0 +1,23 @@
+"""The read-model label of a subject's state: what the admin screen counts subjects by.
+
+Pure, like the rest of agents/: no clock is read, so a paused member is simply "idle" (its pause
+shows as no check being sent, not as a state of its own).
+
+    member  "{service}:{phase}"  phase: idle | sent | resent | escalated, or "unfollowed"
+    group   "group:idle" | "group:posted"
+"""
+from __future__ import annotations
+
+from agents.group import GroupState
+from agents.member import MemberState
+
+GROUP_IDLE, GROUP_POSTED = "group:idle", "group:posted"
+
+
+def label(state: MemberState | GroupState) -> str:
+    if type(state) is MemberState:
+        phase = state.phase if state.following else "unfollowed"
+        return f"{state.settings.service}:{phase}"
+    if type(state) is GroupState:
+        return GROUP_POSTED if state.posted_at is not None else GROUP_IDLE
+    raise TypeError(f"label: not a subject state: {state!r}")
