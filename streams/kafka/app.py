@@ -42,6 +42,10 @@ def create_app(settings: Settings) -> faust.App:
         # (At-least-once would let a state reach the changelog while its effects did not: lost.)
         processing_guarantee="exactly_once",
         consumer_auto_offset_reset="earliest",
+        # A killed worker's partitions move when its session expires: 10 s, not Faust's 60 s, since
+        # checks and escalations wait meanwhile.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=3.0,
         web_host=settings.web_host,
         web_port=settings.web_port,
         web_in_thread=False,
