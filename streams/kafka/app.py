@@ -9,6 +9,7 @@ Reads top-down as the pipeline it is. The logic per message lives in agents/subj
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import faust
@@ -31,6 +32,8 @@ TO_ESCALATIONS = {fx.STAFF_CALL, fx.CONTACTS_NOTIFIED, fx.RESOLVED_AFTER_ESCALAT
 
 
 def create_app(settings: Settings) -> faust.App:
+    datadir = os.path.join(os.environ.get("ANPI_VAR", "var"), "faust", settings.prefix)  # RocksDB lives here
+    os.makedirs(os.path.dirname(datadir), exist_ok=True)
     app = faust.App(
         f"{settings.prefix}-engine",
         broker=f"kafka://{settings.kafka}",
@@ -48,6 +51,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=3.0,
         web_host=settings.web_host,
         web_port=settings.web_port,
+        datadir=datadir,
         web_in_thread=False,
     )
 
