@@ -146,7 +146,9 @@ def create_app(settings: Settings) -> faust.App:
         @app.timer(settings.tick_seconds, on_leader=True)
         async def ticker() -> None:
             # The only clock read in the engine's path: ticks carry it, so everything after replays.
-            now = int(time.time() * 1000)
+            # A tick trails the clock by a grace period: events are stamped when LINE saw them and
+            # may still be on their way; ties (and near-ties) go to the resident.
+            now = int((time.time() - settings.tick_grace_seconds) * 1000)
             for number in range(settings.partitions):
                 await inbound.send(key=b"", value=codec.dumps({"tick": now}), partition=number)
 

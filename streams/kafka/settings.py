@@ -14,6 +14,8 @@ class Settings:
     partitions: int = 8
     store: str = "memory://"         # rocksdb:// in production (pip install 'faust-streaming[rocksdict]')
     tick_seconds: float = 5.0        # the ticker's period; 0 turns it off (virtual-time runs tick themselves)
+    tick_grace_seconds: float = 5.0  # ticks trail the wall clock by this much, so a tap stamped just
+                                     # before a deadline but still in flight is applied before it
     web_port: int = 6066             # /metrics
     web_host: str = "127.0.0.1"      # 0.0.0.0 in a container, so Prometheus can reach it
 
@@ -26,6 +28,7 @@ class Settings:
             partitions=int(env.get("ANPI_PARTITIONS", cls.partitions)),
             store=env.get("ANPI_STORE", cls.store),
             tick_seconds=float(env.get("ANPI_TICK_SECONDS", cls.tick_seconds)),
+            tick_grace_seconds=float(env.get("ANPI_TICK_GRACE_SECONDS", cls.tick_grace_seconds)),
             web_port=int(env.get("ANPI_WEB_PORT", cls.web_port)),
             web_host=env.get("ANPI_WEB_HOST", cls.web_host),
         )
@@ -34,7 +37,8 @@ class Settings:
         """The same settings as environment variables, for a worker process."""
         return {"ANPI_KAFKA": self.kafka, "ANPI_REDIS": self.redis, "ANPI_TOPIC_PREFIX": self.prefix,
                 "ANPI_PARTITIONS": str(self.partitions), "ANPI_STORE": self.store,
-                "ANPI_TICK_SECONDS": str(self.tick_seconds), "ANPI_WEB_PORT": str(self.web_port),
+                "ANPI_TICK_SECONDS": str(self.tick_seconds),
+                "ANPI_TICK_GRACE_SECONDS": str(self.tick_grace_seconds), "ANPI_WEB_PORT": str(self.web_port),
                 "ANPI_WEB_HOST": self.web_host}
 
     # topics: one place for their names
