@@ -62,7 +62,7 @@ def kafka_bench(n: int, partitions: int | None = None) -> str:
     import logging
     import uuid
 
-    from streams.kafka.feed import _event, _ticks
+    from streams.kafka.feed import event_message, tick_messages
     from streams.kafka.settings import Settings
     from streams.kafka.simulate import KafkaRun
 
@@ -80,13 +80,13 @@ def kafka_bench(n: int, partitions: int | None = None) -> str:
             parts = run.settings.partitions
             settings_list = [r.settings for r in members(n)]
             warm = uuid.uuid4().hex
-            await run.produce([*(_event(m.id, Register(START, m), parts) for m in settings_list),
-                               *_ticks(START, parts, warm)])
+            await run.produce([*(event_message(m.id, Register(START, m), parts) for m in settings_list),
+                               *tick_messages(START, parts, warm)])
             await run.collect(warm, timeout=3600)           # registered, worker warm
             flush = uuid.uuid4().hex
             began = time.perf_counter()
-            await run.produce([*(_event(m.id, Ok(START + 60_000, m.id), parts) for m in settings_list),
-                               *_ticks(START + 60_000, parts, flush)])
+            await run.produce([*(event_message(m.id, Ok(START + 60_000, m.id), parts) for m in settings_list),
+                               *tick_messages(START + 60_000, parts, flush)])
             await run.collect(flush, timeout=3600)
             return time.perf_counter() - began
         finally:
@@ -140,7 +140,7 @@ def recovery_bench(n: int) -> str:
     import signal
     import uuid
 
-    from streams.kafka.feed import _event, _ticks
+    from streams.kafka.feed import event_message, tick_messages
     from streams.kafka.settings import Settings
     from streams.kafka.simulate import KafkaRun
 
@@ -153,12 +153,12 @@ def recovery_bench(n: int) -> str:
         try:
             run.start_worker()
             registered = uuid.uuid4().hex
-            await run.produce([*(_event(r.settings.id, r, s.partitions) for r in members(n)),
-                               *_ticks(START, s.partitions, registered)])
+            await run.produce([*(event_message(r.settings.id, r, s.partitions) for r in members(n)),
+                               *tick_messages(START, s.partitions, registered)])
             await run.collect(registered, timeout=7200)
             run.kill_worker(signal.SIGKILL)
             again = uuid.uuid4().hex
-            await run.produce(_ticks(START + 1, s.partitions, again))
+            await run.produce(tick_messages(START + 1, s.partitions, again))
             began = time.perf_counter()
             run.start_worker()
             await run.collect(again, timeout=3600)

@@ -8,7 +8,7 @@ import pytest
 from schemas.events import Ok, Register
 from schemas.settings import MemberSettings, Schedule
 from streams.kafka import simulate as kafka_simulate
-from streams.kafka.feed import _event
+from streams.kafka.feed import event_message
 from streams.kafka.settings import Settings
 
 pytestmark = pytest.mark.usefixtures("running_services")
@@ -36,7 +36,7 @@ def test_worker_metrics_count_events_effects_due_subjects_and_tick_lag():
             now = int(time.time() * 1000)
             member = MemberSettings("U001", "watch", Schedule("1d", 9 * 60), phone="090-0000-0000")
             n = run.settings.partitions
-            await run.produce([_event("U001", Register(now, member), n), _event("U001", Ok(now + 1, "U001"), n)])
+            await run.produce([event_message("U001", Register(now, member), n), event_message("U001", Ok(now + 1, "U001"), n)])
             deadline, text = time.monotonic() + 90, ""
             while time.monotonic() < deadline:
                 try:

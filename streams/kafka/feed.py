@@ -18,26 +18,28 @@ Message = tuple[int, bytes, bytes]  # partition, key, value
 
 def feed(scenario: Scenario, partitions: int, tick_every: int, flush: str) -> Iterator[Message]:
     for event in scenario.registrations:
-        yield _event(event.settings.id, event, partitions)
+        yield event_message(event.settings.id, event, partitions)
     grid = scenario.start - scenario.start % tick_every + tick_every
     for event in scenario.events:
         while grid < event.at:
-            yield from _ticks(grid, partitions)
+            yield from tick_messages(grid, partitions)
             grid += tick_every
         for subject in addressed(event):
-            yield _event(subject, event, partitions)
+            yield event_message(subject, event, partitions)
     while grid < scenario.end:
-        yield from _ticks(grid, partitions)
+        yield from tick_messages(grid, partitions)
         grid += tick_every
-    yield from _ticks(scenario.end - 1, partitions, flush)
+    yield from tick_messages(scenario.end - 1, partitions, flush)
 
 
-def _event(subject: str, event, partitions: int) -> Message:
+def event_message(subject: str, event, partitions: int) -> Message:
+    """An inbound event for one subject, on that subject's partition."""
     value = codec.dumps({"subject": subject, "event": codec.event_to_obj(event)})
     return partition_of(subject, partitions), subject.encode(), value
 
 
-def _ticks(at: int, partitions: int, flush: str | None = None) -> Iterator[Message]:
+def tick_messages(at: int, partitions: int, flush: str | None = None) -> Iterator[Message]:
+    """A tick for every partition; with `flush`, the worker echoes it on the effects topic when done."""
     value = codec.dumps({"tick": at} if flush is None else {"tick": at, "flush": flush})
     for number in range(partitions):
         yield number, b"", value
