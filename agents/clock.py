@@ -5,7 +5,7 @@ engine converts on every cycle.
 """
 from __future__ import annotations
 
-from datetime import date, datetime, time, timezone
+from datetime import date, datetime, timezone
 from bisect import bisect_right
 from functools import lru_cache
 from zoneinfo import ZoneInfo
@@ -76,9 +76,6 @@ def iso(zone_name: str, at: int) -> str:
 def midnight(zone_name: str, ordinal: int) -> int:
     return local_to_epoch(zone_name, ordinal, 0)
 
-
-def clock_time(minute: int) -> time:
-    return time(minute // 60, minute % 60)
 
 
 def steady(zone_name: str, lo: int, hi: int) -> bool:

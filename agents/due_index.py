@@ -72,8 +72,5 @@ class DueIndex:
             del live[due]
         return times[0] if times else None
 
-    def due_of(self, subject: str) -> int | None:
-        return self._due.get(subject)
-
     def __len__(self) -> int:
         return len(self._due)

@@ -77,6 +77,7 @@ def create_app(settings: Settings) -> faust.App:
         labels[subject] = label(state)
 
     logic = SubjectAgent(load, persist)
+    lag_watched: set[int] = set()  # partitions whose tick-lag gauge reads logic.last_tick already
     setup_prometheus_sensors(app, registry=metrics.REGISTRY, name_prefix="faust")
     metrics.DUE_INDEX.set_function(logic.due_size)
 
@@ -88,7 +89,11 @@ def create_app(settings: Settings) -> faust.App:
             started = time.perf_counter()
             if "tick" in message:
                 produced = logic.tick(number, message["tick"])
-                _watch_tick(logic, number)
+                metrics.LAST_TICK.labels(str(number)).set(logic.last_tick[number] / 1000)
+                if number not in lag_watched:
+                    lag_watched.add(number)
+                    metrics.TICK_LAG.labels(str(number)).set_function(
+                        lambda n=number: time.time() - logic.last_tick.get(n, 0) / 1000)
             else:
                 inbound_event = codec.event_from_obj(message["event"])
                 produced = logic.apply(number, message["subject"], inbound_event)
@@ -116,6 +121,7 @@ def create_app(settings: Settings) -> faust.App:
         numbers = [tp.partition for tp in revoked if tp.topic == settings.inbound]
         logic.revoke(numbers)
         for number in numbers:  # another worker reports these partitions now
+            lag_watched.discard(number)
             for gauge in (metrics.TICK_LAG, metrics.LAST_TICK):
                 try:
                     gauge.remove(str(number))
@@ -155,9 +161,3 @@ def create_app(settings: Settings) -> faust.App:
     app.anpi_logic = logic  # for tests and the /metrics gauges
     return app
 
-
-def _watch_tick(logic: SubjectAgent, number: int) -> None:
-    label = str(number)
-    at = logic.last_tick[number] / 1000
-    metrics.LAST_TICK.labels(label).set(at)
-    metrics.TICK_LAG.labels(label).set_function(lambda: time.time() - logic.last_tick.get(number, 0) / 1000)
