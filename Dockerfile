@@ -21,9 +21,8 @@ COPY examples/ examples/
 RUN pip install --no-cache-dir . \
  && rm -rf build *.egg-info
 
-# Non-root. Faust keeps its data directory (<app id>-data: the tables' local stores, with
-# ANPI_STORE=rocksdb://) under the working directory, so that is a directory this user owns;
-# mount a volume on /data to keep it across restarts.
+# Non-root. Faust keeps a small data directory under the working directory, so that is a
+# directory this user owns. The subjects' states live in Kafka (the changelog topic), not here.
 RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/anpi anpi \
  && mkdir -p /data \
  && chown anpi:anpi /data

@@ -93,7 +93,7 @@ async def _count_effects(run: kafka_simulate.KafkaRun, at_least: int, timeout: f
         await records.aclose()
 
 
-def test_a_worker_killed_mid_run_and_restarted_emits_every_effect_exactly_once():
+def test_a_worker_killed_again_and_again_mid_run_emits_every_effect_exactly_once():
     loaded = scenario_module.parse(busy_town())
     expected = simulator.run(loaded)
     assert len(expected) > 5_000
@@ -105,16 +105,20 @@ def test_a_worker_killed_mid_run_and_restarted_emits_every_effect_exactly_once()
             run.start_worker()
             flush = uuid.uuid4().hex
             await run.produce(feed(loaded, run.settings.partitions, run.tick_every, flush))
-            before_kill = await _count_effects(run, len(expected) // 3, timeout=240)
-            run.kill_worker(signal.SIGKILL)  # mid-run: ticks and events still waiting in the topic
-            run.start_worker()               # same group, same changelog: recovers and carries on
-            return before_kill, await run.collect(flush, timeout=300)
+            seen_at_kills = []
+            # Early, middle and late: each kill lands in an open transaction (ticks and events still
+            # waiting in the topic), and each restart recovers from the changelog the last one left.
+            for fraction in (0.2, 0.55, 0.9):
+                seen_at_kills.append(await _count_effects(run, int(len(expected) * fraction), timeout=240))
+                run.kill_worker(signal.SIGKILL)
+                run.start_worker()  # same group, same changelog: recovers and carries on
+            return seen_at_kills, await run.collect(flush, timeout=300)
         finally:
             run.kill_worker(signal.SIGTERM)
             await run.delete_topics()
 
-    before_kill, effects = asyncio.run(crash_and_recover())
-    assert 0 < before_kill < len(expected), "the kill did not land in the middle of the run"
+    seen_at_kills, effects = asyncio.run(crash_and_recover())
+    assert 0 < seen_at_kills[0] < len(expected), "the first kill did not land in the middle of the run"
     assert effects == expected  # after dropping duplicates by id: none lost, none extra
 
 

@@ -8,9 +8,11 @@ Reads top-down as the pipeline it is. The logic per message lives in agents/subj
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
+from collections import defaultdict
 
 import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
@@ -19,8 +21,9 @@ from agents.readmodel import label
 from agents.subject_agent import SubjectAgent
 from schemas import effects as fx
 from streams import codec
-from streams.kafka import metrics
-from streams.kafka.settings import Settings, partition_of
+from streams.kafka import changelog, metrics
+from streams.kafka.settings import Settings
+from streams.kafka.transactions import PartitionTransactions
 from streams.redis_store import ReadModel
 
 log = logging.getLogger("anpi.worker")
@@ -29,19 +32,26 @@ log = logging.getLogger("anpi.worker")
 TO_OUTBOX = {fx.CHECK_SENT, fx.CHECK_RESENT, fx.CONTACTS_NOTIFIED, fx.CONFIRMED, fx.RESOLVED_AFTER_ESCALATION,
              fx.GROUP_CHECK_POSTED, fx.GROUP_UNCONFIRMED}
 TO_ESCALATIONS = {fx.STAFF_CALL, fx.CONTACTS_NOTIFIED, fx.RESOLVED_AFTER_ESCALATION}
+BATCH, BATCH_WAIT = 1000, 0.01  # messages per batch at most; seconds a partial batch waits for more
+
+
+def _by_partition(events) -> dict[int, list]:
+    batches: dict[int, list] = defaultdict(list)
+    for event in events:
+        batches[event.message.partition].append(event)
+    return batches
 
 
 def create_app(settings: Settings) -> faust.App:
-    datadir = os.path.join(os.environ.get("ANPI_VAR", "var"), "faust", settings.prefix)  # RocksDB lives here
+    datadir = os.path.join(os.environ.get("ANPI_VAR", "var"), "faust", settings.prefix)  # Faust's own files
     os.makedirs(os.path.dirname(datadir), exist_ok=True)
     app = faust.App(
         f"{settings.prefix}-engine",
         broker=f"kafka://{settings.kafka}",
-        store=settings.store,
         topic_partitions=settings.partitions,
         producer_acks=-1,
-        # Changelog writes, effects and consumer offsets commit in one Kafka transaction: after a
-        # crash either all of a step's output is there or none of it is and the step runs again.
+        # Effects, changelog writes and consumer offsets commit in one Kafka transaction: after a
+        # crash either all of a batch's output is there or none of it is and the batch runs again.
         # (At-least-once would let a state reach the changelog while its effects did not: lost.)
         processing_guarantee="exactly_once",
         consumer_auto_offset_reset="earliest",
@@ -59,59 +69,104 @@ def create_app(settings: Settings) -> faust.App:
         return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
                          partitions=settings.partitions)
 
-    inbound, effects = raw_topic(settings.inbound), raw_topic(settings.effects)
-    outbox, escalations = raw_topic(settings.outbox), raw_topic(settings.escalations)
-    # bytes keys and values: Faust then keeps them raw, and streams/codec.py owns the encoding
-    table = app.Table(settings.table, partitions=settings.partitions, key_type=bytes, value_type=bytes)
-
-    def load(number: int):
-        for key, raw in list(table.items()):
-            subject = key.decode()
-            if partition_of(subject, settings.partitions) == number:
-                yield subject, codec.state_from_obj(codec.loads(raw))
+    inbound = raw_topic(settings.inbound)
+    outputs = [raw_topic(name) for name in (settings.effects, settings.outbox, settings.escalations)]
+    # The subjects' states, one compacted record per subject, written in each batch's transaction and
+    # read back (committed records only) when a worker takes a partition: streams/kafka/changelog.py.
+    changelog_topic = app.topic(settings.changelog, key_type=bytes, value_type=bytes, key_serializer="raw",
+                                value_serializer="raw", partitions=settings.partitions, compacting=True,
+                                deleting=False)
 
     labels: dict[str, str] = {}  # read-model labels changed since the last flush to Redis
-
-    def persist(subject: str, state) -> None:
-        table[subject.encode()] = codec.dumps(codec.state_to_obj(state))
-        labels[subject] = label(state)
-
-    logic = SubjectAgent(load, persist)
+    logic = SubjectAgent()
+    applied: dict[int, int] = {}  # per partition: offset of the last inbound message whose output is saved
+    transactions = PartitionTransactions(app, settings.inbound)
     lag_watched: set[int] = set()  # partitions whose tick-lag gauge reads logic.last_tick already
     setup_prometheus_sensors(app, registry=metrics.REGISTRY, name_prefix="faust")
     metrics.DUE_INDEX.set_function(logic.due_size)
 
     @app.agent(inbound, concurrency=1)  # > 1 loses messages: faust-streaming issue #606
     async def subjects(stream):
-        async for event in stream.events():
-            number = event.message.partition
-            message = codec.loads(event.value)
-            started = time.perf_counter()
-            if "tick" in message:
-                produced = logic.tick(number, message["tick"])
-                metrics.LAST_TICK.labels(str(number)).set(logic.last_tick[number] / 1000)
-                if number not in lag_watched:
-                    lag_watched.add(number)
-                    metrics.TICK_LAG.labels(str(number)).set_function(
-                        lambda n=number: time.time() - logic.last_tick.get(n, 0) / 1000)
-            else:
-                inbound_event = codec.event_from_obj(message["event"])
-                produced = logic.apply(number, message["subject"], inbound_event)
-                metrics.EVENTS_IN.labels(message["event"]["type"]).inc()
-            for effect in produced:
-                await _emit(effect, number)
-            if "flush" in message:  # a driver waits for this: everything before it on the partition is out
-                await effects.send(key=b"", value=codec.dumps({"flush": message["flush"], "partition": number}),
-                                   partition=number)
-            metrics.LATENCY.labels(str(number)).observe(time.perf_counter() - started)
+        for topic in (*outputs, changelog_topic):  # written through the raw transactional producer below
+            await topic.maybe_declare()
+        # Batches, acked by hand once their output is in the partition's transaction.
+        async for events in stream.noack_take(BATCH, within=BATCH_WAIT):
+            for number, batch in _by_partition(events).items():
+                try:
+                    await _process(stream, number, batch)
+                except Exception as exc:  # the batch is half-sent: only a restart from the changelog is safe
+                    log.exception("partition %d: batch not saved; the worker stops", number)
+                    logic.revoke([number])
+                    await app.crash(exc)
+                    return
 
-    async def _emit(effect, number: int) -> None:
+    async def _install(number: int) -> None:
+        started = time.perf_counter()
+        saved, applied[number] = await changelog.read(settings.kafka, settings.changelog, number)
+        logic.install(number, ((key.decode(), codec.state_from_obj(codec.loads(raw))) for key, raw in saved.items()))
+        log.info("partition %d: %d subjects loaded in %.1f s", number, len(saved), time.perf_counter() - started)
+
+    async def _process(stream, number: int, batch: list) -> None:
+        txn = await transactions.wait_for(number)
+        if txn is None:  # revoked meanwhile: the new owner reads these messages again
+            logic.revoke([number])
+            return
+        if number not in logic.partitions:  # first batch since the partition was assigned
+            await _install(number)
+        started = time.perf_counter()
+        produced, flushes = [], []
+        fresh = [event for event in batch if event.message.offset > applied[number]]
+        for event in fresh:
+            message = codec.loads(event.value)
+            if "tick" in message:
+                produced += logic.tick(number, message["tick"])
+            else:
+                produced += logic.apply(number, message["subject"], codec.event_from_obj(message["event"]))
+                metrics.EVENTS_IN.labels(message["event"]["type"]).inc()
+            if "flush" in message:  # a driver waits for this: everything before it on the partition is out
+                flushes.append(message["flush"])
+        states = logic.drain(number)
+        async with txn.lock:  # Faust's commit takes this lock too: it sees all of the batch or none
+            if transactions.of(number) != txn:  # the partition moved while we stepped: its new owner redoes it
+                logic.revoke([number])
+                return
+            send = txn.producer.send
+            for effect in produced:
+                await _emit(send, effect, number)
+            for flush in flushes:
+                await send(settings.effects, codec.dumps({"flush": flush, "partition": number}), key=b"",
+                           partition=number)
+            # states after effects: a state is never durable without the effects that led to it
+            for subject, state in states.items():
+                await send(settings.changelog, codec.dumps(codec.state_to_obj(state)), key=subject.encode(),
+                           partition=number)
+            if fresh:
+                applied[number] = fresh[-1].message.offset
+                await send(settings.changelog, str(applied[number]).encode(), key=changelog.APPLIED,
+                           partition=number)
+            for event in batch:
+                await stream.ack(event)
+        for subject, state in states.items():
+            labels[subject] = label(state)
+        if "tick" in codec.loads(batch[-1].value) or number not in lag_watched:
+            _watch_tick(number)
+        metrics.LATENCY.labels(str(number)).observe(time.perf_counter() - started)
+
+    def _watch_tick(number: int) -> None:
+        if number in logic.last_tick:
+            metrics.LAST_TICK.labels(str(number)).set(logic.last_tick[number] / 1000)
+            if number not in lag_watched:
+                lag_watched.add(number)
+                metrics.TICK_LAG.labels(str(number)).set_function(
+                    lambda n=number: time.time() - logic.last_tick.get(n, 0) / 1000)
+
+    async def _emit(send, effect, number: int) -> None:
         key, value = effect.subject.encode(), codec.dumps(codec.effect_to_obj(effect))
-        await effects.send(key=key, value=value, partition=number)
+        await send(settings.effects, value, key=key, partition=number)
         if effect.effect in TO_OUTBOX:
-            await outbox.send(key=key, value=value, partition=number)
+            await send(settings.outbox, value, key=key, partition=number)
         if effect.effect in TO_ESCALATIONS:
-            await escalations.send(key=key, value=value, partition=number)
+            await send(settings.escalations, value, key=key, partition=number)
         metrics.EFFECTS_OUT.labels(effect.effect).inc()
         if effect.effect in fx.ESCALATIONS:
             metrics.ESCALATIONS.labels(effect.effect).inc()
@@ -119,7 +174,7 @@ def create_app(settings: Settings) -> faust.App:
     @app.on_partitions_revoked.connect
     async def revoked(sender, revoked, **kwargs) -> None:
         numbers = [tp.partition for tp in revoked if tp.topic == settings.inbound]
-        logic.revoke(numbers)
+        logic.revoke(numbers)  # read again from the changelog if they come back: committed records only
         for number in numbers:  # another worker reports these partitions now
             lag_watched.discard(number)
             for gauge in (metrics.TICK_LAG, metrics.LAST_TICK):
@@ -155,8 +210,11 @@ def create_app(settings: Settings) -> faust.App:
             # A tick trails the clock by a grace period: events are stamped when LINE saw them and
             # may still be on their way; ties (and near-ties) go to the resident.
             now = int((time.time() - settings.tick_grace_seconds) * 1000)
-            for number in range(settings.partitions):
-                await inbound.send(key=b"", value=codec.dumps({"tick": now}), partition=number)
+            # Outside any transaction: this worker may not own the partitions it ticks.
+            value = codec.dumps({"tick": now})
+            sent = [await app.producer.send(settings.inbound, b"", value, number, None, None)
+                    for number in range(settings.partitions)]
+            await asyncio.gather(*sent)
 
     app.anpi_logic = logic  # for tests and the /metrics gauges
     return app

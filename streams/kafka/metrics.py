@@ -14,6 +14,6 @@ TICK_LAG = Gauge("anpi_tick_lag_seconds", "Wall clock minus the time of the last
                  ["partition"], registry=REGISTRY)
 LAST_TICK = Gauge("anpi_last_tick_timestamp_seconds", "Time carried by the last tick processed, per partition",
                   ["partition"], registry=REGISTRY)
-LATENCY = Histogram("anpi_processing_seconds", "Time to process one inbound message, per partition",
+LATENCY = Histogram("anpi_processing_seconds", "Time to process one batch of a partition's inbound messages, per partition",
                     ["partition"], registry=REGISTRY,
                     buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5))

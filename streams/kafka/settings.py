@@ -12,7 +12,6 @@ class Settings:
     redis: str = "redis://127.0.0.1:6379/0"
     prefix: str = "anpi"             # topic and consumer-group names start with it: one per tenant / run
     partitions: int = 8
-    store: str = "memory://"         # rocksdb:// in production (pip install 'faust-streaming[rocksdict]')
     tick_seconds: float = 5.0        # the ticker's period; 0 turns it off (virtual-time runs tick themselves)
     tick_grace_seconds: float = 5.0  # ticks trail the wall clock by this much, so a tap stamped just
                                      # before a deadline but still in flight is applied before it
@@ -26,7 +25,6 @@ class Settings:
             redis=env.get("ANPI_REDIS", cls.redis),
             prefix=env.get("ANPI_TOPIC_PREFIX", cls.prefix),
             partitions=int(env.get("ANPI_PARTITIONS", cls.partitions)),
-            store=env.get("ANPI_STORE", cls.store),
             tick_seconds=float(env.get("ANPI_TICK_SECONDS", cls.tick_seconds)),
             tick_grace_seconds=float(env.get("ANPI_TICK_GRACE_SECONDS", cls.tick_grace_seconds)),
             web_port=int(env.get("ANPI_WEB_PORT", cls.web_port)),
@@ -36,7 +34,7 @@ class Settings:
     def env(self) -> dict[str, str]:
         """The same settings as environment variables, for a worker process."""
         return {"ANPI_KAFKA": self.kafka, "ANPI_REDIS": self.redis, "ANPI_TOPIC_PREFIX": self.prefix,
-                "ANPI_PARTITIONS": str(self.partitions), "ANPI_STORE": self.store,
+                "ANPI_PARTITIONS": str(self.partitions),
                 "ANPI_TICK_SECONDS": str(self.tick_seconds),
                 "ANPI_TICK_GRACE_SECONDS": str(self.tick_grace_seconds), "ANPI_WEB_PORT": str(self.web_port),
                 "ANPI_WEB_HOST": self.web_host}
@@ -59,8 +57,8 @@ class Settings:
         return f"{self.prefix}-escalations"  # staff calls, contacts told, and their resolution
 
     @property
-    def table(self) -> str:
-        return "subjects"                    # Faust names its changelog <app id>-subjects-changelog
+    def changelog(self) -> str:
+        return f"{self.prefix}-engine-subjects-changelog"  # compacted: each subject's state, and APPLIED
 
 
 def partition_of(subject: str, partitions: int) -> int:

@@ -72,7 +72,8 @@ class KafkaRun:
         os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
         env = {**os.environ, **self.settings.env()}
         with open(self.log_path, "ab") as log:
-            self.worker = subprocess.Popen([sys.executable, "-m", "streams.kafka.worker"], env=env,
+            loglevel = os.environ.get("ANPI_WORKER_LOGLEVEL", "warning")  # "info" shows rebalances and recovery
+            self.worker = subprocess.Popen([sys.executable, "-m", "streams.kafka.worker", loglevel], env=env,
                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def kill_worker(self, sig: int = signal.SIGKILL) -> None:
