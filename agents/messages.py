@@ -1,0 +1,217 @@
+"""What residents, contacts and groups read: effects to LINE message objects. Pure.
+
+The message objects are plain dicts exactly as LINE's messaging-api.yml defines them (a push body's
+`messages` items). Residents are often very old: short sentences, plain words, polite, one big button.
+
+Nothing here names a resident unless it must (the contacts' notice): check cards are the same for
+everyone on a given day, so the sender can send them to 500 people in one multicast call.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Mapping
+
+from agents.clock import zone as tz
+from agents.member import ESCALATE_AFTER, RESEND_AFTER
+from schemas import effects as fx
+from schemas.effects import Effect
+
+# what the ingress reads back from a tap (postback data); keep in step with it
+OK_DATA = "action=ok"
+ACK_ACTION = "ack"
+
+CHECK_TEXT = "お元気ですか？"
+OK_LABEL = "元気です"
+ACK_LABEL = "見に行きます"
+THANKS_TEXT = "お返事ありがとうございます。今日もよい一日を。"
+RESOLVED_TEXT = "お返事ありがとうございます。ご無事で安心しました。今日もよい一日を。"
+RESEND_NOTE = "昨日のお知らせへのお返事がまだです。お元気でしたら、ボタンを押してください。"
+CHECK_NOTE = "お元気でしたら、下の「元気です」を押してください。"
+GROUP_CHECK_TEXT = "みなさん、お元気ですか？"
+GROUP_NOTE = "お元気な方は、下の「元気です」を押してください。"
+QUOTE_TITLE = "今日の名言"
+
+# Proverbs (ことわざ): old, short, known to everyone, and free of anyone's copyright.
+QUOTES = (
+    "笑う門には福来たる",
+    "千里の道も一歩から",
+    "七転び八起き",
+    "継続は力なり",
+    "急がば回れ",
+    "早起きは三文の徳",
+    "塵も積もれば山となる",
+    "石の上にも三年",
+    "雨降って地固まる",
+    "案ずるより産むが易し",
+    "一期一会",
+    "住めば都",
+    "明日は明日の風が吹く",
+    "病は気から",
+    "情けは人のためならず",
+    "果報は寝て待て",
+)
+
+# LINE's limits (messaging-api.yml and the API reference)
+ALT_TEXT_MAX = 400
+POSTBACK_DATA_MAX = 300
+MENTIONS_PER_MESSAGE = 100   # textV2: at most 100 substitutions in one message
+MESSAGES_PER_REQUEST = 5
+
+# Colours chosen for contrast with white text (WCAG AA), not LINE's lighter brand green.
+BUTTON_COLOR = "#1A7F37"
+MUTED_COLOR = "#555555"
+
+
+@dataclass(frozen=True, slots=True)
+class Texts:
+    """A tenant's wording: its check question and its quotes. Defaults suit most municipalities."""
+    check: str = CHECK_TEXT
+    quotes: tuple[str, ...] = QUOTES
+    names: Mapping[str, str] = field(default_factory=dict)  # userId -> display name, where known
+
+
+def local_date(at_ms: int, zone: str) -> date:
+    return datetime.fromtimestamp(at_ms / 1000, tz(zone)).date()
+
+
+def quote_of_the_day(quotes: tuple[str, ...], day: date) -> str:
+    """The same quote all day for everyone (so cards stay identical), a different one each day in turn."""
+    return quotes[day.toordinal() % len(quotes)] if quotes else ""
+
+
+# --- building blocks ------------------------------------------------------------------------------
+
+
+def _text(text: str, **style) -> dict:
+    return {"type": "text", "text": text, "wrap": True, **style}
+
+
+def postback(label: str, data: str, display_text: str | None = None) -> dict:
+    if len(data) > POSTBACK_DATA_MAX:
+        raise ValueError(f"postback data longer than {POSTBACK_DATA_MAX} characters")
+    action = {"type": "postback", "label": label, "data": data}
+    if display_text:
+        action["displayText"] = display_text  # shows in the chat as if the person had typed it
+    return action
+
+
+def _button(action: dict) -> dict:
+    return {"type": "button", "style": "primary", "height": "md", "color": BUTTON_COLOR, "action": action}
+
+
+def _flex(alt_text: str, body: list[dict], action: dict) -> dict:
+    return {
+        "type": "flex",
+        "altText": alt_text[:ALT_TEXT_MAX],
+        "contents": {
+            "type": "bubble",
+            "size": "mega",
+            "body": {"type": "box", "layout": "vertical", "spacing": "md", "contents": body},
+            "footer": {"type": "box", "layout": "vertical", "contents": [_button(action)]},
+        },
+    }
+
+
+def _quote_block(quote: str) -> list[dict]:
+    if not quote:
+        return []
+    return [{"type": "separator", "margin": "lg"},
+            _text(QUOTE_TITLE, size="sm", color=MUTED_COLOR, margin="lg"),
+            _text(quote, size="lg")]
+
+
+# --- the messages ---------------------------------------------------------------------------------
+
+
+def check_card(texts: Texts, day: date, *, resend: bool = False, group: bool = False) -> dict:
+    """The 「お元気ですか？」 card: big question, a short note, today's quote, one big OK button."""
+    question = GROUP_CHECK_TEXT if group and texts.check == CHECK_TEXT else texts.check
+    note = GROUP_NOTE if group else (RESEND_NOTE if resend else CHECK_NOTE)
+    body = [_text(question, size="xxl", weight="bold", align="center"), _text(note, size="lg")]
+    body += _quote_block(quote_of_the_day(texts.quotes, day))
+    return _flex(texts.check, body, postback(OK_LABEL, OK_DATA, OK_LABEL))
+
+
+def ack_data(member: str, cycle: int | None) -> str:
+    return f"action={ACK_ACTION}&member={member}&cycle={cycle}"
+
+
+def _when(at_ms: int, zone: str) -> str:
+    """「12月31日 午前9時」: the way people say it, not 09:00."""
+    local = datetime.fromtimestamp(at_ms / 1000, tz(zone))
+    half, hour = ("午前", local.hour) if local.hour < 12 else ("午後", local.hour - 12)
+    minute = f"{local.minute}分" if local.minute else ""
+    return f"{local.month}月{local.day}日 {half}{hour}時{minute}"
+
+
+def contacts_notice(texts: Texts, effect: Effect, zone: str) -> dict:
+    """To the people a resident chose: who has not answered, since when, and what we ask of them."""
+    who = f"{texts.names[effect.subject]}さん" if effect.subject in texts.names else "あなたを連絡先に選んだ方"
+    asked_at = effect.at - RESEND_AFTER - ESCALATE_AFTER  # when the unanswered check went out
+    lines = [
+        _text("安否確認のお知らせ", size="sm", color=MUTED_COLOR),
+        _text(f"{who}から、お返事がありません。", size="xl", weight="bold"),
+        _text(f"{_when(asked_at, zone)}に「{texts.check}」とお送りしました。", size="md"),
+        _text("様子を見に行っていただけますか。見に行くときは「見に行きます」を押してください。", size="md"),
+    ]
+    alt = f"{who}から、お返事がありません。様子を見に行っていただけますか。"
+    return _flex(alt, lines, postback(ACK_LABEL, ack_data(effect.subject, effect.cycle), ACK_LABEL))
+
+
+def thanks(effect: Effect) -> dict:
+    text = RESOLVED_TEXT if effect.effect == fx.RESOLVED_AFTER_ESCALATION else THANKS_TEXT
+    return {"type": "text", "text": text}
+
+
+def unconfirmed_list(members: tuple[str, ...]) -> list[dict]:
+    """The 23 h list in the group: each name is a mention (LINE shows the person's own display name).
+
+    textV2 takes at most 100 mentions a message; a LINE group holds at most 500 people, so five
+    messages (one request's worth) always fit.
+    """
+    out = []
+    for start in range(0, len(members), MENTIONS_PER_MESSAGE):
+        chunk = members[start:start + MENTIONS_PER_MESSAGE]
+        keys = [f"member{start + i}" for i in range(len(chunk))]
+        names = "\n".join("{" + k + "}" + "さん" for k in keys)
+        head = "まだ「元気です」が押されていない方がいます。\n" if start == 0 else ""
+        tail = "\nお近くの方は、声をかけてみてください。" if start + MENTIONS_PER_MESSAGE >= len(members) else ""
+        out.append({
+            "type": "textV2",
+            "text": head + names + tail,
+            "substitution": {k: {"type": "mention", "mentionee": {"type": "user", "userId": uid}}
+                             for k, uid in zip(keys, chunk)},
+        })
+    return out[:MESSAGES_PER_REQUEST]
+
+
+# --- effect -> (recipients, messages) -------------------------------------------------------------
+
+
+def recipients(effect: Effect) -> tuple[str, ...]:
+    if effect.effect == fx.CONTACTS_NOTIFIED:
+        return tuple(effect.to or ())
+    if effect.effect == fx.GROUP_UNCONFIRMED and not effect.members:
+        return ()
+    return (effect.subject,)
+
+
+def messages_for(effect: Effect, texts: Texts, zone: str) -> list[dict]:
+    """The message objects an effect sends; [] for effects that are not LINE messages (staff_call, …)."""
+    kind = effect.effect
+    if kind in (fx.CHECK_SENT, fx.CHECK_RESENT, fx.GROUP_CHECK_POSTED):
+        return [check_card(texts, local_date(effect.at, zone), resend=kind == fx.CHECK_RESENT,
+                           group=kind == fx.GROUP_CHECK_POSTED)]
+    if kind == fx.CONTACTS_NOTIFIED:
+        return [contacts_notice(texts, effect, zone)]
+    if kind in (fx.CONFIRMED, fx.RESOLVED_AFTER_ESCALATION):
+        return [thanks(effect)]
+    if kind == fx.GROUP_UNCONFIRMED:
+        return unconfirmed_list(effect.members or ())
+    return []
+
+
+SENDS_MESSAGES = frozenset({fx.CHECK_SENT, fx.CHECK_RESENT, fx.CONTACTS_NOTIFIED, fx.CONFIRMED,
+                            fx.RESOLVED_AFTER_ESCALATION, fx.GROUP_CHECK_POSTED, fx.GROUP_UNCONFIRMED})
+REPLYABLE = frozenset({fx.CONFIRMED, fx.RESOLVED_AFTER_ESCALATION})  # answers to a tap: a reply token may be at hand

@@ -1,0 +1,1 @@
+"""The embedded runtime: ingress, engine and sender in one process, on one SQLite file (`anpi serve`)."""

@@ -1,0 +1,158 @@
+"""The embedded runtime's durable state: one SQLite file in WAL mode.
+
+What the Kafka runtime keeps in topics lives here in tables, and the same rule holds: a step's new
+states, its effects and the inbox position it reached commit in one transaction, so a restart
+resumes exactly where the last commit left off and nothing is applied or emitted twice.
+
+    inbox     events as ingress accepted them (committed before the webhook's 200)
+    states    one row per subject: the engine's state (streams/codec.py JSON)
+    cursors   per tenant: the last inbox row applied and the last tick
+    effects   every effect, once (by id); `sent` marks those the sender has handed to LINE
+    audit     what ingress kept but the engine does not apply (joins, unknown events, …)
+    webhooks  webhookEventIds already accepted (LINE may redeliver)
+    replies   the latest reply token per member, for a free thank-you
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from schemas.effects import Effect
+from streams import codec
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS inbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL,
+                                  subject TEXT NOT NULL, event TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS states (tenant TEXT NOT NULL, subject TEXT NOT NULL, state TEXT NOT NULL,
+                                   PRIMARY KEY (tenant, subject)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS cursors (tenant TEXT PRIMARY KEY, inbox INTEGER NOT NULL DEFAULT 0,
+                                    tick INTEGER);
+CREATE TABLE IF NOT EXISTS effects (seq INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL,
+                                    id TEXT NOT NULL, kind TEXT NOT NULL, at INTEGER NOT NULL,
+                                    effect TEXT NOT NULL, sent INTEGER NOT NULL DEFAULT 0,
+                                    UNIQUE (tenant, id));
+CREATE INDEX IF NOT EXISTS effects_unsent ON effects (tenant, sent, seq);
+CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL,
+                                  record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS webhooks (tenant TEXT NOT NULL, event_id TEXT NOT NULL,
+                                     PRIMARY KEY (tenant, event_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS replies (tenant TEXT NOT NULL, member TEXT NOT NULL, token TEXT NOT NULL,
+                                    at INTEGER NOT NULL, PRIMARY KEY (tenant, member)) WITHOUT ROWID;
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """An inbox row not yet applied."""
+    seq: int
+    subject: str
+    event: object
+
+
+class Store:
+    def __init__(self, path: str):
+        self.path = path
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a commit survives a crash of the process (what a restart needs);
+        # only a power cut may take back the last commits, as with an unflushed disk.
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --- ingress ---------------------------------------------------------------------------------
+
+    def accept(self, tenant: str, event_id: str | None, events: Iterable[tuple[str, object]],
+               audit: Iterable[dict] = (), replies: Iterable[tuple[str, str, int]] = ()) -> bool:
+        """Commit one webhook event's engine events (subject, event) at once; False if seen before."""
+        with self._transaction():
+            if event_id is not None:
+                seen = self.db.execute("INSERT OR IGNORE INTO webhooks VALUES (?, ?)", (tenant, event_id))
+                if seen.rowcount == 0:
+                    return False
+            self.db.executemany("INSERT INTO inbox (tenant, subject, event) VALUES (?, ?, ?)",
+                                [(tenant, subject, _dump(codec.event_to_obj(e))) for subject, e in events])
+            self.db.executemany("INSERT INTO audit (tenant, record) VALUES (?, ?)",
+                                [(tenant, _dump(record)) for record in audit])
+            self.db.executemany("INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?)",
+                                [(tenant, member, token, at) for member, token, at in replies])
+        return True
+
+    def reply_token(self, tenant: str, member: str) -> tuple[str, int] | None:
+        row = self.db.execute("SELECT token, at FROM replies WHERE tenant = ? AND member = ?",
+                              (tenant, member)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def use_reply_token(self, tenant: str, member: str, token: str) -> None:
+        """A reply token works once: forget it when used."""
+        self.db.execute("DELETE FROM replies WHERE tenant = ? AND member = ? AND token = ?", (tenant, member, token))
+
+    # --- engine ----------------------------------------------------------------------------------
+
+    def states(self, tenant: str) -> Iterator[tuple[str, object]]:
+        for subject, raw in self.db.execute("SELECT subject, state FROM states WHERE tenant = ?", (tenant,)):
+            yield subject, codec.state_from_obj(json.loads(raw))
+
+    def cursor(self, tenant: str) -> tuple[int, int | None]:
+        row = self.db.execute("SELECT inbox, tick FROM cursors WHERE tenant = ?", (tenant,)).fetchone()
+        return (row[0], row[1]) if row else (0, None)
+
+    def pending(self, tenant: str, after: int, limit: int = 1000) -> list[Pending]:
+        rows = self.db.execute("SELECT seq, subject, event FROM inbox WHERE tenant = ? AND seq > ? ORDER BY seq "
+                               "LIMIT ?", (tenant, after, limit)).fetchall()
+        return [Pending(seq, subject, codec.event_from_obj(json.loads(raw))) for seq, subject, raw in rows]
+
+    def commit_step(self, tenant: str, inbox: int, tick: int | None, states: dict[str, object],
+                    effects: list[Effect]) -> None:
+        """A step's states, effects and position, all or nothing."""
+        with self._transaction():
+            self.db.executemany("INSERT OR REPLACE INTO states VALUES (?, ?, ?)",
+                                [(tenant, subject, _dump(codec.state_to_obj(s))) for subject, s in states.items()])
+            self.db.executemany("INSERT OR IGNORE INTO effects (tenant, id, kind, at, effect) VALUES (?, ?, ?, ?, ?)",
+                                [(tenant, e.id, e.effect, e.at, _dump(codec.effect_to_obj(e))) for e in effects])
+            self.db.execute("INSERT INTO cursors (tenant, inbox, tick) VALUES (?, ?, ?) ON CONFLICT (tenant) "
+                            "DO UPDATE SET inbox = excluded.inbox, tick = excluded.tick", (tenant, inbox, tick))
+
+    # --- sender ----------------------------------------------------------------------------------
+
+    def unsent(self, tenant: str, kinds: Iterable[str], limit: int = 5000) -> list[tuple[int, Effect]]:
+        kinds = tuple(kinds)
+        marks = ",".join("?" * len(kinds))
+        rows = self.db.execute(f"SELECT seq, effect FROM effects WHERE tenant = ? AND sent = 0 AND kind IN ({marks}) "
+                               "ORDER BY seq LIMIT ?", (tenant, *kinds, limit)).fetchall()
+        return [(seq, codec.effect_from_obj(json.loads(raw))) for seq, raw in rows]
+
+    def mark_sent(self, seqs: Iterable[int]) -> None:
+        with self._transaction():
+            self.db.executemany("UPDATE effects SET sent = 1 WHERE seq = ?", [(seq,) for seq in seqs])
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    def effects(self, tenant: str) -> list[Effect]:
+        return [codec.effect_from_obj(json.loads(raw))
+                for (raw,) in self.db.execute("SELECT effect FROM effects WHERE tenant = ? ORDER BY seq", (tenant,))]
+
+    def _transaction(self):
+        return _Transaction(self.db)
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE … COMMIT (or ROLLBACK on error): one writer at a time, all or nothing."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self):
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind, value, tb):
+        self.db.execute("COMMIT" if kind is None else "ROLLBACK")
+        return False
+
+
+def _dump(obj) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))

@@ -1,0 +1,362 @@
+"""The sender: outbox effects in, LINE Messaging API calls out.
+
+    effects ─▶ messages (agents/messages.py) ─▶ items per recipient ─┬─ fresh reply token ─▶ /reply (free)
+                                                                     └─ coalesce (agents/outbound.py)
+                                                                          ─▶ /multicast (≤ 500 users), /push
+    each call: wait on its endpoint's token bucket ─▶ POST with X-Line-Retry-Key ─▶ retry (same key) or report
+
+A call whose answer got lost (timeout, crash, restart) is sent again with the same retry key; LINE
+answers 409 if it had accepted it, so nobody gets a message twice. The decisions live in pure
+functions (agents/outbound.py); this module only waits, talks HTTP and counts.
+
+Logs carry endpoints, statuses, counts and retry keys: never tokens, secrets or message bodies (they
+hold names).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Callable, Iterable, Protocol
+
+import aiohttp
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from agents import outbound as ob
+from agents.clock import zone as tz
+from agents.messages import REPLYABLE, SENDS_MESSAGES, Texts, messages_for, recipients
+from schemas import effects as fx
+from schemas.effects import Effect
+from schemas.tenant import Tenant
+from streams.codec import effect_from_obj
+
+log = logging.getLogger("anpi.sender")
+
+REPLY_TOKEN_MAX_AGE = 50.0   # seconds: LINE keeps a reply token about a minute; leave room for the call
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Requests per second per endpoint (LINE's per-channel limits by default) and the burst allowed."""
+    multicast: float = 200.0
+    push: float = 2000.0
+    reply: float = 2000.0
+    burst_seconds: float = 0.1   # a bucket holds this many seconds' worth: short bursts, never a second's double
+
+    def rate(self, endpoint: str) -> float:
+        return getattr(self, endpoint)
+
+
+# --- rate limiters: in-process, or shared through Redis -------------------------------------------
+
+
+class Limiter(Protocol):
+    async def reserve(self, cost: float = 1.0) -> float:
+        """Reserve a turn; returns the seconds to wait before using it."""
+
+
+class LocalLimiter:
+    """One process's token bucket (agents/outbound.take) on the monotonic clock."""
+
+    def __init__(self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
+        self._state = ob.bucket(rate, burst, clock())
+
+    async def reserve(self, cost: float = 1.0) -> float:
+        self._state, wait = ob.take(self._state, self._clock(), cost)
+        return wait
+
+
+# The same arithmetic as agents/outbound.take, run atomically inside Redis on Redis's own clock, so
+# several sender processes share one channel's limit without trusting each other's clocks.
+_TAKE_LUA = """
+local rate, burst, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local s = redis.call('HMGET', KEYS[1], 'tokens', 'stamp')
+local tokens, stamp = tonumber(s[1]) or burst, tonumber(s[2]) or now
+if now < stamp then now = stamp end
+tokens = math.min(burst, tokens + (now - stamp) * rate) - cost
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.6f', tokens), 'stamp', string.format('%.6f', now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(((burst - tokens) / rate + 60) * 1000))
+if tokens < 0 then return string.format('%.6f', -tokens / rate) end
+return '0'
+"""
+
+
+class RedisLimiter:
+    """A token bucket shared by every sender of a channel (redis.asyncio client, one small Lua script)."""
+
+    def __init__(self, client, key: str, rate: float, burst: float):
+        self._script = client.register_script(_TAKE_LUA)
+        self._key, self._rate, self._burst = key, rate, burst
+
+    async def reserve(self, cost: float = 1.0) -> float:
+        return float(await self._script(keys=[self._key], args=[self._rate, self._burst, cost]))
+
+
+def local_limiters(limits: Limits) -> dict[str, Limiter]:
+    return {ep: LocalLimiter(limits.rate(ep), max(1.0, limits.rate(ep) * limits.burst_seconds))
+            for ep in (ob.PUSH, ob.MULTICAST, ob.REPLY)}
+
+
+def redis_limiters(client, tenant_id: str, limits: Limits) -> dict[str, Limiter]:
+    return {ep: RedisLimiter(client, f"anpi:ratelimit:{tenant_id}:{ep}", limits.rate(ep),
+                             max(1.0, limits.rate(ep) * limits.burst_seconds))
+            for ep in (ob.PUSH, ob.MULTICAST, ob.REPLY)}
+
+
+# --- reports and metrics --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    endpoint: str
+    status: int | None
+    reason: str                 # LINE's error message, or what went wrong locally (no message bodies)
+    effect_ids: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class Report:
+    """What one deliver() did."""
+    requests: int = 0           # HTTP calls, retries included
+    accepted: int = 0           # calls LINE accepted now (2xx)
+    duplicates: int = 0         # calls LINE had accepted before (409 on the retry key): not sent again
+    retries: int = 0
+    replies: int = 0            # accepted replies (free)
+    recipients: int = 0         # recipients of accepted push / multicast calls
+    billed: int = 0             # messages counted against the monthly quota by this batch
+    skipped_blocked: int = 0    # recipients left out because they blocked the account
+    failed: list[Failure] = field(default_factory=list)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("anpi_sender_requests", "LINE API calls, by endpoint and HTTP status "
+                                "(error: no answer)", ["endpoint", "status"], registry=r)
+        self.recipients = Counter("anpi_sender_recipients", "Recipients of accepted calls", ["endpoint"],
+                                  registry=r)
+        self.retries = Counter("anpi_sender_retries", "Calls sent again (same retry key)", ["endpoint"],
+                               registry=r)
+        self.wait = Counter("anpi_sender_rate_limit_wait_seconds", "Seconds spent waiting on the rate limiter",
+                            ["endpoint"], registry=r)
+        self.billed = Counter("anpi_sender_billed_messages", "Messages counted against the monthly quota",
+                              ["tenant"], registry=r)
+        self.failures = Counter("anpi_sender_failures", "Calls given up", ["endpoint", "status"], registry=r)
+        self.blocked = Counter("anpi_sender_blocked_skipped", "Recipients skipped: they blocked the account",
+                               registry=r)
+        self.queue_depth = Gauge("anpi_sender_queue_depth", "Effects waiting for the sender", registry=r)
+
+
+# --- the sender -----------------------------------------------------------------------------------
+
+
+def _decode(raw) -> tuple[Effect, str | None, float | None]:
+    """An outbox entry: an Effect, or its JSON object with optional reply_token (set by the ingress)."""
+    if isinstance(raw, Effect):
+        return raw, None, None
+    token = raw.get("reply_token")
+    token_at = raw.get("reply_token_at", raw["at"])  # epoch ms the token was issued (the tap's time)
+    return effect_from_obj(raw), token, token_at
+
+
+class Sender:
+    def __init__(self, tenant: Tenant, base_url: str, *, texts: Texts = Texts(), limits: Limits = Limits(),
+                 limiters: dict[str, Limiter] | None = None, retry: ob.RetryPolicy = ob.RetryPolicy(),
+                 concurrency: int = 64, timeout: float = 10.0, reply_max_age: float = REPLY_TOKEN_MAX_AGE,
+                 session: aiohttp.ClientSession | None = None, registry: CollectorRegistry | None = None,
+                 wall: Callable[[], float] = time.time, sleep=asyncio.sleep):
+        self.tenant = tenant
+        self.base_url = base_url.rstrip("/")
+        self.texts = texts
+        self.limiters = limiters or local_limiters(limits)
+        self.retry = retry
+        self.reply_max_age = reply_max_age
+        self.metrics = Metrics(registry)
+        self.blocked: set[str] = set()                # user ids that blocked the account: skipped
+        self.billed: dict[tuple[str, str], int] = {}  # (tenant, "YYYY-MM") -> messages billed
+        self._concurrency = concurrency
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session, self._own_session = session, session is None
+        self._wall, self._sleep = wall, sleep
+        self._headers = {"Authorization": f"Bearer {tenant.channel_access_token}",
+                         "Content-Type": "application/json"}
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        return self.metrics.registry
+
+    async def __aenter__(self) -> "Sender":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None and self._own_session:
+            await self._session.close()
+            self._session = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=self._concurrency))
+        return self._session
+
+    def mark_blocked(self, user_id: str) -> None:
+        """LINE does not say so on a push (a 200 is no proof of delivery): the unfollow webhook does."""
+        self.blocked.add(user_id)
+
+    def mark_unblocked(self, user_id: str) -> None:
+        self.blocked.discard(user_id)
+
+    # -- planning (no I/O) --
+
+    def plan(self, effects: Iterable, report: Report | None = None) -> tuple[list[ob.Request], list[ob.Item]]:
+        """(push / multicast requests, reply items to try first) for a batch, blocked users left out."""
+        report = report if report is not None else Report()
+        items: list[ob.Item] = []
+        now = self._wall()
+        for raw in effects:
+            effect, token, token_at = _decode(raw)
+            if effect.effect == fx.UNFOLLOWED:
+                self.mark_blocked(effect.subject)
+                continue
+            if effect.effect == fx.FOLLOWED:
+                self.mark_unblocked(effect.subject)
+                continue
+            if effect.effect not in SENDS_MESSAGES:
+                continue                     # staff_call etc.: the call queue's job, not LINE's
+            messages = tuple(messages_for(effect, self.texts, self.tenant.timezone))
+            fresh = (token is not None and effect.effect in REPLYABLE
+                     and now - token_at / 1000 < self.reply_max_age)
+            for to in recipients(effect):
+                if to in self.blocked:
+                    report.skipped_blocked += 1
+                    self.metrics.blocked.inc()
+                    continue
+                items.append(ob.Item(to, messages, effect.id, token if fresh else None))
+        replies = [i for i in items if i.reply_token is not None]
+        rest = [i for i in items if i.reply_token is None]
+        return ob.coalesce(rest, scope=self.tenant.id), replies
+
+    # -- delivery --
+
+    async def deliver(self, effects: Iterable) -> Report:
+        report = Report()
+        requests, replies = self.plan(effects, report)
+        gate = asyncio.Semaphore(self._concurrency)
+
+        async def one(req: ob.Request, attempts: int | None = None) -> tuple[str, int | None]:
+            async with gate:
+                return await self._send(req, report, attempts)
+
+        # Replies first (free, and the token is ageing), tried once: a reply has no retry key and its
+        # token is single-use, so a second try proves nothing. One LINE refused (token spent or
+        # expired, or busy) falls back to a push: billed, but it arrives. One that got no answer may
+        # have arrived, so it is left at that rather than risk thanking someone twice.
+        outcomes = await asyncio.gather(*(one(ob.reply_request(i), 1) for i in replies))
+        fallback = [ob.push_request(i._replace(reply_token=None), self.tenant.id)
+                    for i, (verdict, status) in zip(replies, outcomes) if verdict == ob.GIVE_UP and status]
+        if fallback:
+            fell_back = {r.effect_ids for r in fallback}
+            report.failed[:] = [f for f in report.failed if not (f.endpoint == ob.REPLY and f.effect_ids in fell_back)]
+        await asyncio.gather(*(one(r) for r in requests + fallback))
+        return report
+
+    async def _send(self, req: ob.Request, report: Report, attempts: int | None = None) -> tuple[str, int | None]:
+        """POST until LINE accepts, says it already had, or refuses: (verdict, last HTTP status)."""
+        url = f"{self.base_url}/v2/bot/message/{req.endpoint}"
+        headers = dict(self._headers)
+        if req.retry_key:
+            headers["X-Line-Retry-Key"] = req.retry_key
+        attempts = attempts or self.retry.attempts
+        for attempt in range(1, attempts + 1):
+            wait = await self.limiters[req.endpoint].reserve(1)
+            if wait > 0:
+                self.metrics.wait.labels(req.endpoint).inc(wait)
+                await self._sleep(wait)
+            status, message = await self._post(url, headers, req.body)
+            report.requests += 1
+            self.metrics.requests.labels(req.endpoint, str(status) if status else "error").inc()
+            verdict = ob.classify(status, message)
+            if verdict == ob.OK:
+                self._accepted(req, report)
+                return verdict, status
+            if verdict == ob.DUPLICATE:
+                report.duplicates += 1       # accepted (and billed) before a crash or a lost answer
+                return verdict, status
+            if verdict == ob.GIVE_UP:
+                self._give_up(req, status, message, report)
+                return verdict, status
+            if attempt < attempts:
+                report.retries += 1
+                self.metrics.retries.labels(req.endpoint).inc()
+                log.info("retrying %s (status %s, key %s, attempt %d)", req.endpoint, status, req.retry_key, attempt)
+                await self._sleep(ob.backoff(self.retry, attempt, req.retry_key or req.effect_ids[0]))
+        self._give_up(req, status, message or "retries exhausted", report)
+        return ob.GIVE_UP, status
+
+    async def _post(self, url: str, headers: dict, body: dict) -> tuple[int | None, str]:
+        try:
+            async with self._http().post(url, json=body, headers=headers, timeout=self._timeout) as resp:
+                message = ""
+                if resp.status >= 300:
+                    try:
+                        message = str((await resp.json(content_type=None)).get("message", ""))
+                    except (ValueError, AttributeError, aiohttp.ClientError):
+                        message = ""
+                return resp.status, message
+        except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+            return None, type(exc).__name__
+
+    def _accepted(self, req: ob.Request, report: Report) -> None:
+        report.accepted += 1
+        if req.endpoint == ob.REPLY:
+            report.replies += 1
+            self.metrics.recipients.labels(req.endpoint).inc()
+            return
+        count = len(req.recipients)     # LINE bills each recipient of a push or multicast once
+        report.recipients += count
+        report.billed += count
+        self.metrics.recipients.labels(req.endpoint).inc(count)
+        self.metrics.billed.labels(self.tenant.id).inc(count)
+        month = datetime.fromtimestamp(self._wall(), tz(self.tenant.timezone)).strftime("%Y-%m")
+        key = (self.tenant.id, month)
+        self.billed[key] = self.billed.get(key, 0) + count
+
+    def _give_up(self, req: ob.Request, status: int | None, message: str, report: Report) -> None:
+        self.metrics.failures.labels(req.endpoint, str(status) if status else "error").inc()
+        report.failed.append(Failure(req.endpoint, status, message, req.effect_ids))
+        log.warning("gave up on %s: status %s, %d effects, key %s", req.endpoint, status, len(req.effect_ids),
+                    req.retry_key)
+
+    # -- the embedded runtime's loop --
+
+    async def run(self, queue: asyncio.Queue, *, batch_max: int = 5000, linger: float = 0.05,
+                  on_report: Callable[[Report], None] | None = None) -> None:
+        """Consume outbox entries forever: gather what arrives within `linger` (so a tick's checks
+        coalesce into multicasts), deliver, mark them done."""
+        while True:
+            batch = [await queue.get()]
+            if linger > 0:
+                await asyncio.sleep(linger)
+            while len(batch) < batch_max and not queue.empty():
+                batch.append(queue.get_nowait())
+            self.metrics.queue_depth.set(queue.qsize())
+            try:
+                report = await self.deliver(batch)
+                if on_report is not None:
+                    on_report(report)
+            except asyncio.CancelledError:
+                raise
+            except Exception:   # one bad batch must not stop the loop; what failed is in the log
+                log.exception("sender batch of %d failed", len(batch))
+            finally:
+                for _ in batch:
+                    queue.task_done()
+                self.metrics.queue_depth.set(queue.qsize())

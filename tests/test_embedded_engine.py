@@ -1,0 +1,57 @@
+"""The embedded runtime's engine on a real SQLite file: the simulator's effects, across restarts."""
+import random
+from pathlib import Path
+
+from agents.subject import addressed
+from streams import scenario as scenario_module
+from streams import simulator
+from streams.embedded.engine import Engine
+from streams.embedded.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_inbox_batches_ticks_and_restarts_give_the_simulators_effects(tmp_path):
+    loaded = scenario_module.load(ROOT / "examples" / "danchi.yaml")
+    path, tenant, rnd = str(tmp_path / "anpi.db"), "danchi", random.Random(5)
+    store = Store(path)
+    for event in loaded.registrations:
+        assert store.accept(tenant, None, [(event.settings.id, event)])
+    engine = Engine(store, tenant)
+    events = list(loaded.events)
+    at, hour = loaded.start, 3_600_000
+    while at < loaded.end - 1:
+        at = min(at + rnd.choice([1, 2, 7, 30]) * hour, loaded.end - 1)
+        while events and events[0].at <= at:  # what ingress accepted by then, one webhook at a time
+            event = events.pop(0)
+            assert store.accept(tenant, f"wh-{event.at}-{id(event)}", [(s, event) for s in addressed(event)])
+        engine.step(at)
+        if rnd.random() < 0.3:  # the process restarts: everything comes back from the file
+            store.close()
+            store = Store(path)
+            engine = Engine(store, tenant)
+    assert simulator.sort(store.effects(tenant)) == simulator.run(loaded)
+
+
+def test_a_webhook_event_id_is_accepted_once_and_the_rest_of_a_redelivery_is_kept_out(tmp_path):
+    store = Store(str(tmp_path / "anpi.db"))
+    from schemas.events import Ok
+    assert store.accept("t", "01HZX", [("U1", Ok(1, "U1"))])
+    assert not store.accept("t", "01HZX", [("U1", Ok(1, "U1"))])
+    assert [p.seq for p in store.pending("t", 0)] == [1]
+
+
+def test_a_step_that_fails_to_commit_leaves_the_store_as_it_was(tmp_path):
+    loaded = scenario_module.load(ROOT / "examples" / "watch.yaml")
+    store = Store(str(tmp_path / "anpi.db"))
+    for event in loaded.registrations:
+        store.accept("t", None, [(event.settings.id, event)])
+    engine = Engine(store, "t")
+    store.db.execute("CREATE TRIGGER boom BEFORE INSERT ON effects BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+    try:
+        engine.step(loaded.end - 1)
+    except Exception as e:
+        assert "disk full" in str(e)
+    else:
+        raise AssertionError("the failing commit was not reported")
+    assert store.cursor("t") == (0, None) and list(store.states("t")) == []

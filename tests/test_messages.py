@@ -1,0 +1,264 @@
+"""Message texts and the pure outbound rules: what LINE gets must be what messaging-api.yml allows."""
+import random
+import re
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from agents import messages as m
+from agents import outbound as ob
+from linesim.spec import request_validator
+from schemas import effects as fx
+from schemas.effects import Effect
+
+JST = ZoneInfo("Asia/Tokyo")
+AT = int(datetime(2026, 12, 1, 9, 0, tzinfo=JST).timestamp() * 1000)
+TEXTS = m.Texts(names={"U001": "山田 花子"})
+PUSH = request_validator("post", "/v2/bot/message/push")
+MULTICAST = request_validator("post", "/v2/bot/message/multicast")
+REPLY = request_validator("post", "/v2/bot/message/reply")
+JAPANESE = re.compile(r"[\u3040-\u30ff\u4e00-\u9fff]")
+
+EFFECTS = [
+    Effect(AT, fx.CHECK_SENT, "U001", 1),
+    Effect(AT + 24 * 3600_000, fx.CHECK_RESENT, "U001", 1),
+    Effect(AT + 27 * 3600_000, fx.CONTACTS_NOTIFIED, "U001", 1, ("U900", "U901")),
+    Effect(AT + 27 * 3600_000, fx.CONTACTS_NOTIFIED, "U002", 4, ("U900",)),   # no name known
+    Effect(AT + 3600_000, fx.CONFIRMED, "U001", 1),
+    Effect(AT + 30 * 3600_000, fx.RESOLVED_AFTER_ESCALATION, "U001", 1),
+    Effect(AT, fx.GROUP_CHECK_POSTED, "C001", 1),
+    Effect(AT + 23 * 3600_000, fx.GROUP_UNCONFIRMED, "C001", 1, members=("U010", "U011")),
+]
+
+
+def _texts(node):
+    """Every string a person reads: text fields, labels, altText, displayText."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k in ("text", "label", "altText", "displayText") and isinstance(v, str):
+                yield v
+            else:
+                yield from _texts(v)
+    elif isinstance(node, list):
+        for x in node:
+            yield from _texts(x)
+
+
+def _actions(node):
+    if isinstance(node, dict):
+        if node.get("type") == "postback":
+            yield node
+        for v in node.values():
+            yield from _actions(v)
+    elif isinstance(node, list):
+        for x in node:
+            yield from _actions(x)
+
+
+@pytest.mark.parametrize("effect", EFFECTS, ids=lambda e: e.effect)
+def test_every_message_is_a_valid_push_body_in_kind_japanese(effect):
+    messages = m.messages_for(effect, TEXTS, "Asia/Tokyo")
+    assert 1 <= len(messages) <= 5
+    for to in m.recipients(effect):
+        PUSH.validate({"to": to, "messages": messages})
+    REPLY.validate({"replyToken": "x" * 32, "messages": messages})
+    for text in _texts(messages):
+        assert JAPANESE.search(text.replace("{", "").replace("}", "")), text
+    for message in messages:
+        assert len(message.get("altText", "")) <= 400
+    for action in _actions(messages):
+        assert len(action["data"]) <= 300
+
+
+def test_no_message_for_what_is_not_a_line_message():
+    for kind in (fx.STAFF_CALL, fx.GROUP_CONFIRMED, fx.UNFOLLOWED, fx.FOLLOWED):
+        assert m.messages_for(Effect(AT, kind, "U001", 1), TEXTS, "Asia/Tokyo") == []
+
+
+def test_the_check_card_has_one_big_ok_button_that_the_ingress_understands():
+    for kind in (fx.CHECK_SENT, fx.CHECK_RESENT, fx.GROUP_CHECK_POSTED):
+        [card] = m.messages_for(Effect(AT, kind, "U001", 1), TEXTS, "Asia/Tokyo")
+        assert card["type"] == "flex" and card["altText"] == "お元気ですか？"
+        [action] = list(_actions(card))
+        assert action == {"type": "postback", "label": "元気です", "data": "action=ok", "displayText": "元気です"}
+        [button] = card["contents"]["footer"]["contents"]
+        assert button["style"] == "primary"
+        texts = list(_texts(card))
+        assert m.quote_of_the_day(m.QUOTES, date(2026, 12, 1)) in texts
+    resend = m.messages_for(EFFECTS[1], TEXTS, "Asia/Tokyo")[0]
+    assert "昨日のお知らせへのお返事がまだです。お元気でしたら、ボタンを押してください。" in _texts(resend)
+    group = m.messages_for(EFFECTS[6], TEXTS, "Asia/Tokyo")[0]
+    assert "みなさん、お元気ですか？" in _texts(group)
+
+
+def test_check_cards_carry_no_name_so_everyone_gets_the_same_card_that_day():
+    a = m.messages_for(Effect(AT, fx.CHECK_SENT, "U001", 1), TEXTS, "Asia/Tokyo")
+    b = m.messages_for(Effect(AT + 3600_000, fx.CHECK_SENT, "U777", 9), TEXTS, "Asia/Tokyo")
+    assert a == b
+    next_day = m.messages_for(Effect(AT + 24 * 3600_000, fx.CHECK_SENT, "U001", 2), TEXTS, "Asia/Tokyo")
+    assert next_day != a  # a new quote every day
+
+
+def test_quote_of_the_day_is_deterministic_and_walks_the_whole_list():
+    days = [date(2026, 1, 1).toordinal() + i for i in range(len(m.QUOTES))]
+    picked = [m.quote_of_the_day(m.QUOTES, date.fromordinal(d)) for d in days]
+    assert sorted(picked) == sorted(m.QUOTES)
+    assert m.quote_of_the_day(m.QUOTES, date(2026, 5, 5)) == m.quote_of_the_day(m.QUOTES, date(2026, 5, 5))
+    # the tenant's date, not UTC's: 23:30 UTC on Nov 30 is Dec 1 in Tokyo
+    late = int(datetime(2026, 11, 30, 23, 30, tzinfo=ZoneInfo("UTC")).timestamp() * 1000)
+    assert m.local_date(late, "Asia/Tokyo") == date(2026, 12, 1)
+
+
+def test_contacts_notice_says_who_since_when_and_what_to_do():
+    [notice] = m.messages_for(EFFECTS[2], TEXTS, "Asia/Tokyo")
+    texts = " ".join(_texts(notice))
+    assert "山田 花子さん" in texts
+    assert "12月1日 午前9時" in texts                 # the check went out 27 h before the notice
+    assert "様子を見に行っていただけますか。見に行くときは「見に行きます」を押してください" in texts
+    [action] = list(_actions(notice))
+    assert action["data"] == "action=ack&member=U001&cycle=1" and action["label"] == "見に行きます"
+    [anonymous] = m.messages_for(EFFECTS[3], TEXTS, "Asia/Tokyo")
+    assert "U002" not in " ".join(_texts(anonymous))  # an id is not a name
+    long_name = m.Texts(names={"U001": "花" * 1000})
+    assert len(m.messages_for(EFFECTS[2], long_name, "Asia/Tokyo")[0]["altText"]) <= 400
+
+
+def test_thanks():
+    assert m.messages_for(EFFECTS[4], TEXTS, "Asia/Tokyo") == [
+        {"type": "text", "text": "お返事ありがとうございます。今日もよい一日を。"}]
+
+
+@pytest.mark.parametrize("size", [1, 99, 100, 101, 250, 500])
+def test_unconfirmed_list_mentions_everyone_within_line_limits(size):
+    members = tuple(f"U{i:032x}" for i in range(size))
+    messages = m.unconfirmed_list(members)
+    PUSH.validate({"to": "C001", "messages": messages})
+    assert len(messages) == -(-size // 100) <= 5
+    mentioned = []
+    for msg in messages:
+        keys = re.findall(r"\{(\w+)\}", msg["text"])
+        assert keys == list(msg["substitution"]) and len(keys) <= 100
+        mentioned += [msg["substitution"][k]["mentionee"]["userId"] for k in keys]
+    assert mentioned == list(members)
+    assert messages[0]["text"].startswith("まだ「元気です」が押されていない方がいます。")
+
+
+# --- coalescing and retry keys --------------------------------------------------------------------
+
+
+def _check_items(n, effect="check_sent"):
+    card = tuple(m.messages_for(Effect(AT, fx.CHECK_SENT, "U0", 1), TEXTS, "Asia/Tokyo"))
+    return [ob.Item(f"U{i:05d}", card, f"U{i:05d}:1:{effect}") for i in range(n)]
+
+
+def test_1234_identical_checks_make_three_multicasts():
+    requests = ob.coalesce(_check_items(1234), scope="demo-city")
+    assert [r.endpoint for r in requests] == ["multicast"] * 3
+    assert [len(r.body["to"]) for r in requests] == [500, 500, 234]
+    assert len({to for r in requests for to in r.body["to"]}) == 1234
+    for r in requests:
+        MULTICAST.validate(r.body)
+
+
+def test_coalescing_is_deterministic_whatever_the_order():
+    items = _check_items(1234)
+    shuffled = items[:]
+    random.Random(7).shuffle(shuffled)
+    a, b = ob.coalesce(items, scope="t"), ob.coalesce(shuffled, scope="t")
+    assert a == b
+    keys = [r.retry_key for r in a]
+    assert len(set(keys)) == 3
+    assert all(re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", k) for k in keys)
+    assert [r.retry_key for r in ob.coalesce(items, scope="other-city")] != keys  # tenants never collide
+
+
+def test_groups_and_lone_users_go_by_push_and_different_messages_apart():
+    card = _check_items(1)[0].messages
+    thanks = ({"type": "text", "text": m.THANKS_TEXT},)
+    items = [ob.Item("C001", card, "C001:1:group_check_posted"), ob.Item("U1", card, "U1:1:check_sent"),
+             ob.Item("U2", thanks, "U2:1:confirmed"), ob.Item("U3", thanks, "U3:1:confirmed")]
+    requests = ob.coalesce(items)
+    shapes = sorted((r.endpoint, tuple(r.recipients)) for r in requests)
+    assert shapes == [("multicast", ("U2", "U3")), ("push", ("C001",)), ("push", ("U1",))]
+    for r in requests:
+        (MULTICAST if r.endpoint == "multicast" else PUSH).validate(r.body)
+
+
+def test_one_person_twice_in_a_batch_is_never_listed_twice_in_one_multicast():
+    card = _check_items(1)[0].messages
+    items = [ob.Item("U1", card, "a"), ob.Item("U1", card, "b"), ob.Item("U2", card, "c"), ob.Item("U3", card, "d")]
+    requests = ob.coalesce(items)
+    assert sorted(tuple(r.recipients) for r in requests) == [("U1",), ("U1", "U2", "U3")]
+    assert len({r.retry_key for r in requests}) == 2
+
+
+def test_one_effect_to_several_contacts_gets_a_key_per_push():
+    effect = EFFECTS[2]
+    msgs = tuple(m.messages_for(effect, TEXTS, "Asia/Tokyo"))
+    a, b = (ob.push_request(ob.Item(to, msgs, effect.id)) for to in effect.to)
+    assert a.retry_key != b.retry_key
+    assert ob.push_request(ob.Item("U900", msgs, effect.id)).retry_key == a.retry_key
+
+
+def test_too_many_messages_for_one_call_is_refused():
+    with pytest.raises(ValueError):
+        ob.coalesce([ob.Item("U1", ({"type": "text", "text": "あ"},) * 6, "x")])
+
+
+# --- token bucket (fake clock) ---------------------------------------------------------------------
+
+
+def test_token_bucket_lets_a_burst_through_then_spaces_requests_at_the_rate():
+    state = ob.bucket(rate=10, burst=2, now=100.0)
+    waits = []
+    for _ in range(5):
+        state, wait = ob.take(state, 100.0)
+        waits.append(wait)
+    assert waits == pytest.approx([0, 0, 0.1, 0.2, 0.3])   # each caller reserves the next free turn
+    state, wait = ob.take(state, 100.3)                     # the queue drains as time passes
+    assert wait == pytest.approx(0.1)
+    state, wait = ob.take(state, 200.0)                     # long idle: full again, but no more than burst
+    assert wait == 0 and state.tokens == pytest.approx(1)
+
+
+def test_token_bucket_never_exceeds_its_rate_over_any_window():
+    state, t, sends = ob.bucket(rate=200, burst=20, now=0.0), 0.0, []
+    rng = random.Random(1)
+    for _ in range(2000):
+        t += rng.random() * 0.004
+        state, wait = ob.take(state, t)
+        sends.append(t + wait)
+    sends.sort()
+    for i, start in enumerate(sends):
+        in_window = sum(1 for s in sends[i:i + 260] if s < start + 1.0)
+        assert in_window <= 200 + 20
+
+
+def test_token_bucket_ignores_a_clock_that_steps_back():
+    state = ob.bucket(rate=1, burst=1, now=10.0)
+    state, _ = ob.take(state, 10.0)
+    state, wait = ob.take(state, 5.0)
+    assert wait == pytest.approx(1.0)
+
+
+# --- retry policy ----------------------------------------------------------------------------------
+
+
+def test_classify():
+    assert ob.classify(200) == ob.OK
+    assert ob.classify(409, "The retry key is already accepted") == ob.DUPLICATE
+    assert ob.classify(429, "Too many requests") == ob.RETRY
+    assert ob.classify(429, "You have reached your monthly limit.") == ob.GIVE_UP
+    assert ob.classify(500) == ob.classify(503) == ob.classify(None) == ob.RETRY
+    assert ob.classify(400) == ob.classify(401) == ob.classify(403) == ob.GIVE_UP
+
+
+def test_backoff_grows_with_deterministic_jitter_and_a_cap():
+    policy = ob.RetryPolicy(base=0.5, cap=8.0, attempts=10)
+    waits = [ob.backoff(policy, a, "key") for a in range(1, 10)]
+    assert waits == [ob.backoff(policy, a, "key") for a in range(1, 10)]
+    assert waits != [ob.backoff(policy, a, "other") for a in range(1, 10)]
+    for a, w in enumerate(waits, 1):
+        ceiling = min(8.0, 0.5 * 2 ** (a - 1))
+        assert ceiling / 2 <= w <= ceiling

@@ -1,0 +1,365 @@
+"""The sender: planning without I/O, the shared Redis bucket, and real HTTP against linesim."""
+import asyncio
+import shutil
+import socket
+import subprocess
+import time
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from agents import outbound as ob
+from schemas import effects as fx
+from schemas.effects import Effect
+from schemas.tenant import Tenant
+from streams.codec import effect_to_obj
+from streams.sender import Limits, LocalLimiter, RedisLimiter, Sender
+
+JST = ZoneInfo("Asia/Tokyo")
+AT = int(datetime(2026, 12, 1, 9, 0, tzinfo=JST).timestamp() * 1000)
+TENANT = Tenant("demo-city", "s3cret", "t0ken")
+
+
+def _sender(**kw) -> Sender:
+    return Sender(TENANT, "http://127.0.0.1:9", **kw)
+
+
+# --- planning -------------------------------------------------------------------------------------
+
+
+def test_plan_coalesces_checks_and_skips_what_is_not_a_message():
+    effects = [Effect(AT, fx.CHECK_SENT, f"U{i:04d}", 1) for i in range(1200)]
+    effects += [Effect(AT, fx.STAFF_CALL, "U9999", 1), Effect(AT, fx.GROUP_CONFIRMED, "C1", 1, member="U1")]
+    requests, replies = _sender().plan(effects)
+    assert replies == []
+    assert [(r.endpoint, len(r.recipients)) for r in requests] == [("multicast", 500), ("multicast", 500),
+                                                                    ("multicast", 200)]
+
+
+def test_plan_replies_only_with_a_fresh_token_and_only_to_answers():
+    now = AT / 1000 + 10
+    sender = _sender(wall=lambda: now)
+    fresh = {**effect_to_obj(Effect(AT, fx.CONFIRMED, "U1", 1)), "reply_token": "r1"}
+    stale = {**effect_to_obj(Effect(AT - 60_000, fx.CONFIRMED, "U2", 1)), "reply_token": "r2"}
+    check = {**effect_to_obj(Effect(AT, fx.CHECK_SENT, "U3", 1)), "reply_token": "r3"}  # never a reply
+    requests, replies = sender.plan([fresh, stale, check])
+    assert [(i.to, i.reply_token) for i in replies] == [("U1", "r1")]
+    assert sorted((r.endpoint, r.recipients) for r in requests) == [("push", ("U2",)), ("push", ("U3",))]
+
+
+def test_plan_skips_blocked_users_until_they_follow_again():
+    sender = _sender()
+    requests, _ = sender.plan([Effect(AT, fx.UNFOLLOWED, "U1"), Effect(AT, fx.CHECK_SENT, "U1", 1)])
+    assert requests == [] and sender.blocked == {"U1"}
+    requests, _ = sender.plan([Effect(AT, fx.FOLLOWED, "U1"), Effect(AT, fx.CHECK_SENT, "U1", 2)])
+    assert [r.recipients for r in requests] == [("U1",)]
+
+
+def test_the_token_never_reaches_the_metrics_or_repr():
+    sender = _sender()
+    from prometheus_client import generate_latest
+    assert b"t0ken" not in generate_latest(sender.registry)
+    assert "t0ken" not in repr(TENANT) and "s3cret" not in repr(TENANT)
+
+
+def test_local_limiter_on_a_fake_clock():
+    now = [0.0]
+    limiter = LocalLimiter(rate=100, burst=1, clock=lambda: now[0])
+    waits = [asyncio.run(limiter.reserve()) for _ in range(3)]
+    assert waits == pytest.approx([0, 0.01, 0.02])
+
+
+# --- the shared Redis bucket ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def redis_url():
+    """A throwaway redis-server of our own (no persistence), stopped by its pid afterwards."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("no redis-server on this machine")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.02)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(5)
+
+
+def test_redis_limiter_is_shared_by_several_senders(redis_url):
+    import redis.asyncio as aioredis
+
+    async def go():
+        client = aioredis.from_url(redis_url)
+        try:
+            a = RedisLimiter(client, "anpi:ratelimit:t:multicast", rate=100, burst=2)
+            b = RedisLimiter(client, "anpi:ratelimit:t:multicast", rate=100, burst=2)
+            waits = [await (a if i % 2 else b).reserve() for i in range(10)]
+            other = RedisLimiter(client, "anpi:ratelimit:u:multicast", rate=100, burst=2)
+            return waits, await other.reserve()
+        finally:
+            await client.aclose()
+
+    waits, other = asyncio.run(go())
+    assert waits[:2] == [0, 0]
+    # every later caller, whichever process, queues one turn (10 ms) behind the one before
+    gaps = [b - a for a, b in zip(waits[2:], waits[3:])]
+    assert all(0.005 < g < 0.015 for g in gaps), waits
+    assert other == 0   # another channel's bucket is its own
+
+
+# --- real HTTP against linesim --------------------------------------------------------------------
+
+from linesim.limits import Rate  # noqa: E402
+from linesim.server import Channel, Config, run_linesim  # noqa: E402
+
+
+def uid(i: int) -> str:
+    return f"U{i:032x}"
+
+
+def gid(i: int) -> str:
+    return f"C{i:032x}"
+
+
+def _config(**rates) -> Config:
+    return Config(channels=[Channel.from_tenant(TENANT)], rates={k: Rate(*v) for k, v in rates.items()} or None)
+
+
+def _statuses(sim, endpoint: str) -> dict[int, int]:
+    return {s: n for (e, s), n in sim.state.requests.items() if e == endpoint}
+
+
+def _traced_session(seen: list):
+    """A client session that records (endpoint, retry key, status) of every call: what went on the wire."""
+    import aiohttp
+
+    trace = aiohttp.TraceConfig()
+
+    async def on_end(session, ctx, params):
+        seen.append((params.url.path.rsplit("/", 1)[-1], params.headers.get("X-Line-Retry-Key"),
+                     params.response.status))
+
+    trace.on_request_end.append(on_end)
+    return aiohttp.ClientSession(trace_configs=[trace])
+
+
+def _notices(n: int, first: int = 0) -> list[Effect]:
+    """contacts_notified effects with distinct texts (one per member): each goes by its own call."""
+    return [Effect(AT, fx.CONTACTS_NOTIFIED, uid(i), 1, (uid(100_000 + i),)) for i in range(first, first + n)]
+
+
+def test_checks_to_1200_members_arrive_once_each_by_multicast():
+    async def go():
+        async with run_linesim(_config()) as sim:
+            async with Sender(TENANT, sim.base_url) as sender:
+                effects = [effect_to_obj(Effect(AT, fx.CHECK_SENT, uid(i), 1)) for i in range(1200)]
+                effects.append(effect_to_obj(Effect(AT, fx.GROUP_CHECK_POSTED, gid(1), 1)))
+                effects.append(effect_to_obj(Effect(AT, fx.GROUP_UNCONFIRMED, gid(1), 1,
+                                                    members=(uid(1), uid(2)))))
+                effects.append(effect_to_obj(Effect(AT, fx.STAFF_CALL, uid(5), 1)))
+                report = await sender.deliver(effects)
+                return sim, sender, report
+
+    sim, sender, report = asyncio.run(go())
+    assert report.failed == [] and report.retries == 0
+    assert _statuses(sim, "multicast") == {200: 3}
+    assert _statuses(sim, "push") == {200: 2}
+    to_users = [d.to for d in sim.state.deliveries if d.endpoint == "multicast"]
+    assert sorted(to_users) == [uid(i) for i in range(1200)]          # everyone, once
+    assert sim.state.duplicates == 0
+    assert report.billed == 1202 == sum(sender.billed.values())
+    month = datetime.fromtimestamp(time.time(), JST).strftime("%Y-%m")
+    assert sender.billed == {("demo-city", month): 1202}
+    assert sender.registry.get_sample_value("anpi_sender_requests_total",
+                                            {"endpoint": "multicast", "status": "200"}) == 3
+    assert sender.registry.get_sample_value("anpi_sender_recipients_total", {"endpoint": "multicast"}) == 1200
+
+
+def test_a_429_is_retried_with_the_same_key_until_accepted():
+    seen = []
+
+    async def go():
+        # LINE allows 2 multicasts now and 4 a second after; the sender believes it may send 200 a second.
+        async with run_linesim(_config(multicast=(4, 1))) as sim:
+            session = _traced_session(seen)
+            sender = Sender(TENANT, sim.base_url, session=session, retry=ob.RetryPolicy(base=0.2, cap=1.0))
+            try:
+                effects = [Effect(AT, fx.CONTACTS_NOTIFIED, uid(i), 1, (uid(1000 + i), uid(2000 + i)))
+                           for i in range(8)]
+                return sim, sender, await sender.deliver(effects)
+            finally:
+                await session.close()
+
+    sim, sender, report = asyncio.run(go())
+    assert report.failed == [] and report.accepted == 8
+    statuses = _statuses(sim, "multicast")
+    assert statuses[429] >= 1 and statuses[200] == 8 and report.retries == statuses[429]
+    for key in {k for _, k, s in seen if s == 429}:
+        assert [s for _, k, s in seen if k == key][-1] == 200    # the retry carried the same key and got through
+    assert len({k for _, k, s in seen if s == 200}) == 8
+    assert sim.state.duplicates == 0 and len(sim.state.deliveries) == 16
+    assert sender.registry.get_sample_value("anpi_sender_retries_total", {"endpoint": "multicast"}) == report.retries
+
+
+def test_a_sender_killed_mid_batch_and_restarted_sends_nothing_twice():
+    effects = [effect_to_obj(e) for e in _notices(400)]
+    effects += [effect_to_obj(Effect(AT, fx.CHECK_SENT, uid(i), 1)) for i in range(1200)]
+
+    async def go():
+        async with run_linesim(_config()) as sim:
+            first = Sender(TENANT, sim.base_url, limits=Limits(push=400))   # about a second for the pushes
+            task = asyncio.create_task(first.deliver(effects))
+            while sum(n for (e, s), n in sim.state.requests.items() if e == "push") < 120:
+                await asyncio.sleep(0.005)
+            task.cancel()                                                  # the process dies mid-batch
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await first.close()
+            before = len(sim.state.deliveries)
+            async with Sender(TENANT, sim.base_url, limits=Limits(push=400)) as second:  # a new process
+                report = await second.deliver(effects)
+            return sim, before, report
+
+    sim, before, report = asyncio.run(go())
+    assert 120 <= before < 1600
+    assert report.failed == [] and report.duplicates >= 120                 # LINE: "already accepted"
+    assert report.accepted + report.duplicates == 400 + 3
+    assert sim.state.duplicates == 0
+    received = [(d.to, d.endpoint) for d in sim.state.deliveries]
+    assert len(received) == len(set(received)) == 1600                     # each person got one message
+    assert _statuses(sim, "push")[409] == report.duplicates - _statuses(sim, "multicast").get(409, 0)
+
+
+def test_the_sender_keeps_within_line_rate_limits():
+    async def go():
+        # Scaled-down limits so the test runs in seconds: LINE and the sender agree on them.
+        async with run_linesim(_config(multicast=(10, 1), push=(100, 1))) as sim:
+            async with Sender(TENANT, sim.base_url, limits=Limits(multicast=10, push=100)) as sender:
+                effects = [Effect(AT, fx.CONTACTS_NOTIFIED, uid(i), 1, (uid(1000 + i), uid(2000 + i)))
+                           for i in range(20)]                              # 20 multicasts
+                effects += _notices(200, first=100)                         # 200 pushes
+                started = time.monotonic()
+                report = await sender.deliver(effects)
+                return sim, sender, report, time.monotonic() - started
+
+    sim, sender, report, took = asyncio.run(go())
+    assert report.failed == [] and report.retries == 0
+    assert _statuses(sim, "multicast") == {200: 20} and _statuses(sim, "push") == {200: 200}
+    assert 1.5 < took < 6                                                   # it did wait: 20 at 10/s
+    assert sender.registry.get_sample_value("anpi_sender_rate_limit_wait_seconds_total",
+                                            {"endpoint": "multicast"}) > 1
+
+
+def test_thanks_go_by_free_reply_when_a_fresh_token_is_at_hand():
+    async def go():
+        async with run_linesim(_config()) as sim:
+            async with Sender(TENANT, sim.base_url) as sender:
+                now_ms = int(time.time() * 1000)
+                source = lambda u: {"type": "user", "userId": u}  # noqa: E731
+                fresh = sim.state.issue_reply_token(TENANT.id, source(uid(1)))
+                used = sim.state.issue_reply_token(TENANT.id, source(uid(3)))
+                sim.state.use_reply_token(TENANT.id, used)        # spent already: LINE refuses it
+                effects = [
+                    {**effect_to_obj(Effect(now_ms - 2000, fx.CONFIRMED, uid(1), 1)), "reply_token": fresh},
+                    {**effect_to_obj(Effect(now_ms - 55_000, fx.CONFIRMED, uid(2), 1)), "reply_token": "old"},
+                    {**effect_to_obj(Effect(now_ms - 1000, fx.RESOLVED_AFTER_ESCALATION, uid(3), 1)),
+                     "reply_token": used},
+                ]
+                report = await sender.deliver(effects)
+                return sim, report
+
+    sim, report = asyncio.run(go())
+    assert report.replies == 1 and report.failed == []
+    by_user = {d.to: d.endpoint for d in sim.state.deliveries}
+    assert by_user == {uid(1): "reply", uid(2): "push", uid(3): "push"}    # stale / refused token → push
+    assert report.billed == 2 == sim.state.quota.used(TENANT.id)         # the reply cost nothing
+    assert sim.state.deliveries_to(uid(1))[0].messages == [
+        {"type": "text", "text": "お返事ありがとうございます。今日もよい一日を。"}]
+
+
+def test_blocked_users_are_skipped_and_a_spent_quota_is_reported_not_retried():
+    async def go():
+        config = Config(channels=[Channel.from_tenant(TENANT, monthly_quota=3)])
+        async with run_linesim(config) as sim:
+            async with Sender(TENANT, sim.base_url) as sender:
+                first = await sender.deliver([Effect(AT, fx.UNFOLLOWED, uid(1))]
+                                             + [Effect(AT, fx.CHECK_SENT, uid(i), 1) for i in range(1, 4)])
+                second = await sender.deliver(_notices(2, first=10))
+                return sim, first, second
+
+    sim, first, second = asyncio.run(go())
+    assert first.skipped_blocked == 1 and first.billed == 2
+    assert second.billed == 1 and second.retries == 0
+    [failure] = second.failed
+    assert failure.status == 429 and "monthly limit" in failure.reason
+    assert all(d.to != uid(1) for d in sim.state.deliveries)
+
+
+def test_run_consumes_a_queue_and_coalesces_what_arrives_together():
+    async def go():
+        async with run_linesim(_config()) as sim:
+            async with Sender(TENANT, sim.base_url) as sender:
+                queue: asyncio.Queue = asyncio.Queue()
+                reports = []
+                task = asyncio.create_task(sender.run(queue, linger=0.05, on_report=reports.append))
+                for i in range(600):
+                    queue.put_nowait(effect_to_obj(Effect(AT, fx.CHECK_SENT, uid(i), 1)))
+                await asyncio.wait_for(queue.join(), 10)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                return sim, sender, reports
+
+    sim, sender, reports = asyncio.run(go())
+    assert _statuses(sim, "multicast") == {200: 2} and sum(r.billed for r in reports) == 600
+    assert sender.registry.get_sample_value("anpi_sender_queue_depth") == 0
+
+
+def test_5xx_and_timeouts_are_retried_with_the_same_key():
+    """linesim cannot fail on purpose, so a tiny stand-in does: 503, then silence, then 200."""
+    from aiohttp import web
+
+    calls: list[str] = []
+
+    async def push(request: web.Request) -> web.Response:
+        key = request.headers["X-Line-Retry-Key"]
+        calls.append(key)
+        n = calls.count(key)
+        if n == 1:
+            return web.json_response({"message": "Internal error"}, status=503)
+        if n == 2:
+            await asyncio.sleep(1)          # longer than the sender waits
+        return web.json_response({"sentMessages": [{"id": "1"}]})
+
+    async def go():
+        app = web.Application()
+        app.router.add_post("/v2/bot/message/push", push)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        try:
+            async with Sender(TENANT, f"http://{host}:{port}", timeout=0.2,
+                              retry=ob.RetryPolicy(base=0.01, cap=0.05)) as sender:
+                return sender, await sender.deliver([Effect(AT, fx.CHECK_SENT, uid(1), 1)])
+        finally:
+            await runner.cleanup()
+
+    sender, report = asyncio.run(go())
+    assert report.accepted == 1 and report.retries == 2 and report.failed == []
+    assert len(calls) == 3 and len(set(calls)) == 1
+    assert sender.registry.get_sample_value("anpi_sender_requests_total", {"endpoint": "push", "status": "error"}) == 1
