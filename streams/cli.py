@@ -17,6 +17,20 @@ def main(argv: list[str] | None = None) -> int:
 
     commands.add_parser("worker", help="run one Faust worker of the Kafka runtime (settings from ANPI_* variables)")
 
+    serve = commands.add_parser("serve", help="one tenant's webhook, engine and sender in this process (SQLite)")
+    serve.add_argument("--db", default="var/anpi.db", help="the SQLite file (default var/anpi.db)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--roster", help="register the members and groups of this scenario file at start")
+
+    demo = commands.add_parser("demo", help="the whole service with simulated LINE and residents, time sped up")
+    demo.add_argument("--residents", type=int, default=300, help="how many simulated residents (default 300)")
+    demo.add_argument("--days", type=float, default=3, help="virtual days to run with --exit (default 3)")
+    demo.add_argument("--speed", type=float, default=5000, help="how many times faster than real time (default 5000)")
+    demo.add_argument("--seed", type=int, default=1, help="the residents' behaviour (default 1)")
+    demo.add_argument("--exit", action="store_true",
+                      help="stop after --days and print one JSON summary line (else run until Ctrl-C)")
+
     bench = commands.add_parser("bench", help="measure the engine")
     bench_what = bench.add_subparsers(dest="what", required=True, metavar="WHAT")
     core = bench_what.add_parser("core", help="check cycles per second of the pure core, one process")
@@ -52,6 +66,15 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(benches.core_bench(args.members, args.days, args.answer_after))
         return 0
+    if args.command == "serve":
+        from streams.embedded.serve import main as serve_main
+        return serve_main(args.db, args.host, args.port, args.roster)
+    if args.command == "demo":
+        if args.residents < 1 or args.days <= 0 or args.speed <= 0:
+            print("anpi demo: --residents, --days and --speed must be positive", file=sys.stderr)
+            return 2
+        from streams.demo import main as demo_main
+        return demo_main(args.residents, args.days, args.speed, args.exit, args.seed)
     if args.command == "worker":
         from streams.kafka.worker import main as worker_main
         return worker_main()

@@ -82,6 +82,14 @@ class Store:
                                 [(tenant, member, token, at) for member, token, at in replies])
         return True
 
+    def first_webhook(self, tenant: str, event_id: str) -> bool:
+        """Claim a webhookEventId (committed at once); False if it was claimed before."""
+        return self.db.execute("INSERT OR IGNORE INTO webhooks VALUES (?, ?)", (tenant, event_id)).rowcount == 1
+
+    def forget_webhook(self, tenant: str, event_id: str) -> None:
+        """Release a claim whose events were not stored, so LINE's redelivery is taken."""
+        self.db.execute("DELETE FROM webhooks WHERE tenant = ? AND event_id = ?", (tenant, event_id))
+
     def reply_token(self, tenant: str, member: str) -> tuple[str, int] | None:
         row = self.db.execute("SELECT token, at FROM replies WHERE tenant = ? AND member = ?",
                               (tenant, member)).fetchone()

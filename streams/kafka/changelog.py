@@ -18,9 +18,11 @@ APPLIED = b"~applied"  # not a LINE id (those start with U, C or R)
 
 async def read(bootstrap: str, topic: str, number: int) -> tuple[dict[bytes, bytes], int]:
     """(subject key → state bytes, last applied inbound offset or -1) of changelog partition `number`."""
+    # auto_offset_reset="earliest": with the default "latest", a reset already in flight after assign
+    # can land after seek_to_beginning, and the partition would read as empty: every subject lost.
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                isolation_level="read_committed", fetch_max_bytes=64 << 20,
-                                max_partition_fetch_bytes=64 << 20)
+                                isolation_level="read_committed", auto_offset_reset="earliest",
+                                fetch_max_bytes=64 << 20, max_partition_fetch_bytes=64 << 20)
     await consumer.start()
     try:
         tp = TopicPartition(topic, number)

@@ -103,7 +103,7 @@ class KafkaRun:
         """Batches of the effects topic's records (committed only), decoded, from the start; may be empty."""
         s = self.settings
         consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka, enable_auto_commit=False,
-                                    isolation_level="read_committed")
+                                    isolation_level="read_committed", auto_offset_reset="earliest")
         await consumer.start()
         try:
             parts = [TopicPartition(s.effects, n) for n in range(s.partitions)]

@@ -1,0 +1,152 @@
+"""`anpi demo`: the whole service on one machine, with no LINE account — the seed's 2週間お試し.
+
+linesim plays LINE and a few hundred residents; the embedded runtime (`anpi serve`) runs the
+engine, the webhook ingress and the sender on a fresh SQLite file; time runs `speed` times faster.
+Live, the terminal shows each virtual hour in which something happened. With `--exit` it stops
+after `days` virtual days and prints one JSON summary line (a contract checked from outside).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import secrets
+import sys
+import tempfile
+from collections import Counter
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from agents.clock import HOUR
+from linesim import Channel, Config, Resident, run_linesim
+from linesim.limits import ScaledClock
+from linesim.residents import user_id_for
+from schemas import effects as fx
+from schemas.events import Register
+from schemas.settings import MemberSettings, Schedule
+from schemas.tenant import Tenant
+from streams.embedded.runtime import Runtime
+from streams.embedded.store import Store
+from streams.sender import Sender
+
+ZONE = "Asia/Tokyo"
+# who the simulated residents are: most answer, some forget the first card, a few never answer
+# and a few block the account (so every rung of the ladder shows)
+BEHAVIOURS = (("answer", 0.70), ("forget", 0.14), ("never", 0.10), ("block", 0.06))
+LABELS = ((fx.CHECK_SENT, "確認を送信"), (fx.CONFIRMED, "OK"), (fx.CHECK_RESENT, "再送"),
+          (fx.STAFF_CALL, "職員へ連絡"), (fx.CONTACTS_NOTIFIED, "家族へ連絡"),
+          (fx.RESOLVED_AFTER_ESCALATION, "連絡後に応答"), (fx.UNFOLLOWED, "ブロック"))
+
+
+def residents(n: int, seed: int) -> list[tuple[Resident, MemberSettings]]:
+    """n residents: half 見守り (staff are called), half 安否通知 (a family contact is told)."""
+    rnd = random.Random(seed)
+    weights = [w for _, w in BEHAVIOURS]
+    out = []
+    for i in range(n):
+        uid = user_id_for(f"demo-resident-{i}")
+        behaviour = rnd.choices([b for b, _ in BEHAVIOURS], weights)[0]
+        resident = Resident(uid, behaviour, delay=rnd.randint(1, 90) * 60.0, jitter=600.0)
+        schedule = Schedule("1d", 9 * 60, ZONE, None)
+        if i % 2:
+            settings = MemberSettings(uid, "watch", schedule, f"090-0000-{i:04d}", ())
+        else:
+            settings = MemberSettings(uid, "notify", schedule, None, (user_id_for(f"demo-family-{i}"),))
+        out.append((resident, settings))
+    return out
+
+
+async def demo(n: int = 300, days: float = 3, speed: float = 5000, exit_after: bool = False, seed: int = 1,
+               db: str | None = None, out=sys.stdout) -> dict:
+    start = datetime.now(ZoneInfo(ZONE)).replace(hour=0, minute=0, second=0, microsecond=0)
+    clock = ScaledClock(speed=speed, start=start.timestamp())
+    now_ms = lambda: int(clock.now() * 1000)  # noqa: E731
+    tenant = Tenant("demo", secrets.token_hex(16), secrets.token_urlsafe(32), ZONE)
+    people = residents(n, seed)
+    behaviour_of = {r.user_id: r.behaviour for r, _ in people}
+
+    path = db or os.path.join(tempfile.mkdtemp(prefix="anpi-demo-"), "anpi.db")
+    # the runtime's own log (retries, refused replies) goes beside the data, not over the live view
+    logging.basicConfig(filename=os.path.join(os.path.dirname(path), "anpi.log"), level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    store = Store(path)
+    at = now_ms()
+    for _, settings in people:  # the municipality's roster, imported at the start
+        store.accept(tenant.id, None, [(settings.id, Register(at, settings))])
+
+    # grace: a tap is in flight for some real milliseconds, which are many virtual seconds here
+    grace_ms = int(max(5.0, 0.05 * speed) * 1000)
+    step_seconds = 0.02
+    # reply tokens last a minute of *real* time (it is LINE's latency they allow for): speed minutes here
+    sender = Sender(tenant, "http://unused", wall=clock.now, reply_max_age=50.0 * speed)
+    runtime = Runtime(store, tenant, "", now_ms, grace_ms=grace_ms, step_seconds=step_seconds, sender=sender)
+    url = await runtime.start()
+    channel = Channel("demo", tenant.channel_access_token, tenant.channel_secret,
+                      webhook_url=f"{url}/webhook/{tenant.id}")
+    config = Config([channel], residents=[r for r, _ in people], clock=clock, seed=seed,
+                    reply_token_ttl=60.0 * speed)
+    seen: Counter = Counter()  # effects since the last line printed
+
+    def show(effects) -> None:
+        seen.update(effect.effect for effect in effects)
+
+    runtime.listeners.append(show)
+    try:
+        async with run_linesim(config) as sim:
+            sender.base_url = sim.base_url
+            print(f"anpi demo: {n} residents, {speed:g}x time, webhook {url}/webhook/{tenant.id}, "
+                  f"LINE simulator {sim.base_url}, data and log in {os.path.dirname(path)}", file=out, flush=True)
+            end, hour = at + int(days * 24 * HOUR), at - at % HOUR
+            while not exit_after or now_ms() < end:
+                await asyncio.sleep(0.05)
+                if now_ms() - hour >= HOUR:  # one line per virtual hour in which something happened
+                    _print_hour(hour, seen, out)
+                    hour = now_ms() - now_ms() % HOUR
+            await runtime.stop_engine()
+            await runtime.drain()
+            await asyncio.sleep(0.2)
+            _print_hour(hour, seen, out)
+            summary = _summary(store, tenant.id, sim.state, behaviour_of)
+    finally:
+        await runtime.close()
+        store.close()
+    if exit_after:
+        print(json.dumps(summary, ensure_ascii=False), file=out, flush=True)
+    return summary
+
+
+def _print_hour(slot: int, counts: Counter, out) -> None:
+    if counts:
+        when = datetime.fromtimestamp(slot / 1000, ZoneInfo(ZONE)).strftime("%m/%d %H時台")
+        parts = [f"{label} {counts[kind]}" for kind, label in LABELS if counts[kind]]
+        print(f"{when}  " + "  ".join(parts), file=out, flush=True)
+        counts.clear()
+
+
+def _summary(store: Store, tenant: str, sim_state, behaviour_of: dict[str, str]) -> dict:
+    def tally(effects) -> dict:
+        c = Counter(e.effect for e in effects)
+        return {"checks_sent": c[fx.CHECK_SENT], "oks": c[fx.CONFIRMED] + c[fx.RESOLVED_AFTER_ESCALATION],
+                "resends": c[fx.CHECK_RESENT],
+                "escalations": {fx.STAFF_CALL: c[fx.STAFF_CALL], fx.CONTACTS_NOTIFIED: c[fx.CONTACTS_NOTIFIED]}}
+
+    effects = store.effects(tenant)
+    stats = sim_state.stats()
+    requests: dict = {}
+    for row in stats["requests"]:
+        requests.setdefault(row["endpoint"], {})[str(row["status"])] = row["count"]
+    by_behaviour = {b: tally([e for e in effects if behaviour_of.get(e.subject) == b])
+                    for b in sorted(set(behaviour_of.values()))}
+    return {**tally(effects), "line_requests": requests,
+            "messages_billed": sum(ch["used"] for ch in stats["channels"].values()),
+            "duplicates": stats["duplicates"], "by_behaviour": by_behaviour}
+
+
+def main(n: int, days: float, speed: float, exit_after: bool, seed: int = 1) -> int:
+    try:
+        asyncio.run(demo(n, days, speed, exit_after, seed))
+    except KeyboardInterrupt:
+        print("anpi demo: stopped", file=sys.stderr)
+    return 0

@@ -1,0 +1,137 @@
+"""`anpi serve`: webhook ingress, engine and sender in one process over one SQLite file.
+
+    LINE ─webhook─▶ ingress (streams/ingress.py) ─commit─▶ inbox ─▶ engine loop ─commit─▶ states,
+                                                                   (streams/embedded/engine.py)  effects
+    LINE ◀──────── sender (streams/sender.py) ◀── effects not yet sent ◀───────────────────────────┘
+
+Every hop is a committed row, so a restart resumes where the last commit left off: the engine from
+its cursor, the sender from the effects not marked sent (it rebuilds the same requests with the
+same retry keys, and LINE answers 409 to any it had already accepted).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from aiohttp import web
+
+from agents.messages import SENDS_MESSAGES
+from agents.subject import addressed
+from schemas import effects as fx
+from schemas.effects import Effect
+from schemas.tenant import Tenant
+from streams import codec, ingress
+from streams.embedded.engine import Engine
+from streams.embedded.store import Store
+from streams.sender import Sender
+from streams.webhook_events import Routed
+
+log = logging.getLogger("anpi.serve")
+THANKS = {fx.CONFIRMED, fx.RESOLVED_AFTER_ESCALATION}  # sent by reply when a fresh token is at hand
+
+
+class StoreSink:
+    """Ingress's sink: one webhook body's events, audit records and reply tokens in one commit."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    async def put(self, tenant_id: str, routed: Routed) -> None:
+        events = [(subject, event) for event in routed.events for subject in addressed(event)]
+        replies = [(member, token, at) for member, (token, at) in routed.reply_tokens.items()]
+        self.store.accept(tenant_id, None, events, routed.audit, replies)
+
+
+class StoreDedupe:
+    """Ingress's de-duplication by webhookEventId, in the same file: it survives restarts."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    async def first(self, tenant_id: str, webhook_event_id: str) -> bool:
+        return self.store.first_webhook(tenant_id, webhook_event_id)
+
+    async def forget(self, tenant_id: str, webhook_event_id: str) -> None:
+        self.store.forget_webhook(tenant_id, webhook_event_id)
+
+
+class Runtime:
+    def __init__(self, store: Store, tenant: Tenant, line_api: str, now_ms: Callable[[], int], *,
+                 grace_ms: int = 5_000, step_seconds: float = 0.5, sender: Sender | None = None):
+        self.store, self.tenant, self.now_ms, self.grace_ms = store, tenant, now_ms, grace_ms
+        self.step_seconds = step_seconds
+        self.engine = Engine(store, tenant.id)
+        self.sender = sender or Sender(tenant, line_api)
+        self.listeners: list[Callable[[list[Effect]], None]] = []
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Serve the webhook endpoint and start the engine and sender loops; the ingress URL."""
+        app = ingress.create_app({self.tenant.id: self.tenant}, StoreSink(self.store), StoreDedupe(self.store))
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        bound = site._server.sockets[0].getsockname()[1]  # port 0: the OS chose one
+        self.url = f"http://{host}:{bound}"
+        self._tasks = [asyncio.create_task(self._engine_loop(), name="engine"),
+                       asyncio.create_task(self._sender_loop(), name="sender")]
+        return self.url
+
+    async def stop_engine(self) -> None:
+        """No more steps (the sender keeps draining what was decided)."""
+        self._stop.set()
+        await self._tasks[0]
+
+    async def drain(self, timeout: float = 30.0) -> None:
+        """Wait until every effect that needs a LINE message has been handed to LINE."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.store.unsent(self.tenant.id, SENDS_MESSAGES, limit=1):
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError("the sender did not finish in time")
+            await asyncio.sleep(0.05)
+
+    async def close(self) -> None:
+        self._stop.set()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.sender.close()
+
+    async def _engine_loop(self) -> None:
+        def tell(effects: list[Effect]) -> None:
+            for listener in self.listeners:
+                listener(effects)
+        await self.engine.run(self.now_ms, self.grace_ms, self.step_seconds, self._stop, tell)
+
+    async def _sender_loop(self) -> None:
+        tenant = self.tenant.id
+        while True:
+            rows = self.store.unsent(tenant, SENDS_MESSAGES)
+            if not rows:
+                await asyncio.sleep(self.step_seconds / 2)
+                continue
+            outbox, used = [], []
+            for _, effect in rows:
+                obj = codec.effect_to_obj(effect)
+                if effect.effect in THANKS and (token := self.store.reply_token(tenant, effect.subject)):
+                    obj["reply_token"], obj["reply_token_at"] = token
+                    used.append((effect.subject, token[0]))
+                outbox.append(obj)
+            try:
+                report = await self.sender.deliver(outbox)
+            except Exception:  # LINE unreachable: keep the rows, try again (same retry keys)
+                log.exception("tenant %s: delivery failed; retrying", tenant)
+                await asyncio.sleep(1.0)
+                continue
+            for failure in report.failed:
+                log.warning("tenant %s: %s gave up (%s %s)", tenant, failure.endpoint, failure.status, failure.reason)
+            for member, token in used:
+                self.store.use_reply_token(tenant, member, token)
+            self.store.mark_sent(seq for seq, _ in rows)

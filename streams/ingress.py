@@ -1,0 +1,260 @@
+"""The webhook ingress: LINE's signed POST -> the engine's inbound events, stored before we say 200.
+
+  POST /webhook/{tenant}   unknown tenant 404; X-Line-Signature checked on the raw bytes before
+                           anything reads them (401, nothing stored); body parsed (400 + reason);
+                           events LINE already delivered dropped (webhookEventId); the rest routed
+                           (streams/webhook_events.py) and handed to the sink; 200 only once the
+                           sink has them durably, 500 otherwise (LINE redelivers, and we accept it)
+  GET /healthz             200 "ok": the process answers (it does not probe the sink)
+
+A sink takes a tenant's `Routed` record: `KafkaSink` here (the Kafka runtime's inbound topic, and an
+audit topic); the embedded runtime brings its own against the same `Sink` protocol. De-duplication
+is a `Dedupe`: Redis for the Kafka runtime (shared by every ingress process), memory for one process.
+
+Never logged: channel secrets, access tokens, reply tokens, message text, postback data.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import logging
+import re
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Protocol
+
+from aiohttp import web
+from aiokafka import AIOKafkaProducer
+
+from agents.subject import addressed
+from schemas.tenant import Tenant
+from streams import codec, redis_store
+from streams.kafka.feed import event_message
+from streams.kafka.settings import Settings
+from streams.webhook_events import Malformed, Routed, parse, route
+
+log = logging.getLogger("anpi.ingress")
+
+
+# --- the seams ------------------------------------------------------------------------------------
+
+
+class Sink(Protocol):
+    async def put(self, tenant_id: str, routed: Routed) -> None:
+        """Store the routed events durably; return only when they are, raise when they are not."""
+
+
+class Dedupe(Protocol):
+    async def first(self, tenant_id: str, webhook_event_id: str) -> bool:
+        """True (and remember it) the first time this id is seen for the tenant; False for a repeat."""
+
+    async def forget(self, tenant_id: str, webhook_event_id: str) -> None:
+        """Undo `first`: the events could not be stored, so LINE's redelivery must be accepted."""
+
+
+# --- the app --------------------------------------------------------------------------------------
+
+TENANTS = web.AppKey("tenants", Mapping)
+SINK = web.AppKey("sink", object)
+DEDUPE = web.AppKey("dedupe", object)
+
+
+def create_app(tenants: Mapping[str, Tenant], sink: Sink, dedupe: Dedupe) -> web.Application:
+    app = web.Application()
+    app[TENANTS], app[SINK], app[DEDUPE] = tenants, sink, dedupe
+    app.router.add_post("/webhook/{tenant}", webhook)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+async def webhook(request: web.Request) -> web.Response:
+    tenant = request.app[TENANTS].get(request.match_info["tenant"])
+    if tenant is None:
+        return _answer(404, "no such tenant")
+    body = await request.read()
+    if not signed(tenant.channel_secret, body, request.headers.get("X-Line-Signature")):
+        log.warning("tenant %s: webhook with a missing or wrong signature refused", tenant.id)
+        return _answer(401, "missing or wrong X-Line-Signature")
+    try:
+        events = parse(body)
+    except Malformed as error:
+        log.warning("tenant %s: malformed webhook refused: %s", tenant.id, error)
+        return _answer(400, str(error))
+
+    dedupe: Dedupe = request.app[DEDUPE]
+    marked: list[str] = []  # ids this request claimed: released again if the sink fails
+    try:
+        fresh = []
+        for event in events:
+            if await dedupe.first(tenant.id, event.webhook_event_id):
+                marked.append(event.webhook_event_id)
+                fresh.append(event)
+        routed = route(tenant.id, fresh)
+        if routed.events or routed.audit:
+            await request.app[SINK].put(tenant.id, routed)
+    except BaseException as error:  # also cancellation: an unstored event must stay deliverable
+        await _forget(dedupe, tenant.id, marked)
+        if not isinstance(error, Exception):
+            raise
+        log.error("tenant %s: %d webhook events not stored (%s); answering 500 so LINE redelivers",
+                  tenant.id, len(marked), error.__class__.__name__, exc_info=True)
+        return _answer(500, "events not stored; please redeliver")
+    log.info("tenant %s: %d events (%d new): %d applied, %d audited", tenant.id, len(events), len(marked),
+             len(routed.events), len(routed.audit))
+    return web.json_response({"message": "ok"})
+
+
+def signed(secret: str, body: bytes, signature: str | None) -> bool:
+    """X-Line-Signature = base64(HMAC-SHA256(channel secret, raw body)), compared in constant time."""
+    if not signature:
+        return False
+    expected = base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest())
+    return hmac.compare_digest(expected, signature.encode("utf-8", "replace"))
+
+
+def _answer(status: int, message: str) -> web.Response:
+    return web.json_response({"message": message}, status=status)
+
+
+async def _forget(dedupe: Dedupe, tenant_id: str, ids: list[str]) -> None:
+    try:
+        await asyncio.shield(asyncio.gather(*(dedupe.forget(tenant_id, i) for i in ids)))
+    except Exception:  # the mark then expires by itself; LINE's redelivery is dropped until it does
+        log.error("tenant %s: could not release %d webhook event ids", tenant_id, len(ids), exc_info=True)
+
+
+# --- de-duplication -------------------------------------------------------------------------------
+
+
+class RedisDedupe:
+    """Shared by every ingress process: SET NX EX in Redis (streams/redis_store.first_delivery)."""
+
+    def __init__(self, redis, ttl_seconds: int = redis_store.WEEK):
+        self._redis = redis
+        self._ttl = ttl_seconds
+
+    async def first(self, tenant_id: str, webhook_event_id: str) -> bool:
+        return await redis_store.first_delivery(self._redis, tenant_id, _key_id(webhook_event_id), self._ttl)
+
+    async def forget(self, tenant_id: str, webhook_event_id: str) -> None:
+        await self._redis.delete(redis_store.webhook_key(tenant_id, _key_id(webhook_event_id)))
+
+
+_PLAIN_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+
+
+def _key_id(webhook_event_id: str) -> str:
+    """LINE's ids are ULIDs and fit a Redis key as they are; any other string is keyed by its hash."""
+    if _PLAIN_ID.fullmatch(webhook_event_id):
+        return webhook_event_id
+    return "sha256-" + hashlib.sha256(webhook_event_id.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class MemoryDedupe:
+    """One process (the embedded runtime, tests): the last `capacity` ids, no clock.
+
+    No time-to-live on purpose: the embedded runtime runs in virtual time. A redelivery follows its
+    original closely; by then a municipality's traffic has not pushed 100,000 newer ids through.
+    """
+
+    def __init__(self, capacity: int = 100_000):
+        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._capacity = capacity
+
+    async def first(self, tenant_id: str, webhook_event_id: str) -> bool:
+        key = (tenant_id, webhook_event_id)
+        if key in self._seen:
+            return False
+        self._seen[key] = None
+        if len(self._seen) > self._capacity:
+            self._seen.popitem(last=False)
+        return True
+
+    async def forget(self, tenant_id: str, webhook_event_id: str) -> None:
+        self._seen.pop((tenant_id, webhook_event_id), None)
+
+
+# --- sinks ----------------------------------------------------------------------------------------
+
+
+class MemorySink:
+    """Keeps what it is given, in order: for tests and tools that look at the routing only."""
+
+    def __init__(self):
+        self.puts: list[tuple[str, Routed]] = []
+
+    async def put(self, tenant_id: str, routed: Routed) -> None:
+        self.puts.append((tenant_id, routed))
+
+
+def audit_topic(tenant_id: str) -> str:
+    return f"{tenant_id}-audit"
+
+
+class KafkaSink:
+    """Each engine event onto the tenant's inbound topic, as the Kafka runtime reads it; audit records
+    onto `<tenant>-audit`. Idempotent producer, acks from all in-sync replicas, and every send awaited:
+    when `put` returns the events are on the broker.
+
+    The tenant id is the topic prefix (Settings(prefix=tenant).inbound). Events are placed with the
+    runtime's own partitioner (streams/kafka/feed.event_message), one copy per addressed subject: a
+    group OK goes to the group's partition and to the member's.
+
+        async with KafkaSink(settings) as sink: ...
+    """
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._producer = None
+        self._checked: set[str] = set()
+
+    async def start(self) -> None:
+        self._producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka, acks="all",
+                                          enable_idempotence=True, linger_ms=2)
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    async def __aenter__(self) -> "KafkaSink":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
+
+    async def put(self, tenant_id: str, routed: Routed) -> None:
+        if self._producer is None:
+            raise RuntimeError("KafkaSink.put before start()")
+        topics = replace(self.settings, prefix=tenant_id)
+        partitions = self.settings.partitions
+        await self._check_partitions(topics.inbound, partitions)
+        pending = []
+        for event in routed.events:
+            for subject in addressed(event):
+                number, key, value = event_message(subject, event, partitions)
+                pending.append(await self._producer.send(topics.inbound, value, key=key, partition=number))
+        for record in routed.audit:
+            pending.append(await self._producer.send(audit_topic(tenant_id), codec.dumps(record),
+                                                     key=record["webhookEventId"].encode()))
+        await asyncio.gather(*pending)
+
+    async def _check_partitions(self, topic: str, partitions: int) -> None:
+        """The worker places subjects by crc32 % its partition count: a topic of another size would
+        put a subject's events where its state is not. Refuse (500) rather than misplace them."""
+        if topic in self._checked:
+            return
+        found = await self._producer.partitions_for(topic)
+        if len(found) != partitions:
+            raise RuntimeError(f"topic {topic} has {len(found)} partitions; this ingress places events "
+                               f"for {partitions}")
+        self._checked.add(topic)

@@ -1,0 +1,45 @@
+"""`anpi demo … --exit`: the whole service through real HTTP (linesim → signed webhook → ingress →
+engine → sender → linesim) and its one-line JSON summary, a contract checked from outside."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+KEYS = {"checks_sent", "oks", "resends", "escalations", "line_requests", "messages_billed", "duplicates",
+        "by_behaviour"}
+
+
+def test_demo_runs_every_rung_of_the_ladder_and_ends_with_one_json_summary_line():
+    # 1.75 virtual days from midnight: checks at 09:00, resends a day later, escalations 3 h after that
+    done = subprocess.run([sys.executable, "-m", "streams.cli", "demo", "--residents", "120", "--days", "1.75",
+                           "--speed", "10000", "--exit"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    summary = json.loads(lines[-1])
+    assert set(summary) == KEYS
+    assert summary["duplicates"] == 0
+    assert any("確認を送信" in line for line in lines[:-1]), "the live view shows checks going out"
+
+    b = summary["by_behaviour"]
+    assert set(b) == {"answer", "forget", "never", "block"}
+    # residents who answer: every check confirmed, nothing resent, nobody called
+    assert b["answer"]["checks_sent"] > 0 and b["answer"]["oks"] == b["answer"]["checks_sent"]
+    assert b["answer"]["resends"] == 0 and set(b["answer"]["escalations"].values()) == {0}
+    # residents who forget the first card answer the resend, before anyone is called
+    assert b["forget"]["resends"] > 0 and b["forget"]["oks"] == b["forget"]["resends"]
+    assert set(b["forget"]["escalations"].values()) == {0}
+    # residents who never answer: resent, then staff (見守り) or family (安否通知) are told
+    assert b["never"]["oks"] == 0 and b["never"]["resends"] == b["never"]["checks_sent"]
+    assert b["never"]["escalations"]["staff_call"] > 0 and b["never"]["escalations"]["contacts_notified"] > 0
+    # residents who block the account get no resend and no escalation: unfollow is an event, not silence
+    assert b["block"]["resends"] == 0 and set(b["block"]["escalations"].values()) == {0}
+
+    totals = {key: sum(x[key] for x in b.values()) for key in ("checks_sent", "oks", "resends")}
+    assert totals == {key: summary[key] for key in totals}
+    # LINE saw only accepted requests: no rate limit hit, nothing refused; thanks went by free replies
+    statuses = {status for by_status in summary["line_requests"].values() for status in by_status}
+    assert statuses == {"200"}
+    assert summary["line_requests"]["reply"]["200"] == summary["oks"]
+    assert summary["line_requests"]["multicast"]["200"] >= 2  # the day's identical cards, coalesced
+    assert summary["messages_billed"] < summary["checks_sent"] + summary["resends"] + 10 * b["never"]["checks_sent"]
