@@ -90,7 +90,7 @@ class Runtime:
     async def drain(self, timeout: float = 30.0) -> None:
         """Wait until every effect that needs a LINE message has been handed to LINE."""
         deadline = asyncio.get_running_loop().time() + timeout
-        while self.store.unsent(self.tenant.id, SENDS_MESSAGES, limit=1):
+        while self.store.unsent(self.tenant.id, SENDS_MESSAGES):
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError("the sender did not finish in time")
             await asyncio.sleep(0.05)

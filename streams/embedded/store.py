@@ -6,8 +6,9 @@ resumes exactly where the last commit left off and nothing is applied or emitted
 
     inbox     events as ingress accepted them (committed before the webhook's 200)
     states    one row per subject: the engine's state (streams/codec.py JSON)
-    cursors   per tenant: the last inbox row applied and the last tick
-    effects   every effect, once (by id); `sent` marks those the sender has handed to LINE
+    cursors   per tenant: the last inbox row applied, the last tick, the number of steps committed
+    effects   every effect, once (by id), with the step that decided it; `sent` marks those the
+              sender has handed to LINE
     audit     what ingress kept but the engine does not apply (joins, unknown events, …)
     webhooks  webhookEventIds already accepted (LINE may redeliver)
     replies   the latest reply token per member, for a free thank-you
@@ -28,12 +29,12 @@ CREATE TABLE IF NOT EXISTS inbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, tenant 
 CREATE TABLE IF NOT EXISTS states (tenant TEXT NOT NULL, subject TEXT NOT NULL, state TEXT NOT NULL,
                                    PRIMARY KEY (tenant, subject)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS cursors (tenant TEXT PRIMARY KEY, inbox INTEGER NOT NULL DEFAULT 0,
-                                    tick INTEGER);
+                                    tick INTEGER, step INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS effects (seq INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL,
-                                    id TEXT NOT NULL, kind TEXT NOT NULL, at INTEGER NOT NULL,
-                                    effect TEXT NOT NULL, sent INTEGER NOT NULL DEFAULT 0,
-                                    UNIQUE (tenant, id));
-CREATE INDEX IF NOT EXISTS effects_unsent ON effects (tenant, sent, seq);
+                                    step INTEGER NOT NULL, id TEXT NOT NULL, kind TEXT NOT NULL,
+                                    at INTEGER NOT NULL, effect TEXT NOT NULL,
+                                    sent INTEGER NOT NULL DEFAULT 0, UNIQUE (tenant, id));
+CREATE INDEX IF NOT EXISTS effects_unsent ON effects (tenant, sent, step, seq);
 CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL,
                                   record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS webhooks (tenant TEXT NOT NULL, event_id TEXT NOT NULL,
@@ -118,20 +119,35 @@ class Store:
                     effects: list[Effect]) -> None:
         """A step's states, effects and position, all or nothing."""
         with self._transaction():
+            step = self.db.execute("SELECT step FROM cursors WHERE tenant = ?", (tenant,)).fetchone()
+            step = (step[0] if step else 0) + 1
             self.db.executemany("INSERT OR REPLACE INTO states VALUES (?, ?, ?)",
                                 [(tenant, subject, _dump(codec.state_to_obj(s))) for subject, s in states.items()])
-            self.db.executemany("INSERT OR IGNORE INTO effects (tenant, id, kind, at, effect) VALUES (?, ?, ?, ?, ?)",
-                                [(tenant, e.id, e.effect, e.at, _dump(codec.effect_to_obj(e))) for e in effects])
-            self.db.execute("INSERT INTO cursors (tenant, inbox, tick) VALUES (?, ?, ?) ON CONFLICT (tenant) "
-                            "DO UPDATE SET inbox = excluded.inbox, tick = excluded.tick", (tenant, inbox, tick))
+            self.db.executemany("INSERT OR IGNORE INTO effects (tenant, step, id, kind, at, effect) "
+                                "VALUES (?, ?, ?, ?, ?, ?)",
+                                [(tenant, step, e.id, e.effect, e.at, _dump(codec.effect_to_obj(e))) for e in effects])
+            self.db.execute("INSERT INTO cursors (tenant, inbox, tick, step) VALUES (?, ?, ?, ?) ON CONFLICT (tenant) "
+                            "DO UPDATE SET inbox = excluded.inbox, tick = excluded.tick, step = excluded.step",
+                            (tenant, inbox, tick, step))
 
     # --- sender ----------------------------------------------------------------------------------
 
-    def unsent(self, tenant: str, kinds: Iterable[str], limit: int = 5000) -> list[tuple[int, Effect]]:
+    def unsent(self, tenant: str, kinds: Iterable[str]) -> list[tuple[int, Effect]]:
+        """The unsent effects of the earliest step that has any: one step at a time, however large.
+
+        A step's effects never change once committed, so after a crash the sender reads the same
+        batch again, coalesces it into the same requests and sends the same retry keys: LINE
+        answers 409 to those it had accepted, and nobody gets a message twice. (A batch that
+        mixed steps could gain a later step's rows after a restart, and shift every multicast.)
+        """
         kinds = tuple(kinds)
         marks = ",".join("?" * len(kinds))
-        rows = self.db.execute(f"SELECT seq, effect FROM effects WHERE tenant = ? AND sent = 0 AND kind IN ({marks}) "
-                               "ORDER BY seq LIMIT ?", (tenant, *kinds, limit)).fetchall()
+        first = self.db.execute(f"SELECT MIN(step) FROM effects WHERE tenant = ? AND sent = 0 AND kind IN ({marks})",
+                                (tenant, *kinds)).fetchone()[0]
+        if first is None:
+            return []
+        rows = self.db.execute(f"SELECT seq, effect FROM effects WHERE tenant = ? AND step = ? AND sent = 0 "
+                               f"AND kind IN ({marks}) ORDER BY seq", (tenant, first, *kinds)).fetchall()
         return [(seq, codec.effect_from_obj(json.loads(raw))) for seq, raw in rows]
 
     def mark_sent(self, seqs: Iterable[int]) -> None:
