@@ -17,6 +17,8 @@ def main(argv: list[str] | None = None) -> int:
 
     commands.add_parser("worker", help="run one Faust worker of the Kafka runtime (settings from ANPI_* variables)")
 
+    commands.add_parser("sender", help="run the LINE sender of the Kafka runtime (settings and secrets from ANPI_*)")
+
     serve = commands.add_parser("serve", help="one tenant's webhook, engine and sender in this process (SQLite)")
     serve.add_argument("--db", default="var/anpi.db", help="the SQLite file (default var/anpi.db)")
     serve.add_argument("--host", default="127.0.0.1")
@@ -51,6 +53,17 @@ def main(argv: list[str] | None = None) -> int:
     bench_what.add_parser("tick", help="cost of a tick with 1,000 subjects due, in tables of 10,000 and 1,000,000")
     recovery = bench_what.add_parser("recovery", help="worker start over a changelog of N members' state")
     recovery.add_argument("--members", type=int, default=1_000_000)
+    ingress = bench_what.add_parser("ingress", help="signed webhooks per second into the ingress over real HTTP, "
+                                                    "each stored durably before its 200")
+    ingress.add_argument("--requests", type=int, default=5000)
+    ingress.add_argument("--sink", choices=["sqlite", "kafka"], default="sqlite",
+                         help="sqlite: the embedded runtime's store (a temporary file); kafka: the inbound topic "
+                              "of a fresh tenant on ANPI_KAFKA, de-duplicated in Redis at ANPI_REDIS")
+    ingress.add_argument("--concurrency", type=int, default=64, help="requests in flight (default 64)")
+    ingress.add_argument("--profile", metavar="FILE", help="write a cProfile of the server's timed part here")
+    sender = bench_what.add_parser("sender", help="seconds for the sender to deliver one check to N members "
+                                                  "against linesim with LINE's rate limits, and the ratio to their floor")
+    sender.add_argument("--members", type=int, default=100_000)
 
     args = parser.parse_args(argv)
     if args.command == "simulate":
@@ -63,9 +76,24 @@ def main(argv: list[str] | None = None) -> int:
             print(benches.tick_bench())
         elif args.what == "recovery":
             print(benches.recovery_bench(args.members))
+        elif args.what in ("ingress", "sender"):
+            from streams import bench_edge
+            if args.what == "ingress":
+                if args.requests < 1 or args.concurrency < 1:
+                    print("anpi bench ingress: --requests and --concurrency must be positive", file=sys.stderr)
+                    return 2
+                print(bench_edge.ingress_bench(args.requests, args.sink, args.concurrency, args.profile))
+            else:
+                if args.members < 1:
+                    print("anpi bench sender: --members must be positive", file=sys.stderr)
+                    return 2
+                print(bench_edge.sender_bench(args.members))
         else:
             print(benches.core_bench(args.members, args.days, args.answer_after))
         return 0
+    if args.command == "sender":
+        from streams.kafka.sender_app import main as sender_main
+        return sender_main()
     if args.command == "serve":
         from streams.embedded.serve import main as serve_main
         return serve_main(args.db, args.host, args.port, args.roster)

@@ -30,7 +30,8 @@ log = logging.getLogger("anpi.worker")
 
 # what the sender must turn into LINE messages, and what the call queue / audit must hear about
 TO_OUTBOX = {fx.CHECK_SENT, fx.CHECK_RESENT, fx.CONTACTS_NOTIFIED, fx.CONFIRMED, fx.RESOLVED_AFTER_ESCALATION,
-             fx.GROUP_CHECK_POSTED, fx.GROUP_UNCONFIRMED}
+             fx.GROUP_CHECK_POSTED, fx.GROUP_UNCONFIRMED,
+             fx.UNFOLLOWED, fx.FOLLOWED}  # these two send nothing: the sender learns who blocked the account
 TO_ESCALATIONS = {fx.STAFF_CALL, fx.CONTACTS_NOTIFIED, fx.RESOLVED_AFTER_ESCALATION}
 BATCH, BATCH_WAIT = 1000, 0.01  # messages per batch at most; seconds a partial batch waits for more
 
@@ -133,6 +134,11 @@ def create_app(settings: Settings) -> faust.App:
             send = txn.producer.send
             for effect in produced:
                 await _emit(send, effect, number)
+            if any(effect.effect in TO_OUTBOX for effect in produced):
+                # the sender delivers whole batches between these marks, so that after a crash it
+                # rebuilds the same requests with the same retry keys (streams/kafka/sender_app.py)
+                await send(settings.outbox, codec.dumps({"batch_end": batch[-1].message.offset}), key=b"",
+                           partition=number)
             for flush in flushes:
                 await send(settings.effects, codec.dumps({"flush": flush, "partition": number}), key=b"",
                            partition=number)

@@ -1,0 +1,104 @@
+"""A full ladder through the Kafka runtime and real HTTP: linesim's residents tap OK by signed
+webhook → ingress → inbound topic → subject agent (worker process) → outbox → the sender (its own
+Faust worker process) → linesim. Time is virtual: the test sets linesim's clock and sends the ticks."""
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+
+import pytest
+from aiohttp import web
+
+from agents.clock import HOUR
+from linesim import Channel, Config, ManualClock, Resident, run_linesim, user_id_for
+from schemas.events import Register
+from schemas.settings import MemberSettings, Schedule
+from schemas.tenant import Tenant
+from streams import ingress
+from streams.kafka import simulate as kafka_simulate
+from streams.kafka.feed import event_message, tick_messages
+from streams.kafka.settings import Settings
+
+pytestmark = pytest.mark.usefixtures("running_services")
+START = 1_796_050_800  # 2026-12-01T00:00+09:00, in seconds
+
+
+async def until(condition, timeout: float = 90.0, what: str = "") -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"waited {timeout:.0f} s for {what}")
+        await asyncio.sleep(0.1)
+
+
+def test_an_answer_and_an_escalation_go_all_the_way_round_through_kafka():
+    answers, silent, family = user_id_for("kafka-a"), user_id_for("kafka-b"), user_id_for("kafka-family")
+    daily = Schedule("1d", 9 * 60, "Asia/Tokyo", None)
+
+    async def go():
+        run = kafka_simulate.KafkaRun(Settings.from_env())
+        await run.create_topics()
+        tenant = Tenant(run.settings.prefix, "s" * 32, "t" * 40)
+        sink = ingress.KafkaSink(run.settings)
+        await sink.start()
+        runner = web.AppRunner(ingress.create_app({tenant.id: tenant}, sink, ingress.MemoryDedupe()))
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        hook = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/webhook/{tenant.id}"
+        clock = ManualClock(START)
+        config = Config([Channel("town", tenant.channel_access_token, tenant.channel_secret, webhook_url=hook)],
+                        residents=[Resident(answers, "answer", delay=600), Resident(silent, "never"),
+                                   Resident(family, "never")], clock=clock)
+        sender = None
+        try:
+            async with run_linesim(config) as sim:
+                run.start_worker()
+                env = {**os.environ, **run.settings.env(), "ANPI_CHANNEL_SECRET": tenant.channel_secret,
+                       "ANPI_CHANNEL_ACCESS_TOKEN": tenant.channel_access_token, "ANPI_LINE_API": sim.base_url}
+                sender = subprocess.Popen([sys.executable, "-m", "streams.kafka.sender_app"], env=env,
+                                          start_new_session=True)
+                parts = run.settings.partitions
+
+                async def tick(at_seconds: int) -> None:
+                    clock.set(at_seconds)
+                    await run.produce(tick_messages(at_seconds * 1000, parts, uuid.uuid4().hex))
+
+                def got(uid):
+                    return len(sim.state.deliveries_to(uid))
+
+                await run.produce([event_message(m.id, Register(START * 1000, m), parts) for m in (
+                    MemberSettings(answers, "watch", daily, "090-0000-0001"),
+                    MemberSettings(silent, "notify", daily, None, (family,)))])
+                await tick(START + 9 * 3600)                           # 09:00: both get the card
+                await until(lambda: got(answers) == 1 and got(silent) == 1, what="the morning cards")
+                clock.set(START + 9 * 3600 + 900)                      # 09:15: the first has tapped OK
+                await sim.settle()
+                await tick(START + 9 * 3600 + 900)
+                await until(lambda: got(answers) == 2, what="the thanks for the OK")
+                await tick(START + 33 * 3600)                          # next day 09:00: the resend
+                await until(lambda: got(silent) == 2, what="the resend")
+                assert got(answers) == 3                               # the first one's next card
+                await tick(START + 36 * 3600)                          # 12:00: the family is told
+                await until(lambda: got(family) == 1, what="the family's notice")
+                await asyncio.sleep(1.0)                               # nothing more comes
+                return sim.state
+        finally:
+            if sender is not None:
+                sender.kill()  # SIGKILL: a crash is what the sender must survive anyway
+                sender.wait(timeout=30)
+            run.kill_worker(signal.SIGTERM)
+            await runner.cleanup()
+            await sink.stop()
+            await run.delete_topics()
+
+    state = asyncio.run(go())
+    assert state.duplicates == 0
+    # card, thanks; next day's card, and its thanks (the resident tapped while the clock ran to 12:00)
+    assert len(state.deliveries_to(answers)) == 4 and len(state.deliveries_to(silent)) == 2
+    assert "ありがとう" in str(state.deliveries_to(answers)[1].messages)
+    notice = state.deliveries_to(family)[0].messages
+    assert any("見に行きます" in str(m) for m in notice)  # the family can say they will go and look
+    assert {status for (_, status) in state.requests} <= {200}
