@@ -215,6 +215,8 @@ class Crowd:
             members = self.group_members.setdefault((g.channel or default, g.group_id), [])
             members.extend(m for m in g.members if m not in members)
         self._last_answered: dict[tuple[str, str, str], bool] = {}
+        self._last_messages: list[dict[str, Any]] | None = None   # held, so its id cannot be reused
+        self._last_data: str | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
         self.posts: list[WebhookPost] = []
@@ -248,7 +250,9 @@ class Crowd:
     # -- reactions
     def on_delivery(self, channel: str, to: str, messages: list[dict[str, Any]]) -> None:
         """Called by linesim for every message actually delivered to `to` (a user or a group)."""
-        data = ok_button_data(messages)
+        if messages is not self._last_messages:  # a multicast hands the same list for each recipient
+            self._last_messages, self._last_data = messages, ok_button_data(messages)
+        data = self._last_data
         if data is None:
             return
         if to.startswith("U"):

@@ -18,6 +18,10 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("worker", help="run one Faust worker of the Kafka runtime (settings from ANPI_* variables)")
 
     commands.add_parser("sender", help="run the LINE sender of the Kafka runtime (settings and secrets from ANPI_*)")
+    ing = commands.add_parser("ingress", help="serve the LINE webhook of the Kafka runtime (settings and secrets "
+                                             "from ANPI_*)")
+    ing.add_argument("--host", default="127.0.0.1")
+    ing.add_argument("--port", type=int, default=8080)
 
     serve = commands.add_parser("serve", help="one tenant's webhook, engine and sender in this process (SQLite)")
     serve.add_argument("--db", default="var/anpi.db", help="the SQLite file (default var/anpi.db)")
@@ -91,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(benches.core_bench(args.members, args.days, args.answer_after))
         return 0
+    if args.command == "ingress":
+        from streams.kafka.ingress_main import main as ingress_main
+        return ingress_main(args.host, args.port)
     if args.command == "sender":
         from streams.kafka.sender_app import main as sender_main
         return sender_main()

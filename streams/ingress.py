@@ -134,14 +134,46 @@ async def _forget(dedupe: Dedupe, tenant_id: str, ids: list[str]) -> None:
 
 
 class RedisDedupe:
-    """Shared by every ingress process: SET NX EX in Redis (streams/redis_store.first_delivery)."""
+    """Shared by every ingress process: SET NX EX in Redis (streams/redis_store.first_delivery).
+
+    The claims of requests handled in the same turn of the event loop go to Redis together, in one
+    pipeline (one round trip, one connection): each is still its own atomic SET NX, and each caller
+    gets its answer only once Redis has given it.
+    """
 
     def __init__(self, redis, ttl_seconds: int = redis_store.WEEK):
+        if ttl_seconds <= 0:
+            raise ValueError(f"ttl_seconds={ttl_seconds}: must be positive")
         self._redis = redis
         self._ttl = ttl_seconds
+        self._queued: list[tuple[str, asyncio.Future]] = []
 
     async def first(self, tenant_id: str, webhook_event_id: str) -> bool:
-        return await redis_store.first_delivery(self._redis, tenant_id, _key_id(webhook_event_id), self._ttl)
+        key = redis_store.webhook_key(tenant_id, _key_id(webhook_event_id))
+        loop = asyncio.get_running_loop()
+        answer = loop.create_future()
+        self._queued.append((key, answer))
+        if len(self._queued) == 1:
+            loop.call_soon(lambda: loop.create_task(self._claim_queued()))
+        return await answer
+
+    async def _claim_queued(self) -> None:
+        queued, self._queued = self._queued, []
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            for key, _ in queued:
+                pipe.set(key, b"1", nx=True, ex=self._ttl)
+            results = await pipe.execute()
+        except BaseException as error:
+            for _, answer in queued:
+                if not answer.done():
+                    answer.set_exception(error if isinstance(error, Exception) else ConnectionError("cancelled"))
+            if not isinstance(error, Exception):
+                raise
+            return
+        for (_, answer), result in zip(queued, results):
+            if not answer.done():
+                answer.set_result(bool(result))
 
     async def forget(self, tenant_id: str, webhook_event_id: str) -> None:
         await self._redis.delete(redis_store.webhook_key(tenant_id, _key_id(webhook_event_id)))

@@ -40,7 +40,7 @@ class StoreSink:
     async def put(self, tenant_id: str, routed: Routed) -> None:
         events = [(subject, event) for event in routed.events for subject in addressed(event)]
         replies = [(member, token, at) for member, (token, at) in routed.reply_tokens.items()]
-        self.store.accept(tenant_id, None, events, routed.audit, replies)
+        await self.store.accept_grouped(tenant_id, events, routed.audit, replies)  # committed when it returns
 
 
 class StoreDedupe:
@@ -50,7 +50,7 @@ class StoreDedupe:
         self.store = store
 
     async def first(self, tenant_id: str, webhook_event_id: str) -> bool:
-        return self.store.first_webhook(tenant_id, webhook_event_id)
+        return await self.store.claim_webhook(tenant_id, webhook_event_id)
 
     async def forget(self, tenant_id: str, webhook_event_id: str) -> None:
         self.store.forget_webhook(tenant_id, webhook_event_id)

@@ -19,15 +19,13 @@ from schemas.tenant import Tenant
 from streams import scenario as scenario_module
 from streams.embedded.runtime import Runtime
 from streams.embedded.store import Store
+from streams.tenant_env import tenant_from_env
 
 
 def main(db: str, host: str, port: int, roster: str | None) -> int:
-    secret, token = os.environ.get("ANPI_CHANNEL_SECRET"), os.environ.get("ANPI_CHANNEL_ACCESS_TOKEN")
-    if not secret or not token:
-        print("anpi serve: set ANPI_CHANNEL_SECRET and ANPI_CHANNEL_ACCESS_TOKEN (the LINE channel's)",
-              file=sys.stderr)
+    tenant = tenant_from_env("serve", "demo")
+    if tenant is None:
         return 2
-    tenant = Tenant(os.environ.get("ANPI_TENANT", "demo"), secret, token, os.environ.get("ANPI_TIMEZONE", "Asia/Tokyo"))
     registrations = []
     if roster:
         try:

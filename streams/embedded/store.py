@@ -15,9 +15,10 @@ resumes exactly where the last commit left off and nothing is applied or emitted
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from schemas.effects import Effect
@@ -61,6 +62,7 @@ class Store:
         # only a power cut may take back the last commits, as with an unflushed disk.
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        self._queued: list[tuple[Callable[[], object], asyncio.Future]] = []
 
     def close(self) -> None:
         self.db.close()
@@ -75,13 +77,70 @@ class Store:
                 seen = self.db.execute("INSERT OR IGNORE INTO webhooks VALUES (?, ?)", (tenant, event_id))
                 if seen.rowcount == 0:
                     return False
-            self.db.executemany("INSERT INTO inbox (tenant, subject, event) VALUES (?, ?, ?)",
-                                [(tenant, subject, _dump(codec.event_to_obj(e))) for subject, e in events])
-            self.db.executemany("INSERT INTO audit (tenant, record) VALUES (?, ?)",
-                                [(tenant, _dump(record)) for record in audit])
-            self.db.executemany("INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?)",
-                                [(tenant, member, token, at) for member, token, at in replies])
+            self._accept_rows(tenant, events, audit, replies)
         return True
+
+    def _accept_rows(self, tenant: str, events: Iterable[tuple[str, object]], audit: Iterable[dict] = (),
+                     replies: Iterable[tuple[str, str, int]] = ()) -> None:
+        rows = [(tenant, subject, _dump(codec.event_to_obj(e))) for subject, e in events]
+        if rows:
+            self.db.executemany("INSERT INTO inbox (tenant, subject, event) VALUES (?, ?, ?)", rows)
+        rows = [(tenant, _dump(record)) for record in audit]
+        if rows:
+            self.db.executemany("INSERT INTO audit (tenant, record) VALUES (?, ?)", rows)
+        rows = [(tenant, member, token, at) for member, token, at in replies]
+        if rows:
+            self.db.executemany("INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?)", rows)
+
+    async def accept_grouped(self, tenant: str, events: Iterable[tuple[str, object]], audit: Iterable[dict] = (),
+                             replies: Iterable[tuple[str, str, int]] = ()) -> None:
+        """`accept` without a webhook id, group-committed (see `grouped`); returns once committed."""
+        rows = (list(events), list(audit), list(replies))
+        await self.grouped(lambda: self._accept_rows(tenant, *rows))
+
+    async def claim_webhook(self, tenant: str, event_id: str) -> bool:
+        """`first_webhook`, group-committed (see `grouped`): True once the claim is committed."""
+        return await self.grouped(
+            lambda: self.db.execute("INSERT OR IGNORE INTO webhooks VALUES (?, ?)", (tenant, event_id)).rowcount == 1)
+
+    async def grouped(self, write: Callable[[], object]):
+        """Run `write` (statements on `db`, no transaction of its own) in one transaction with the writes
+        other coroutines queue in the same turn of the event loop; its result once that has committed.
+
+        Group commit for the ingress: a commit per webhook costs more than the webhook's own rows.
+        Every caller still returns only after its rows are committed; each write runs under its own
+        savepoint, so one that raises gets its exception and the others still commit. A caller
+        cancelled before the group runs is left out of it.
+        """
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        self._queued.append((write, done))
+        if len(self._queued) == 1:
+            loop.call_soon(self._commit_group)
+        return await done
+
+    def _commit_group(self) -> None:
+        queued, self._queued = [(w, f) for w, f in self._queued if not f.done()], []
+        if not queued:
+            return
+        outcomes: list[tuple[bool, object]] = []
+        try:
+            with self._transaction():
+                for write, _ in queued:
+                    self.db.execute("SAVEPOINT w")
+                    try:
+                        outcomes.append((True, write()))
+                    except Exception as error:
+                        self.db.execute("ROLLBACK TO w")
+                        outcomes.append((False, error))
+                    self.db.execute("RELEASE w")
+        except Exception as error:  # the commit itself failed: nothing of the group is stored
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            outcomes = [(False, error)] * len(queued)
+        for (_, done), (ok, value) in zip(queued, outcomes):
+            if not done.done():
+                done.set_result(value) if ok else done.set_exception(value)
 
     def first_webhook(self, tenant: str, event_id: str) -> bool:
         """Claim a webhookEventId (committed at once); False if it was claimed before."""

@@ -17,6 +17,7 @@ import faust
 
 from schemas.tenant import Tenant
 from streams import codec
+from streams.tenant_env import tenant_from_env
 from streams.kafka.settings import Settings
 from streams.sender import Sender
 
@@ -62,14 +63,10 @@ def create_app(settings: Settings, tenant: Tenant, line_api: str) -> faust.App:
 
 
 def main(loglevel: str = "warning") -> int:
-    import sys
-    secret, token = os.environ.get("ANPI_CHANNEL_SECRET"), os.environ.get("ANPI_CHANNEL_ACCESS_TOKEN")
-    if not secret or not token:
-        print("anpi sender: set ANPI_CHANNEL_SECRET and ANPI_CHANNEL_ACCESS_TOKEN (the LINE channel's)",
-              file=sys.stderr)
-        return 2
     settings = Settings.from_env()
-    tenant = Tenant(os.environ.get("ANPI_TENANT", settings.prefix), secret, token)
+    tenant = tenant_from_env("sender", settings.prefix)
+    if tenant is None:
+        return 2
     app = create_app(settings, tenant, os.environ.get("ANPI_LINE_API", "https://api.line.me"))
     faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
     return 0

@@ -1,0 +1,47 @@
+"""`anpi ingress`: the webhook endpoint of the Kafka runtime, for one tenant (= topic prefix).
+
+Events go to the tenant's inbound topic (acks=all) before LINE gets its 200; webhookEventIds are
+de-duplicated in Redis, shared by every ingress process. Settings: ANPI_KAFKA, ANPI_REDIS,
+ANPI_PARTITIONS, and the channel from the environment (streams/tenant_env.py); the tenant id
+defaults to ANPI_TOPIC_PREFIX.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import replace
+
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from streams import ingress
+from streams.kafka.settings import Settings
+from streams.tenant_env import tenant_from_env
+
+
+def main(host: str, port: int) -> int:
+    settings = Settings.from_env()
+    tenant = tenant_from_env("ingress", settings.prefix)
+    if tenant is None:
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(_serve(replace(settings, prefix=tenant.id), tenant, host, port))
+    return 0
+
+
+async def _serve(settings: Settings, tenant, host: str, port: int) -> None:
+    redis = aioredis.from_url(settings.redis)
+    async with ingress.KafkaSink(settings) as sink:
+        runner = web.AppRunner(ingress.create_app({tenant.id: tenant}, sink, ingress.RedisDedupe(redis)),
+                               access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        print(f"anpi ingress: tenant {tenant.id}: LINE webhook URL http://{host}:{port}/webhook/{tenant.id}",
+              flush=True)
+        stopped = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(sig, stopped.set)
+        await stopped.wait()
+        await runner.cleanup()
+    await redis.aclose()
