@@ -64,11 +64,15 @@ def coalesce(items: list[Item], *, scope: str = "", multicast_max: int = MULTICA
     restarted sender reuses the same retry keys. Replies are not here: they go one by one, first.
     """
     groups: dict[str, list[Item]] = {}
+    keys: dict[int, str] = {}  # by object: a day's check card is one shared tuple, serialised once
     for item in items:
         if len(item.messages) > MESSAGES_MAX:
             raise ValueError(f"{item.effect_id}: more than {MESSAGES_MAX} messages for one recipient")
         if item.messages:
-            groups.setdefault(_messages_key(item.messages), []).append(item)
+            key = keys.get(id(item.messages))
+            if key is None:
+                key = keys[id(item.messages)] = _messages_key(item.messages)
+            groups.setdefault(key, []).append(item)
     out: list[Request] = []
     for key in sorted(groups):
         members = sorted(groups[key], key=lambda i: (i.to, i.effect_id))

@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from agents import outbound as ob
 from agents.clock import zone as tz
-from agents.messages import REPLYABLE, SENDS_MESSAGES, Texts, messages_for, recipients
+from agents.messages import REPLYABLE, SENDS_MESSAGES, Texts, local_date, messages_for, recipients
 from schemas import effects as fx
 from schemas.effects import Effect
 from schemas.tenant import Tenant
@@ -165,6 +165,9 @@ def _decode(raw) -> tuple[Effect, str | None, float | None]:
     return effect_from_obj(raw), token, token_at
 
 
+CARDS = frozenset({fx.CHECK_SENT, fx.CHECK_RESENT, fx.GROUP_CHECK_POSTED})  # the same for everyone that day
+
+
 class Sender:
     def __init__(self, tenant: Tenant, base_url: str, *, texts: Texts = Texts(), limits: Limits = Limits(),
                  limiters: dict[str, Limiter] | None = None, retry: ob.RetryPolicy = ob.RetryPolicy(),
@@ -221,6 +224,7 @@ class Sender:
         report = report if report is not None else Report()
         items: list[ob.Item] = []
         now = self._wall()
+        cards: dict[tuple[str, object], tuple[dict, ...]] = {}  # a check card depends on kind and day only
         for raw in effects:
             effect, token, token_at = _decode(raw)
             if effect.effect == fx.UNFOLLOWED:
@@ -231,7 +235,13 @@ class Sender:
                 continue
             if effect.effect not in SENDS_MESSAGES:
                 continue                     # staff_call etc.: the call queue's job, not LINE's
-            messages = tuple(messages_for(effect, self.texts, self.tenant.timezone))
+            if effect.effect in CARDS:
+                key = (effect.effect, local_date(effect.at, self.tenant.timezone))
+                messages = cards.get(key)
+                if messages is None:
+                    messages = cards[key] = tuple(messages_for(effect, self.texts, self.tenant.timezone))
+            else:
+                messages = tuple(messages_for(effect, self.texts, self.tenant.timezone))
             fresh = (token is not None and effect.effect in REPLYABLE
                      and now - token_at / 1000 < self.reply_max_age)
             for to in recipients(effect):
