@@ -225,6 +225,7 @@ class Sender:
         items: list[ob.Item] = []
         now = self._wall()
         cards: dict[tuple[str, object], tuple[dict, ...]] = {}  # a check card depends on kind and day only
+        # (keyed by day, and memoised by instant: a step's checks share one)
         for raw in effects:
             effect, token, token_at = _decode(raw)
             if effect.effect == fx.UNFOLLOWED:
@@ -236,10 +237,13 @@ class Sender:
             if effect.effect not in SENDS_MESSAGES:
                 continue                     # staff_call etc.: the call queue's job, not LINE's
             if effect.effect in CARDS:
-                key = (effect.effect, local_date(effect.at, self.tenant.timezone))
-                messages = cards.get(key)
+                messages = cards.get((effect.effect, effect.at))  # a step's checks share their instant
                 if messages is None:
-                    messages = cards[key] = tuple(messages_for(effect, self.texts, self.tenant.timezone))
+                    key = (effect.effect, local_date(effect.at, self.tenant.timezone))
+                    messages = cards.get(key)
+                    if messages is None:
+                        messages = cards[key] = tuple(messages_for(effect, self.texts, self.tenant.timezone))
+                    cards[(effect.effect, effect.at)] = messages
             else:
                 messages = tuple(messages_for(effect, self.texts, self.tenant.timezone))
             fresh = (token is not None and effect.effect in REPLYABLE
