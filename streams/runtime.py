@@ -1,7 +1,17 @@
 """Process settings shared by every runtime."""
 from __future__ import annotations
 
+import asyncio
 import gc
+import signal
+
+
+async def until_stopped() -> None:
+    """Return on SIGINT or SIGTERM: the shells' way to run until told to stop."""
+    stopped = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(sig, stopped.set)
+    await stopped.wait()
 
 
 def tune_gc() -> None:

@@ -11,7 +11,6 @@ import uuid
 import pytest
 from aiohttp import web
 
-from agents.clock import HOUR
 from linesim import Channel, Config, ManualClock, Resident, run_linesim, user_id_for
 from schemas.events import Register
 from schemas.settings import MemberSettings, Schedule

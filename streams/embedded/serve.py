@@ -9,16 +9,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import sys
 import time
 from dataclasses import replace
 
-from schemas.events import Register
 from schemas.tenant import Tenant
 from streams import scenario as scenario_module
 from streams.embedded.runtime import Runtime
 from streams.embedded.store import Store
+from streams.runtime import until_stopped
 from streams.tenant_env import tenant_from_env
 
 
@@ -48,9 +47,6 @@ async def _serve(store: Store, tenant: Tenant, host: str, port: int, registratio
     url = await runtime.start(host, port)
     print(f"anpi serve: tenant {tenant.id}: LINE webhook URL {url}/webhook/{tenant.id}; data {store.path}",
           flush=True)
-    stopped = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        asyncio.get_running_loop().add_signal_handler(sig, stopped.set)
-    await stopped.wait()
+    await until_stopped()
     await runtime.close()
     store.close()

@@ -99,7 +99,7 @@ class Store:
         await self.grouped(lambda: self._accept_rows(tenant, *rows))
 
     async def claim_webhook(self, tenant: str, event_id: str) -> bool:
-        """`first_webhook`, group-committed (see `grouped`): True once the claim is committed."""
+        """Claim a webhookEventId, group-committed (see `grouped`); False if it was claimed before."""
         return await self.grouped(
             lambda: self.db.execute("INSERT OR IGNORE INTO webhooks VALUES (?, ?)", (tenant, event_id)).rowcount == 1)
 
@@ -141,10 +141,6 @@ class Store:
         for (_, done), (ok, value) in zip(queued, outcomes):
             if not done.done():
                 done.set_result(value) if ok else done.set_exception(value)
-
-    def first_webhook(self, tenant: str, event_id: str) -> bool:
-        """Claim a webhookEventId (committed at once); False if it was claimed before."""
-        return self.db.execute("INSERT OR IGNORE INTO webhooks VALUES (?, ?)", (tenant, event_id)).rowcount == 1
 
     def forget_webhook(self, tenant: str, event_id: str) -> None:
         """Release a claim whose events were not stored, so LINE's redelivery is taken."""

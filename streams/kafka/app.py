@@ -115,12 +115,13 @@ def create_app(settings: Settings) -> faust.App:
         if number not in logic.partitions:  # first batch since the partition was assigned
             await _install(number)
         started = time.perf_counter()
-        produced, flushes = [], []
+        produced, flushes, ticked = [], [], False
         fresh = [event for event in batch if event.message.offset > applied[number]]
         for event in fresh:
             message = codec.loads(event.value)
             if "tick" in message:
                 produced += logic.tick(number, message["tick"])
+                ticked = True
             else:
                 produced += logic.apply(number, message["subject"], codec.event_from_obj(message["event"]))
                 metrics.EVENTS_IN.labels(message["event"]["type"]).inc()
@@ -154,7 +155,7 @@ def create_app(settings: Settings) -> faust.App:
                 await stream.ack(event)
         for subject, state in states.items():
             labels[subject] = label(state)
-        if "tick" in codec.loads(batch[-1].value) or number not in lag_watched:
+        if ticked or number not in lag_watched:
             _watch_tick(number)
         metrics.LATENCY.labels(str(number)).observe(time.perf_counter() - started)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from dataclasses import replace
 
 import redis.asyncio as aioredis
@@ -17,6 +16,7 @@ from aiohttp import web
 
 from streams import ingress
 from streams.kafka.settings import Settings
+from streams.runtime import until_stopped
 from streams.tenant_env import tenant_from_env
 
 
@@ -39,9 +39,6 @@ async def _serve(settings: Settings, tenant, host: str, port: int) -> None:
         await web.TCPSite(runner, host, port).start()
         print(f"anpi ingress: tenant {tenant.id}: LINE webhook URL http://{host}:{port}/webhook/{tenant.id}",
               flush=True)
-        stopped = asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            asyncio.get_running_loop().add_signal_handler(sig, stopped.set)
-        await stopped.wait()
+        await until_stopped()
         await runner.cleanup()
     await redis.aclose()

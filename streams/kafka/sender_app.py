@@ -41,21 +41,20 @@ def create_app(settings: Settings, tenant: Tenant, line_api: str) -> faust.App:
     outbox = app.topic(settings.outbox, key_type=bytes, value_type=bytes, key_serializer="raw",
                        value_serializer="raw", partitions=settings.partitions)
     sender = Sender(tenant, line_api)
-    pending: dict[int, list] = defaultdict(list)  # per partition: events of the batch not yet delivered
+    pending: dict[int, list] = defaultdict(list)  # per partition: (event, record) of the batch not yet delivered
 
     @app.agent(outbox, concurrency=1)
     async def deliver(stream):
         async for events in stream.noack_take(1000, within=0.05):
             for event in events:
-                number = event.message.partition
-                pending[number].append(event)
-                if "batch_end" in codec.loads(event.value):
+                number, record = event.message.partition, codec.loads(event.value)
+                pending[number].append((event, record))
+                if "batch_end" in record:
                     batch, pending[number] = pending[number], []
-                    effects = [codec.loads(e.value) for e in batch[:-1]]
-                    report = await sender.deliver(effects)
+                    report = await sender.deliver([r for _, r in batch[:-1]])
                     for failure in report.failed:
                         log.warning("%s gave up: %s %s", failure.endpoint, failure.status, failure.reason)
-                    for e in batch:
+                    for e, _ in batch:
                         await stream.ack(e)
 
     app.anpi_sender = sender
