@@ -4,18 +4,21 @@
                      └── last member's OK ──▶ idle
 
 The roster is the configured members plus everyone seen in the group: listing a group's members
-needs a verified account on LINE, so the engine learns them from OKs and messages.
+needs a verified account on LINE, so the engine learns them from OKs, messages and LINE's
+memberJoined / memberLeft. A group starts when the account is invited into it (GroupJoined) and
+stops when the account is removed (GroupLeft); a later invitation starts it again.
 """
 from __future__ import annotations
 
 from typing import NamedTuple
 
 from agents.clock import HOUR
+from agents import signup
 from agents.schedule import anchor, next_slot
 from schemas import effects as fx
 from schemas.effects import Effect
-from schemas.events import Message, Ok, Register, Tick
-from schemas.settings import GroupSettings
+from schemas.events import GroupJoined, GroupLeft, Message, Ok, Register, Roster, Tick
+from schemas.settings import WEEKDAYS, GroupSettings
 
 UNCONFIRMED_AFTER = 23 * HOUR
 
@@ -28,6 +31,7 @@ class GroupState(NamedTuple):
     posted_at: int | None = None            # set while a check is open
     confirmed: frozenset[str] = frozenset()
     due: int | None = None                  # the next post (idle) or the unconfirmed call (open)
+    active: bool = True                     # False once the account has left the group
 
 
 def register(event: Register) -> GroupState:
@@ -47,6 +51,12 @@ def step(state: GroupState, event) -> tuple[GroupState, list[Effect]]:
         state = _seen(state, event.member)
     elif type(event) is Register:
         pass  # a replayed registration (after a crash) changes nothing; changes come as settings
+    elif type(event) is GroupJoined:
+        state = _rejoin(state, event, out)
+    elif type(event) is GroupLeft:
+        state = state._replace(posted_at=None, confirmed=frozenset(), due=None, active=False)
+    elif type(event) is Roster:
+        state = _roster(state, event, out)
     else:
         raise TypeError(f"group step: unknown event {event!r}")
     return state, out
@@ -63,7 +73,7 @@ def _fire(state: GroupState, out: list[Effect]) -> GroupState:
     if state.posted_at is None:
         cycle = state.cycle + 1
         out.append(Effect(at, fx.GROUP_CHECK_POSTED, me, cycle))
-        return GroupState(state.settings, state.anchor, state.roster, cycle, at, frozenset(), at + UNCONFIRMED_AFTER)
+        return state._replace(cycle=cycle, posted_at=at, confirmed=frozenset(), due=at + UNCONFIRMED_AFTER)
     missing = state.roster - state.confirmed
     if missing:
         out.append(Effect(at, fx.GROUP_UNCONFIRMED, me, state.cycle, members=tuple(sorted(missing))))
@@ -76,17 +86,49 @@ def _ok(state: GroupState, event: Ok, out: list[Effect]) -> GroupState:
         return state
     out.append(Effect(event.at, fx.GROUP_CONFIRMED, state.settings.id, state.cycle, member=event.member))
     confirmed = state.confirmed | {event.member}
-    state = GroupState(state.settings, state.anchor, state.roster, state.cycle, state.posted_at, confirmed, state.due)
+    state = state._replace(confirmed=confirmed)
     return _close(state, event.at) if state.roster <= confirmed else state
 
 
 def _seen(state: GroupState, member: str) -> GroupState:
     if member in state.roster:
         return state
-    return GroupState(state.settings, state.anchor, state.roster | {member}, state.cycle, state.posted_at,
-                      state.confirmed, state.due)
+    return state._replace(roster=state.roster | {member})
 
 
 def _close(state: GroupState, at: int) -> GroupState:
     due = next_slot(state.settings.schedule, state.anchor, at, strict=True)
-    return GroupState(state.settings, state.anchor, state.roster, state.cycle, None, frozenset(), due)
+    return state._replace(posted_at=None, confirmed=frozenset(), due=due)
+
+
+# --- joining and leaving ---------------------------------------------------------------------------
+
+
+def joined(event: GroupJoined) -> tuple[GroupState, list[Effect]]:
+    """The account was invited into a group it does not know: つながり starts, and says how it works."""
+    state = register(Register(event.at, GroupSettings(event.group, event.schedule)))
+    return state, [_welcome(state, event.at)]
+
+
+def _welcome(state: GroupState, at: int) -> Effect:
+    sch = state.settings.schedule
+    weekday = WEEKDAYS[sch.weekday] if sch.weekday is not None else None
+    return Effect(at, fx.GROUP_WELCOME, state.settings.id,
+                  data=signup.encode(signup.Choices(None, sch.interval, weekday, sch.minute)))
+
+
+def _rejoin(state: GroupState, event: GroupJoined, out: list[Effect]) -> GroupState:
+    out.append(_welcome(state, event.at))
+    if state.active:
+        return state  # LINE said join again without a leave we saw: carry on as we were
+    due = next_slot(state.settings.schedule, state.anchor, event.at, strict=False)
+    return state._replace(active=True, due=due)
+
+
+def _roster(state: GroupState, event: Roster, out: list[Effect]) -> GroupState:
+    left = frozenset(event.left)
+    roster = (state.roster | frozenset(event.joined)) - left
+    state = state._replace(roster=roster, confirmed=state.confirmed - left)
+    if state.posted_at is not None and state.confirmed and roster <= state.confirmed:
+        return _close(state, event.at)  # the last one who had not answered left: nobody is missing
+    return state

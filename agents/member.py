@@ -14,17 +14,22 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from agents.clock import DAY, HOUR, midnight
+from agents import signup
 from agents.schedule import anchor, next_slot
 from schemas import effects as fx
 from schemas.effects import Effect
-from schemas.events import ChangeSettings, Follow, Message, Ok, Pause, Register, Resolve, Tick, Unfollow
-from schemas.settings import NOTIFY, MemberSettings
+from schemas.events import (AcceptInvite, ChangeSettings, Enroll, Follow, Invite, Message, Ok, Pause, Phone, Register,
+                            Resolve, Setup, Tick, Unfollow)
+from schemas.settings import NOTIFY, WATCH, MemberSettings
 
 IDLE, SENT, RESENT, ESCALATED = "idle", "sent", "resent", "escalated"
 RESEND_AFTER = 24 * HOUR
 # A NamedTuple's own __new__ is a Python function; tuple.__new__ skips it on the hot path (~0.6 µs each).
 _new = tuple.__new__
 ESCALATE_AFTER = 3 * HOUR
+INVITE_VALID_FOR = 3 * DAY   # long enough to reach a busy relative, short enough that a lost code dies
+MAX_CONTACTS = 20
+NEEDS_PHONE = "need=phone"   # in an `enrolled` effect's data: the watch service still needs a number
 
 
 class MemberState(NamedTuple):  # immutable; a tuple because the hot path builds one per step
@@ -35,6 +40,8 @@ class MemberState(NamedTuple):  # immutable; a tuple because the hot path builds
     due: int | None = None           # next timer: the slot (idle), resend (sent), escalation (resent)
     following: bool = True
     paused_until: int | None = None  # epoch ms: no check before this instant
+    invite: str | None = None        # the one open invitation code for a contact (安否通知)
+    invite_until: int | None = None  # epoch ms: the code works until then
 
     @property
     def open(self) -> bool:
@@ -66,7 +73,7 @@ def step(state: MemberState, event) -> tuple[MemberState, list[Effect]]:
     elif kind is Unfollow:
         if state.following:
             out.append(Effect(event.at, fx.UNFOLLOWED, state.settings.id))
-            state = MemberState(state.settings, state.anchor, state.cycle, IDLE, None, False, state.paused_until)
+            state = state._replace(phase=IDLE, due=None, following=False)
     elif kind is Follow:
         if not state.following:
             out.append(Effect(event.at, fx.FOLLOWED, state.settings.id))
@@ -75,6 +82,16 @@ def step(state: MemberState, event) -> tuple[MemberState, list[Effect]]:
         state = _change_settings(state, event, out)
     elif kind is Register:
         pass  # a replayed registration (after a crash) changes nothing; changes come as settings
+    elif kind is Setup:
+        out.append(setup_prompt(event))
+    elif kind is Enroll:
+        state = _enroll(state, event, out)
+    elif kind is Phone:
+        state = _phone(state, event, out)
+    elif kind is Invite:
+        state = _invite(state, event, out)
+    elif kind is AcceptInvite:
+        state = _accept_invite(state, event, out)
     else:
         raise TypeError(f"member step: unknown event {event!r}")
     return state, out
@@ -84,20 +101,20 @@ def _fire(state: MemberState, out: list[Effect]) -> MemberState:
     at, me = state.due, state.settings.id
     if state.phase == IDLE:
         cycle = state.cycle + 1
-        out.append(_new(Effect, (at, fx.CHECK_SENT, me, cycle, None, None, None)))
+        out.append(_new(Effect, (at, fx.CHECK_SENT, me, cycle, None, None, None, None)))
         return _new(MemberState, (state.settings, state.anchor, cycle, SENT, at + RESEND_AFTER, state.following,
-                                  state.paused_until))
+                                  state.paused_until, state.invite, state.invite_until))
     if state.phase == SENT:
         out.append(Effect(at, fx.CHECK_RESENT, me, state.cycle))
         return _new(MemberState, (state.settings, state.anchor, state.cycle, RESENT, at + ESCALATE_AFTER,
-                                  state.following, state.paused_until))
+                                  state.following, state.paused_until, state.invite, state.invite_until))
     contacts = state.settings.contacts
     if state.settings.service == NOTIFY and contacts:
         out.append(Effect(at, fx.CONTACTS_NOTIFIED, me, state.cycle, to=contacts))
     else:  # watch, or notify with nobody to tell: staff must not be left out
         out.append(Effect(at, fx.STAFF_CALL, me, state.cycle))
     return _new(MemberState, (state.settings, state.anchor, state.cycle, ESCALATED, None, state.following,
-                              state.paused_until))
+                              state.paused_until, state.invite, state.invite_until))
 
 
 def _sign_of_life(state: MemberState, at: int, out: list[Effect]) -> MemberState:
@@ -108,7 +125,7 @@ def _sign_of_life(state: MemberState, at: int, out: list[Effect]) -> MemberState
 
 def _close(state: MemberState, at: int, out: list[Effect]) -> MemberState:
     kind = fx.RESOLVED_AFTER_ESCALATION if state.phase == ESCALATED else fx.CONFIRMED
-    out.append(_new(Effect, (at, kind, state.settings.id, state.cycle, None, None, None)))
+    out.append(_new(Effect, (at, kind, state.settings.id, state.cycle, None, None, None, None)))
     return _idle(state, at, strict=True)
 
 
@@ -141,5 +158,73 @@ def _idle(state: MemberState, after: int, strict: bool) -> MemberState:
             after, strict = paused, False
         due = next_slot(state.settings.schedule, state.anchor, after, strict)
     return _new(MemberState, (state.settings, state.anchor, state.cycle, IDLE, due, state.following,
-                              state.paused_until))
+                              state.paused_until, state.invite, state.invite_until))
 
+
+
+# --- the conversations: sign-up, the phone number, inviting contacts -------------------------------
+
+
+def setup_prompt(event: Setup) -> Effect:
+    """The next sign-up question follows from the choices so far, which travel in the effect."""
+    return Effect(event.at, fx.SETUP_PROMPT, event.member, data=event.choices)
+
+
+def enroll(event: Enroll) -> tuple[MemberState, list[Effect]]:
+    """A new resident confirmed sign-up."""
+    state = register(Register(event.at, event.settings))
+    return state, [_enrolled(state, event.at)]
+
+
+def _enrolled(state: MemberState, at: int) -> Effect:
+    s = state.settings
+    data = signup.encode(signup.of_settings(s))  # what was chosen, to say it back
+    if s.service == WATCH and s.phone is None:
+        data += f"&{NEEDS_PHONE}"
+    return Effect(at, fx.ENROLLED, s.id, data=data)
+
+
+def _enroll(state: MemberState, event: Enroll, out: list[Effect]) -> MemberState:
+    """A member chose again in LINE: the new service and schedule, keeping the number and the
+    contacts where the new service uses them (minimal data: nothing is kept that is not used)."""
+    new, old = event.settings, state.settings
+    settings = MemberSettings(new.id, new.service, new.schedule,
+                              old.phone if new.service == WATCH else None,
+                              old.contacts if new.service == NOTIFY else ())
+    if not state.following:  # they tapped in the chat, so they follow the account again
+        state = state._replace(following=True)
+    state = _change_settings(state, ChangeSettings(event.at, settings), out)
+    out.append(_enrolled(state, event.at))
+    return state
+
+
+def _phone(state: MemberState, event: Phone, out: list[Effect]) -> MemberState:
+    if state.settings.service != WATCH:
+        return state  # only staff calls need a number: any other service never stores one
+    settings = MemberSettings(state.settings.id, WATCH, state.settings.schedule, event.number, ())
+    out.append(Effect(event.at, fx.PHONE_SAVED, state.settings.id))
+    return state._replace(settings=settings)
+
+
+def _invite(state: MemberState, event: Invite, out: list[Effect]) -> MemberState:
+    if state.settings.service != NOTIFY:
+        return state  # contacts are told only by the 安否通知 service
+    out.append(Effect(event.at, fx.INVITE_CREATED, state.settings.id, data=event.code))
+    return state._replace(invite=event.code, invite_until=event.at + INVITE_VALID_FOR)
+
+
+def _accept_invite(state: MemberState, event: AcceptInvite, out: list[Effect]) -> MemberState:
+    s, contact = state.settings, event.contact
+    valid = (state.invite is not None and event.code == state.invite and event.at <= state.invite_until
+             and contact != s.id and (contact in s.contacts or len(s.contacts) < MAX_CONTACTS))
+    if not valid:
+        out.append(refused(event))
+        return state
+    contacts = s.contacts if contact in s.contacts else (*s.contacts, contact)
+    out.append(Effect(event.at, fx.CONTACT_ADDED, s.id, member=contact))
+    settings = MemberSettings(s.id, s.service, s.schedule, s.phone, contacts)
+    return state._replace(settings=settings, invite=None, invite_until=None)  # one use only
+
+
+def refused(event: AcceptInvite) -> Effect:
+    return Effect(event.at, fx.INVITE_REFUSED, event.member, member=event.contact)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Mapping
 
+from agents import prompts
 from agents.clock import zone as tz
 from agents.member import ESCALATE_AFTER, RESEND_AFTER
 from schemas import effects as fx
@@ -69,6 +70,7 @@ class Texts:
     check: str = CHECK_TEXT
     quotes: tuple[str, ...] = QUOTES
     names: Mapping[str, str] = field(default_factory=dict)  # userId -> display name, where known
+    friend_url: str = ""   # the account's add-friend link (https://line.me/R/ti/p/@…), for invitations
 
 
 def local_date(at_ms: int, zone: str) -> date:
@@ -190,6 +192,8 @@ def unconfirmed_list(members: tuple[str, ...]) -> list[dict]:
 
 
 def recipients(effect: Effect) -> tuple[str, ...]:
+    if effect.effect in prompts.TO_MEMBER:
+        return (effect.member,)
     if effect.effect == fx.CONTACTS_NOTIFIED:
         return tuple(effect.to or ())
     if effect.effect == fx.GROUP_UNCONFIRMED and not effect.members:
@@ -209,9 +213,17 @@ def messages_for(effect: Effect, texts: Texts, zone: str) -> list[dict]:
         return [thanks(effect)]
     if kind == fx.GROUP_UNCONFIRMED:
         return unconfirmed_list(effect.members or ())
-    return []
+    return prompts.messages(effect, texts.friend_url)
 
 
 SENDS_MESSAGES = frozenset({fx.CHECK_SENT, fx.CHECK_RESENT, fx.CONTACTS_NOTIFIED, fx.CONFIRMED,
-                            fx.RESOLVED_AFTER_ESCALATION, fx.GROUP_CHECK_POSTED, fx.GROUP_UNCONFIRMED})
-REPLYABLE = frozenset({fx.CONFIRMED, fx.RESOLVED_AFTER_ESCALATION})  # answers to a tap: a reply token may be at hand
+                            fx.RESOLVED_AFTER_ESCALATION, fx.GROUP_CHECK_POSTED, fx.GROUP_UNCONFIRMED}) | prompts.KINDS
+# answers to someone's own tap or message: a reply token of theirs may be at hand (free to answer with)
+REPLYABLE = frozenset({fx.CONFIRMED, fx.RESOLVED_AFTER_ESCALATION}) | prompts.KINDS
+
+
+def reply_holder(effect: Effect) -> str | None:
+    """Whose reply token answers this effect: the one it goes to, if it answers their own action."""
+    if effect.effect not in REPLYABLE:
+        return None
+    return effect.member if effect.effect in prompts.TO_MEMBER else effect.subject

@@ -9,9 +9,9 @@ from collections.abc import MutableMapping
 
 from agents.due_index import DueIndex
 from agents import group, member
-from agents.subject import State, step
+from agents.subject import State, start
 from schemas.effects import Effect
-from schemas.events import Event, Register, Tick
+from schemas.events import Event, Tick
 
 
 class Partition:
@@ -20,12 +20,13 @@ class Partition:
         self.due = DueIndex((subject, state.due) for subject, state in self.table.items())
 
     def apply(self, subject: str, event: Event) -> list[Effect]:
-        """Step one subject with an inbound event. Unknown subjects get nothing but a Register."""
+        """Step one subject with an inbound event. An unknown subject is only created by the events
+        `agents.subject.start` names (a registration, a sign-up, a group joined)."""
         state = self.table.get(subject)
         if state is None:
-            if type(event) is not Register:
-                return []
-            state, effects = step(state, event)
+            state, effects = start(event)
+            if state is None:
+                return effects
         else:
             state, effects = _STEP[type(state)](state, event)
         self.table[subject] = state

@@ -3,22 +3,45 @@ from __future__ import annotations
 
 from agents import group, member
 from schemas.effects import Effect
-from schemas.events import ChangeSettings, Event, Message, Ok, Register
+from schemas import effects as fx
+from schemas.events import (AcceptInvite, ChangeSettings, Enroll, Event, Follow, GroupJoined, GroupLeft, Message, Ok,
+                            Register, Roster, Setup)
 from schemas.settings import GroupSettings
 
 State = member.MemberState | group.GroupState
 
 
-def step(state: State | None, event: Event) -> tuple[State, list[Effect]]:
-    """step(state, event) -> (state, effects). `state` is None only for a Register."""
+def step(state: State | None, event: Event) -> tuple[State | None, list[Effect]]:
+    """step(state, event) -> (state, effects). With `state` None, see `start`."""
     if state is None:
-        if type(event) is not Register:
-            raise ValueError(f"{event!r}: no such subject")
-        module = group if isinstance(event.settings, GroupSettings) else member
-        return module.register(event), []
+        return start(event)
     if type(state) is member.MemberState:
         return member.step(state, event)
     return group.step(state, event)
+
+
+def start(event: Event) -> tuple[State | None, list[Effect]]:
+    """An event for a subject that does not exist (yet): (its first state or None, effects).
+
+    Only a registration, a sign-up or the account's arrival in a group creates a subject. A new
+    friend is welcomed, and the sign-up questions are answered, without storing anything: until the
+    resident confirms, anpi keeps nothing about them.
+    """
+    kind = type(event)
+    if kind is Register:
+        module = group if isinstance(event.settings, GroupSettings) else member
+        return module.register(event), []
+    if kind is Enroll:
+        return member.enroll(event)
+    if kind is GroupJoined:
+        return group.joined(event)
+    if kind is Follow:
+        return None, [Effect(event.at, fx.WELCOME, event.member)]
+    if kind is Setup:
+        return None, [member.setup_prompt(event)]
+    if kind is AcceptInvite:
+        return None, [member.refused(event)]
+    return None, []  # an OK, a message, a pause … of someone never registered: nothing to act on
 
 
 def addressed(event: Event) -> tuple[str, ...]:
@@ -29,8 +52,10 @@ def addressed(event: Event) -> tuple[str, ...]:
     fans the event out by this list.
     """
     kind = type(event)
-    if kind is Register or kind is ChangeSettings:
+    if kind is Register or kind is ChangeSettings or kind is Enroll:
         return (event.settings.id,)
+    if kind is GroupJoined or kind is GroupLeft or kind is Roster:
+        return (event.group,)
     if (kind is Ok or kind is Message) and event.group is not None:
         return (event.group, event.member)
     return (event.member,)

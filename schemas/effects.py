@@ -17,6 +17,16 @@ GROUP_CHECK_POSTED = "group_check_posted"
 GROUP_CONFIRMED = "group_confirmed"
 GROUP_UNCONFIRMED = "group_unconfirmed"
 
+# the conversations (answers to a resident's or a group's own action; `data` says what to show)
+WELCOME = "welcome"                    # a new friend: how anpi works, and the first sign-up question
+SETUP_PROMPT = "setup_prompt"          # data: the choices so far; the next question follows from them
+ENROLLED = "enrolled"                  # data: "phone" when the watch service still needs a number
+PHONE_SAVED = "phone_saved"
+INVITE_CREATED = "invite_created"      # data: the invitation code
+CONTACT_ADDED = "contact_added"        # member: the new contact (who is told)
+INVITE_REFUSED = "invite_refused"      # member: who sent a code that is wrong, used or expired
+GROUP_WELCOME = "group_welcome"        # the account joined a group: how つながり works there
+
 ESCALATIONS = (STAFF_CALL, CONTACTS_NOTIFIED)
 
 
@@ -28,9 +38,10 @@ class Effect(NamedTuple):  # a tuple: cheap to make, and the engine makes millio
     to: tuple[str, ...] | None = None       # contacts_notified
     member: str | None = None               # group_confirmed
     members: tuple[str, ...] | None = None  # group_unconfirmed (sorted)
+    data: str | None = None                 # the conversations: what to show (see above)
 
     @property
     def id(self) -> str:
         """Deterministic: a replay after a crash re-emits the same id, so consumers drop duplicates."""
         tail = f":{self.member}" if self.member is not None else ""
-        return f"{self.subject}:{self.cycle}:{self.effect}{tail}" if self.cycle else f"{self.subject}:{self.at}:{self.effect}"
+        return f"{self.subject}:{self.cycle}:{self.effect}{tail}" if self.cycle else f"{self.subject}:{self.at}:{self.effect}{tail}"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas.settings import GroupSettings, MemberSettings
+from schemas.settings import GroupSettings, MemberSettings, Schedule
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,5 +74,75 @@ class Follow:
     member: str
 
 
-Inbound = Register | ChangeSettings | Ok | Message | Pause | Resolve | Unfollow | Follow
+# --- the conversations around the ladder: sign-up, the phone number, inviting contacts, groups ---------
+
+
+@dataclass(frozen=True, slots=True)
+class Setup:
+    """An answer during sign-up. `choices` is what was picked so far, as the buttons carry it
+    ("s=notify&i=1d"): the conversation keeps no state of its own, so a lost step is just asked again."""
+    at: int
+    member: str
+    choices: str
+
+
+@dataclass(frozen=True, slots=True)
+class Enroll:
+    """The resident confirmed sign-up (or a new choice of service and schedule) in LINE."""
+    at: int
+    settings: MemberSettings
+
+
+@dataclass(frozen=True, slots=True)
+class Phone:
+    """A phone number the resident typed: kept only by the watch service, whose staff call it."""
+    at: int
+    member: str
+    number: str
+
+
+@dataclass(frozen=True, slots=True)
+class Invite:
+    """The resident asks for an invitation for a contact. `code` is unguessable and made by the shell
+    (from LINE's random webhookEventId), so a replay of the same tap makes the same code."""
+    at: int
+    member: str
+    code: str
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptInvite:
+    """`contact` sent back `member`'s invitation code: they become one of the member's contacts."""
+    at: int
+    member: str
+    contact: str
+    code: str
+
+
+@dataclass(frozen=True, slots=True)
+class GroupJoined:
+    """The account was added to a LINE group: it starts つながり there on `schedule`."""
+    at: int
+    group: str
+    schedule: Schedule
+
+
+@dataclass(frozen=True, slots=True)
+class GroupLeft:
+    """The account was removed from the group: no more posts there."""
+    at: int
+    group: str
+
+
+@dataclass(frozen=True, slots=True)
+class Roster:
+    """People joined or left the group (LINE's memberJoined / memberLeft)."""
+    at: int
+    group: str
+    joined: tuple[str, ...] = ()
+    left: tuple[str, ...] = ()
+
+
+Conversation = Setup | Enroll | Phone | Invite | AcceptInvite | GroupJoined | GroupLeft | Roster
+Inbound = Register | ChangeSettings | Ok | Message | Pause | Resolve | Unfollow | Follow | Conversation
 Event = Inbound | Tick

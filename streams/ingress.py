@@ -96,7 +96,7 @@ async def webhook(request: web.Request) -> web.Response:
             if await dedupe.first(tenant.id, event.webhook_event_id):
                 marked.append(event.webhook_event_id)
                 fresh.append(event)
-        routed = route(tenant.id, fresh)
+        routed = route(tenant.id, fresh, tenant.timezone)
         if routed.events or routed.audit:
             await request.app[SINK].put(tenant.id, routed)
     except BaseException as error:  # also cancellation: an unstored event must stay deliverable

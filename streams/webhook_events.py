@@ -13,7 +13,12 @@ or a postback of another feature can never make LINE's delivery fail):
 
   postback "action=ok" from a person      Ok(at, member, group if given in a group)
   any message from a person               Message(at, member, group if written in a group)
+    … in a one-to-one chat, also:           a phone number → Phone; 「招待 <code>」 → AcceptInvite
   follow / unfollow                       Follow / Unfollow
+  postbacks of sign-up (one-to-one)       action=setup → Setup, action=enroll → Enroll,
+                                          action=invite → Invite (agents/signup.py, agents/invitation.py)
+  join / leave (a group)                  GroupJoined (daily at 9:00 to start with) / GroupLeft
+  memberJoined / memberLeft (a group)     Roster
 
 `at` is the webhook event's own `timestamp` (when LINE saw the tap), not when it reached us: the
 engine gives ties at a deadline to the resident, and a tap must not lose that because a webhook
@@ -23,14 +28,20 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
-from linebot.v3.webhooks import (DeliveryContext, Event, FollowEvent, GroupSource, MessageContent,
-                                 MessageEvent, PostbackEvent, RoomSource, Source, UnfollowEvent)
+from linebot.v3.webhooks import (DeliveryContext, Event, FollowEvent, GroupSource, JoinEvent, LeaveEvent,
+                                 MemberJoinedEvent, MemberLeftEvent, MessageContent, MessageEvent, PostbackEvent,
+                                 RoomSource, Source, TextMessageContent, UnfollowEvent)
 from pydantic.v1 import ValidationError
 
-from schemas.events import Follow, Inbound, Message, Ok, Unfollow
+from agents import invitation, signup
+from agents.prompts import ENROLL_ACTION, INVITE_ACTION, SETUP_ACTION
+from schemas.events import (AcceptInvite, Enroll, Follow, GroupJoined, GroupLeft, Inbound, Invite, Message, Ok, Phone,
+                            Roster, Setup, Unfollow)
+from schemas.settings import Schedule
 
 INT64 = 1 << 63
 MODES = ("active", "standby")
@@ -155,47 +166,130 @@ def _first_problem(error: ValidationError) -> str:
     return f"{'.'.join(str(part) for part in first['loc'])}: {first['msg']}"
 
 
-# --- route ----------------------------------------------------------------------------------------
+# --- route ---------------------------------------------------------------------------------------
+
+# the group schedule a group starts with when the account is invited into it (changed from the admin screen)
+GROUP_START = (9 * 60, "1d")
 
 
-def route(tenant: str, events: list) -> Routed:
+def route(tenant: str, events: list, zone: str = "Asia/Tokyo") -> Routed:
+    """`zone`: the tenant's time zone, for the schedules people choose in LINE."""
     routed = Routed()
     for event in events:
-        inbound, reason = _inbound(event)
-        if inbound is None:
+        inbound, reason = _inbound(event, zone)
+        if not inbound:
             routed.audit.append(audit_record(tenant, event, reason))
             continue
-        routed.events.append(inbound)
+        routed.events.extend(inbound)
         token = getattr(event, "reply_token", None)
-        if token and not isinstance(event.source, (GroupSource, RoomSource)):
-            held = routed.reply_tokens.get(inbound.member)
+        holder = _reply_holder(event)
+        if token and holder:
+            held = routed.reply_tokens.get(holder)
             if held is None or held[1] <= event.timestamp:  # the newest token is the one still alive
-                routed.reply_tokens[inbound.member] = (token, event.timestamp)
+                routed.reply_tokens[holder] = (token, event.timestamp)
     return routed
 
 
-def _inbound(event) -> tuple[Inbound | None, str]:
-    """The engine event for one LINE event, or None and the reason it is only audited."""
+def _reply_holder(event) -> str | None:
+    """Whom a reply with this event's token reaches: the person in a one-to-one chat, or the group
+    the account just joined. A token from someone's tap in a group would answer into the group, so
+    it is kept for nobody."""
+    source = event.source
+    if isinstance(event, JoinEvent):
+        return source.group_id if isinstance(source, GroupSource) else None
+    if isinstance(source, (GroupSource, RoomSource)):
+        return None
+    return getattr(source, "user_id", None)
+
+
+def _inbound(event, zone: str) -> tuple[list[Inbound], str]:
+    """The engine events for one LINE event, or none and the reason it is only audited."""
     if isinstance(event, Unknown):
-        return None, "unknown_type"
+        return [], "unknown_type"
     if _mode(event) != "active":
-        return None, "standby"  # another channel is in control: we must not act or reply
+        return [], "standby"  # another channel is in control: we must not act or reply
+    at, source = event.timestamp, event.source
+    group = source.group_id if isinstance(source, GroupSource) else None
+    if isinstance(event, (JoinEvent, LeaveEvent, MemberJoinedEvent, MemberLeftEvent)):
+        return _group_event(event, group, zone)
     if not isinstance(event, (PostbackEvent, MessageEvent, FollowEvent, UnfollowEvent)):
-        return None, "not_applied"  # join / leave / memberJoined / memberLeft / unsend / beacon / ...
-    member = getattr(event.source, "user_id", None)
+        return [], "not_applied"  # unsend / beacon / videoPlayComplete / ...
+    member = getattr(source, "user_id", None)
     if not member:
-        return None, "no_user"  # e.g. a group message from a client that hides its userId
-    at = event.timestamp
-    group = event.source.group_id if isinstance(event.source, GroupSource) else None
+        return [], "no_user"  # e.g. a group message from a client that hides its userId
+    one_to_one = not isinstance(source, (GroupSource, RoomSource))
     if isinstance(event, PostbackEvent):
-        if postback_action(event.postback.data) == "ok":
-            return Ok(at, member, group), ""
-        return None, "postback"  # e.g. action=ack (見に行きます): another feature's, not a sign of life here
+        return _postback(event, member, group, one_to_one, zone)
     if isinstance(event, MessageEvent):
-        return Message(at, member, group), ""
-    if isinstance(event.source, (GroupSource, RoomSource)):
-        return None, "not_applied"  # follow / unfollow only come from one-to-one chats
-    return (Follow(at, member) if isinstance(event, FollowEvent) else Unfollow(at, member)), ""
+        said = _text_of(event) if one_to_one else None
+        return [Message(at, member, group), *(_typed(at, member, said) if said else ())], ""
+    if not one_to_one:
+        return [], "not_applied"  # follow / unfollow only come from one-to-one chats
+    return [Follow(at, member) if isinstance(event, FollowEvent) else Unfollow(at, member)], ""
+
+
+def _postback(event: PostbackEvent, member: str, group: str | None, one_to_one: bool,
+              zone: str) -> tuple[list[Inbound], str]:
+    at, data = event.timestamp, event.postback.data
+    action = postback_action(data)
+    if action == "ok":
+        return [Ok(at, member, group)], ""
+    if action not in (SETUP_ACTION, ENROLL_ACTION, INVITE_ACTION) or not one_to_one:
+        return [], "postback"  # e.g. action=ack (見に行きます): another feature's, not a sign of life here
+    if action == INVITE_ACTION:
+        return [Invite(at, member, invitation.make(member, event.webhook_event_id))], ""
+    try:
+        choices = signup.parse(data)
+        if action == SETUP_ACTION:
+            return [Setup(at, member, signup.encode(choices))], ""
+        return [Enroll(at, signup.settings(member, choices, zone))], ""
+    except ValueError:
+        return [], "postback"  # data we never wrote (an old or forged button): nothing to act on
+
+
+def _text_of(event: MessageEvent) -> str | None:
+    return event.message.text if isinstance(event.message, TextMessageContent) else None
+
+
+def _typed(at: int, member: str, text: str) -> list[Inbound]:
+    """What a one-to-one text means besides being a sign of life: a phone number, or an invitation
+    sent back. The text itself goes no further than this function."""
+    invited = invitation.read(text)
+    if invited is not None:
+        inviter, code = invited
+        return [AcceptInvite(at, inviter, member, code)]
+    number = phone_number(text)
+    return [Phone(at, member, number)] if number else []
+
+
+_PHONE = re.compile(r"0\d{9,10}")
+_PHONE_NOISE = re.compile(r"[\s\-‐－ー−()（）]")
+
+
+def phone_number(text: str) -> str | None:
+    """A Japanese phone number typed any common way (full-width digits, hyphens, spaces), as digits."""
+    digits = _PHONE_NOISE.sub("", unicodedata.normalize("NFKC", text))
+    if digits.startswith("+81"):
+        digits = "0" + digits[3:]
+    return digits if _PHONE.fullmatch(digits) else None
+
+
+def _group_event(event, group: str | None, zone: str) -> tuple[list[Inbound], str]:
+    if group is None:
+        return [], "not_applied"  # a multi-person chat (room): つながり runs in groups only
+    at = event.timestamp
+    if isinstance(event, JoinEvent):
+        minute, interval = GROUP_START
+        return [GroupJoined(at, group, Schedule(interval, minute, zone))], ""
+    if isinstance(event, LeaveEvent):
+        return [GroupLeft(at, group)], ""
+    people = event.joined.members if isinstance(event, MemberJoinedEvent) else event.left.members
+    ids = tuple(p.user_id for p in people if getattr(p, "user_id", None))
+    if not ids:
+        return [], "no_user"
+    if isinstance(event, MemberJoinedEvent):
+        return [Roster(at, group, joined=ids)], ""
+    return [Roster(at, group, left=ids)], ""
 
 
 def postback_action(data: str) -> str | None:

@@ -29,6 +29,18 @@ EFFECTS = [
     Effect(AT + 30 * 3600_000, fx.RESOLVED_AFTER_ESCALATION, "U001", 1),
     Effect(AT, fx.GROUP_CHECK_POSTED, "C001", 1),
     Effect(AT + 23 * 3600_000, fx.GROUP_UNCONFIRMED, "C001", 1, members=("U010", "U011")),
+    # the conversations
+    Effect(AT, fx.WELCOME, "U001"),
+    *(Effect(AT, fx.SETUP_PROMPT, "U001", data=d) for d in ("", "s=watch", "s=notify&i=weekly",
+                                                            "s=notify&i=biweekly&w=sun", "s=watch&i=1d&t=540",
+                                                            "s=notify&i=30d&t=1230")),
+    Effect(AT, fx.ENROLLED, "U001", data="s=notify&i=1d&t=540"),
+    Effect(AT, fx.ENROLLED, "U001", data="s=watch&i=weekly&w=mon&t=840&need=phone"),
+    Effect(AT, fx.PHONE_SAVED, "U001"),
+    Effect(AT, fx.INVITE_CREATED, "U001", data="VTAwMQ.abcdefghijkl"),
+    Effect(AT, fx.CONTACT_ADDED, "U001", member="U900"),
+    Effect(AT, fx.INVITE_REFUSED, "U001", member="U900"),
+    Effect(AT, fx.GROUP_WELCOME, "C001", data="i=1d&t=540"),
 ]
 
 
@@ -56,10 +68,13 @@ def _actions(node):
             yield from _actions(x)
 
 
-@pytest.mark.parametrize("effect", EFFECTS, ids=lambda e: e.effect)
+@pytest.mark.parametrize("effect", EFFECTS, ids=lambda e: f"{e.effect}-{e.data}")
 def test_every_message_is_a_valid_push_body_in_kind_japanese(effect):
     messages = m.messages_for(effect, TEXTS, "Asia/Tokyo")
     assert 1 <= len(messages) <= 5
+    for message in messages:  # LINE's caps on quick replies
+        items = message.get("quickReply", {}).get("items", [])
+        assert len(items) <= 13 and all(len(i["action"]["label"]) <= 20 for i in items)
     for to in m.recipients(effect):
         PUSH.validate({"to": to, "messages": messages})
     REPLY.validate({"replyToken": "x" * 32, "messages": messages})

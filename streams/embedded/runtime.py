@@ -16,9 +16,8 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from agents.messages import SENDS_MESSAGES
+from agents.messages import SENDS_MESSAGES, reply_holder
 from agents.subject import addressed
-from schemas import effects as fx
 from schemas.effects import Effect
 from schemas.tenant import Tenant
 from streams import codec, ingress
@@ -28,7 +27,6 @@ from streams.sender import Sender
 from streams.webhook_events import Routed
 
 log = logging.getLogger("anpi.serve")
-THANKS = {fx.CONFIRMED, fx.RESOLVED_AFTER_ESCALATION}  # sent by reply when a fresh token is at hand
 
 
 class StoreSink:
@@ -120,9 +118,11 @@ class Runtime:
             outbox, used = [], []
             for _, effect in rows:
                 obj = codec.effect_to_obj(effect)
-                if effect.effect in THANKS and (token := self.store.reply_token(tenant, effect.subject)):
+                # an answer to someone's own tap goes by the free reply API while their token is fresh
+                holder = reply_holder(effect)
+                if holder is not None and (token := self.store.reply_token(tenant, holder)):
                     obj["reply_token"], obj["reply_token_at"] = token
-                    used.append((effect.subject, token[0]))
+                    used.append((holder, token[0]))
                 outbox.append(obj)
             try:
                 report = await self.sender.deliver(outbox)

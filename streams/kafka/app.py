@@ -17,6 +17,7 @@ from collections import defaultdict
 import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
 
+from agents.messages import SENDS_MESSAGES
 from agents.readmodel import label
 from agents.subject_agent import SubjectAgent
 from schemas import effects as fx
@@ -29,9 +30,7 @@ from streams.redis_store import ReadModel
 log = logging.getLogger("anpi.worker")
 
 # what the sender must turn into LINE messages, and what the call queue / audit must hear about
-TO_OUTBOX = {fx.CHECK_SENT, fx.CHECK_RESENT, fx.CONTACTS_NOTIFIED, fx.CONFIRMED, fx.RESOLVED_AFTER_ESCALATION,
-             fx.GROUP_CHECK_POSTED, fx.GROUP_UNCONFIRMED,
-             fx.UNFOLLOWED, fx.FOLLOWED}  # these two send nothing: the sender learns who blocked the account
+TO_OUTBOX = SENDS_MESSAGES | {fx.UNFOLLOWED, fx.FOLLOWED}  # these two send nothing: the sender learns who blocked
 TO_ESCALATIONS = {fx.STAFF_CALL, fx.CONTACTS_NOTIFIED, fx.RESOLVED_AFTER_ESCALATION}
 BATCH, BATCH_WAIT = 1000, 0.01  # messages per batch at most; seconds a partial batch waits for more
 

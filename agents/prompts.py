@@ -1,0 +1,209 @@
+"""The conversations around the check, as LINE message objects: welcome, sign-up questions, the
+confirmation card, the phone number, invitations, and the group's introduction. Pure.
+
+Every answer a resident gives is a button (quick replies, then one card to confirm): no typing,
+except the phone number for 見守り, which staff must have. Sentences are short and polite, for
+readers of any age. The buttons carry the choices made so far (agents/signup.py).
+"""
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from agents import invitation, signup
+from agents.member import INVITE_VALID_FOR, NEEDS_PHONE
+from agents.clock import DAY
+from schemas import effects as fx
+from schemas.effects import Effect
+from schemas.settings import NOTIFY, WATCH
+
+SETUP_ACTION, ENROLL_ACTION, INVITE_ACTION = "setup", "enroll", "invite"
+QUICK_REPLY_MAX = 13
+QUICK_LABEL_MAX = 20
+BUTTON_COLOR = "#1A7F37"
+MUTED_COLOR = "#555555"
+
+SERVICE_NAMES = {WATCH: "見守り", NOTIFY: "安否通知"}
+SERVICE_HELP = {WATCH: "お返事がないとき、市の職員からお電話します。",
+                NOTIFY: "お返事がないとき、ご家族などにLINEでお知らせします。"}
+INTERVAL_NAMES = {"1d": "毎日", "2d": "2日に1回", "3d": "3日に1回", "5d": "5日に1回", "weekly": "毎週",
+                  "biweekly": "2週間に1回", "30d": "30日に1回"}
+WEEKDAY_NAMES = {"mon": "月曜日", "tue": "火曜日", "wed": "水曜日", "thu": "木曜日", "fri": "金曜日",
+                 "sat": "土曜日", "sun": "日曜日"}
+TIMES = (6, 7, 8, 9, 10, 11, 12, 14, 16, 18, 20)   # hours offered; My Page takes any minute
+
+WELCOME_TEXT = ("友だち追加ありがとうございます。\n"
+                "数日に1回、「お元気ですか？」とお送りします。ボタンを1回押すだけで、お返事になります。")
+QUESTIONS = {
+    signup.SERVICE: "どちらを使いますか？\n" + "\n".join(f"・{SERVICE_NAMES[s]}：{SERVICE_HELP[s]}"
+                                                 for s in (WATCH, NOTIFY)),
+    signup.INTERVAL: "どのくらいの間隔で、お送りしましょうか？",
+    signup.WEEKDAY: "何曜日にお送りしましょうか？",
+    signup.TIME: "何時ごろにお送りしましょうか？",
+}
+PHONE_REQUEST = ("見守りでは、お返事がないときに職員からお電話します。\n"
+                 "お電話番号を、数字で送ってください。（例：09012345678）")
+PHONE_SAVED_TEXT = "お電話番号を登録しました。ありがとうございます。"
+INVITE_OFFER = "お返事がないときにお知らせする方（ご家族など）を、招待しましょう。"
+CONTACT_ADDED_TEXT = ("連絡先に登録しました。ありがとうございます。\n"
+                      "お返事がないときは、このLINEでお知らせします。")
+INVITE_REFUSED_TEXT = ("この招待は使えませんでした。期限が過ぎたか、すでに使われています。\n"
+                       "お手数ですが、もう一度招待を送ってもらってください。")
+
+
+def clock_label(minute: int) -> str:
+    """「午前9時」「午後3時30分」「お昼の12時」: the way people say it."""
+    hour, rest = divmod(minute, 60)
+    tail = f"{rest}分" if rest else ""
+    if hour == 12 and not rest:
+        return "お昼の12時"
+    if hour < 12:
+        return f"午前{hour}時{tail}"
+    return f"午後{hour - 12}時{tail}"
+
+
+def schedule_label(choices: signup.Choices) -> str:
+    """「毎週 月曜日 午前9時」."""
+    parts = [INTERVAL_NAMES[choices.interval]]
+    if choices.weekday is not None:
+        parts.append(WEEKDAY_NAMES[choices.weekday])
+    parts.append(clock_label(choices.minute))
+    return " ".join(parts)
+
+
+# --- building blocks ------------------------------------------------------------------------------
+
+
+def _postback(label: str, data: str) -> dict:
+    return {"type": "postback", "label": label[:QUICK_LABEL_MAX], "data": data, "displayText": label}
+
+
+def _setup_data(choices: signup.Choices) -> str:
+    rest = signup.encode(choices)
+    return f"action={SETUP_ACTION}" + (f"&{rest}" if rest else "")
+
+
+def _quick(text: str, actions: list[dict]) -> dict:
+    return {"type": "text", "text": text,
+            "quickReply": {"items": [{"type": "action", "action": a} for a in actions[:QUICK_REPLY_MAX]]}}
+
+
+def _text(text: str, **style) -> dict:
+    return {"type": "text", "text": text, "wrap": True, **style}
+
+
+def _button(action: dict, primary: bool = True) -> dict:
+    button = {"type": "button", "style": "primary" if primary else "secondary", "height": "md", "action": action}
+    if primary:
+        button["color"] = BUTTON_COLOR
+    return button
+
+
+def _card(alt: str, body: list[dict], buttons: list[dict]) -> dict:
+    return {"type": "flex", "altText": alt[:400], "contents": {
+        "type": "bubble", "size": "mega",
+        "body": {"type": "box", "layout": "vertical", "spacing": "md", "contents": body},
+        "footer": {"type": "box", "layout": "vertical", "spacing": "sm", "contents": buttons}}}
+
+
+# --- sign-up --------------------------------------------------------------------------------------
+
+
+def question(choices: signup.Choices) -> dict:
+    """The next question, with one quick-reply button per answer; or the card to confirm."""
+    which = signup.next_question(choices)
+    if which == signup.SERVICE:
+        answers = [(SERVICE_NAMES[s], choices.with_(service=s)) for s in (WATCH, NOTIFY)]
+    elif which == signup.INTERVAL:
+        answers = [(name, choices.with_(interval=i)) for i, name in INTERVAL_NAMES.items()]
+    elif which == signup.WEEKDAY:
+        answers = [(name, choices.with_(weekday=w)) for w, name in WEEKDAY_NAMES.items()]
+    elif which == signup.TIME:
+        answers = [(clock_label(h * 60), choices.with_(minute=h * 60)) for h in TIMES]
+    else:
+        return confirm_card(choices)
+    return _quick(QUESTIONS[which], [_postback(label, _setup_data(c)) for label, c in answers])
+
+
+def confirm_card(choices: signup.Choices) -> dict:
+    rows = [_text("この内容で登録します", size="xl", weight="bold"),
+            _text(f"サービス：{SERVICE_NAMES[choices.service]}", size="lg"),
+            _text(SERVICE_HELP[choices.service], size="md", color=MUTED_COLOR),
+            _text(f"お送りする日時：{schedule_label(choices)}", size="lg")]
+    enroll = _postback("登録する", f"action={ENROLL_ACTION}&{signup.encode(choices)}")
+    again = _postback("やり直す", f"action={SETUP_ACTION}")
+    alt = f"この内容で登録します：{SERVICE_NAMES[choices.service]}、{schedule_label(choices)}"
+    return _card(alt, rows, [_button(enroll), _button(again, primary=False)])
+
+
+def welcome() -> list[dict]:
+    return [{"type": "text", "text": WELCOME_TEXT}, question(signup.Choices())]
+
+
+def enrolled(data: str) -> list[dict]:
+    choices = signup.parse(data)
+    text = (f"登録しました。{schedule_label(choices)}ごろに「お元気ですか？」とお送りします。\n"
+            "届いたら「元気です」を押してください。")
+    out = [{"type": "text", "text": text}]
+    if NEEDS_PHONE in data.split("&"):
+        out.append({"type": "text", "text": PHONE_REQUEST})
+    elif choices.service == NOTIFY:
+        out.append(_quick(INVITE_OFFER, [_postback("家族を招待する", f"action={INVITE_ACTION}")]))
+    return out
+
+
+# --- invitations ----------------------------------------------------------------------------------
+
+
+def invitation_card(code: str, friend_url: str = "") -> dict:
+    """A button that opens LINE's share screen with the invitation ready to send."""
+    days = INVITE_VALID_FOR // DAY
+    step1 = (f"1. こちらを友だち追加してください：{friend_url}" if friend_url
+             else "1. この安否確認のLINE公式アカウントを、友だち追加してください。")
+    shared = ("安否確認の連絡先になっていただけますか。お返事がないとき、LINEでお知らせが届きます。\n"
+              f"{step1}\n2. 友だち追加のあと、次の1行をそのまま送ってください。\n{invitation.message(code)}")
+    share = {"type": "uri", "label": "招待を送る", "uri": "https://line.me/R/share?text=" + quote(shared)}
+    rows = [_text("ご家族などを招待します", size="xl", weight="bold"),
+            _text("下のボタンを押して、招待を送る相手を選んでください。", size="lg"),
+            _text(f"招待は1回かぎり、{days}日間使えます。", size="md", color=MUTED_COLOR)]
+    return _card("ご家族などを招待します。ボタンを押して、招待を送ってください。", rows, [_button(share)])
+
+
+# --- groups ---------------------------------------------------------------------------------------
+
+
+def group_welcome(data: str) -> dict:
+    choices = signup.parse(data)
+    text = ("このグループで「つながり」を始めます。\n"
+            f"{schedule_label(choices)}に「みなさん、お元気ですか？」とお送りします。"
+            "お元気な方は「元気です」を押してください。\n"
+            "23時間たってもまだの方がいれば、お名前をお知らせします。お近くの方は声をかけてあげてください。")
+    return {"type": "text", "text": text}
+
+
+# --- effect -> messages ---------------------------------------------------------------------------
+
+
+def messages(effect: Effect, friend_url: str = "") -> list[dict]:
+    kind = effect.effect
+    if kind == fx.WELCOME:
+        return welcome()
+    if kind == fx.SETUP_PROMPT:
+        return [question(signup.parse(effect.data or ""))]
+    if kind == fx.ENROLLED:
+        return enrolled(effect.data or "")
+    if kind == fx.PHONE_SAVED:
+        return [{"type": "text", "text": PHONE_SAVED_TEXT}]
+    if kind == fx.INVITE_CREATED:
+        return [invitation_card(effect.data or "", friend_url)]
+    if kind == fx.CONTACT_ADDED:
+        return [{"type": "text", "text": CONTACT_ADDED_TEXT}]
+    if kind == fx.INVITE_REFUSED:
+        return [{"type": "text", "text": INVITE_REFUSED_TEXT}]
+    if kind == fx.GROUP_WELCOME:
+        return [group_welcome(effect.data or "")]
+    return []
+
+
+KINDS = frozenset({fx.WELCOME, fx.SETUP_PROMPT, fx.ENROLLED, fx.PHONE_SAVED, fx.INVITE_CREATED,
+                   fx.CONTACT_ADDED, fx.INVITE_REFUSED, fx.GROUP_WELCOME})
+TO_MEMBER = frozenset({fx.CONTACT_ADDED, fx.INVITE_REFUSED})  # told to the one who sent the code

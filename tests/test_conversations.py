@@ -1,0 +1,239 @@
+"""Sign-up, the phone number, invitations and groups, end to end through real HTTP: people in linesim
+follow the account, tap the quick replies and buttons anpi sent them, type what it asked for, and
+anpi (`anpi serve`'s runtime: ingress → SQLite → engine → sender) answers through linesim. Time is
+linesim's ManualClock, which the engine and the sender read too."""
+import asyncio
+import re
+from urllib.parse import unquote
+
+import pytest
+
+from linesim import Channel, Config, ManualClock, run_linesim, user_id_for
+from linesim.residents import (follow_event, group_id_for, group_source, join_event, member_joined_event,
+                               message_event, postback_event, user_source)
+from schemas.tenant import Tenant
+from streams.embedded.runtime import Runtime
+from streams.embedded.store import Store
+from streams.sender import Sender
+
+START = 1_796_050_800  # 2026-12-01T00:00+09:00 (a Tuesday), in seconds
+HOUR, DAY = 3600, 86400  # seconds, as linesim's clock counts
+TENANT = Tenant("town", "secret-" + "s" * 20, "token-" + "t" * 30)
+
+
+class Town:
+    """A running runtime and linesim, and the people who talk to it."""
+
+    def __init__(self, sim, runtime: Runtime, clock: ManualClock):
+        self.sim, self.runtime, self.clock = sim, runtime, clock
+
+    def seen(self, to: str) -> list:
+        return [d for d in self.sim.state.deliveries if d.to == to and d.delivered]
+
+    async def until(self, condition, what: str, timeout: float = 20.0) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not condition():
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"waited {timeout:.0f} s for {what}")
+            await asyncio.sleep(0.02)
+
+    async def send(self, source: dict, make, **kw) -> list[dict]:
+        """Post one webhook event and return the messages that arrive for the chat in answer."""
+        to = source.get("groupId") or source["userId"]
+        before = len(self.seen(to))
+        self.clock.advance(2)  # a person takes a moment to read and tap
+        token = self.sim.state.issue_reply_token(TENANT.id, source)
+        status = await self.sim.state.crowd.post(TENANT.id, [make(reply_token=token, timestamp=self.clock.now_ms(),
+                                                                 **kw)])
+        assert status == 200
+        await self.until(lambda: len(self.seen(to)) > before, f"an answer to {to}")
+        await asyncio.sleep(0.1)  # anything else of the same answer
+        return [m for d in self.seen(to)[before:] for m in d.messages]
+
+    async def follow(self, user: str) -> list[dict]:
+        return await self.send(user_source(user), lambda **kw: follow_event(user, **kw))
+
+    async def tap(self, user: str, label: str, messages: list[dict]) -> list[dict]:
+        """Tap the quick reply or card button with this label among the messages last received."""
+        data = button(messages, label)["data"]
+        return await self.send(user_source(user), lambda **kw: postback_event(user_source(user), data, **kw))
+
+    async def say(self, user: str, text: str) -> list[dict]:
+        return await self.send(user_source(user), lambda **kw: message_event(user_source(user), text, **kw))
+
+    async def at(self, moment_s: float) -> None:
+        """The clock moves on to `moment_s`; wait until the engine has stepped past it."""
+        self.clock.set(moment_s)
+        target = int(moment_s * 1000)
+        await self.until(lambda: (self.runtime.engine.last_tick or 0) >= target, "the engine to catch up")
+        await asyncio.sleep(0.2)
+        await self.runtime.drain()
+
+
+def nodes(tree):
+    """Every object in a message tree, depth first."""
+    if isinstance(tree, dict):
+        yield tree
+        for value in tree.values():
+            yield from nodes(value)
+    elif isinstance(tree, list):
+        for value in tree:
+            yield from nodes(value)
+
+
+def button(messages: list[dict], label: str) -> dict:
+    """The action of the button or quick reply labelled `label`."""
+    found = [n for n in nodes(messages) if n.get("label") == label and n.get("type") in ("postback", "uri")]
+    assert found, f"no button {label!r} in {messages}"
+    return found[0]
+
+
+def texts(messages: list[dict]) -> str:
+    return "\n".join(n["text"] for n in nodes(messages) if isinstance(n.get("text"), str))
+
+
+def town(test):
+    """Run `test(town)` against a fresh runtime and linesim; returns what it returns, and checks that
+    LINE accepted every request anpi made (bodies are validated against messaging-api.yml)."""
+    def run(tmp_path):
+        async def go():
+            clock = ManualClock(START)
+            store = Store(str(tmp_path / "anpi.db"))
+            sender = Sender(TENANT, "http://unused", wall=clock.now)
+            runtime = Runtime(store, TENANT, "", lambda: int(clock.now() * 1000), grace_ms=0, step_seconds=0.02,
+                              sender=sender)
+            url = await runtime.start()
+            channel = Channel(TENANT.id, TENANT.channel_access_token, TENANT.channel_secret,
+                              webhook_url=f"{url}/webhook/{TENANT.id}")
+            try:
+                async with run_linesim(Config([channel], clock=clock)) as sim:
+                    sender.base_url = sim.base_url
+                    result = await test(Town(sim, runtime, clock), store)
+                    refused = [(e, s) for e, s in sim.state.requests if s != 200]
+                    assert refused == [], refused
+                    return result
+            finally:
+                await runtime.close()
+        return asyncio.run(go())
+    return run
+
+
+def test_a_new_friend_signs_up_by_buttons_invites_family_and_the_family_is_told(tmp_path):
+    alice, son = user_id_for("alice"), user_id_for("alices-son")
+
+    async def story(t: Town, store: Store):
+        welcome = await t.follow(alice)
+        assert "友だち追加ありがとうございます" in texts(welcome)
+        assert t.seen(alice)[-1].endpoint == "reply"  # answers to her own action are free replies
+        assert store.reply_token(TENANT.id, alice) is None  # the token was used, and forgotten
+        assert dict(store.states(TENANT.id)) == {}  # nothing is kept about her before she confirms
+
+        interval_q = await t.tap(alice, "安否通知", welcome)
+        assert "どのくらいの間隔" in texts(interval_q)
+        time_q = await t.tap(alice, "毎日", interval_q)
+        card = await t.tap(alice, "午前9時", time_q)
+        assert "お送りする日時：毎日 午前9時" in texts(card) and "安否通知" in texts(card)
+        done = await t.tap(alice, "登録する", card)
+        assert "毎日 午前9時ごろに「お元気ですか？」とお送りします" in texts(done)
+        state = dict(store.states(TENANT.id))[alice]
+        assert (state.settings.service, state.settings.schedule.interval, state.settings.schedule.minute) == \
+            ("notify", "1d", 9 * 60)
+
+        invite = await t.tap(alice, "家族を招待する", done)
+        shared = unquote(button(invite, "招待を送る")["uri"].split("text=", 1)[1])
+        code_line = re.search(r"^招待 \S+$", shared, re.M).group(0)
+
+        await t.follow(son)
+        added = await t.say(son, code_line)
+        assert "連絡先に登録しました" in texts(added)
+        assert dict(store.states(TENANT.id))[alice].settings.contacts == (son,)
+        again = await t.say(son, code_line)
+        assert "この招待は使えませんでした" in texts(again)  # one use only
+        assert son not in dict(store.states(TENANT.id))  # the son did not sign up himself
+
+        # the morning's check goes unanswered: resent a day later, and three hours on the son is told
+        await t.at(START + 9 * HOUR)
+        assert "お元気ですか？" in texts(t.seen(alice)[-1].messages)
+        await t.at(START + DAY + 9 * HOUR)
+        assert "お返事がまだです" in texts(t.seen(alice)[-1].messages)
+        told_before = len(t.seen(son))
+        await t.at(START + DAY + 12 * HOUR)
+        assert len(t.seen(son)) == told_before + 1
+        notice = t.seen(son)[-1]
+        assert "お返事がありません" in texts(notice.messages) and notice.endpoint == "push"
+        return [d.endpoint for d in t.seen(alice)]
+
+    endpoints = town(story)(tmp_path)
+    assert endpoints[:6] == ["reply"] * 6  # welcome, three questions, enrolled, invitation: all free
+
+
+def test_the_watch_service_asks_for_a_phone_number_and_keeps_only_that_services(tmp_path):
+    grandpa, neighbour = user_id_for("grandpa"), user_id_for("neighbour")
+
+    async def story(t: Town, store: Store):
+        welcome = await t.follow(grandpa)
+        interval_q = await t.tap(grandpa, "見守り", welcome)
+        weekday_q = await t.tap(grandpa, "毎週", interval_q)
+        assert "何曜日" in texts(weekday_q)
+        time_q = await t.tap(grandpa, "月曜日", weekday_q)
+        card = await t.tap(grandpa, "午後2時", time_q)
+        assert "毎週 月曜日 午後2時" in texts(card)
+        done = await t.tap(grandpa, "登録する", card)
+        assert "お電話番号を、数字で送ってください" in texts(done)
+        saved = await t.say(grandpa, "０９０－１２３４－５６７８")  # as a phone keyboard may type it
+        assert "お電話番号を登録しました" in texts(saved)
+        settings = dict(store.states(TENANT.id))[grandpa].settings
+        assert (settings.schedule.interval, settings.schedule.weekday, settings.phone) == ("weekly", 0, "09012345678")
+
+        # someone on 安否通知 who types a number: it is not stored anywhere in the state
+        welcome = await t.follow(neighbour)
+        card = await t.tap(neighbour, "午前7時", await t.tap(neighbour, "3日に1回",
+                                                              await t.tap(neighbour, "安否通知", welcome)))
+        await t.tap(neighbour, "登録する", card)
+        before = len(t.seen(neighbour))
+        token = t.sim.state.issue_reply_token(TENANT.id, user_source(neighbour))
+        await t.sim.state.crowd.post(TENANT.id, [message_event(user_source(neighbour), "09011112222",
+                                                               reply_token=token, timestamp=t.clock.now_ms())])
+        await t.until(lambda: t.runtime.engine.inbox >= store.db.execute(
+            "SELECT MAX(seq) FROM inbox").fetchone()[0], "the engine to apply the message")
+        await asyncio.sleep(0.2)
+        assert len(t.seen(neighbour)) == before  # no answer: nothing was saved
+        assert dict(store.states(TENANT.id))[neighbour].settings.phone is None
+
+    town(story)(tmp_path)
+
+
+def test_a_group_that_invites_the_account_gets_the_how_to_the_card_and_the_list_of_who_is_missing(tmp_path):
+    group = group_id_for("mutual-aid")
+    a, b, c = (user_id_for(f"group-{x}") for x in "abc")
+
+    async def story(t: Town, store: Store):
+        hello = await t.send(group_source(group), lambda **kw: join_event(group, **kw))
+        assert "このグループで「つながり」を始めます" in texts(hello) and "毎日 午前9時" in texts(hello)
+        assert t.seen(group)[-1].endpoint == "reply"
+        token = t.sim.state.issue_reply_token(TENANT.id, group_source(group))
+        assert await t.sim.state.crowd.post(TENANT.id, [member_joined_event(
+            group, [a, b, c], reply_token=token, timestamp=t.clock.now_ms())]) == 200
+
+        await t.at(START + 9 * HOUR)
+        card = t.seen(group)[-1]
+        assert card.endpoint == "push" and "みなさん、お元気ですか？" in texts(card.messages)
+        ok = button(card.messages, "元気です")["data"]
+        token = t.sim.state.issue_reply_token(TENANT.id, group_source(group, a))
+        await t.sim.state.crowd.post(TENANT.id, [postback_event(group_source(group, a), ok, reply_token=token,
+                                                                timestamp=t.clock.now_ms())])
+        await t.at(START + 9 * HOUR + 23 * HOUR)
+        missing = t.seen(group)[-1].messages[0]
+        assert missing["type"] == "textV2"
+        mentioned = {s["mentionee"]["userId"] for s in missing["substitution"].values()}
+        assert mentioned == {b, c}
+
+    town(story)(tmp_path)
+
+
+@pytest.mark.parametrize("text, number", [("09012345678", "09012345678"), ("03-1234-5678", "0312345678"),
+                                          ("０９０ １２３４ ５６７８", "09012345678"), ("+81 90-1234-5678", "09012345678"),
+                                          ("元気です", None), ("1234", None), ("090123456789012", None)])
+def test_phone_numbers_are_read_the_way_people_type_them(text, number):
+    from streams.webhook_events import phone_number
+    assert phone_number(text) == number
