@@ -17,6 +17,7 @@ from agents.clock import zone as tz
 from agents.member import ESCALATE_AFTER, RESEND_AFTER
 from schemas import effects as fx
 from schemas.effects import Effect
+from schemas.events import AcceptInvite, Enroll, GroupJoined
 
 # what the ingress reads back from a tap (postback data); keep in step with it
 OK_DATA = "action=ok"
@@ -220,6 +221,20 @@ SENDS_MESSAGES = frozenset({fx.CHECK_SENT, fx.CHECK_RESENT, fx.CONTACTS_NOTIFIED
                             fx.RESOLVED_AFTER_ESCALATION, fx.GROUP_CHECK_POSTED, fx.GROUP_UNCONFIRMED}) | prompts.KINDS
 # answers to someone's own tap or message: a reply token of theirs may be at hand (free to answer with)
 REPLYABLE = frozenset({fx.CONFIRMED, fx.RESOLVED_AFTER_ESCALATION}) | prompts.KINDS
+
+
+def answers(event) -> str | None:
+    """Whose own action an inbound event is, for the reply token that came with it (see reply_holder)."""
+    kind = type(event)
+    if kind is AcceptInvite:
+        return event.contact
+    if kind is GroupJoined:
+        return event.group
+    if kind is Enroll:
+        return event.settings.id
+    if getattr(event, "group", None) is not None:
+        return None  # a tap in a group: its token would answer into the group
+    return getattr(event, "member", None)
 
 
 def reply_holder(effect: Effect) -> str | None:

@@ -29,6 +29,7 @@ from typing import Protocol
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
+from agents.messages import answers
 from agents.subject import addressed
 from schemas.tenant import Tenant
 from streams import codec, redis_store
@@ -272,8 +273,9 @@ class KafkaSink:
         await self._check_partitions(topics.inbound, partitions)
         pending = []
         for event in routed.events:
+            reply = routed.reply_tokens.get(answers(event))  # for the worker to pass on to the sender
             for subject in addressed(event):
-                number, key, value = event_message(subject, event, partitions)
+                number, key, value = event_message(subject, event, partitions, reply)
                 pending.append(await self._producer.send(topics.inbound, value, key=key, partition=number))
         for record in routed.audit:
             pending.append(await self._producer.send(audit_topic(tenant_id), codec.dumps(record),

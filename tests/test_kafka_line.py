@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 
 from linesim import Channel, Config, ManualClock, Resident, run_linesim, user_id_for
+from linesim.residents import follow_event, postback_event, user_source
 from schemas.events import Register
 from schemas.settings import MemberSettings, Schedule
 from schemas.tenant import Tenant
@@ -34,6 +35,7 @@ async def until(condition, timeout: float = 90.0, what: str = "") -> None:
 
 def test_an_answer_and_an_escalation_go_all_the_way_round_through_kafka():
     answers, silent, family = user_id_for("kafka-a"), user_id_for("kafka-b"), user_id_for("kafka-family")
+    newcomer = user_id_for("kafka-newcomer")
     daily = Schedule("1d", 9 * 60, "Asia/Tokyo", None)
 
     async def go():
@@ -71,8 +73,19 @@ def test_an_answer_and_an_escalation_go_all_the_way_round_through_kafka():
                 await run.produce([event_message(m.id, Register(START * 1000, m), parts) for m in (
                     MemberSettings(answers, "watch", daily, "090-0000-0001"),
                     MemberSettings(silent, "notify", daily, None, (family,)))])
-                await tick(START + 9 * 3600)                           # 09:00: both get the card
-                await until(lambda: got(answers) == 1 and got(silent) == 1, what="the morning cards")
+                # a newcomer signs up in LINE: the answers to her own taps go by the free reply API
+                me = user_source(newcomer)
+                for make in (lambda token: follow_event(newcomer, reply_token=token, timestamp=START * 1000),
+                             lambda token: postback_event(me, "action=enroll&s=notify&i=1d&t=540", reply_token=token,
+                                                          timestamp=START * 1000 + 5000)):
+                    before = got(newcomer)
+                    await sim.state.crowd.post("town", [make(sim.state.issue_reply_token("town", me))])
+                    await until(lambda: got(newcomer) > before, what="the answer to the newcomer")
+                assert [d.endpoint for d in sim.state.deliveries_to(newcomer)] == ["reply", "reply"]
+                assert "登録しました" in str(sim.state.deliveries_to(newcomer)[-1].messages)
+                await tick(START + 9 * 3600)                           # 09:00: all three get the card
+                await until(lambda: got(answers) == 1 and got(silent) == 1 and got(newcomer) == 3,
+                            what="the morning cards")
                 clock.set(START + 9 * 3600 + 900)                      # 09:15: the first has tapped OK
                 await sim.settle()
                 await tick(START + 9 * 3600 + 900)

@@ -17,7 +17,7 @@ from collections import defaultdict
 import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
 
-from agents.messages import SENDS_MESSAGES
+from agents.messages import SENDS_MESSAGES, answers, reply_holder
 from agents.readmodel import label
 from agents.subject_agent import SubjectAgent
 from schemas import effects as fx
@@ -114,7 +114,7 @@ def create_app(settings: Settings) -> faust.App:
         if number not in logic.partitions:  # first batch since the partition was assigned
             await _install(number)
         started = time.perf_counter()
-        produced, flushes, ticked = [], [], False
+        produced, flushes, ticked, replies = [], [], False, {}
         fresh = [event for event in batch if event.message.offset > applied[number]]
         for event in fresh:
             message = codec.loads(event.value)
@@ -122,7 +122,12 @@ def create_app(settings: Settings) -> faust.App:
                 produced += logic.tick(number, message["tick"])
                 ticked = True
             else:
-                produced += logic.apply(number, message["subject"], codec.event_from_obj(message["event"]))
+                event_in = codec.event_from_obj(message["event"])
+                effects = logic.apply(number, message["subject"], event_in)
+                if "reply" in message:  # answers to the person's own tap may use its reply token
+                    holder = answers(event_in)
+                    replies.update((e.id, message["reply"]) for e in effects if reply_holder(e) == holder)
+                produced += effects
                 metrics.EVENTS_IN.labels(message["event"]["type"]).inc()
             if "flush" in message:  # a driver waits for this: everything before it on the partition is out
                 flushes.append(message["flush"])
@@ -133,7 +138,7 @@ def create_app(settings: Settings) -> faust.App:
                 return
             send = txn.producer.send
             for effect in produced:
-                await _emit(send, effect, number)
+                await _emit(send, effect, number, replies.get(effect.id))
             if any(effect.effect in TO_OUTBOX for effect in produced):
                 # the sender delivers whole batches between these marks, so that after a crash it
                 # rebuilds the same requests with the same retry keys (streams/kafka/sender_app.py)
@@ -166,10 +171,14 @@ def create_app(settings: Settings) -> faust.App:
                 metrics.TICK_LAG.labels(str(number)).set_function(
                     lambda n=number: time.time() - logic.last_tick.get(n, 0) / 1000)
 
-    async def _emit(send, effect, number: int) -> None:
+    async def _emit(send, effect, number: int, reply: list | None = None) -> None:
         key, value = effect.subject.encode(), codec.dumps(codec.effect_to_obj(effect))
         await send(settings.effects, value, key=key, partition=number)
         if effect.effect in TO_OUTBOX:
+            if reply is not None:  # the token goes to the sender only, never to the audit topics
+                obj = codec.effect_to_obj(effect)
+                obj["reply_token"], obj["reply_token_at"] = reply
+                value = codec.dumps(obj)
             await send(settings.outbox, value, key=key, partition=number)
         if effect.effect in TO_ESCALATIONS:
             await send(settings.escalations, value, key=key, partition=number)

@@ -32,9 +32,13 @@ def feed(scenario: Scenario, partitions: int, tick_every: int, flush: str) -> It
     yield from tick_messages(scenario.end - 1, partitions, flush)
 
 
-def event_message(subject: str, event, partitions: int) -> Message:
-    """An inbound event for one subject, on that subject's partition."""
-    value = codec.dumps({"subject": subject, "event": codec.event_to_obj(event)})
+def event_message(subject: str, event, partitions: int, reply: tuple[str, int] | None = None) -> Message:
+    """An inbound event for one subject, on that subject's partition. `reply`: the reply token that
+    came with it and its time, so that the answer can go by the free reply API."""
+    obj = {"subject": subject, "event": codec.event_to_obj(event)}
+    if reply is not None:
+        obj["reply"] = list(reply)
+    value = codec.dumps(obj)
     return partition_of(subject, partitions), subject.encode(), value
 
 
