@@ -274,6 +274,8 @@ class KafkaSink:
         pending = []
         for event in routed.events:
             reply = routed.reply_tokens.get(answers(event))  # for the worker to pass on to the sender
+            if reply is not None and reply[1] != event.at:
+                reply = None  # the token came with another event of this person's (the newest is kept)
             for subject in addressed(event):
                 number, key, value = event_message(subject, event, partitions, reply)
                 pending.append(await self._producer.send(topics.inbound, value, key=key, partition=number))

@@ -256,12 +256,13 @@ def kafka_ingress(tenant: Tenant):
         yield host
 
 
-def expected_messages(events) -> list[tuple[int, bytes, dict]]:
-    """What the runtime expects for these engine events: one copy per addressed subject."""
+def expected_messages(events, replies=None) -> list[tuple[int, bytes, dict]]:
+    """What the runtime expects for these engine events: one copy per addressed subject, with the reply
+    token of the event it came with (`replies`: event -> (token, at))."""
     out = []
     for e in events:
         for subject in addressed(e):
-            number, key, value = event_message(subject, e, PARTITIONS)
+            number, key, value = event_message(subject, e, PARTITIONS, (replies or {}).get(e))
             out.append((number, key, codec.loads(value)))
     return out
 
@@ -306,7 +307,10 @@ def test_every_event_type_is_routed_onto_the_runtimes_inbound_topic(kafka_tenant
                GroupJoined(T0 + 6, group, Schedule("1d", 9 * 60, "Asia/Tokyo")),
                Roster(T0 + 7, group, joined=(member,)), Roster(T0 + 8, group, left=(other,)), GroupLeft(T0 + 9, group)]
     inbound = inbound_of(kafka_tenant)
-    assert by_place(inbound) == by_place(expected_messages(applied))
+    # each event carries its own reply token, where one answers the person (or the group joined);
+    # the member's OK does not: only a person's newest token is kept, and that is the follow's
+    replies = {applied[i]: (events[i]["replyToken"], events[i]["timestamp"]) for i in (1, 3, 5)}
+    assert by_place(inbound) == by_place(expected_messages(applied, replies))
     # per partition, in the order LINE sent them
     for number in range(PARTITIONS):
         ats = [m[2]["event"]["at"] for m in inbound if m[0] == number]
@@ -393,8 +397,9 @@ def test_a_redelivered_event_is_answered_200_and_stored_once(kafka_tenant):
     with kafka_ingress(kafka_tenant) as host:
         for body in (body_of(first), body_of(again), body_of(again, later), body_of(later, later)):
             assert post(host, path, body, sign(body)) == (200, {"message": "ok"})
-    assert by_place(inbound_of(kafka_tenant)) == by_place(expected_messages([Ok(T0, member),
-                                                                             Message(T0 + 60_000, member)]))
+    stored = [Ok(T0, member), Message(T0 + 60_000, member)]
+    replies = {stored[0]: (first["replyToken"], T0), stored[1]: (later["replyToken"], T0 + 60_000)}
+    assert by_place(inbound_of(kafka_tenant)) == by_place(expected_messages(stored, replies))
 
 
 def test_an_unknown_event_type_is_answered_200_and_only_audited(kafka_tenant):
