@@ -29,6 +29,7 @@ _new = tuple.__new__
 ESCALATE_AFTER = 3 * HOUR
 INVITE_VALID_FOR = 3 * DAY   # long enough to reach a busy relative, short enough that a lost code dies
 MAX_CONTACTS = 20
+CLOSED_BY_STAFF = "staff"   # in a `resolved_after_escalation` effect's data: nobody heard from the resident in LINE
 NEEDS_PHONE = "need=phone"   # in an `enrolled` effect's data: the watch service still needs a number
 
 
@@ -69,7 +70,7 @@ def step(state: MemberState, event) -> tuple[MemberState, list[Effect]]:
         state = _pause(state, event, out)
     elif kind is Resolve:
         if state.phase == ESCALATED:
-            state = _close(state, event.at, out)
+            state = _close(state, event.at, out, by=CLOSED_BY_STAFF)
     elif kind is Unfollow:
         if state.following:
             out.append(Effect(event.at, fx.UNFOLLOWED, state.settings.id))
@@ -123,9 +124,10 @@ def _sign_of_life(state: MemberState, at: int, out: list[Effect]) -> MemberState
     return state
 
 
-def _close(state: MemberState, at: int, out: list[Effect]) -> MemberState:
+def _close(state: MemberState, at: int, out: list[Effect], by: str | None = None) -> MemberState:
+    """`by`: None when the resident answered; CLOSED_BY_STAFF when staff (or a contact) closed the case."""
     kind = fx.RESOLVED_AFTER_ESCALATION if state.phase == ESCALATED else fx.CONFIRMED
-    out.append(_new(Effect, (at, kind, state.settings.id, state.cycle, None, None, None, None)))
+    out.append(_new(Effect, (at, kind, state.settings.id, state.cycle, None, None, None, by)))
     return _idle(state, at, strict=True)
 
 

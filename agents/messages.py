@@ -14,7 +14,7 @@ from typing import Mapping
 
 from agents import prompts
 from agents.clock import zone as tz
-from agents.member import ESCALATE_AFTER, RESEND_AFTER
+from agents.member import CLOSED_BY_STAFF, ESCALATE_AFTER, RESEND_AFTER
 from schemas import effects as fx
 from schemas.effects import Effect
 from schemas.events import AcceptInvite, Enroll, GroupJoined
@@ -28,6 +28,8 @@ OK_LABEL = "元気です"
 ACK_LABEL = "見に行きます"
 THANKS_TEXT = "お返事ありがとうございます。今日もよい一日を。"
 RESOLVED_TEXT = "お返事ありがとうございます。ご無事で安心しました。今日もよい一日を。"
+CHECKED_BY_STAFF_TEXT = ("ご無事が確認できて、安心しました。\n"
+                         "これからも「お元気ですか？」とお送りします。届いたら「元気です」を押してください。")
 RESEND_NOTE = "昨日のお知らせへのお返事がまだです。お元気でしたら、ボタンを押してください。"
 CHECK_NOTE = "お元気でしたら、下の「元気です」を押してください。"
 GROUP_CHECK_TEXT = "みなさん、お元気ですか？"
@@ -163,7 +165,12 @@ def contacts_notice(texts: Texts, effect: Effect, zone: str) -> dict:
 
 
 def thanks(effect: Effect) -> dict:
-    text = RESOLVED_TEXT if effect.effect == fx.RESOLVED_AFTER_ESCALATION else THANKS_TEXT
+    if effect.effect != fx.RESOLVED_AFTER_ESCALATION:
+        text = THANKS_TEXT
+    elif effect.data == CLOSED_BY_STAFF:  # they did not answer in LINE: someone reached them another way
+        text = CHECKED_BY_STAFF_TEXT
+    else:
+        text = RESOLVED_TEXT
     return {"type": "text", "text": text}
 
 

@@ -179,3 +179,13 @@ def test_configured_groups_start_active():
     part = Partition()
     run(part, Register(T0, GroupSettings(GROUP, DAILY_9, (ME,))))
     assert part.table[GROUP].active and kinds(part.tick(T0 + 9 * HOUR)) == [fx.GROUP_CHECK_POSTED]
+
+
+def test_a_case_staff_close_says_so_and_one_the_resident_closes_does_not():
+    from schemas.events import Resolve
+    for closing, data in ((Resolve, "staff"), (Ok, None)):
+        part = Partition()
+        enrolled(part, "watch")
+        part.tick(T0 + 9 * HOUR + 27 * HOUR)  # check, resend, staff call
+        [closed] = run(part, closing(T0 + 2 * DAY, ME))
+        assert (closed.effect, closed.data) == (fx.RESOLVED_AFTER_ESCALATION, data)

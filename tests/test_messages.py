@@ -41,6 +41,7 @@ EFFECTS = [
     Effect(AT, fx.CONTACT_ADDED, "U001", member="U900"),
     Effect(AT, fx.INVITE_REFUSED, "U001", member="U900"),
     Effect(AT, fx.GROUP_WELCOME, "C001", data="i=1d&t=540"),
+    Effect(AT + 30 * 3600_000, fx.RESOLVED_AFTER_ESCALATION, "U001", 1, data="staff"),
 ]
 
 
@@ -277,3 +278,10 @@ def test_backoff_grows_with_deterministic_jitter_and_a_cap():
     for a, w in enumerate(waits, 1):
         ceiling = min(8.0, 0.5 * 2 ** (a - 1))
         assert ceiling / 2 <= w <= ceiling
+
+
+def test_thanks_say_what_happened_the_resident_answering_or_staff_reaching_them():
+    answered = m.messages_for(Effect(AT, fx.RESOLVED_AFTER_ESCALATION, "U001", 1), TEXTS, "Asia/Tokyo")
+    by_staff = m.messages_for(Effect(AT, fx.RESOLVED_AFTER_ESCALATION, "U001", 1, data="staff"), TEXTS, "Asia/Tokyo")
+    assert "お返事ありがとうございます" in answered[0]["text"]
+    assert "お返事" not in by_staff[0]["text"] and "ご無事が確認できて" in by_staff[0]["text"]
