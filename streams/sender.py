@@ -35,6 +35,7 @@ from streams.codec import effect_from_obj
 log = logging.getLogger("anpi.sender")
 
 REPLY_TOKEN_MAX_AGE = 50.0   # seconds: LINE keeps a reply token about a minute; leave room for the call
+PLAN_SLICE = 2_000           # effects planned before their requests start (a multiple of 500: whole multicasts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,11 +261,30 @@ class Sender:
 
     # -- delivery --
 
-    async def deliver(self, effects: Iterable) -> Report:
+    async def deliver(self, effects: Iterable, slice_size: int = PLAN_SLICE) -> Report:
+        """Hand a batch to LINE. It is planned a slice at a time, and each slice's requests start while
+        the next slice is planned: for a million members the first multicast leaves at once instead
+        of after seconds of planning. Slices are cut by position, so the same batch (after a crash)
+        plans into the same requests with the same retry keys."""
         report = Report()
-        requests, replies = self.plan(effects, report)
+        effects = effects if isinstance(effects, list) else list(effects)
         gate = asyncio.Semaphore(self._concurrency)
+        sending = []
+        for start in range(0, len(effects), slice_size):
+            requests, replies = self.plan(effects[start:start + slice_size], report)
+            sending.append(asyncio.ensure_future(self._deliver_planned(requests, replies, report, gate)))
+            await asyncio.sleep(0)  # let the requests planned so far go out
+        try:
+            await asyncio.gather(*sending)
+        except BaseException:
+            for task in sending:
+                task.cancel()
+            await asyncio.gather(*sending, return_exceptions=True)
+            raise
+        return report
 
+    async def _deliver_planned(self, requests: list[ob.Request], replies: list[ob.Item], report: Report,
+                               gate: asyncio.Semaphore) -> None:
         async def one(req: ob.Request, attempts: int | None = None) -> tuple[str, int | None]:
             async with gate:
                 return await self._send(req, report, attempts)
@@ -280,7 +300,6 @@ class Sender:
             fell_back = {r.effect_ids for r in fallback}
             report.failed[:] = [f for f in report.failed if not (f.endpoint == ob.REPLY and f.effect_ids in fell_back)]
         await asyncio.gather(*(one(r) for r in requests + fallback))
-        return report
 
     async def _send(self, req: ob.Request, report: Report, attempts: int | None = None) -> tuple[str, int | None]:
         """POST until LINE accepts, says it already had, or refuses: (verdict, last HTTP status)."""
