@@ -18,8 +18,8 @@ from agents import signup
 from agents.schedule import anchor, next_slot
 from schemas import effects as fx
 from schemas.effects import Effect
-from schemas.events import (AcceptInvite, ChangeSettings, Enroll, Follow, Invite, Message, Ok, Pause, Phone, Register,
-                            Resolve, Setup, Tick, Unfollow)
+from schemas.events import (AcceptInvite, ChangeSettings, Enroll, Follow, Invite, Message, Ok, OpenMyPage, Pause, Phone,
+                            Register, Resolve, Setup, Tick, Unfollow)
 from schemas.settings import NOTIFY, WATCH, MemberSettings
 
 IDLE, SENT, RESENT, ESCALATED = "idle", "sent", "resent", "escalated"
@@ -93,6 +93,8 @@ def step(state: MemberState, event) -> tuple[MemberState, list[Effect]]:
         state = _invite(state, event, out)
     elif kind is AcceptInvite:
         state = _accept_invite(state, event, out)
+    elif kind is OpenMyPage:
+        out.append(Effect(event.at, fx.MYPAGE_LINK, state.settings.id))
     else:
         raise TypeError(f"member step: unknown event {event!r}")
     return state, out

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Mapping
+from typing import Callable, Mapping
 
 from agents import prompts
 from agents.clock import zone as tz
@@ -74,6 +74,7 @@ class Texts:
     quotes: tuple[str, ...] = QUOTES
     names: Mapping[str, str] = field(default_factory=dict)  # userId -> display name, where known
     friend_url: str = ""   # the account's add-friend link (https://line.me/R/ti/p/@…), for invitations
+    mypage: Callable[[str, int], str] | None = None  # (member, at) -> a signed My Page link (mypage_link)
 
 
 def local_date(at_ms: int, zone: str) -> date:
@@ -221,7 +222,7 @@ def messages_for(effect: Effect, texts: Texts, zone: str) -> list[dict]:
         return [thanks(effect)]
     if kind == fx.GROUP_UNCONFIRMED:
         return unconfirmed_list(effect.members or ())
-    return prompts.messages(effect, texts.friend_url)
+    return prompts.messages(effect, texts.friend_url, texts.mypage)
 
 
 SENDS_MESSAGES = frozenset({fx.CHECK_SENT, fx.CHECK_RESENT, fx.CONTACTS_NOTIFIED, fx.CONFIRMED,

@@ -16,7 +16,7 @@ from schemas import effects as fx
 from schemas.effects import Effect
 from schemas.settings import NOTIFY, WATCH
 
-SETUP_ACTION, ENROLL_ACTION, INVITE_ACTION = "setup", "enroll", "invite"
+SETUP_ACTION, ENROLL_ACTION, INVITE_ACTION, MYPAGE_ACTION = "setup", "enroll", "invite", "mypage"
 QUICK_REPLY_MAX = 13
 QUICK_LABEL_MAX = 20
 BUTTON_COLOR = "#1A7F37"
@@ -46,6 +46,7 @@ PHONE_SAVED_TEXT = "お電話番号を登録しました。ありがとうござ
 INVITE_OFFER = "お返事がないときにお知らせする方（ご家族など）を、招待しましょう。"
 CONTACT_ADDED_TEXT = ("連絡先に登録しました。ありがとうございます。\n"
                       "お返事がないときは、このLINEでお知らせします。")
+MYPAGE_UNAVAILABLE = "マイページは、まだご用意できていません。お手数ですが、市の窓口にお問い合わせください。"
 INVITE_REFUSED_TEXT = ("この招待は使えませんでした。期限が過ぎたか、すでに使われています。\n"
                        "お手数ですが、もう一度招待を送ってもらってください。")
 
@@ -183,8 +184,24 @@ def group_welcome(data: str) -> dict:
 # --- effect -> messages ---------------------------------------------------------------------------
 
 
-def messages(effect: Effect, friend_url: str = "") -> list[dict]:
+# --- My Page --------------------------------------------------------------------------------------
+
+
+def mypage_card(url: str | None) -> dict:
+    if not url:
+        return {"type": "text", "text": MYPAGE_UNAVAILABLE}
+    rows = [_text("マイページ", size="xl", weight="bold"),
+            _text("お送りする日時の変更、お休み、連絡先の確認ができます。", size="lg"),
+            _text("このボタンは30分間使えます。", size="md", color=MUTED_COLOR)]
+    return _card("マイページを開くボタンです。", rows,
+                 [_button({"type": "uri", "label": "マイページを開く", "uri": url})])
+
+
+def messages(effect: Effect, friend_url: str = "", mypage=None) -> list[dict]:
+    """`mypage`: (member, at) -> a signed My Page URL, or None where My Page is not served."""
     kind = effect.effect
+    if kind == fx.MYPAGE_LINK:
+        return [mypage_card(mypage(effect.subject, effect.at) if mypage else None)]
     if kind == fx.WELCOME:
         return welcome()
     if kind == fx.SETUP_PROMPT:
@@ -205,5 +222,5 @@ def messages(effect: Effect, friend_url: str = "") -> list[dict]:
 
 
 KINDS = frozenset({fx.WELCOME, fx.SETUP_PROMPT, fx.ENROLLED, fx.PHONE_SAVED, fx.INVITE_CREATED,
-                   fx.CONTACT_ADDED, fx.INVITE_REFUSED, fx.GROUP_WELCOME})
+                   fx.CONTACT_ADDED, fx.INVITE_REFUSED, fx.GROUP_WELCOME, fx.MYPAGE_LINK})
 TO_MEMBER = frozenset({fx.CONTACT_ADDED, fx.INVITE_REFUSED})  # told to the one who sent the code

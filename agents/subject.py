@@ -5,7 +5,7 @@ from agents import group, member
 from schemas.effects import Effect
 from schemas import effects as fx
 from schemas.events import (AcceptInvite, ChangeSettings, Enroll, Event, Follow, GroupJoined, GroupLeft, Message, Ok,
-                            Register, Roster, Setup)
+                            OpenMyPage, Register, Roster, Setup)
 from schemas.settings import GroupSettings
 
 State = member.MemberState | group.GroupState
@@ -35,7 +35,7 @@ def start(event: Event) -> tuple[State | None, list[Effect]]:
         return member.enroll(event)
     if kind is GroupJoined:
         return group.joined(event)
-    if kind is Follow:
+    if kind is Follow or kind is OpenMyPage:  # not signed up yet: how to begin
         return None, [Effect(event.at, fx.WELCOME, event.member)]
     if kind is Setup:
         return None, [member.setup_prompt(event)]

@@ -26,6 +26,7 @@ INVITE_CREATED = "invite_created"      # data: the invitation code
 CONTACT_ADDED = "contact_added"        # member: the new contact (who is told)
 INVITE_REFUSED = "invite_refused"      # member: who sent a code that is wrong, used or expired
 GROUP_WELCOME = "group_welcome"        # the account joined a group: how つながり works there
+MYPAGE_LINK = "mypage_link"            # a signed link to the member's My Page (made by the sender)
 
 ESCALATIONS = (STAFF_CALL, CONTACTS_NOTIFIED)
 

@@ -143,6 +143,13 @@ class Roster:
     left: tuple[str, ...] = ()
 
 
-Conversation = Setup | Enroll | Phone | Invite | AcceptInvite | GroupJoined | GroupLeft | Roster
+@dataclass(frozen=True, slots=True)
+class OpenMyPage:
+    """The resident asks for their My Page (the rich menu's button, where LIFF is not available)."""
+    at: int
+    member: str
+
+
+Conversation = Setup | Enroll | Phone | Invite | AcceptInvite | GroupJoined | GroupLeft | Roster | OpenMyPage
 Inbound = Register | ChangeSettings | Ok | Message | Pause | Resolve | Unfollow | Follow | Conversation
 Event = Inbound | Tick

@@ -16,7 +16,8 @@ or a postback of another feature can never make LINE's delivery fail):
     … in a one-to-one chat, also:           a phone number → Phone; 「招待 <code>」 → AcceptInvite
   follow / unfollow                       Follow / Unfollow
   postbacks of sign-up (one-to-one)       action=setup → Setup, action=enroll → Enroll,
-                                          action=invite → Invite (agents/signup.py, agents/invitation.py)
+                                          action=invite → Invite (agents/signup.py, agents/invitation.py),
+                                          action=mypage → OpenMyPage
   join / leave (a group)                  GroupJoined (daily at 9:00 to start with) / GroupLeft
   memberJoined / memberLeft (a group)     Roster
 
@@ -38,9 +39,9 @@ from linebot.v3.webhooks import (DeliveryContext, Event, FollowEvent, GroupSourc
 from pydantic.v1 import ValidationError
 
 from agents import invitation, signup
-from agents.prompts import ENROLL_ACTION, INVITE_ACTION, SETUP_ACTION
-from schemas.events import (AcceptInvite, Enroll, Follow, GroupJoined, GroupLeft, Inbound, Invite, Message, Ok, Phone,
-                            Roster, Setup, Unfollow)
+from agents.prompts import ENROLL_ACTION, INVITE_ACTION, MYPAGE_ACTION, SETUP_ACTION
+from schemas.events import (AcceptInvite, Enroll, Follow, GroupJoined, GroupLeft, Inbound, Invite, Message, Ok,
+                            OpenMyPage, Phone, Roster, Setup, Unfollow)
 from schemas.settings import Schedule
 
 INT64 = 1 << 63
@@ -234,10 +235,12 @@ def _postback(event: PostbackEvent, member: str, group: str | None, one_to_one: 
     action = postback_action(data)
     if action == "ok":
         return [Ok(at, member, group)], ""
-    if action not in (SETUP_ACTION, ENROLL_ACTION, INVITE_ACTION) or not one_to_one:
+    if action not in (SETUP_ACTION, ENROLL_ACTION, INVITE_ACTION, MYPAGE_ACTION) or not one_to_one:
         return [], "postback"  # e.g. action=ack (見に行きます): another feature's, not a sign of life here
     if action == INVITE_ACTION:
         return [Invite(at, member, invitation.make(member, event.webhook_event_id))], ""
+    if action == MYPAGE_ACTION:
+        return [OpenMyPage(at, member)], ""
     try:
         choices = signup.parse(data)
         if action == SETUP_ACTION:

@@ -189,3 +189,12 @@ def test_a_case_staff_close_says_so_and_one_the_resident_closes_does_not():
         part.tick(T0 + 9 * HOUR + 27 * HOUR)  # check, resend, staff call
         [closed] = run(part, closing(T0 + 2 * DAY, ME))
         assert (closed.effect, closed.data) == (fx.RESOLVED_AFTER_ESCALATION, data)
+
+
+def test_my_page_is_a_link_for_members_and_the_way_in_for_everyone_else():
+    from schemas.events import OpenMyPage
+    part = Partition()
+    assert kinds(run(part, OpenMyPage(T0, ME))) == [fx.WELCOME] and dict(part.table) == {}
+    enrolled(part)
+    [link] = run(part, OpenMyPage(T0 + 1, ME))
+    assert (link.effect, link.subject) == (fx.MYPAGE_LINK, ME)

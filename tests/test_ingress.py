@@ -671,7 +671,7 @@ def from_a_person(branch: dict) -> dict:
             "type": "string", "enum": ["action=ok", "action=ok&cycle=2", "action=ack&member=U1&cycle=3",
                                        "action=setup", "action=setup&s=watch&i=weekly",
                                        "action=enroll&s=notify&i=1d&t=540", "action=enroll&s=watch",
-                                       "action=enroll&s=nope&i=1d&t=540", "action=invite"]}
+                                       "action=enroll&s=nope&i=1d&t=540", "action=invite", "action=mypage"]}
     return branch
 
 
@@ -712,7 +712,7 @@ def applied_by_line_rules(event: dict) -> int:
             return 1
         if not one_to_one:
             return 0
-        if action in (["setup"], ["invite"]):
+        if action in (["setup"], ["invite"], ["mypage"]):
             return 1
         complete = data.get("s") in (["watch"], ["notify"]) and "i" in data and "t" in data
         return int(action == ["enroll"] and complete)

@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from agents import messages as m
+from agents import mypage_link
 from agents import outbound as ob
 from linesim.spec import request_validator
 from schemas import effects as fx
@@ -14,7 +15,8 @@ from schemas.effects import Effect
 
 JST = ZoneInfo("Asia/Tokyo")
 AT = int(datetime(2026, 12, 1, 9, 0, tzinfo=JST).timestamp() * 1000)
-TEXTS = m.Texts(names={"U001": "山田 花子"})
+TEXTS = m.Texts(names={"U001": "山田 花子"},
+                mypage=mypage_link.linker("https://anpi.example.jp", "town", "channel-secret"))
 PUSH = request_validator("post", "/v2/bot/message/push")
 MULTICAST = request_validator("post", "/v2/bot/message/multicast")
 REPLY = request_validator("post", "/v2/bot/message/reply")
@@ -42,6 +44,7 @@ EFFECTS = [
     Effect(AT, fx.INVITE_REFUSED, "U001", member="U900"),
     Effect(AT, fx.GROUP_WELCOME, "C001", data="i=1d&t=540"),
     Effect(AT + 30 * 3600_000, fx.RESOLVED_AFTER_ESCALATION, "U001", 1, data="staff"),
+    Effect(AT, fx.MYPAGE_LINK, "U001"),
 ]
 
 
@@ -285,3 +288,19 @@ def test_thanks_say_what_happened_the_resident_answering_or_staff_reaching_them(
     by_staff = m.messages_for(Effect(AT, fx.RESOLVED_AFTER_ESCALATION, "U001", 1, data="staff"), TEXTS, "Asia/Tokyo")
     assert "お返事ありがとうございます" in answered[0]["text"]
     assert "お返事" not in by_staff[0]["text"] and "ご無事が確認できて" in by_staff[0]["text"]
+
+
+def test_the_my_page_button_opens_a_signed_link_for_that_member_only():
+    [card] = m.messages_for(Effect(AT, fx.MYPAGE_LINK, "U001"), TEXTS, "Asia/Tokyo")
+    uri = card["contents"]["footer"]["contents"][0]["action"]["uri"]
+    assert uri.startswith("https://anpi.example.jp/mypage/town?t=")
+    token = uri.split("?t=", 1)[1]
+    key = mypage_link.key_for("channel-secret")
+    assert mypage_link.verify(key, token, "town", AT + mypage_link.VALID_FOR) == "U001"
+    for tenant, now, problem in (("city", AT, "another tenant"), ("town", AT + mypage_link.VALID_FOR + 1, "expired")):
+        with pytest.raises(mypage_link.BadLink, match=problem):
+            mypage_link.verify(key, token, tenant, now)
+    with pytest.raises(mypage_link.BadLink, match="forged"):
+        mypage_link.verify(mypage_link.key_for("another-secret"), token, "town", AT)
+    [plain] = m.messages_for(Effect(AT, fx.MYPAGE_LINK, "U001"), m.Texts(), "Asia/Tokyo")
+    assert "まだご用意できていません" in plain["text"]  # where no My Page is served
