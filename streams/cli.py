@@ -37,6 +37,15 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--exit", action="store_true",
                       help="stop after --days and print one JSON summary line (else run until Ctrl-C)")
 
+    admin = commands.add_parser("admin", help="manage the admin screen's staff accounts")
+    admin_what = admin.add_subparsers(dest="what", required=True, metavar="ACTION")
+    create_user = admin_what.add_parser("create-user", help="add a staff account (password from ANPI_ADMIN_PASSWORD "
+                                                            "or stdin, never from the command line)")
+    create_user.add_argument("--db", default="var/anpi.db", help="the SQLite file of `anpi serve` (default var/anpi.db)")
+    create_user.add_argument("--tenant", required=True)
+    create_user.add_argument("--login", required=True)
+    create_user.add_argument("--role", choices=["admin", "operator"], default="admin")
+
     bench = commands.add_parser("bench", help="measure the engine")
     bench_what = bench.add_subparsers(dest="what", required=True, metavar="WHAT")
     core = bench_what.add_parser("core", help="check cycles per second of the pure core, one process")
@@ -110,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         from streams.demo import main as demo_main
         return demo_main(args.residents, args.days, args.speed, args.exit, args.seed)
+    if args.command == "admin":
+        from streams.admin.cli import create_user as admin_create_user
+        return admin_create_user(args.db, args.tenant, args.login, args.role)
     if args.command == "worker":
         from streams.kafka.worker import main as worker_main
         return worker_main()

@@ -2,7 +2,8 @@
 
 linesim plays LINE and a few hundred residents; the embedded runtime (`anpi serve`) runs the
 engine, the webhook ingress and the sender on a fresh SQLite file; time runs `speed` times faster.
-Live, the terminal shows each virtual hour in which something happened. With `--exit` it stops
+Live, the terminal shows each virtual hour in which something happened, and the admin screen is
+open on the same server (a login "demo" with a fresh password, printed once). With `--exit` it stops
 after `days` virtual days and prints one JSON summary line (a contract checked from outside).
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ import random
 import secrets
 import sys
 import tempfile
+import time
 from collections import Counter
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -27,7 +29,8 @@ from schemas import effects as fx
 from schemas.events import Register
 from schemas.settings import MemberSettings, Schedule
 from schemas.tenant import Tenant
-from streams.embedded.runtime import Runtime
+from streams.admin import accounts
+from streams.embedded.serve import ServedRuntime
 from streams.embedded.store import Store
 from streams.sender import Sender
 
@@ -81,7 +84,7 @@ async def demo(n: int = 300, days: float = 3, speed: float = 5000, exit_after: b
     step_seconds = 0.02
     # reply tokens last a minute of *real* time (it is LINE's latency they allow for): speed minutes here
     sender = Sender(tenant, "http://unused", wall=clock.now, reply_max_age=50.0 * speed)
-    runtime = Runtime(store, tenant, "", now_ms, grace_ms=grace_ms, step_seconds=step_seconds, sender=sender)
+    runtime = ServedRuntime(store, tenant, "", now_ms, grace_ms=grace_ms, step_seconds=step_seconds, sender=sender)
     url = await runtime.start()
     channel = Channel("demo", tenant.channel_access_token, tenant.channel_secret,
                       webhook_url=f"{url}/webhook/{tenant.id}")
@@ -98,6 +101,10 @@ async def demo(n: int = 300, days: float = 3, speed: float = 5000, exit_after: b
             sender.base_url = sim.base_url
             print(f"anpi demo: {n} residents, {speed:g}x time, webhook {url}/webhook/{tenant.id}, "
                   f"LINE simulator {sim.base_url}, data and log in {os.path.dirname(path)}", file=out, flush=True)
+            if not exit_after:  # the password goes to the terminal only, never to the log
+                password = demo_login(store, tenant.id)
+                print(f"anpi demo: 管理画面 {url}/admin/{tenant.id}/login  ログインID {DEMO_LOGIN}  "
+                      f"パスワード {password}（この表示だけです）", file=out, flush=True)
             end, hour = at + int(days * 24 * HOUR), at - at % HOUR
             while not exit_after or now_ms() < end:
                 await asyncio.sleep(0.05)
@@ -115,6 +122,19 @@ async def demo(n: int = 300, days: float = 3, speed: float = 5000, exit_after: b
     if exit_after:
         print(json.dumps(summary, ensure_ascii=False), file=out, flush=True)
     return summary
+
+
+DEMO_LOGIN = "demo"
+
+
+def demo_login(store: Store, tenant: str) -> str:
+    """The demo tenant's administrator "demo" with a fresh random password (returned, not logged)."""
+    password = accounts.random_password()
+    accounts.install(store.db)
+    with store.transaction():
+        if not accounts.set_password(store.db, tenant, DEMO_LOGIN, password):
+            accounts.create_user(store.db, tenant, DEMO_LOGIN, accounts.ADMIN, password, int(time.time() * 1000))
+    return password
 
 
 def _print_hour(slot: int, counts: Counter, out) -> None:

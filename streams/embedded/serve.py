@@ -3,6 +3,9 @@
 Configured from the environment, so secrets stay out of argv and shell history:
 ANPI_TENANT (tenant id, default "demo"), ANPI_CHANNEL_SECRET and ANPI_CHANNEL_ACCESS_TOKEN (the
 LINE channel's), ANPI_LINE_API (default https://api.line.me), ANPI_TIMEZONE (Asia/Tokyo).
+
+The admin screen (streams/admin) is served by the same server under /admin; create its first
+account with `anpi admin create-user --db <the same file> --tenant <id> --login <name>`.
 """
 from __future__ import annotations
 
@@ -13,9 +16,13 @@ import sys
 import time
 from dataclasses import replace
 
+from aiohttp import web
+
 from schemas.tenant import Tenant
+from streams import ingress
 from streams import scenario as scenario_module
-from streams.embedded.runtime import Runtime
+from streams.admin.app import create_app as admin_app
+from streams.embedded.runtime import Runtime, StoreDedupe, StoreSink
 from streams.embedded.store import Store
 from streams.runtime import until_stopped
 from streams.tenant_env import tenant_from_env
@@ -43,10 +50,32 @@ async def _serve(store: Store, tenant: Tenant, host: str, port: int, registratio
     at = now_ms()
     for event in registrations:  # a roster import; a member already registered is left as is
         store.accept(tenant.id, None, [(event.settings.id, replace(event, at=at))])
-    runtime = Runtime(store, tenant, os.environ.get("ANPI_LINE_API", "https://api.line.me"), now_ms)
+    runtime = ServedRuntime(store, tenant, os.environ.get("ANPI_LINE_API", "https://api.line.me"), now_ms)
     url = await runtime.start(host, port)
-    print(f"anpi serve: tenant {tenant.id}: LINE webhook URL {url}/webhook/{tenant.id}; data {store.path}",
-          flush=True)
+    print(f"anpi serve: tenant {tenant.id}: LINE webhook URL {url}/webhook/{tenant.id}; "
+          f"admin screen {url}/admin/{tenant.id}/login; data {store.path}", flush=True)
     await until_stopped()
     await runtime.close()
     store.close()
+
+
+class ServedRuntime(Runtime):
+    """The embedded runtime with the admin screen under /admin on the same server.
+
+    `Runtime.start` builds the server with the webhook alone; this is the same start with the admin
+    application mounted before the server freezes its routes. The admin screen's "now" is the
+    runtime's clock (virtual in the demo), so what staff commit lands at the engine's time.
+    """
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        app = ingress.create_app({self.tenant.id: self.tenant}, StoreSink(self.store), StoreDedupe(self.store))
+        app.add_subapp("/admin", admin_app(self.store, {self.tenant.id: self.tenant.timezone}, self.now_ms))
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        bound = site._server.sockets[0].getsockname()[1]  # port 0: the OS chose one
+        self.url = f"http://{host}:{bound}"
+        self._tasks = [asyncio.create_task(self._engine_loop(), name="engine"),
+                       asyncio.create_task(self._sender_loop(), name="sender")]
+        return self.url

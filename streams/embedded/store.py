@@ -12,6 +12,8 @@ resumes exactly where the last commit left off and nothing is applied or emitted
     audit     what ingress kept but the engine does not apply (joins, unknown events, …)
     webhooks  webhookEventIds already accepted (LINE may redeliver)
     replies   the latest reply token per member, for a free thank-you
+    rs_*      the admin screen's read side, updated in each step's transaction
+              (streams/embedded/readside.py); admin_* tables belong to streams/admin
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 
 from schemas.effects import Effect
 from streams import codec
+from streams.embedded import readside
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS inbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL,
@@ -62,6 +65,9 @@ class Store:
         # only a power cut may take back the last commits, as with an unflushed disk.
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        if readside.install(self.db):  # a file from before the read side: count what it already holds
+            with self._transaction():
+                readside.rebuild(self.db)
         self._queued: list[tuple[Callable[[], object], asyncio.Future]] = []
 
     def close(self) -> None:
@@ -91,6 +97,11 @@ class Store:
         rows = [(tenant, member, token, at) for member, token, at in replies]
         if rows:
             self.db.executemany("INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?)", rows)
+
+    def enqueue(self, tenant: str, events: Iterable[tuple[str, object]]) -> None:
+        """Engine events into the inbox inside the caller's transaction (staff's Resolve commits with
+        its audit row, through `grouped`)."""
+        self._accept_rows(tenant, events)
 
     async def accept_grouped(self, tenant: str, events: Iterable[tuple[str, object]], audit: Iterable[dict] = (),
                              replies: Iterable[tuple[str, str, int]] = ()) -> None:
@@ -176,11 +187,18 @@ class Store:
         with self._transaction():
             step = self.db.execute("SELECT step FROM cursors WHERE tenant = ?", (tenant,)).fetchone()
             step = (step[0] if step else 0) + 1
+            old_labels = readside.old_labels(self.db, tenant, states)  # before the new states overwrite them
             self.db.executemany("INSERT OR REPLACE INTO states VALUES (?, ?, ?)",
                                 [(tenant, subject, _dump(codec.state_to_obj(s))) for subject, s in states.items()])
             self.db.executemany("INSERT OR IGNORE INTO effects (tenant, step, id, kind, at, effect) "
                                 "VALUES (?, ?, ?, ?, ?, ?)",
                                 [(tenant, step, e.id, e.effect, e.at, _dump(codec.effect_to_obj(e))) for e in effects])
+            if effects:  # count only the effects this step inserted: a replayed id was counted before
+                new = {i for (i,) in self.db.execute("SELECT id FROM effects WHERE tenant = ? AND sent = 0 AND step = ?",
+                                                     (tenant, step))}
+                once: set[str] = set()
+                effects = [e for e in effects if e.id in new and not (e.id in once or once.add(e.id))]
+            readside.apply_step(self.db, tenant, old_labels, states, effects)
             self.db.execute("INSERT INTO cursors (tenant, inbox, tick, step) VALUES (?, ?, ?, ?) ON CONFLICT (tenant) "
                             "DO UPDATE SET inbox = excluded.inbox, tick = excluded.tick, step = excluded.step",
                             (tenant, inbox, tick, step))
@@ -206,7 +224,9 @@ class Store:
         return [(seq, codec.effect_from_obj(json.loads(raw))) for seq, raw in rows]
 
     def mark_sent(self, seqs: Iterable[int]) -> None:
+        seqs = list(seqs)
         with self._transaction():
+            readside.count_sent(self.db, seqs)  # the month's LINE quota used, once per effect
             self.db.executemany("UPDATE effects SET sent = 1 WHERE seq = ?", [(seq,) for seq in seqs])
 
     # --- reading ---------------------------------------------------------------------------------
@@ -214,6 +234,10 @@ class Store:
     def effects(self, tenant: str) -> list[Effect]:
         return [codec.effect_from_obj(json.loads(raw))
                 for (raw,) in self.db.execute("SELECT effect FROM effects WHERE tenant = ? ORDER BY seq", (tenant,))]
+
+    def transaction(self):
+        """`with store.transaction():` one writer, all or nothing (for the admin screen's writes)."""
+        return _Transaction(self.db)
 
     def _transaction(self):
         return _Transaction(self.db)

@@ -1,0 +1,166 @@
+"""What one engine step changes on the admin screen's read side. Pure: no I/O, no clock.
+
+The admin screen must open in well under a second for a tenant of a million members, so it never
+scans members: it reads small tables that each step updates in its own commit. This module says
+*what* changes for a step's effects and changed states; streams/embedded/readside.py writes it.
+
+    Count(day, kind, n)          per tenant and local day (the member's zone): checks sent, OKs, …
+    Answered(member, cycle)      an OK before anyone was called: +1 "answered" on the day that
+                                 cycle's check went out (the shell looks that day up), so the
+                                 confirmation rate of a day is answered / check_sent of that day
+    OpenCase(member, cycle, …)   a staff call (見守り) or a contacts notice (安否通知): a row to work
+    CloseCase(member, at)        the resident answered, or staff resolved the case in the engine
+
+Effect kinds this module does not know (new ones appear as the conversations grow) change nothing.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from datetime import date
+from typing import NamedTuple
+
+from agents import readmodel
+from agents.clock import local_ordinal
+from schemas import effects as fx
+
+DEFAULT_ZONE = "Asia/Tokyo"
+BILLING_ZONE = "Asia/Tokyo"  # LINE counts its monthly message quota by the Japanese calendar month
+ANSWERED = "answered"
+
+# counted per day, on the local day the effect fell due
+DAILY = frozenset({fx.CHECK_SENT, fx.CHECK_RESENT, fx.CONFIRMED, fx.RESOLVED_AFTER_ESCALATION, fx.STAFF_CALL,
+                   fx.CONTACTS_NOTIFIED, fx.GROUP_CHECK_POSTED, fx.GROUP_CONFIRMED, fx.GROUP_UNCONFIRMED,
+                   fx.UNFOLLOWED, fx.FOLLOWED})
+
+# case outcomes: what staff recorded, or how the case closed by itself
+REACHED = "reached"          # 連絡がつき無事: closes through a Resolve event in the engine
+NO_ANSWER = "no_answer"      # 応答なし: stays open
+VISIT = "visit"              # 訪問を依頼: stays open
+EMERGENCY = "emergency"      # 救急・警察に連絡: handed over, closed by staff
+RESIDENT = "resident"        # the resident answered after the escalation
+OUTCOMES = (REACHED, NO_ANSWER, VISIT, EMERGENCY)
+CLOSES = frozenset({REACHED, EMERGENCY})
+
+
+class Count(NamedTuple):
+    day: str       # local date, ISO (YYYY-MM-DD)
+    kind: str
+    n: int = 1
+
+
+class Answered(NamedTuple):
+    member: str
+    cycle: int
+
+
+class OpenCase(NamedTuple):
+    member: str
+    cycle: int
+    kind: str      # staff_call | contacts_notified
+    at: int
+    told: int      # how many contacts were told (0 for a staff call)
+
+
+class CloseCase(NamedTuple):
+    member: str
+    at: int
+
+
+class GroupRow(NamedTuple):
+    group: str
+    cycle: int
+    posted_at: int | None
+    roster: int
+    confirmed: int
+
+
+def day_of(at: int, zone: str) -> str:
+    return date.fromordinal(local_ordinal(zone, at)).isoformat()
+
+
+def month_of(at: int) -> str:
+    return day_of(at, BILLING_ZONE)[:7]
+
+
+def zone_of(state) -> str:
+    """The zone a subject's days are counted in: its schedule's, else the tenant default."""
+    schedule = getattr(getattr(state, "settings", None), "schedule", None)
+    return getattr(schedule, "zone", None) or DEFAULT_ZONE
+
+
+def effect_changes(effect, zone: str) -> list:
+    """The read-side changes one newly committed effect makes; [] for kinds not counted here."""
+    kind = effect.effect
+    if kind not in DAILY:
+        return []
+    out: list = [Count(day_of(effect.at, zone), kind)]
+    if kind == fx.CONFIRMED and effect.cycle is not None:
+        out.append(Answered(effect.subject, effect.cycle))
+    elif kind in fx.ESCALATIONS and effect.cycle is not None:
+        out.append(OpenCase(effect.subject, effect.cycle, kind, effect.at, len(effect.to or ())))
+    elif kind == fx.RESOLVED_AFTER_ESCALATION:
+        out.append(CloseCase(effect.subject, effect.at))
+    return out
+
+
+def safe_label(state) -> str | None:
+    """The read-model label, or None for a state the read model does not count (yet)."""
+    if state is None:
+        return None
+    try:
+        return readmodel.label(state)
+    except (TypeError, AttributeError):
+        return None
+
+
+def label_moves(old: Mapping[str, str | None], new: Mapping[str, object]) -> dict[str, int]:
+    """Per label, how many subjects entered (+) or left (−) it: old label −1, new label +1."""
+    moves: Counter = Counter()
+    for subject, state in new.items():
+        before, after = old.get(subject), safe_label(state)
+        if before == after:
+            continue
+        if before is not None:
+            moves[before] -= 1
+        if after is not None:
+            moves[after] += 1
+    return {label: n for label, n in moves.items() if n}
+
+
+def group_row(subject: str, state) -> GroupRow | None:
+    """A つながり group's row for the groups page; None for anything that is not a group."""
+    if state is None or not hasattr(state, "roster") or not hasattr(state, "posted_at"):
+        return None
+    return GroupRow(subject, state.cycle, state.posted_at, len(state.roster), len(state.confirmed))
+
+
+def billed(effect, group_size: int) -> int:
+    """Messages LINE counts against the monthly quota when this effect is sent (an estimate).
+
+    One per person reached; a group counts its members. Thanks for an OK usually go by the free
+    reply API (the runtime uses a fresh reply token when it has one), so they count as free: an
+    estimate that errs low when a token had expired. Kinds not listed here (the conversations) are
+    answers by reply as well.
+    """
+    kind = effect.effect
+    if kind in (fx.CHECK_SENT, fx.CHECK_RESENT):
+        return 1
+    if kind == fx.CONTACTS_NOTIFIED:
+        return len(effect.to or ())
+    if kind in (fx.GROUP_CHECK_POSTED, fx.GROUP_UNCONFIRMED):
+        return max(1, group_size)
+    return 0
+
+
+def rate(sent: int, answered: int) -> float | None:
+    """The share of a day's checks answered before anyone was called; None on a day with no check."""
+    return min(1.0, answered / sent) if sent else None
+
+
+def tally(rows: Iterable[tuple[str, str, int]]) -> dict[str, dict[str, int]]:
+    """(day, kind, n) rows -> {day: {kind: n}}."""
+    out: dict[str, dict[str, int]] = {}
+    for day, kind, n in rows:
+        out.setdefault(day, {})[kind] = n
+    return out

@@ -1,0 +1,235 @@
+"""Staff accounts, sessions and the audit log of the admin screen, in the embedded store's SQLite file.
+
+    admin_users     per tenant: login, role (admin | operator), argon2id hash, failed attempts, lock
+    admin_sessions  the SHA-256 of each session id (a stolen copy of the file opens no session),
+                    its tenant and login, its CSRF token, and when it expires
+    admin_audit     who did what, when, to which case (never a password, a session id or a token)
+
+Every function here is synchronous and takes the times it needs as arguments (ms since the epoch),
+so tests can move the clock; password hashing runs in a thread (it takes ~0.2 s on purpose).
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import re
+import secrets
+import sqlite3
+from dataclasses import dataclass
+from functools import lru_cache
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS admin_users (tenant TEXT NOT NULL, login TEXT NOT NULL, role TEXT NOT NULL,
+                                        hash TEXT NOT NULL, failed INTEGER NOT NULL DEFAULT 0,
+                                        locked_until INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL,
+                                        PRIMARY KEY (tenant, login)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS admin_sessions (key TEXT PRIMARY KEY, tenant TEXT NOT NULL, login TEXT NOT NULL,
+                                           csrf TEXT NOT NULL, created_at INTEGER NOT NULL,
+                                           expires_at INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS admin_audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL,
+                                        at INTEGER NOT NULL, login TEXT NOT NULL, action TEXT NOT NULL,
+                                        target TEXT, detail TEXT);
+CREATE INDEX IF NOT EXISTS admin_audit_by_tenant ON admin_audit (tenant, seq);
+"""
+
+ADMIN, OPERATOR = "admin", "operator"
+ROLES = (ADMIN, OPERATOR)
+MAX_FAILURES = 5                       # wrong passwords in a row before the account locks
+LOCK_MS = 15 * 60_000                  # … for 15 minutes
+IDLE_MS = 30 * 60_000                  # a session ends after 30 minutes without a page view
+MAX_SESSION_MS = 12 * 3_600_000        # … and after 12 hours in any case
+MIN_PASSWORD = 10
+LOGIN_PATTERN = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
+
+_hasher = PasswordHasher()  # argon2id with the library's defaults (RFC 9106's second profile)
+
+
+def install(db: sqlite3.Connection) -> None:
+    db.executescript(SCHEMA)
+
+
+class AccountError(ValueError):
+    """A clear, user-facing reason an account cannot be created."""
+
+
+# --- users ------------------------------------------------------------------------------------------
+
+
+def check_new(login: str, role: str, password: str) -> None:
+    if not LOGIN_PATTERN.match(login):
+        raise AccountError("ログインIDは半角英数字と . _ @ - の64文字以内にしてください")
+    if role not in ROLES:
+        raise AccountError(f"役割は {' / '.join(ROLES)} のどれかにしてください")
+    if len(password) < MIN_PASSWORD:
+        raise AccountError(f"パスワードは{MIN_PASSWORD}文字以上にしてください")
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def create_user(db: sqlite3.Connection, tenant: str, login: str, role: str, password: str, now: int) -> None:
+    """Add an account; AccountError if the input is not acceptable or the login is taken."""
+    check_new(login, role, password)
+    add_hashed(db, tenant, login, role, hash_password(password), now)
+
+
+def add_hashed(db: sqlite3.Connection, tenant: str, login: str, role: str, hashed: str, now: int) -> None:
+    done = db.execute("INSERT OR IGNORE INTO admin_users (tenant, login, role, hash, created_at) VALUES (?, ?, ?, ?, ?)",
+                      (tenant, login, role, hashed, now))
+    if done.rowcount != 1:
+        raise AccountError("このログインIDはすでに使われています")
+
+
+def set_password(db: sqlite3.Connection, tenant: str, login: str, password: str) -> bool:
+    if len(password) < MIN_PASSWORD:
+        raise AccountError(f"パスワードは{MIN_PASSWORD}文字以上にしてください")
+    return db.execute("UPDATE admin_users SET hash = ?, failed = 0, locked_until = 0 WHERE tenant = ? AND login = ?",
+                      (_hasher.hash(password), tenant, login)).rowcount == 1
+
+
+def exists(db: sqlite3.Connection, tenant: str, login: str) -> bool:
+    return db.execute("SELECT 1 FROM admin_users WHERE tenant = ? AND login = ?", (tenant, login)).fetchone() is not None
+
+
+def users(db: sqlite3.Connection, tenant: str) -> list[dict]:
+    rows = db.execute("SELECT login, role, failed, locked_until, created_at FROM admin_users WHERE tenant = ? "
+                      "ORDER BY login", (tenant,))
+    return [dict(zip(("login", "role", "failed", "locked_until", "created_at"), row)) for row in rows]
+
+
+def unlock(db: sqlite3.Connection, tenant: str, login: str) -> bool:
+    return db.execute("UPDATE admin_users SET failed = 0, locked_until = 0 WHERE tenant = ? AND login = ?",
+                      (tenant, login)).rowcount == 1
+
+
+def random_password() -> str:
+    return secrets.token_urlsafe(12)  # 16 characters, ~96 bits
+
+
+# --- logging in ---------------------------------------------------------------------------------------
+
+OK, BAD, LOCKED = "ok", "bad", "locked"
+
+
+@lru_cache(maxsize=1)
+def _dummy_hash() -> str:
+    # An unknown login still costs one verification, so timing does not tell which logins exist.
+    return _hasher.hash(secrets.token_urlsafe(16))
+
+
+def _verify(hashed: str, password: str) -> bool:
+    try:
+        return _hasher.verify(hashed, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+async def authenticate(db: sqlite3.Connection, tenant: str, login: str, password: str, now) -> str:
+    """OK, BAD or LOCKED. `now()` gives ms; it is read after the (slow, threaded) verification too.
+
+    Five wrong passwords in a row lock the account for 15 minutes; while locked even the right
+    password is refused, and attempts do not extend the lock.
+    """
+    row = db.execute("SELECT hash, locked_until FROM admin_users WHERE tenant = ? AND login = ?",
+                     (tenant, login)).fetchone()
+    if row is not None and row[1] > now():
+        return LOCKED
+    hashed = row[0] if row is not None else _dummy_hash()
+    good = await asyncio.get_running_loop().run_in_executor(None, _verify, hashed, password)
+    if row is None:
+        return BAD
+    # No await from here on: read-modify-write is atomic with respect to other requests.
+    failed, locked_until = db.execute("SELECT failed, locked_until FROM admin_users WHERE tenant = ? AND login = ?",
+                                      (tenant, login)).fetchone()
+    t = now()
+    if locked_until > t:
+        return LOCKED  # locked by a concurrent attempt meanwhile
+    if good:
+        db.execute("UPDATE admin_users SET failed = 0, locked_until = 0 WHERE tenant = ? AND login = ?",
+                   (tenant, login))
+        return OK
+    failed = (0 if locked_until else failed) + 1  # a lock that ran out starts a fresh count
+    locked_until = t + LOCK_MS if failed >= MAX_FAILURES else 0
+    db.execute("UPDATE admin_users SET failed = ?, locked_until = ? WHERE tenant = ? AND login = ?",
+               (0 if locked_until else failed, locked_until, tenant, login))
+    return LOCKED if locked_until else BAD
+
+
+# --- sessions -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Session:
+    tenant: str
+    login: str
+    role: str
+    csrf: str
+    expires_at: int
+
+
+def _key(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode()).hexdigest()
+
+
+def open_session(db: sqlite3.Connection, tenant: str, login: str, now: int) -> str:
+    """A new session id (the cookie's value); only its hash is stored."""
+    session_id = secrets.token_urlsafe(32)
+    db.execute("DELETE FROM admin_sessions WHERE expires_at <= ?", (now,))  # sweep the expired ones
+    db.execute("INSERT INTO admin_sessions VALUES (?, ?, ?, ?, ?, ?)",
+               (_key(session_id), tenant, login, secrets.token_urlsafe(32), now, min(now + IDLE_MS,
+                                                                                      now + MAX_SESSION_MS)))
+    return session_id
+
+
+def session(db: sqlite3.Connection, session_id: str | None, now: int) -> Session | None:
+    """The live session for a cookie value, its idle deadline moved on; None if absent or expired.
+
+    The role is read from the account on every request, so a removed account loses its sessions.
+    """
+    if not session_id or len(session_id) > 128:
+        return None
+    key = _key(session_id)
+    row = db.execute("SELECT s.tenant, s.login, u.role, s.csrf, s.created_at, s.expires_at FROM admin_sessions s "
+                     "JOIN admin_users u ON u.tenant = s.tenant AND u.login = s.login WHERE s.key = ?",
+                     (key,)).fetchone()
+    if row is None:
+        return None
+    tenant, login, role, csrf, created_at, expires_at = row
+    if expires_at <= now:
+        db.execute("DELETE FROM admin_sessions WHERE key = ?", (key,))
+        return None
+    renewed = min(now + IDLE_MS, created_at + MAX_SESSION_MS)
+    if renewed - expires_at > 60_000:  # one write a minute at most, not one per page view
+        db.execute("UPDATE admin_sessions SET expires_at = ? WHERE key = ?", (renewed, key))
+        expires_at = renewed
+    return Session(tenant, login, role, csrf, expires_at)
+
+
+def close_session(db: sqlite3.Connection, session_id: str | None) -> None:
+    if session_id:
+        db.execute("DELETE FROM admin_sessions WHERE key = ?", (_key(session_id),))
+
+
+def same(a: str | None, b: str | None) -> bool:
+    """Constant-time equality for tokens; False if either is missing."""
+    return bool(a) and bool(b) and hmac.compare_digest(a.encode(), b.encode())
+
+
+# --- audit --------------------------------------------------------------------------------------------
+
+
+def audit(db: sqlite3.Connection, tenant: str, at: int, login: str, action: str, target: str | None = None,
+          detail: str | None = None) -> None:
+    db.execute("INSERT INTO admin_audit (tenant, at, login, action, target, detail) VALUES (?, ?, ?, ?, ?, ?)",
+               (tenant, at, login, action, target, detail))
+
+
+def audit_log(db: sqlite3.Connection, tenant: str, limit: int = 200) -> list[dict]:
+    rows = db.execute("SELECT at, login, action, target, detail FROM admin_audit WHERE tenant = ? "
+                      "ORDER BY seq DESC LIMIT ?", (tenant, limit))
+    return [dict(zip(("at", "login", "action", "target", "detail"), row)) for row in rows]

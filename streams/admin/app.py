@@ -1,0 +1,35 @@
+"""The admin screen as an aiohttp application, mounted under /admin (`anpi serve`, `anpi demo`).
+
+    /admin/                         → the login page of the only tenant (or a short note)
+    /admin/{tenant}/login           GET form, POST credentials (public)
+    /admin/{tenant}/...             everything else: a session of that very tenant, and on POST its
+                                    CSRF token (streams/admin/auth.py guards every route by default)
+
+Two clocks: `now_ms` is the engine's (virtual and sped up in the demo): "today", "time since the
+check" and the `at` of the events staff commit; `wall_ms` is real time: sessions and lockouts.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+
+import jinja2
+from aiohttp import web
+
+from streams.admin import accounts, auth, pages, view
+from streams.admin.keys import CLOCK, STORE, TEMPLATES, TENANTS, WALL
+from streams.embedded.store import Store
+
+
+def create_app(store: Store, tenants: Mapping[str, str], now_ms: Callable[[], int],
+               wall_ms: Callable[[], int] | None = None) -> web.Application:
+    """`tenants`: tenant id -> time zone, the tenants whose staff may log in here."""
+    accounts.install(store.db)
+    app = web.Application(middlewares=[auth.headers, auth.guard], client_max_size=64 * 1024)
+    app[STORE], app[TENANTS], app[CLOCK] = store, dict(tenants), now_ms
+    app[WALL] = wall_ms or (lambda: int(time.time() * 1000))
+    app[TEMPLATES] = jinja2.Environment(loader=jinja2.PackageLoader("streams.admin", "templates"),
+                                        autoescape=True, trim_blocks=True, lstrip_blocks=True)
+    app[TEMPLATES].filters.update(view.FILTERS)
+    pages.add_routes(app.router)
+    return app

@@ -1,0 +1,17 @@
+"""The admin application's shared objects (typed aiohttp app keys), in one place to avoid import cycles."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jinja2
+from aiohttp import web
+
+from streams.embedded.store import Store
+
+STORE = web.AppKey("store", Store)
+TENANTS = web.AppKey("tenants", dict)                 # tenant id -> time zone
+CLOCK = web.AppKey("clock", Callable[[], int])        # the engine's time, ms
+WALL = web.AppKey("wall", Callable[[], int])          # real time, ms: sessions and lockouts
+TEMPLATES = web.AppKey("templates", jinja2.Environment)
+SESSION = web.RequestKey("session", object)           # the logged-in staff member (accounts.Session)
+FORM = web.RequestKey("form", object)                 # a POST's form, read (and CSRF-checked) by the guard

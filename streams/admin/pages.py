@@ -1,0 +1,239 @@
+"""The admin pages: overview, call queue, escalations, groups, accounts and the audit log.
+
+Each page reads the read side (streams/embedded/readside.py: a few indexed rows), never the members.
+Writes go through the store's transactions; what staff decide about a case that the engine must know
+(「連絡がつき無事」) goes into the engine's inbox as a `Resolve` event, committed with its audit row.
+"""
+from __future__ import annotations
+
+import asyncio
+from datetime import date
+
+from aiohttp import web
+
+from agents import readside as rs
+from agents.clock import local_ordinal
+from agents.member import ESCALATED
+from schemas import effects as fx
+from schemas.events import Resolve
+from streams.admin import accounts, auth, chart
+from streams.admin.keys import CLOCK, FORM, SESSION, STORE, TENANTS, WALL
+from streams.admin.view import elapsed, local_time, render
+from streams.embedded import readside
+
+SERVICES = (("watch", "見守り"), ("notify", "安否通知"))
+PHASES = (("idle", "次の確認を待っています"), ("sent", "確認を送り、返事待ち"), ("resent", "再送して返事待ち"),
+          ("escalated", "連絡中（返事なし）"), ("unfollowed", "ブロック中"))
+GROUP_PHASES = (("group:idle", "次の確認を待っています"), ("group:posted", "確認を投稿中"))
+OUTCOME_WORDS = {rs.REACHED: "連絡がつき無事", rs.NO_ANSWER: "応答なし", rs.VISIT: "訪問を依頼",
+                 rs.EMERGENCY: "救急・警察に連絡", rs.RESIDENT: "ご本人から応答あり"}
+ACTION_WORDS = {"login": "ログイン", "login.failed": "ログイン失敗", "login.locked": "ログイン失敗（ロック中）",
+                "logout": "ログアウト", "user.create": "アカウントを作成", "user.unlock": "ロックを解除",
+                **{f"case.{k}": f"対応を記録：{v}" for k, v in OUTCOME_WORDS.items()}}
+ROLE_WORDS = {accounts.ADMIN: "管理者", accounts.OPERATOR: "担当者"}
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    router.add_get("/", index, name="index")
+    router.add_get("/{tenant}/login", auth.login_form, name="login")
+    router.add_post("/{tenant}/login", auth.login, name="login_post")
+    router.add_post("/{tenant}/logout", auth.logout, name="logout")
+    router.add_get("/{tenant}/", home, name="home")
+    router.add_get("/{tenant}/overview", overview, name="overview")
+    router.add_get("/{tenant}/calls", calls, name="calls")
+    router.add_post("/{tenant}/calls/record", record, name="record")
+    router.add_get("/{tenant}/escalations", escalations, name="escalations")
+    router.add_get("/{tenant}/groups", groups, name="groups")
+    router.add_get("/{tenant}/users", users, name="users")
+    router.add_post("/{tenant}/users", create_user, name="create_user")
+    router.add_post("/{tenant}/users/unlock", unlock_user, name="unlock_user")
+    router.add_get("/{tenant}/audit", audit, name="audit")
+
+
+def _context(request: web.Request) -> tuple[str, str, int]:
+    tenant = request.match_info["tenant"]
+    return tenant, request.app[TENANTS][tenant], request.app[CLOCK]()
+
+
+@auth.public
+async def index(request: web.Request) -> web.Response:
+    tenants = request.app[TENANTS]
+    if len(tenants) == 1:
+        raise web.HTTPFound(request.app.router["login"].url_for(tenant=next(iter(tenants))))
+    return render(request, "error.html", title="anpi 管理画面",
+                  message="自治体ごとの管理画面のアドレス（/admin/自治体ID/login）からお入りください。")
+
+
+async def home(request: web.Request) -> web.Response:
+    raise web.HTTPFound(request.app.router["overview"].url_for(tenant=request.match_info["tenant"]))
+
+
+# --- overview -----------------------------------------------------------------------------------------
+
+
+async def overview(request: web.Request) -> web.Response:
+    tenant, zone, now = _context(request)
+    db = request.app[STORE].db
+    today = date.fromordinal(local_ordinal(zone, now))
+    days = chart.days_back(today, 30)
+    counts = readside.daily(db, tenant, days[0].isoformat(), today.isoformat())
+    t = counts.get(today.isoformat(), {})
+    labels = readside.labels(db, tenant)
+    rows, other = _member_rows(labels)
+    return render(request, "overview.html", title="利用状況", today=today, now=now,
+                  today_counts={"sent": t.get(fx.CHECK_SENT, 0),
+                                "ok": t.get(fx.CONFIRMED, 0) + t.get(fx.RESOLVED_AFTER_ESCALATION, 0),
+                                "resent": t.get(fx.CHECK_RESENT, 0), "staff": t.get(fx.STAFF_CALL, 0),
+                                "contacts": t.get(fx.CONTACTS_NOTIFIED, 0), "posted": t.get(fx.GROUP_CHECK_POSTED, 0)},
+                  rows=rows, other=other, phases=PHASES, group_phases=GROUP_PHASES,
+                  groups={k: labels.get(k, 0) for k, _ in GROUP_PHASES},
+                  chart=chart.rate_chart(days, counts), quota=readside.usage(db, tenant, rs.month_of(now)),
+                  month=rs.month_of(now), open_calls=readside.open_count(db, tenant, fx.STAFF_CALL),
+                  open_notices=readside.open_count(db, tenant, fx.CONTACTS_NOTIFIED),
+                  local_time=local_time(now, zone))
+
+
+def _member_rows(labels: dict[str, int]) -> tuple[list[dict], dict[str, int]]:
+    """Members by service (rows) and state (columns); labels this page does not know, apart."""
+    known = {f"{s}:{p}" for s, _ in SERVICES for p, _ in PHASES} | {k for k, _ in GROUP_PHASES}
+    rows = [{"name": name, "cells": [labels.get(f"{service}:{p}", 0) for p, _ in PHASES],
+             "total": sum(labels.get(f"{service}:{p}", 0) for p, _ in PHASES)} for service, name in SERVICES]
+    return rows, {k: n for k, n in sorted(labels.items()) if k not in known}
+
+
+# --- the call queue (見守り) ----------------------------------------------------------------------------
+
+
+async def calls(request: web.Request) -> web.Response:
+    tenant, zone, now = _context(request)
+    db = request.app[STORE].db
+    open_rows = [_case_view(db, tenant, zone, now, row) for row in readside.cases(db, tenant, fx.STAFF_CALL, "open")]
+    closed = [_case_view(db, tenant, zone, now, row)
+              for row in readside.cases(db, tenant, fx.STAFF_CALL, "closed", limit=20)]
+    done = request.query.get("done")
+    return render(request, "calls.html", title="職員の連絡待ち", open_rows=open_rows, closed=closed,
+                  csrf=request[SESSION].csrf, outcomes=[(k, OUTCOME_WORDS[k]) for k in rs.OUTCOMES],
+                  done=OUTCOME_WORDS.get(done), gone=request.query.get("gone") == "1")
+
+
+def _case_view(db, tenant: str, zone: str, now: int, row: dict) -> dict:
+    state = readside.state_of(db, tenant, row["member"])
+    sent_at = readside.check_sent_at(db, tenant, row["member"], row["cycle"])
+    settings = getattr(state, "settings", None)
+    return {**row, "phone": getattr(settings, "phone", None), "sent_at": local_time(sent_at, zone),
+            "since_check": elapsed(now - sent_at) if sent_at is not None else "—",
+            "escalated_at": local_time(row["at"], zone), "closed_at_text": local_time(row["closed_at"], zone),
+            "last_action_text": OUTCOME_WORDS.get(row["last_action"] or ""),
+            "last_action_at_text": local_time(row["last_action_at"], zone),
+            "outcome_text": OUTCOME_WORDS.get(row["outcome"] or "", "完了"),
+            "resolving": row["status"] == "open" and row["last_action"] == rs.REACHED}
+
+
+async def record(request: web.Request) -> web.Response:
+    """Staff record what came of a call. Reached and fine: the engine closes the case (a Resolve
+    event); emergency services called: staff close it here (handed over); otherwise it stays open."""
+    tenant, _, now = _context(request)
+    form, store, login = request[FORM], request.app[STORE], request[SESSION].login
+    back = request.app.router["calls"].url_for(tenant=tenant)
+    member, outcome = str(form.get("member", "")), str(form.get("outcome", ""))
+    try:
+        cycle = int(str(form.get("cycle", "")))
+    except ValueError:
+        cycle = -1
+    row = readside.case(store.db, tenant, member, cycle)
+    if outcome not in rs.OUTCOMES or row is None or row["kind"] != fx.STAFF_CALL or row["status"] != "open":
+        return auth.see_other(back.with_query(gone="1"))
+    wall = request.app[WALL]()
+    state = readside.state_of(store.db, tenant, member)
+    # The engine can resolve only the escalation it still has open; a case it has already let go of
+    # (the resident blocked the account meanwhile, say) is closed here instead.
+    resolve = outcome == rs.REACHED and getattr(state, "phase", None) == ESCALATED and state.cycle == cycle
+    close_here = outcome == rs.EMERGENCY or (outcome == rs.REACHED and not resolve)
+
+    def write() -> None:
+        readside.record_action(store.db, tenant, member, cycle, outcome, now, close=close_here)
+        accounts.audit(store.db, tenant, wall, login, f"case.{outcome}", f"{member}:{cycle}")
+        if resolve:
+            store.enqueue(tenant, [(member, Resolve(now, member))])
+
+    await store.grouped(write)
+    return auth.see_other(back.with_query(done=outcome))
+
+
+# --- escalations (安否通知) and groups (つながり) ---------------------------------------------------------
+
+
+async def escalations(request: web.Request) -> web.Response:
+    tenant, zone, now = _context(request)
+    db = request.app[STORE].db
+    open_rows = [_case_view(db, tenant, zone, now, r) for r in readside.cases(db, tenant, fx.CONTACTS_NOTIFIED, "open")]
+    closed = [_case_view(db, tenant, zone, now, r)
+              for r in readside.cases(db, tenant, fx.CONTACTS_NOTIFIED, "closed", limit=20)]
+    return render(request, "escalations.html", title="安否通知（ご家族などへの連絡）", open_rows=open_rows,
+                  closed=closed)
+
+
+async def groups(request: web.Request) -> web.Response:
+    tenant, zone, now = _context(request)
+    rows = []
+    for g in readside.groups(request.app[STORE].db, tenant):
+        posted = g["posted_at"] is not None
+        rows.append({**g, "posted": posted, "posted_text": local_time(g["posted_at"], zone),
+                     "waiting": max(0, g["roster"] - g["confirmed"]) if posted else None,
+                     "unconfirmed_text": local_time(g["unconfirmed_at"], zone)})
+    return render(request, "groups.html", title="つながり（グループ）", rows=rows)
+
+
+# --- accounts and the audit log (administrators) --------------------------------------------------------
+
+
+@auth.admin_only
+async def users(request: web.Request) -> web.Response:
+    return _users_page(request)
+
+
+def _users_page(request: web.Request, status: int = 200, **extra) -> web.Response:
+    tenant, zone, _ = _context(request)
+    wall = request.app[WALL]()
+    rows = [{**u, "role_text": ROLE_WORDS.get(u["role"], u["role"]), "locked": u["locked_until"] > wall,
+             "created_text": local_time(u["created_at"], zone)}
+            for u in accounts.users(request.app[STORE].db, tenant)]
+    return render(request, "users.html", status=status, title="アカウント", rows=rows, roles=ROLE_WORDS,
+                  csrf=request[SESSION].csrf, **extra)
+
+
+@auth.admin_only
+async def create_user(request: web.Request) -> web.Response:
+    tenant = request.match_info["tenant"]
+    form, db = request[FORM], request.app[STORE].db
+    login, role = str(form.get("login", "")).strip(), str(form.get("role", ""))
+    password = accounts.random_password()  # shown once on the next page, never stored in the clear
+    wall = request.app[WALL]()
+    try:
+        accounts.check_new(login, role, password)
+        if accounts.exists(db, tenant, login):
+            raise accounts.AccountError("このログインIDはすでに使われています")
+        hashed = await asyncio.get_running_loop().run_in_executor(None, accounts.hash_password, password)
+        with request.app[STORE].transaction():
+            accounts.add_hashed(db, tenant, login, role, hashed, wall)
+            accounts.audit(db, tenant, wall, request[SESSION].login, "user.create", login, role)
+    except accounts.AccountError as e:
+        return _users_page(request, 400, error=str(e))
+    return _users_page(request, created={"login": login, "password": password, "role": ROLE_WORDS[role]})
+
+
+@auth.admin_only
+async def unlock_user(request: web.Request) -> web.Response:
+    tenant = request.match_info["tenant"]
+    db, login = request.app[STORE].db, str(request[FORM].get("login", ""))
+    if accounts.unlock(db, tenant, login):
+        accounts.audit(db, tenant, request.app[WALL](), request[SESSION].login, "user.unlock", login)
+    return auth.see_other(request.app.router["users"].url_for(tenant=tenant))
+
+
+@auth.admin_only
+async def audit(request: web.Request) -> web.Response:
+    tenant, zone, _ = _context(request)
+    rows = [{**r, "when": local_time(r["at"], zone), "what": ACTION_WORDS.get(r["action"], r["action"])}
+            for r in accounts.audit_log(request.app[STORE].db, tenant)]
+    return render(request, "audit.html", title="操作の記録", rows=rows)

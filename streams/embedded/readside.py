@@ -1,0 +1,251 @@
+"""The admin screen's read side in the embedded store: small tables, updated inside each step's commit.
+
+`apply_step` runs inside Store.commit_step's transaction, after the step's effects are inserted, so
+a step's states, effects and read side are all-or-nothing together: the screen can never show an
+escalation the engine did not commit, nor miss one it did. What changes is decided by the pure
+agents/readside.py; this module only reads and writes rows.
+
+    rs_daily   (tenant, day, kind) -> n   per local day: checks sent, OKs, resends, escalations, …
+    rs_labels  (tenant, label) -> n       members and groups by service and state
+    rs_cases   one row per escalation (staff call or contacts told): open until the resident answers,
+               the engine resolves it, or staff close it
+    rs_groups  one row per つながり group: its current check
+    rs_usage   (tenant, month) -> messages handed to LINE that count against the quota (an estimate)
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import Counter
+from collections.abc import Iterable, Mapping
+
+from agents import readside as rs
+from schemas import effects as fx
+from streams import codec
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS rs_daily (tenant TEXT NOT NULL, day TEXT NOT NULL, kind TEXT NOT NULL,
+                                     n INTEGER NOT NULL, PRIMARY KEY (tenant, day, kind)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rs_labels (tenant TEXT NOT NULL, label TEXT NOT NULL, n INTEGER NOT NULL,
+                                      PRIMARY KEY (tenant, label)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rs_cases (tenant TEXT NOT NULL, member TEXT NOT NULL, cycle INTEGER NOT NULL,
+                                     kind TEXT NOT NULL, at INTEGER NOT NULL, told INTEGER NOT NULL DEFAULT 0,
+                                     status TEXT NOT NULL DEFAULT 'open', last_action TEXT,
+                                     last_action_at INTEGER, closed_at INTEGER, outcome TEXT,
+                                     PRIMARY KEY (tenant, member, cycle));
+CREATE INDEX IF NOT EXISTS rs_cases_by_status ON rs_cases (tenant, kind, status, at);
+CREATE TABLE IF NOT EXISTS rs_groups (tenant TEXT NOT NULL, grp TEXT NOT NULL, cycle INTEGER NOT NULL,
+                                      posted_at INTEGER, roster INTEGER NOT NULL, confirmed INTEGER NOT NULL,
+                                      unconfirmed_at INTEGER, unconfirmed INTEGER,
+                                      PRIMARY KEY (tenant, grp)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rs_usage (tenant TEXT NOT NULL, month TEXT NOT NULL, n INTEGER NOT NULL,
+                                     PRIMARY KEY (tenant, month)) WITHOUT ROWID;
+"""
+TABLES = ("rs_daily", "rs_labels", "rs_cases", "rs_groups", "rs_usage")
+
+
+def install(db: sqlite3.Connection) -> bool:
+    """Create the tables; True if they are new (an older file: rebuild them from what it holds)."""
+    have = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    db.executescript(SCHEMA)
+    return "rs_daily" not in have
+
+
+# --- writing (inside the store's transactions) ------------------------------------------------------
+
+
+def old_labels(db: sqlite3.Connection, tenant: str, subjects: Iterable[str]) -> dict[str, str | None]:
+    """The labels of these subjects as committed, before the step overwrites them."""
+    subjects = list(subjects)
+    out: dict[str, str | None] = dict.fromkeys(subjects)
+    for i in range(0, len(subjects), 500):  # a few hundred keys a statement: far fewer round trips
+        chunk = subjects[i:i + 500]
+        rows = db.execute(f"SELECT subject, state FROM states WHERE tenant = ? AND subject IN "
+                          f"({','.join('?' * len(chunk))})", (tenant, *chunk))
+        for subject, raw in rows:
+            out[subject] = rs.safe_label(_decode(raw))
+    return out
+
+
+def apply_step(db: sqlite3.Connection, tenant: str, old: Mapping[str, str | None], states: Mapping[str, object],
+               effects: Iterable) -> None:
+    """Count one step: its changed states (`old` labels before it) and its newly inserted effects."""
+    for label, n in rs.label_moves(old, states).items():
+        db.execute("INSERT INTO rs_labels VALUES (?, ?, ?) ON CONFLICT (tenant, label) DO UPDATE SET n = n + ?",
+                   (tenant, label, n, n))
+        db.execute("DELETE FROM rs_labels WHERE tenant = ? AND label = ? AND n = 0", (tenant, label))
+    for subject, state in states.items():
+        row = rs.group_row(subject, state)
+        if row is not None:
+            db.execute("INSERT INTO rs_groups (tenant, grp, cycle, posted_at, roster, confirmed) VALUES (?, ?, ?, ?, ?, ?) "
+                       "ON CONFLICT (tenant, grp) DO UPDATE SET cycle = excluded.cycle, posted_at = excluded.posted_at, "
+                       "roster = excluded.roster, confirmed = excluded.confirmed", (tenant, *row))
+    zones: dict[str, str] = {}
+    counts: Counter = Counter()  # a big step's thousands of checks are one row per day and kind
+    opens: list[tuple] = []      # … and its thousands of escalations one statement
+    for effect in effects:
+        zone = zones.get(effect.subject)
+        if zone is None:
+            zone = zones[effect.subject] = rs.zone_of(states.get(effect.subject)) if effect.subject in states \
+                else _zone_in_table(db, tenant, effect.subject)
+        for change in rs.effect_changes(effect, zone):
+            if type(change) is rs.Count:
+                counts[(change.day, change.kind)] += change.n
+            elif type(change) is rs.OpenCase:
+                opens.append((tenant, change.member, change.cycle, change.kind, change.at, change.told))
+            else:
+                if opens:  # a case opened earlier in this step may be the one this closes
+                    _open(db, opens)
+                _write(db, tenant, change, zone, counts)
+        if effect.effect == fx.GROUP_UNCONFIRMED:
+            db.execute("UPDATE rs_groups SET unconfirmed_at = ?, unconfirmed = ? WHERE tenant = ? AND grp = ?",
+                       (effect.at, len(effect.members or ()), tenant, effect.subject))
+    _open(db, opens)
+    db.executemany("INSERT INTO rs_daily VALUES (?, ?, ?, ?) ON CONFLICT (tenant, day, kind) DO UPDATE SET n = n + ?",
+                   [(tenant, day, kind, n, n) for (day, kind), n in counts.items()])
+
+
+def _write(db: sqlite3.Connection, tenant: str, change, zone: str, counts: Counter) -> None:
+    kind = type(change)
+    if kind is rs.Answered:
+        row = db.execute("SELECT at FROM effects WHERE tenant = ? AND id = ?",
+                         (tenant, f"{change.member}:{change.cycle}:{fx.CHECK_SENT}")).fetchone()
+        if row is not None:  # the cycle's check: the OK counts for the day it went out
+            counts[(rs.day_of(row[0], zone), rs.ANSWERED)] += 1
+    elif kind is rs.CloseCase:
+        # staff who reached the person asked the engine to resolve: keep their word as the outcome
+        db.execute("UPDATE rs_cases SET status = 'closed', closed_at = ?, outcome = CASE WHEN last_action = ? "
+                   "THEN ? ELSE ? END WHERE tenant = ? AND member = ? AND status = 'open'",
+                   (change.at, rs.REACHED, rs.REACHED, rs.RESIDENT, tenant, change.member))
+
+
+def _open(db: sqlite3.Connection, opens: list[tuple]) -> None:
+    db.executemany("INSERT OR IGNORE INTO rs_cases (tenant, member, cycle, kind, at, told) VALUES (?, ?, ?, ?, ?, ?)",
+                   opens)
+    opens.clear()
+
+
+def count_sent(db: sqlite3.Connection, seqs: Iterable[int]) -> None:
+    """Effects about to be marked sent: add the messages they cost to their month (once per effect)."""
+    rows = (db.execute("SELECT tenant, effect FROM effects WHERE seq = ? AND sent = 0", (seq,)).fetchone()
+            for seq in seqs)
+    _bill(db, (row for row in rows if row is not None))
+
+
+def _bill(db: sqlite3.Connection, rows: Iterable[tuple[str, str]]) -> None:
+    sizes: dict[tuple[str, str], int] = {}
+    for tenant, raw in rows:
+        effect = codec.effect_from_obj(json.loads(raw))
+        size = 0
+        if effect.effect in (fx.GROUP_CHECK_POSTED, fx.GROUP_UNCONFIRMED):
+            key = (tenant, effect.subject)
+            if key not in sizes:
+                found = db.execute("SELECT roster FROM rs_groups WHERE tenant = ? AND grp = ?", key).fetchone()
+                sizes[key] = found[0] if found else 1
+            size = sizes[key]
+        n = rs.billed(effect, size)
+        if n:
+            db.execute("INSERT INTO rs_usage VALUES (?, ?, ?) ON CONFLICT (tenant, month) DO UPDATE SET n = n + ?",
+                       (tenant, rs.month_of(effect.at), n, n))
+
+
+def record_action(db: sqlite3.Connection, tenant: str, member: str, cycle: int, action: str, at: int,
+                  close: bool) -> bool:
+    """Staff recorded an outcome on an open case; with `close`, the case closes with it. False if not open."""
+    if close:
+        done = db.execute("UPDATE rs_cases SET last_action = ?, last_action_at = ?, status = 'closed', closed_at = ?, "
+                          "outcome = ? WHERE tenant = ? AND member = ? AND cycle = ? AND status = 'open'",
+                          (action, at, at, action, tenant, member, cycle))
+    else:
+        done = db.execute("UPDATE rs_cases SET last_action = ?, last_action_at = ? "
+                          "WHERE tenant = ? AND member = ? AND cycle = ? AND status = 'open'",
+                          (action, at, tenant, member, cycle))
+    return done.rowcount == 1
+
+
+def rebuild(db: sqlite3.Connection) -> None:
+    """Fill the read side of a file written before it existed, from its states and effects (once)."""
+    for table in TABLES:
+        db.execute(f"DELETE FROM {table}")
+    tenants = [t for (t,) in db.execute("SELECT DISTINCT tenant FROM states")]
+    for tenant in tenants:
+        states = {subject: _decode(raw) for subject, raw in
+                  db.execute("SELECT subject, state FROM states WHERE tenant = ?", (tenant,))}
+        apply_step(db, tenant, {}, states, ())
+        rows = db.execute("SELECT effect FROM effects WHERE tenant = ? ORDER BY seq", (tenant,)).fetchall()
+        apply_step(db, tenant, {}, {}, [codec.effect_from_obj(json.loads(raw)) for (raw,) in rows])
+    _bill(db, db.execute("SELECT tenant, effect FROM effects WHERE sent = 1 ORDER BY seq").fetchall())
+
+
+def _zone_in_table(db: sqlite3.Connection, tenant: str, subject: str) -> str:
+    row = db.execute("SELECT state FROM states WHERE tenant = ? AND subject = ?", (tenant, subject)).fetchone()
+    return rs.zone_of(_decode(row[0])) if row else rs.DEFAULT_ZONE
+
+
+def _decode(raw: str):
+    try:
+        return codec.state_from_obj(json.loads(raw))
+    except (ValueError, KeyError, TypeError, IndexError):  # a state this read side cannot read: not counted
+        return None
+
+
+# --- reading (the admin pages) ------------------------------------------------------------------------
+
+
+def daily(db: sqlite3.Connection, tenant: str, first: str, last: str) -> dict[str, dict[str, int]]:
+    return rs.tally(db.execute("SELECT day, kind, n FROM rs_daily WHERE tenant = ? AND day BETWEEN ? AND ?",
+                               (tenant, first, last)))
+
+
+def labels(db: sqlite3.Connection, tenant: str) -> dict[str, int]:
+    return {label: n for label, n in db.execute("SELECT label, n FROM rs_labels WHERE tenant = ? AND n != 0",
+                                                (tenant,))}
+
+
+def usage(db: sqlite3.Connection, tenant: str, month: str) -> int:
+    row = db.execute("SELECT n FROM rs_usage WHERE tenant = ? AND month = ?", (tenant, month)).fetchone()
+    return row[0] if row else 0
+
+
+CASE_COLUMNS = ("member", "cycle", "kind", "at", "told", "status", "last_action", "last_action_at", "closed_at",
+                "outcome")
+
+
+def cases(db: sqlite3.Connection, tenant: str, kind: str, status: str, limit: int = 200) -> list[dict]:
+    """Open cases oldest first (the longest wait on top); closed ones newest first."""
+    order = "at ASC" if status == "open" else "closed_at DESC"
+    rows = db.execute(f"SELECT {', '.join(CASE_COLUMNS)} FROM rs_cases WHERE tenant = ? AND kind = ? AND status = ? "
+                      f"ORDER BY {order} LIMIT ?", (tenant, kind, status, limit))
+    return [dict(zip(CASE_COLUMNS, row)) for row in rows]
+
+
+def case(db: sqlite3.Connection, tenant: str, member: str, cycle: int) -> dict | None:
+    row = db.execute(f"SELECT {', '.join(CASE_COLUMNS)} FROM rs_cases WHERE tenant = ? AND member = ? AND cycle = ?",
+                     (tenant, member, cycle)).fetchone()
+    return dict(zip(CASE_COLUMNS, row)) if row else None
+
+
+def open_count(db: sqlite3.Connection, tenant: str, kind: str) -> int:
+    return db.execute("SELECT COUNT(*) FROM rs_cases WHERE tenant = ? AND kind = ? AND status = 'open'",
+                      (tenant, kind)).fetchone()[0]
+
+
+def check_sent_at(db: sqlite3.Connection, tenant: str, member: str, cycle: int) -> int | None:
+    row = db.execute("SELECT at FROM effects WHERE tenant = ? AND id = ?",
+                     (tenant, f"{member}:{cycle}:{fx.CHECK_SENT}")).fetchone()
+    return row[0] if row else None
+
+
+def state_of(db: sqlite3.Connection, tenant: str, subject: str):
+    """One subject's committed state (a primary-key lookup), or None."""
+    row = db.execute("SELECT state FROM states WHERE tenant = ? AND subject = ?", (tenant, subject)).fetchone()
+    return _decode(row[0]) if row else None
+
+
+GROUP_COLUMNS = ("grp", "cycle", "posted_at", "roster", "confirmed", "unconfirmed_at", "unconfirmed")
+
+
+def groups(db: sqlite3.Connection, tenant: str, limit: int = 500) -> list[dict]:
+    rows = db.execute(f"SELECT {', '.join(GROUP_COLUMNS)} FROM rs_groups WHERE tenant = ? ORDER BY grp LIMIT ?",
+                      (tenant, limit))
+    return [dict(zip(GROUP_COLUMNS, row)) for row in rows]

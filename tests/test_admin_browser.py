@@ -1,0 +1,185 @@
+"""The admin screen in a real browser (headless Chromium): staff log in, read the overview of a town
+of simulated residents, and work a call-queue case until the engine has closed it.
+
+Screenshots of each screen go to docs/screenshots/ (the README shows them).
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import sqlite3
+import time
+from collections import Counter
+from pathlib import Path
+
+from aiohttp import web
+
+from agents import readside as rs
+from agents.clock import HOUR, MINUTE
+from agents.messages import SENDS_MESSAGES
+from browser import ServerThread, browser  # noqa: F401  (the fixture)
+from linesim import user_id_for
+from schemas import effects as fx
+from schemas.events import Ok, Register
+from schemas.settings import GroupSettings, MemberSettings, Schedule
+from streams.admin import accounts
+from streams.admin.app import create_app
+from streams.embedded.engine import Engine
+from streams.embedded.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+SHOTS = ROOT / "docs" / "screenshots"
+START = 1_796_050_800_000  # 2026-12-01T00:00+09:00
+DAY = 24 * HOUR
+TENANT, ZONE = "sakura-city", "Asia/Tokyo"
+LOGIN, PASSWORD = "tanaka", "sakura-staff-2026"
+
+
+def simulated_town(store: Store, n: int, days: int, seed: int) -> tuple[Engine, int]:
+    """n residents and a つながり group through `days` of daily checks, stepped every half hour.
+
+    Each check is answered within hours (most), after the resend (some), or only long after staff
+    were called (a few: those of the last days are still waiting). Returns the engine and its time.
+    """
+    rnd = random.Random(seed)
+    schedule = Schedule("1d", 9 * 60, ZONE, None)
+    members = [user_id_for(f"town-{i}") for i in range(n)]
+    for i, uid in enumerate(members):
+        settings = (MemberSettings(uid, "watch", schedule, f"090-{1000 + i:04d}-{2000 + i:04d}", ()) if i % 3
+                    else MemberSettings(uid, "notify", schedule, None, (user_id_for(f"family-{i}"),)))
+        store.accept(TENANT, None, [(uid, Register(START, settings))])
+    group = "C" + "7" * 32
+    store.accept(TENANT, None, [(group, Register(START, GroupSettings(group, Schedule("1d", 8 * 60, ZONE, None),
+                                                                      tuple(members[:12]))))])
+    engine = Engine(store, TENANT)
+    answers: list[tuple[int, str, str | None]] = []
+    t, end = START, START + (days - 1) * DAY + 16 * HOUR + 15 * MINUTE  # 16:15 on the last day
+    while t < end:
+        t = min(t + 30 * MINUTE, end)
+        due = sorted(a for a in answers if a[0] <= t)
+        answers = [a for a in answers if a[0] > t]
+        for at, member, grp in due:
+            subjects = [grp, member] if grp else [member]
+            store.accept(TENANT, None, [(s, Ok(at, member, grp)) for s in subjects])
+        for e in engine.step(t):
+            if e.effect == fx.CHECK_SENT:
+                r = rnd.random()
+                if r < 0.84:
+                    answers.append((e.at + rnd.randint(3, 240) * MINUTE, e.subject, None))
+                elif r < 0.95:
+                    answers.append((e.at + DAY + rnd.randint(5, 150) * MINUTE, e.subject, None))
+                else:
+                    answers.append((e.at + 27 * HOUR + rnd.randint(3, 60) * HOUR, e.subject, None))
+            elif e.effect == fx.GROUP_CHECK_POSTED:
+                for member in members[:12]:
+                    if rnd.random() < 0.85:
+                        answers.append((e.at + rnd.randint(5, 600) * MINUTE, member, group))
+    return engine, t
+
+
+def test_staff_log_in_read_the_overview_and_work_a_call_to_closed(tmp_path, browser):  # noqa: F811
+    path = str(tmp_path / "anpi.db")
+    store = Store(path)
+    engine, now = simulated_town(store, n=150, days=12, seed=7)
+    accounts.install(store.db)
+    accounts.create_user(store.db, TENANT, LOGIN, accounts.OPERATOR, PASSWORD, START)
+    while rows := store.unsent(TENANT, SENDS_MESSAGES):  # what the sender would have handed to LINE
+        store.mark_sent(seq for seq, _ in rows)
+    billed = sum(rs.billed(e, 12) for e in store.effects(TENANT))  # the group has twelve members
+    expected = _today_counts(store, now)
+    assert expected["sent"] > 0 and expected["ok"] > 0 and expected["staff"] > 0
+    open_cases = store.db.execute("SELECT member, cycle FROM rs_cases WHERE tenant = ? AND kind = ? AND status = "
+                                  "'open' ORDER BY at", (TENANT, fx.STAFF_CALL)).fetchall()
+    assert len(open_cases) >= 2, "the town should leave staff some calls to make"
+
+    server, stop = ServerThread(), asyncio.Event()
+    state: dict = {}
+
+    async def setup() -> str:
+        nonlocal stop
+        stop = asyncio.Event()
+        root = web.Application()
+        root.add_subapp("/admin", create_app(store, {TENANT: ZONE}, lambda: now))
+        state["runner"] = runner = web.AppRunner(root, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        # the engine keeps stepping, as in `anpi serve`: staff's Resolve is applied within a beat
+        state["engine"] = asyncio.create_task(engine.run(lambda: now, 0, 0.05, stop))
+        return f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+
+    async def teardown() -> None:
+        stop.set()
+        await state["engine"]
+        await state["runner"].cleanup()
+
+    base = server.start(setup)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="ja-JP")
+    page = context.new_page()
+    try:
+        # --- log in (a wrong password first: the message is clear) ---
+        page.goto(f"{base}/admin/{TENANT}/overview")
+        assert page.url.endswith(f"/admin/{TENANT}/login")  # no session: the login page
+        page.fill("#login", LOGIN)
+        page.fill("#password", "not my password")
+        page.click("button[type=submit]")
+        assert "ログインIDかパスワードが違います" in page.inner_text("main")
+        page.fill("#password", PASSWORD)
+        page.screenshot(path=str(SHOTS / "admin-login.png"))
+        page.click("button[type=submit]")
+        page.wait_for_url(f"**/admin/{TENANT}/overview")
+
+        # --- the overview: today's numbers as the engine's effects say ---
+        shown = {key: int(page.inner_text(f'#today [data-key="{key}"]').replace(",", "")) for key in expected}
+        assert shown == expected
+        assert page.locator("#rate-chart rect").count() == 12  # a bar for each day with checks
+        members = page.inner_text("#members")
+        assert "見守り" in members and "安否通知" in members
+        assert int(page.inner_text("#quota").replace(",", "")) == billed > 0
+        page.screenshot(path=str(SHOTS / "admin-overview.png"), full_page=True)
+
+        # --- the call queue: call the longest wait, reach them, record it ---
+        page.click("text=職員の連絡待ち（見守り）")
+        page.wait_for_url(f"**/admin/{TENANT}/calls")
+        rows = page.locator("#open-cases tbody tr")
+        assert rows.count() == len(open_cases)
+        member, cycle = open_cases[0]
+        first = page.locator(f'#open-cases tr[data-member="{member}"][data-cycle="{cycle}"]')
+        assert re.search(r"090-\d{4}-\d{4}", first.inner_text())
+        first.locator("button", has_text="連絡がつき無事").click()
+        page.wait_for_url(re.compile(r".*/calls\?done=reached$"))
+        assert "「連絡がつき無事」を記録しました" in page.inner_text("main")
+        # the engine applies the Resolve and closes the case; the page shows it among the closed ones
+        closed_row = page.locator(f'#closed-cases tr[data-member="{member}"][data-cycle="{cycle}"]')
+        deadline = time.monotonic() + 10
+        while closed_row.count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            page.reload()
+        assert closed_row.count() == 1 and "連絡がつき無事" in closed_row.inner_text()
+        assert page.locator(f'#open-cases tr[data-member="{member}"]').count() == 0
+        page.screenshot(path=str(SHOTS / "admin-call-queue.png"), full_page=True)
+    finally:
+        context.close()
+        server.stop(teardown)
+
+    check = sqlite3.connect(path)  # what the engine committed, read apart from the server
+    resolved = check.execute("SELECT COUNT(*) FROM effects WHERE tenant = ? AND id = ?",
+                             (TENANT, f"{member}:{cycle}:{fx.RESOLVED_AFTER_ESCALATION}")).fetchone()[0]
+    who = check.execute("SELECT login, action FROM admin_audit WHERE tenant = ? AND target = ?",
+                        (TENANT, f"{member}:{cycle}")).fetchall()
+    check.close()
+    store.close()
+    assert resolved == 1 and who == [(LOGIN, "case.reached")]
+    for name in ("admin-login.png", "admin-overview.png", "admin-call-queue.png"):
+        assert (SHOTS / name).stat().st_size > 10_000
+
+
+def _today_counts(store: Store, now: int) -> dict[str, int]:
+    """Today's numbers straight from the effects table (not the read side), as the overview shows them."""
+    today = rs.day_of(now, ZONE)
+    c = Counter(e.effect for e in store.effects(TENANT) if rs.day_of(e.at, ZONE) == today)
+    return {"sent": c[fx.CHECK_SENT], "ok": c[fx.CONFIRMED] + c[fx.RESOLVED_AFTER_ESCALATION],
+            "resent": c[fx.CHECK_RESENT], "staff": c[fx.STAFF_CALL], "contacts": c[fx.CONTACTS_NOTIFIED],
+            "posted": c[fx.GROUP_CHECK_POSTED]}

@@ -1,0 +1,615 @@
+"""The admin screen over real HTTP: accounts, sessions, CSRF, tenant isolation on every route, the
+read side after real engine steps, and a call-queue outcome that the engine acts on."""
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import re
+from collections import Counter
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from agents import readmodel
+from agents import readside as rs
+from agents.clock import HOUR, MINUTE
+from linesim import user_id_for
+from schemas import effects as fx
+from schemas.events import Ok, Register, Resolve
+from schemas.settings import GroupSettings, MemberSettings, Schedule
+from streams import cli
+from streams.admin import accounts, pages
+from streams.admin.app import create_app
+from streams.demo import DEMO_LOGIN, demo_login
+from streams.embedded import readside
+from streams.embedded.engine import Engine
+from streams.embedded.store import Store
+
+START = 1_796_050_800_000  # 2026-12-01T00:00+09:00
+DAY = 24 * HOUR
+A, B = "city-a", "city-b"
+PASSWORD = "correct horse battery"
+TOKYO = Schedule("1d", 9 * 60, "Asia/Tokyo", None)
+
+WATCH_SILENT = user_id_for("watch-silent")      # never answers: staff are called
+WATCH_OK = user_id_for("watch-ok")              # answers each check within minutes
+WATCH_LATE = user_id_for("watch-late")          # never answers either: a second case in the queue
+NOTIFY_SILENT = user_id_for("notify-silent")    # never answers: the family is told
+NOTIFY_FORGETS = user_id_for("notify-forgets")  # answers the resend
+FAMILY = user_id_for("family")
+GROUP = "C" + "0" * 31 + "1"
+PHONES = {WATCH_SILENT: "090-1111-0001", WATCH_OK: "090-1111-0002", WATCH_LATE: "090-1111-0003"}
+
+
+@dataclass
+class World:
+    """Two tenants in one store, the engine of tenant A, and two clocks the tests move."""
+    store: Store
+    engine: Engine
+    now: list[int] = field(default_factory=lambda: [START])          # the engine's time
+    wall: list[int] = field(default_factory=lambda: [START])         # real time: sessions, lockouts
+
+    def step(self, at: int) -> list:
+        self.now[0] = max(self.now[0], at)
+        return self.engine.step(at)
+
+    def ok(self, member: str, at: int, group: str | None = None) -> None:
+        subjects = [group, member] if group else [member]
+        self.store.accept(A, None, [(s, Ok(at, member, group)) for s in subjects])
+
+
+def build_world(path: str, days: int = 2) -> World:
+    """Tenant A's residents through `days` of checks: OKs, a resend answered, a staff call and a
+    contacts notice on day 2 at 12:00, and a つながり group; tenant B exists with its own staff."""
+    store = Store(path)
+    for member, service in ((WATCH_SILENT, "watch"), (WATCH_OK, "watch"), (WATCH_LATE, "watch"),
+                            (NOTIFY_SILENT, "notify"), (NOTIFY_FORGETS, "notify")):
+        settings = MemberSettings(member, service, TOKYO, PHONES.get(member),
+                                  (FAMILY,) if service == "notify" else ())
+        store.accept(A, None, [(member, Register(START, settings))])
+    store.accept(A, None, [(GROUP, Register(START, GroupSettings(GROUP, Schedule("1d", 8 * 60, "Asia/Tokyo", None),
+                                                                 (WATCH_OK, NOTIFY_FORGETS, FAMILY))))])
+    store.accept(B, None, [(user_id_for("b-resident"), Register(START, MemberSettings(
+        user_id_for("b-resident"), "watch", TOKYO, "090-9999-0000")))])
+    world = World(store, Engine(store, A))
+    for day in range(days):
+        base = START + day * DAY
+        world.step(base + 8 * HOUR + MINUTE)               # the group's post
+        world.ok(WATCH_OK, base + 8 * HOUR + 10 * MINUTE, GROUP)
+        world.step(base + 9 * HOUR + MINUTE)               # the morning checks (and yesterday's resends)
+        world.ok(WATCH_OK, base + 9 * HOUR + 5 * MINUTE)
+        if day >= 1:
+            world.ok(NOTIFY_FORGETS, base + 9 * HOUR + 30 * MINUTE)  # answers the resend
+        world.step(base + 12 * HOUR + 30 * MINUTE)         # escalations of yesterday's checks at 12:00
+    Engine(store, B).step(START + 9 * HOUR + MINUTE)
+    world.now[0] = START + (days - 1) * DAY + 13 * HOUR
+    return world
+
+
+def install_staff(store: Store) -> None:
+    """admin and operator of tenant A, admin of tenant B (one hash: argon2 is slow on purpose)."""
+    hashed = accounts.hash_password(PASSWORD)
+    accounts.install(store.db)
+    for tenant, login, role in ((A, "a-admin", "admin"), (A, "a-operator", "operator"), (B, "b-admin", "admin")):
+        accounts.add_hashed(store.db, tenant, login, role, hashed, START)
+
+
+@asynccontextmanager
+async def serving(world: World):
+    admin = create_app(world.store, {A: "Asia/Tokyo", B: "Asia/Tokyo"}, lambda: world.now[0], lambda: world.wall[0])
+    root = web.Application()
+    root.add_subapp("/admin", admin)
+    server = TestServer(root)
+    await server.start_server()
+    try:
+        yield server, admin
+    finally:
+        await server.close()
+
+
+class Browser:
+    """A user agent with its own cookie jar that does not follow redirects (tests look at them)."""
+
+    def __init__(self, server: TestServer):
+        self.server = server
+        self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+    def url(self, path: str) -> str:
+        return str(self.server.make_url(path))
+
+    async def get(self, path: str) -> tuple[int, str, aiohttp.ClientResponse]:
+        async with self.http.get(self.url(path), allow_redirects=False) as r:
+            return r.status, await r.text(), r
+
+    async def post(self, path: str, data: dict) -> tuple[int, str, aiohttp.ClientResponse]:
+        async with self.http.post(self.url(path), data=data, allow_redirects=False) as r:
+            return r.status, await r.text(), r
+
+    async def login(self, tenant: str, login: str, password: str = PASSWORD) -> tuple[int, str, aiohttp.ClientResponse]:
+        _, page, _ = await self.get(f"/admin/{tenant}/login")
+        return await self.post(f"/admin/{tenant}/login", {"csrf": csrf_in(page), "login": login, "password": password})
+
+    async def csrf(self, tenant: str) -> str:
+        status, page, _ = await self.get(f"/admin/{tenant}/overview")
+        assert status == 200
+        return csrf_in(page)
+
+    def session_id(self) -> str | None:
+        return next((c.value for c in self.http.cookie_jar if c.key == "anpi_admin"), None)
+
+    async def close(self) -> None:
+        await self.http.close()
+
+
+def csrf_in(page: str) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+
+
+def run(test):
+    """Run `test(world, server, admin_app)` against a fresh world of tenants A and B."""
+    def wrapper(tmp_path, *args, **kwargs):
+        world = build_world(str(tmp_path / "anpi.db"))
+        install_staff(world.store)
+
+        async def go():
+            async with serving(world) as (server, app):
+                await test(world, server, app, *args, **kwargs)
+        asyncio.run(go())
+        world.store.close()
+    wrapper.__name__ = test.__name__
+    return wrapper
+
+
+def inbox(store: Store, tenant: str) -> list:
+    return [p.event for p in store.pending(tenant, 0, limit=100_000)]
+
+
+# --- logging in and out --------------------------------------------------------------------------------
+
+
+@run
+async def test_a_good_login_opens_the_overview_with_a_safe_cookie(world, server, app):
+    user = Browser(server)
+    status, _, response = await user.login(A, "a-admin")
+    assert status == 303 and response.headers["Location"] == "/admin/city-a/overview"
+    cookie = response.cookies["anpi_admin"]
+    assert cookie["httponly"] and cookie["samesite"] == "Lax" and cookie["path"] == "/admin"
+    assert int(cookie["max-age"]) > 0
+    status, page, response = await user.get("/admin/city-a/overview")
+    assert status == 200 and "利用状況" in page
+    assert response.headers["Cache-Control"] == "no-store" and response.headers["X-Frame-Options"] == "DENY"
+    assert "script-src" not in response.headers["Content-Security-Policy"]  # default-src 'none': no script at all
+    await user.close()
+
+
+@run
+async def test_a_wrong_password_or_an_unknown_login_is_refused_and_only_known_logins_are_written_down(world, server, app):
+    user = Browser(server)
+    status, page, response = await user.login(A, "a-admin", "not the password")
+    assert status == 401 and "ログインIDかパスワードが違います" in page and "anpi_admin" not in response.cookies
+    status, page, _ = await user.login(A, "my secret typed in the wrong box", PASSWORD)
+    assert status == 401
+    status, _, _ = await user.login(A, "b-admin")  # tenant B's account does not open tenant A
+    assert status == 401
+    log = accounts.audit_log(world.store.db, A)
+    assert [r["login"] for r in log] == ["(不明なID)", "(不明なID)", "a-admin"]
+    assert all("secret" not in json.dumps(r, ensure_ascii=False) for r in log)
+    assert (await user.get("/admin/city-a/overview"))[0] == 302  # still not logged in
+    await user.close()
+
+
+@run
+async def test_five_wrong_passwords_lock_the_account_for_fifteen_minutes(world, server, app):
+    user = Browser(server)
+    for _ in range(accounts.MAX_FAILURES - 1):
+        assert (await user.login(A, "a-operator", "wrong password"))[0] == 401
+    status, page, _ = await user.login(A, "a-operator", "wrong password")
+    assert status == 401 and "15分間" in page
+    status, page, _ = await user.login(A, "a-operator")  # even the right password, while locked
+    assert status == 401 and "15分間" in page and user.session_id() is None
+    assert (await user.login(A, "a-admin"))[0] == 303  # the lock is per account
+    world.wall[0] += 14 * MINUTE
+    assert (await Browser(server).login(A, "a-operator"))[0] == 401
+    world.wall[0] += MINUTE
+    fresh = Browser(server)
+    assert (await fresh.login(A, "a-operator"))[0] == 303
+    assert accounts.users(world.store.db, A)[1]["failed"] == 0
+    await user.close()
+    await fresh.close()
+
+
+@run
+async def test_an_administrator_unlocks_a_locked_account(world, server, app):
+    user, admin = Browser(server), Browser(server)
+    for _ in range(accounts.MAX_FAILURES):
+        await user.login(A, "a-operator", "wrong password")
+    await admin.login(A, "a-admin")
+    status, page, _ = await admin.get("/admin/city-a/users")
+    assert "ロック中" in page
+    await admin.post("/admin/city-a/users/unlock", {"csrf": csrf_in(page), "login": "a-operator"})
+    assert (await user.login(A, "a-operator"))[0] == 303
+    await user.close()
+    await admin.close()
+
+
+@run
+async def test_logout_ends_the_session_for_good(world, server, app):
+    user = Browser(server)
+    await user.login(A, "a-admin")
+    old = user.session_id()
+    csrf = await user.csrf(A)
+    status, _, response = await user.post("/admin/city-a/logout", {"csrf": csrf})
+    assert status == 303 and response.headers["Location"].startswith("/admin/city-a/login")
+    assert user.session_id() is None
+    status, _, response = await user.get("/admin/city-a/overview")
+    assert status == 302 and response.headers["Location"] == "/admin/city-a/login"
+    replay = Browser(server)  # the old cookie, kept by someone: it opens nothing
+    replay.http.cookie_jar.update_cookies({"anpi_admin": old}, response_url=server.make_url("/admin/"))
+    assert (await replay.get("/admin/city-a/overview"))[0] == 302
+    await user.close()
+    await replay.close()
+
+
+@run
+async def test_a_session_ends_after_thirty_idle_minutes(world, server, app):
+    user = Browser(server)
+    await user.login(A, "a-admin")
+    world.wall[0] += 20 * MINUTE
+    assert (await user.get("/admin/city-a/overview"))[0] == 200  # a page view moves the deadline on
+    world.wall[0] += 29 * MINUTE
+    assert (await user.get("/admin/city-a/overview"))[0] == 200
+    world.wall[0] += 31 * MINUTE
+    assert (await user.get("/admin/city-a/overview"))[0] == 302
+    await user.close()
+
+
+# --- CSRF ------------------------------------------------------------------------------------------------
+
+
+@run
+async def test_a_post_without_the_sessions_csrf_token_changes_nothing(world, server, app):
+    user = Browser(server)
+    await user.login(A, "a-admin")
+    before = (len(inbox(world.store, A)), len(accounts.audit_log(world.store.db, A)))
+    case = {"member": WATCH_SILENT, "cycle": "1", "outcome": rs.REACHED}
+    for form in (case, {**case, "csrf": "forged"}, {**case, "csrf": ""}):
+        status, page, _ = await user.post("/admin/city-a/calls/record", form)
+        assert status == 403 and "操作を受け付けられませんでした" in page
+    other = Browser(server)  # another session's valid token is not this session's
+    await other.login(A, "a-operator")
+    status, _, _ = await user.post("/admin/city-a/calls/record", {**case, "csrf": await other.csrf(A)})
+    assert status == 403
+    status, _, _ = await user.post("/admin/city-a/users", {"login": "intruder", "role": "admin"})
+    assert status == 403
+    assert readside.case(world.store.db, A, WATCH_SILENT, 1)["last_action"] is None
+    assert len(inbox(world.store, A)) == before[0]
+    assert not accounts.exists(world.store.db, A, "intruder")
+    # the login form has its own token (a double-submit cookie): a cross-site login is refused
+    fresh = Browser(server)
+    status, _, _ = await fresh.post("/admin/city-a/login", {"login": "a-admin", "password": PASSWORD, "csrf": "x"})
+    assert status == 403 and fresh.session_id() is None
+    for u in (user, other, fresh):
+        await u.close()
+
+
+# --- tenant isolation, on every route ---------------------------------------------------------------------
+
+
+def _routes() -> list[tuple[str, str, bool]]:
+    """Every route of the admin application: (method, path, public)."""
+    app = web.Application()
+    pages.add_routes(app.router)
+    out = []
+    for route in app.router.routes():
+        if route.method == "HEAD":
+            continue
+        out.append((route.method, route.resource.canonical, getattr(route.handler, "anpi_public", False)))
+    return out
+
+
+ROUTES = _routes()
+GUARDED = [(m, p) for m, p, public in ROUTES if not public]
+FORMS = {"/{tenant}/calls/record": {"member": WATCH_SILENT, "cycle": "1", "outcome": rs.REACHED},
+         "/{tenant}/users": {"login": "intruder", "role": "admin"},
+         "/{tenant}/users/unlock": {"login": "a-operator"}}
+
+
+def test_every_admin_route_but_the_front_door_is_per_tenant_and_only_the_login_is_public():
+    assert len(GUARDED) >= 10
+    for method, path, public in ROUTES:
+        assert path == "/" or path.startswith("/{tenant}/"), path
+        assert not public or path in ("/", "/{tenant}/login"), path
+    assert all(p.startswith("/{tenant}/") for _, p in GUARDED)  # a guarded route without a tenant would be refused
+    assert set(FORMS) == {p for m, p in GUARDED if m == "POST" and p != "/{tenant}/logout"}
+
+
+@pytest.mark.parametrize("method,path", GUARDED, ids=[f"{m} {p}" for m, p in GUARDED])
+def test_a_user_of_another_tenant_gets_not_found_on_every_route(tmp_path, method, path):
+    world = build_world(str(tmp_path / "anpi.db"), days=2)
+    install_staff(world.store)
+    db = world.store.db
+
+    async def go():
+        async with serving(world) as (server, app):
+            stranger = Browser(server)
+            assert (await stranger.login(B, "b-admin"))[0] == 303
+            token = await stranger.csrf(B)   # a valid token of the stranger's own session
+            before = _tenant_a_rows(world)
+            url = "/admin" + path.replace("{tenant}", A)
+            if method == "GET":
+                status, page, _ = await stranger.get(url)
+            else:
+                status, page, _ = await stranger.post(url, {**FORMS.get(path, {}), "csrf": token})
+            assert status == 404 and "ページが見つかりません" in page
+            assert WATCH_SILENT not in page and "090-1111" not in page and "a-admin" not in page
+            assert _tenant_a_rows(world) == before     # nothing of tenant A changed
+            # and without any session: GETs go to the login page, POSTs are refused
+            anonymous = Browser(server)
+            if method == "GET":
+                status, _, response = await anonymous.get(url)
+                assert status == 302 and response.headers["Location"] == f"/admin/{A}/login"
+            else:
+                status, _, _ = await anonymous.post(url, FORMS.get(path, {}))
+                assert status == 403
+            assert _tenant_a_rows(world) == before
+            # the tenant's own staff do reach it (the route is real, not refused for everyone)
+            own = Browser(server)
+            await own.login(A, "a-admin")
+            if method == "GET":
+                assert (await own.get(url))[0] in (200, 302)
+            for u in (stranger, anonymous, own):
+                await u.close()
+    asyncio.run(go())
+    world.store.close()
+    assert db is not None
+
+
+def _tenant_a_rows(world: World) -> tuple:
+    db = world.store.db
+    return (len(inbox(world.store, A)),
+            db.execute("SELECT COUNT(*) FROM admin_audit WHERE tenant = ? AND action NOT LIKE 'login%'", (A,)).fetchone(),
+            db.execute("SELECT * FROM rs_cases WHERE tenant = ? ORDER BY member", (A,)).fetchall(),
+            db.execute("SELECT login, role, failed, locked_until FROM admin_users WHERE tenant = ?", (A,)).fetchall())
+
+
+@run
+async def test_operators_work_the_queue_but_only_administrators_manage_accounts(world, server, app):
+    operator = Browser(server)
+    await operator.login(A, "a-operator")
+    assert (await operator.get("/admin/city-a/calls"))[0] == 200
+    for path in ("/admin/city-a/users", "/admin/city-a/audit"):
+        status, page, _ = await operator.get(path)
+        assert status == 403 and "管理者だけ" in page
+    status, _, _ = await operator.post("/admin/city-a/users", {"csrf": await operator.csrf(A), "login": "x",
+                                                               "role": "admin"})
+    assert status == 403 and not accounts.exists(world.store.db, A, "x")
+    admin = Browser(server)
+    await admin.login(A, "a-admin")
+    status, page, _ = await admin.post("/admin/city-a/users", {"csrf": await admin.csrf(A), "login": "new-staff",
+                                                               "role": "operator"})
+    assert status == 200 and "いまだけ" in page
+    password = re.search(r'<strong style="[^"]*">([^<]+)</strong>', page).group(1)
+    assert (await Browser(server).login(A, "new-staff", password))[0] == 303
+    for u in (operator, admin):
+        await u.close()
+
+
+# --- the read side --------------------------------------------------------------------------------------
+
+
+def test_the_read_side_agrees_with_the_engines_effects_and_states_after_real_steps(tmp_path):
+    world = build_world(str(tmp_path / "anpi.db"), days=4)
+    db, effects = world.store.db, world.store.effects(A)
+    by_day: Counter = Counter()
+    for e in effects:
+        if e.effect in rs.DAILY:
+            by_day[(rs.day_of(e.at, "Asia/Tokyo"), e.effect)] += 1
+    stored = {(day, kind): n for day, kinds in readside.daily(db, A, "2026-01-01", "2027-12-31").items()
+              for kind, n in kinds.items() if kind != rs.ANSWERED}
+    assert stored == dict(by_day) and by_day[("2026-12-02", fx.STAFF_CALL)] == 2
+    # answered before escalation, counted on the day the check went out
+    sent_day = {(e.subject, e.cycle): rs.day_of(e.at, "Asia/Tokyo") for e in effects if e.effect == fx.CHECK_SENT}
+    answered = Counter(sent_day[(e.subject, e.cycle)] for e in effects if e.effect == fx.CONFIRMED)
+    assert {d: k[rs.ANSWERED] for d, k in readside.daily(db, A, "2026-01-01", "2027-12-31").items()
+            if rs.ANSWERED in k} == dict(answered)
+    labels = Counter(readmodel.label(s) for _, s in world.store.states(A))
+    assert readside.labels(db, A) == dict(labels)
+    assert labels["watch:escalated"] == 2 and labels["notify:escalated"] == 1 and labels["watch:idle"] == 1
+    escalations = {(e.subject, e.cycle, e.effect) for e in effects if e.effect in fx.ESCALATIONS}
+    rows = db.execute("SELECT member, cycle, kind FROM rs_cases WHERE tenant = ?", (A,)).fetchall()
+    assert set(rows) == escalations
+    assert readside.labels(db, B) == {"watch:sent": 1}  # tenants are counted apart
+    # an older file without the read side gets it rebuilt, to the same numbers, when opened
+    before = [db.execute(f"SELECT * FROM {t} ORDER BY 1, 2, 3").fetchall() for t in readside.TABLES]
+    for table in readside.TABLES:
+        db.execute(f"DROP TABLE {table}")
+    world.store.close()
+    again = Store(str(tmp_path / "anpi.db"))
+    assert [again.db.execute(f"SELECT * FROM {t} ORDER BY 1, 2, 3").fetchall() for t in readside.TABLES] == before
+    again.close()
+
+
+def test_messages_marked_sent_count_towards_the_months_quota_once(tmp_path):
+    world = build_world(str(tmp_path / "anpi.db"), days=2)
+    store = world.store
+    from agents.messages import SENDS_MESSAGES
+    rows = store.unsent(A, SENDS_MESSAGES)
+    while rows:
+        store.mark_sent(seq for seq, _ in rows)
+        store.mark_sent(seq for seq, _ in rows)  # a repeat (a restart) counts nothing more
+        rows = store.unsent(A, SENDS_MESSAGES)
+    effects = store.effects(A)
+    expected = sum(rs.billed(e, 3) for e in effects)  # the group has three members
+    c = Counter(e.effect for e in effects)
+    # one per check and resend, one family member told, and each group message counts the group's three
+    assert c[fx.GROUP_CHECK_POSTED] == 2 and c[fx.GROUP_UNCONFIRMED] == 1 and c[fx.CONTACTS_NOTIFIED] == 1
+    assert expected == c[fx.CHECK_SENT] + c[fx.CHECK_RESENT] + 1 + 3 * 3
+    assert readside.usage(store.db, A, "2026-12") == expected
+    store.close()
+
+
+@run
+async def test_the_overview_shows_todays_numbers_from_the_read_side(world, server, app):
+    user = Browser(server)
+    await user.login(A, "a-operator")
+    status, page, _ = await user.get("/admin/city-a/overview")
+    assert status == 200
+    today = {k: int(v.replace(",", "")) for k, v in re.findall(r'data-key="(\w+)">([\d,]+)<', page)}
+    # day 2: a new check only for the one who answered (one cycle open at most), the other four resent;
+    # OKs from watch-ok and from the one who answered the resend; 2 staff calls, 1 family told
+    assert today == {"sent": 1, "ok": 2, "resent": 4, "staff": 2, "contacts": 1, "posted": 1}
+    assert "職員からの電話を待っている方が <strong>2人</strong>" in page
+    # day 1's answered share includes the resend answered on day 2: it counts for the day the check went out
+    assert page.count("<rect") == 2 and "確認 5件のうち 2件が連絡前に応答" in page and "確認 1件のうち 1件" in page
+    await user.close()
+
+
+# --- the call queue -------------------------------------------------------------------------------------
+
+
+@run
+async def test_reached_and_fine_commits_a_resolve_and_the_engine_closes_the_case(world, server, app):
+    user = Browser(server)
+    await user.login(A, "a-operator")
+    status, page, _ = await user.get("/admin/city-a/calls")
+    assert status == 200 and PHONES[WATCH_SILENT] in page and PHONES[WATCH_LATE] in page
+    assert "1日と4時間" in page  # checked at 09:00 yesterday; it is 13:00
+    status, _, response = await user.post("/admin/city-a/calls/record", {
+        "csrf": csrf_in(page), "member": WATCH_SILENT, "cycle": "1", "outcome": rs.REACHED})
+    assert status == 303 and "done=reached" in response.headers["Location"]
+    assert inbox(world.store, A)[-1] == Resolve(world.now[0], WATCH_SILENT)
+    row = readside.case(world.store.db, A, WATCH_SILENT, 1)
+    assert row["status"] == "open" and row["last_action"] == rs.REACHED  # until the engine has it
+    assert "反映中" in (await user.get("/admin/city-a/calls"))[1]
+    effects = world.step(world.now[0] + 1_000)
+    assert [e.effect for e in effects if e.subject == WATCH_SILENT] == [fx.RESOLVED_AFTER_ESCALATION]
+    row = readside.case(world.store.db, A, WATCH_SILENT, 1)
+    assert row["status"] == "closed" and row["outcome"] == rs.REACHED
+    page = (await user.get("/admin/city-a/calls"))[1]
+    closed = page.split('id="closed-cases"')[1]
+    assert WATCH_SILENT in closed and "連絡がつき無事" in closed
+    assert WATCH_SILENT not in page.split('id="open-cases"')[1].split("</table>")[0]
+    log = accounts.audit_log(world.store.db, A)
+    assert log[0]["login"] == "a-operator" and log[0]["action"] == "case.reached"
+    assert log[0]["target"] == f"{WATCH_SILENT}:1"
+    # recording on a closed case changes nothing
+    status, _, response = await user.post("/admin/city-a/calls/record", {
+        "csrf": csrf_in(page), "member": WATCH_SILENT, "cycle": "1", "outcome": rs.NO_ANSWER})
+    assert "gone=1" in response.headers["Location"] and len(accounts.audit_log(world.store.db, A)) == len(log)
+    await user.close()
+
+
+@run
+async def test_no_answer_and_a_visit_keep_the_case_open_and_emergency_services_close_it(world, server, app):
+    user = Browser(server)
+    await user.login(A, "a-admin")
+    csrf = await user.csrf(A)
+    queued = len(inbox(world.store, A))
+    for outcome in (rs.NO_ANSWER, rs.VISIT):
+        await user.post("/admin/city-a/calls/record", {"csrf": csrf, "member": WATCH_LATE, "cycle": "1",
+                                                       "outcome": outcome})
+        row = readside.case(world.store.db, A, WATCH_LATE, 1)
+        assert row["status"] == "open" and row["last_action"] == outcome
+    await user.post("/admin/city-a/calls/record", {"csrf": csrf, "member": WATCH_LATE, "cycle": "1",
+                                                   "outcome": rs.EMERGENCY})
+    row = readside.case(world.store.db, A, WATCH_LATE, 1)
+    assert row["status"] == "closed" and row["outcome"] == rs.EMERGENCY
+    assert len(inbox(world.store, A)) == queued  # handed over: nothing for the engine to do
+    actions = [r["action"] for r in accounts.audit_log(world.store.db, A)][:3]
+    assert actions == ["case.emergency", "case.visit", "case.no_answer"]
+    page = (await user.get("/admin/city-a/audit"))[1]
+    assert "対応を記録：救急・警察に連絡" in page and PASSWORD not in page
+    await user.close()
+
+
+@run
+async def test_a_resident_who_answers_after_the_call_closes_the_case_by_themselves(world, server, app):
+    world.ok(WATCH_SILENT, world.now[0])
+    world.step(world.now[0] + 1_000)
+    row = readside.case(world.store.db, A, WATCH_SILENT, 1)
+    assert row["status"] == "closed" and row["outcome"] == rs.RESIDENT
+    world.ok(NOTIFY_SILENT, world.now[0])
+    world.step(world.now[0] + 1_000)
+    assert readside.case(world.store.db, A, NOTIFY_SILENT, 1)["status"] == "closed"
+    user = Browser(server)
+    await user.login(A, "a-operator")
+    page = (await user.get("/admin/city-a/escalations"))[1]
+    assert "いま、対応中の件はありません" in page and "ご本人から応答あり" in page
+    page = (await user.get("/admin/city-a/groups"))[1]
+    assert "3人" in page
+    await user.close()
+
+
+# --- secrets stay out of logs; the CLI; the demo's login ----------------------------------------------------
+
+
+@run
+async def test_passwords_and_session_ids_never_reach_the_log(world, server, app):
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(self.format(record))
+
+    handler, root = Keep(level=logging.DEBUG), logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        user = Browser(server)
+        await user.login(A, "a-admin", "a wrong password!")
+        await user.login(A, "a-admin")
+        await user.post("/admin/city-a/calls/record", {"csrf": "forged", "member": WATCH_SILENT, "cycle": "1",
+                                                       "outcome": rs.REACHED})
+        session_id = user.session_id()
+        await user.close()
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+    text = "\n".join(records)
+    assert session_id and records  # something was logged, and none of it is a secret
+    for secret in (PASSWORD, "a wrong password!", session_id, PHONES[WATCH_SILENT]):
+        assert secret not in text
+
+
+def test_the_cli_creates_an_account_with_the_password_from_the_environment_or_stdin(tmp_path, monkeypatch, capsys):
+    db = str(tmp_path / "anpi.db")
+    monkeypatch.setenv("ANPI_ADMIN_PASSWORD", PASSWORD)
+    assert cli.main(["admin", "create-user", "--db", db, "--tenant", A, "--login", "first", "--role", "admin"]) == 0
+    monkeypatch.delenv("ANPI_ADMIN_PASSWORD")
+    monkeypatch.setattr("sys.stdin", io.StringIO("another long password\n"))
+    assert cli.main(["admin", "create-user", "--db", db, "--tenant", A, "--login", "second", "--role", "operator"]) == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+    assert cli.main(["admin", "create-user", "--db", db, "--tenant", A, "--login", "third"]) == 2
+    monkeypatch.setattr("sys.stdin", io.StringIO("yet another long one\n"))
+    assert cli.main(["admin", "create-user", "--db", db, "--tenant", A, "--login", "first"]) == 2  # taken
+    out = capsys.readouterr()
+    assert PASSWORD not in out.out + out.err and "another long password" not in out.out + out.err
+    store = Store(db)
+    assert [(u["login"], u["role"]) for u in accounts.users(store.db, A)] == [("first", "admin"), ("second", "operator")]
+
+    async def check():
+        assert await accounts.authenticate(store.db, A, "first", PASSWORD, lambda: START) == accounts.OK
+        assert await accounts.authenticate(store.db, A, "second", "another long password", lambda: START) == accounts.OK
+    asyncio.run(check())
+    assert PASSWORD not in open(db, "rb").read().decode("latin-1")  # only its argon2id hash is kept
+    store.close()
+
+
+def test_the_demo_login_is_an_administrator_with_a_fresh_password_each_run(tmp_path):
+    store = Store(str(tmp_path / "anpi.db"))
+    first, second = demo_login(store, "demo"), demo_login(store, "demo")
+    assert first != second and len(second) >= accounts.MIN_PASSWORD
+
+    async def check():
+        assert await accounts.authenticate(store.db, "demo", DEMO_LOGIN, first, lambda: START) == accounts.BAD
+        assert await accounts.authenticate(store.db, "demo", DEMO_LOGIN, second, lambda: START) == accounts.OK
+    asyncio.run(check())
+    assert accounts.users(store.db, "demo")[0]["role"] == accounts.ADMIN
+    store.close()
