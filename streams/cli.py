@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -146,10 +147,13 @@ def _simulate(args) -> int:
     else:
         effects = simulator.run(loaded)
     out = sys.stdout
-    for effect in effects:
-        out.write(simulator.to_json(effect, loaded.zone))
-        out.write("\n")
-    out.flush()
+    try:
+        for effect in effects:
+            out.write(simulator.to_json(effect, loaded.zone))
+            out.write("\n")
+        out.flush()
+    except BrokenPipeError:  # the reader stopped early (`| head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush is quiet
     return 0
 
 

@@ -103,3 +103,13 @@ def test_output_is_sorted_by_at_subject_effect_for_every_example():
         assert records, path
         keys = [(datetime.fromisoformat(r["at"]), r["subject"], r["effect"]) for r in records]
         assert keys == sorted(keys), path
+
+
+def test_a_reader_that_stops_early_gets_no_traceback():
+    """`anpi simulate … | head`: the pipe closes after one line; anpi stops quietly with exit 0."""
+    proc = subprocess.Popen([*ANPI, "simulate", "examples/danchi.yaml"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout.readline().startswith(b'{"at"')
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and err == b"", err.decode()

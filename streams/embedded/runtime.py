@@ -69,8 +69,7 @@ class Runtime:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Serve the webhook endpoint and start the engine and sender loops; the ingress URL."""
-        app = ingress.create_app({self.tenant.id: self.tenant}, StoreSink(self.store), StoreDedupe(self.store))
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(self.web_app(), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
@@ -79,6 +78,10 @@ class Runtime:
         self._tasks = [asyncio.create_task(self._engine_loop(), name="engine"),
                        asyncio.create_task(self._sender_loop(), name="sender")]
         return self.url
+
+    def web_app(self) -> web.Application:
+        """What the server serves: the webhook (subclasses mount more, e.g. the admin screen)."""
+        return ingress.create_app({self.tenant.id: self.tenant}, StoreSink(self.store), StoreDedupe(self.store))
 
     async def stop_engine(self) -> None:
         """No more steps (the sender keeps draining what was decided)."""

@@ -19,10 +19,9 @@ from dataclasses import replace
 from aiohttp import web
 
 from schemas.tenant import Tenant
-from streams import ingress
 from streams import scenario as scenario_module
 from streams.admin.app import create_app as admin_app
-from streams.embedded.runtime import Runtime, StoreDedupe, StoreSink
+from streams.embedded.runtime import Runtime
 from streams.embedded.store import Store
 from streams.runtime import until_stopped
 from streams.tenant_env import tenant_from_env
@@ -62,20 +61,11 @@ async def _serve(store: Store, tenant: Tenant, host: str, port: int, registratio
 class ServedRuntime(Runtime):
     """The embedded runtime with the admin screen under /admin on the same server.
 
-    `Runtime.start` builds the server with the webhook alone; this is the same start with the admin
-    application mounted before the server freezes its routes. The admin screen's "now" is the
-    runtime's clock (virtual in the demo), so what staff commit lands at the engine's time.
+    The admin screen's "now" is the runtime's clock (virtual in the demo), so what staff commit
+    lands at the engine's time.
     """
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        app = ingress.create_app({self.tenant.id: self.tenant}, StoreSink(self.store), StoreDedupe(self.store))
+    def web_app(self) -> web.Application:
+        app = super().web_app()
         app.add_subapp("/admin", admin_app(self.store, {self.tenant.id: self.tenant.timezone}, self.now_ms))
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        bound = site._server.sockets[0].getsockname()[1]  # port 0: the OS chose one
-        self.url = f"http://{host}:{bound}"
-        self._tasks = [asyncio.create_task(self._engine_loop(), name="engine"),
-                       asyncio.create_task(self._sender_loop(), name="sender")]
-        return self.url
+        return app
