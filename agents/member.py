@@ -18,7 +18,7 @@ from agents import signup
 from agents.schedule import anchor, next_slot
 from schemas import effects as fx
 from schemas.effects import Effect
-from schemas.events import (AcceptInvite, ChangeSettings, Enroll, Follow, Invite, Message, Ok, OpenMyPage, Pause, Phone,
+from schemas.events import (AcceptInvite, Acknowledge, ChangeSettings, Enroll, Follow, Invite, Message, Ok, OpenMyPage, Pause, Phone,
                             Register, Resolve, Setup, Tick, Unfollow)
 from schemas.settings import NOTIFY, WATCH, MemberSettings
 
@@ -93,6 +93,8 @@ def step(state: MemberState, event) -> tuple[MemberState, list[Effect]]:
         state = _invite(state, event, out)
     elif kind is AcceptInvite:
         state = _accept_invite(state, event, out)
+    elif kind is Acknowledge:
+        _acknowledge(state, event, out)
     elif kind is OpenMyPage:
         out.append(Effect(event.at, fx.MYPAGE_LINK, state.settings.id))
     else:
@@ -228,6 +230,16 @@ def _accept_invite(state: MemberState, event: AcceptInvite, out: list[Effect]) -
     out.append(Effect(event.at, fx.CONTACT_ADDED, s.id, member=contact))
     settings = MemberSettings(s.id, s.service, s.schedule, s.phone, contacts)
     return state._replace(settings=settings, invite=None, invite_until=None)  # one use only
+
+
+def _acknowledge(state: MemberState, event: Acknowledge, out: list[Effect]) -> None:
+    """Only someone told about this member may answer; the case they answer must still be open."""
+    if event.contact not in state.settings.contacts:
+        return
+    if state.phase == ESCALATED and state.cycle == event.cycle:
+        out.append(Effect(event.at, fx.CONTACT_ACKNOWLEDGED, state.settings.id, event.cycle, member=event.contact))
+    else:
+        out.append(Effect(event.at, fx.ACK_NOT_NEEDED, state.settings.id, event.cycle, member=event.contact))
 
 
 def refused(event: AcceptInvite) -> Effect:

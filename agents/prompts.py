@@ -46,6 +46,9 @@ PHONE_SAVED_TEXT = "お電話番号を登録しました。ありがとうござ
 INVITE_OFFER = "お返事がないときにお知らせする方（ご家族など）を、招待しましょう。"
 CONTACT_ADDED_TEXT = ("連絡先に登録しました。ありがとうございます。\n"
                       "お返事がないときは、このLINEでお知らせします。")
+ACKNOWLEDGED_TEXT = ("ありがとうございます。よろしくお願いいたします。\n"
+                     "ご本人と連絡がつかず心配なときは、ためらわずに110番・119番へご連絡ください。")
+ACK_NOT_NEEDED_TEXT = "ご本人から、すでにお返事がありました。ご安心ください。お気づかい、ありがとうございます。"
 MYPAGE_UNAVAILABLE = "マイページは、まだご用意できていません。お手数ですが、市の窓口にお問い合わせください。"
 INVITE_REFUSED_TEXT = ("この招待は使えませんでした。期限が過ぎたか、すでに使われています。\n"
                        "お手数ですが、もう一度招待を送ってもらってください。")
@@ -218,9 +221,14 @@ def messages(effect: Effect, friend_url: str = "", mypage=None) -> list[dict]:
         return [{"type": "text", "text": INVITE_REFUSED_TEXT}]
     if kind == fx.GROUP_WELCOME:
         return [group_welcome(effect.data or "")]
+    if kind == fx.CONTACT_ACKNOWLEDGED:
+        return [{"type": "text", "text": ACKNOWLEDGED_TEXT}]
+    if kind == fx.ACK_NOT_NEEDED:
+        return [{"type": "text", "text": ACK_NOT_NEEDED_TEXT}]
     return []
 
 
 KINDS = frozenset({fx.WELCOME, fx.SETUP_PROMPT, fx.ENROLLED, fx.PHONE_SAVED, fx.INVITE_CREATED,
-                   fx.CONTACT_ADDED, fx.INVITE_REFUSED, fx.GROUP_WELCOME, fx.MYPAGE_LINK})
-TO_MEMBER = frozenset({fx.CONTACT_ADDED, fx.INVITE_REFUSED})  # told to the one who sent the code
+                   fx.CONTACT_ADDED, fx.INVITE_REFUSED, fx.GROUP_WELCOME, fx.MYPAGE_LINK,
+                   fx.CONTACT_ACKNOWLEDGED, fx.ACK_NOT_NEEDED})
+TO_MEMBER = frozenset({fx.CONTACT_ADDED, fx.INVITE_REFUSED, fx.CONTACT_ACKNOWLEDGED, fx.ACK_NOT_NEEDED})  # told to the one who sent the code

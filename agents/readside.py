@@ -10,6 +10,7 @@ scans members: it reads small tables that each step updates in its own commit. T
                                  confirmation rate of a day is answered / check_sent of that day
     OpenCase(member, cycle, …)   a staff call (見守り) or a contacts notice (安否通知): a row to work
     CloseCase(member, at)        the resident answered, or staff resolved the case in the engine
+    Acknowledged(member, cycle, contact, at)   a contact told answered 「見に行きます」
 
 Effect kinds this module does not know (new ones appear as the conversations grow) change nothing.
 """
@@ -67,6 +68,13 @@ class CloseCase(NamedTuple):
     at: int
 
 
+class Acknowledged(NamedTuple):
+    member: str
+    cycle: int
+    contact: str
+    at: int
+
+
 class GroupRow(NamedTuple):
     group: str
     cycle: int
@@ -92,6 +100,8 @@ def zone_of(state) -> str:
 def effect_changes(effect, zone: str) -> list:
     """The read-side changes one newly committed effect makes; [] for kinds not counted here."""
     kind = effect.effect
+    if kind == fx.CONTACT_ACKNOWLEDGED:
+        return [Acknowledged(effect.subject, effect.cycle, effect.member, effect.at)]
     if kind not in DAILY:
         return []
     out: list = [Count(day_of(effect.at, zone), kind)]

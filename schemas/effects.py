@@ -26,6 +26,8 @@ INVITE_CREATED = "invite_created"      # data: the invitation code
 CONTACT_ADDED = "contact_added"        # member: the new contact (who is told)
 INVITE_REFUSED = "invite_refused"      # member: who sent a code that is wrong, used or expired
 GROUP_WELCOME = "group_welcome"        # the account joined a group: how つながり works there
+CONTACT_ACKNOWLEDGED = "contact_acknowledged"  # member: the contact who will go and look (cycle: which case)
+ACK_NOT_NEEDED = "ack_not_needed"      # member: a contact who offered to go, but the resident has answered
 MYPAGE_LINK = "mypage_link"            # a signed link to the member's My Page (made by the sender)
 
 ESCALATIONS = (STAFF_CALL, CONTACTS_NOTIFIED)

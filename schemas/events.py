@@ -144,12 +144,22 @@ class Roster:
 
 
 @dataclass(frozen=True, slots=True)
+class Acknowledge:
+    """A contact told about `member` answered 「見に行きます」 (they will go and look) for that cycle."""
+    at: int
+    member: str
+    contact: str
+    cycle: int
+
+
+@dataclass(frozen=True, slots=True)
 class OpenMyPage:
     """The resident asks for their My Page (the rich menu's button, where LIFF is not available)."""
     at: int
     member: str
 
 
-Conversation = Setup | Enroll | Phone | Invite | AcceptInvite | GroupJoined | GroupLeft | Roster | OpenMyPage
+Conversation = (Setup | Enroll | Phone | Invite | AcceptInvite | Acknowledge | GroupJoined | GroupLeft | Roster
+                | OpenMyPage)
 Inbound = Register | ChangeSettings | Ok | Message | Pause | Resolve | Unfollow | Follow | Conversation
 Event = Inbound | Tick

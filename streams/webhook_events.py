@@ -12,6 +12,7 @@ What the engine acts on (everything else is audited, never an error, so that a n
 or a postback of another feature can never make LINE's delivery fail):
 
   postback "action=ok" from a person      Ok(at, member, group if given in a group)
+  postback "action=ack" (見に行きます)      Acknowledge(at, member, contact, cycle), one-to-one only
   any message from a person               Message(at, member, group if written in a group)
     … in a one-to-one chat, also:           a phone number → Phone; 「招待 <code>」 → AcceptInvite
   follow / unfollow                       Follow / Unfollow
@@ -39,8 +40,9 @@ from linebot.v3.webhooks import (DeliveryContext, Event, FollowEvent, GroupSourc
 from pydantic.v1 import ValidationError
 
 from agents import invitation, signup
+from agents.messages import ACK_ACTION
 from agents.prompts import ENROLL_ACTION, INVITE_ACTION, MYPAGE_ACTION, SETUP_ACTION
-from schemas.events import (AcceptInvite, Enroll, Follow, GroupJoined, GroupLeft, Inbound, Invite, Message, Ok,
+from schemas.events import (AcceptInvite, Acknowledge, Enroll, Follow, GroupJoined, GroupLeft, Inbound, Invite, Message, Ok,
                             OpenMyPage, Phone, Roster, Setup, Unfollow)
 from schemas.settings import Schedule
 
@@ -235,6 +237,9 @@ def _postback(event: PostbackEvent, member: str, group: str | None, one_to_one: 
     action = postback_action(data)
     if action == "ok":
         return [Ok(at, member, group)], ""
+    if action == ACK_ACTION and one_to_one:
+        ack = _ack(data)
+        return ([Acknowledge(at, ack[0], member, ack[1])], "") if ack else ([], "postback")
     if action not in (SETUP_ACTION, ENROLL_ACTION, INVITE_ACTION, MYPAGE_ACTION) or not one_to_one:
         return [], "postback"  # e.g. action=ack (見に行きます): another feature's, not a sign of life here
     if action == INVITE_ACTION:
@@ -248,6 +253,18 @@ def _postback(event: PostbackEvent, member: str, group: str | None, one_to_one: 
         return [Enroll(at, signup.settings(member, choices, zone))], ""
     except ValueError:
         return [], "postback"  # data we never wrote (an old or forged button): nothing to act on
+
+
+def _ack(data: str) -> tuple[str, int] | None:
+    """(member, cycle) of a 「見に行きます」 button (agents/messages.ack_data), if it is well formed."""
+    values = parse_qs(data)
+    member, cycle = values.get("member", [""])[-1], values.get("cycle", [""])[-1]
+    if not _ID.fullmatch(member) or not cycle.isdigit() or len(cycle) > 9:
+        return None
+    return member, int(cycle)
+
+
+_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def _text_of(event: MessageEvent) -> str | None:

@@ -198,3 +198,18 @@ def test_my_page_is_a_link_for_members_and_the_way_in_for_everyone_else():
     enrolled(part)
     [link] = run(part, OpenMyPage(T0 + 1, ME))
     assert (link.effect, link.subject) == (fx.MYPAGE_LINK, ME)
+
+
+def test_a_contact_who_will_go_and_look_is_heard_once_the_case_is_open_and_only_then():
+    from schemas.events import Acknowledge
+    part = Partition()
+    enrolled(part)
+    code = invitation.make(ME, "seed")
+    run(part, Invite(T0 + 1, ME, code), AcceptInvite(T0 + 2, ME, FAMILY, code))
+    part.tick(T0 + 36 * HOUR)  # check, resend, the family told (cycle 1)
+    [going] = run(part, Acknowledge(T0 + 37 * HOUR, ME, FAMILY, 1))
+    assert (going.effect, going.member, going.cycle) == (fx.CONTACT_ACKNOWLEDGED, FAMILY, 1)
+    assert run(part, Acknowledge(T0 + 37 * HOUR, ME, OTHER, 1)) == []  # not one of her contacts
+    run(part, Ok(T0 + 38 * HOUR, ME))
+    [late] = run(part, Acknowledge(T0 + 39 * HOUR, ME, FAMILY, 1))
+    assert (late.effect, late.member) == (fx.ACK_NOT_NEEDED, FAMILY)  # she has answered meanwhile

@@ -12,6 +12,7 @@ from linesim import Channel, Config, ManualClock, run_linesim, user_id_for
 from linesim.residents import (follow_event, group_id_for, group_source, join_event, member_joined_event,
                                message_event, postback_event, user_source)
 from schemas.tenant import Tenant
+from streams.embedded import readside
 from streams.embedded.runtime import Runtime
 from streams.embedded.store import Store
 from streams.sender import Sender
@@ -161,6 +162,10 @@ def test_a_new_friend_signs_up_by_buttons_invites_family_and_the_family_is_told(
         assert len(t.seen(son)) == told_before + 1
         notice = t.seen(son)[-1]
         assert "お返事がありません" in texts(notice.messages) and notice.endpoint == "push"
+        going = await t.tap(son, "見に行きます", notice.messages)
+        assert "よろしくお願いいたします" in texts(going)
+        case = readside.cases(store.db, TENANT.id, "contacts_notified", "open")[0]
+        assert readside.acknowledged(store.db, TENANT.id, alice, case["cycle"]) == [t.clock.now_ms()]
         return [d.endpoint for d in t.seen(alice)]
 
     endpoints = town(story)(tmp_path)

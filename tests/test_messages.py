@@ -45,6 +45,8 @@ EFFECTS = [
     Effect(AT, fx.GROUP_WELCOME, "C001", data="i=1d&t=540"),
     Effect(AT + 30 * 3600_000, fx.RESOLVED_AFTER_ESCALATION, "U001", 1, data="staff"),
     Effect(AT, fx.MYPAGE_LINK, "U001"),
+    Effect(AT, fx.CONTACT_ACKNOWLEDGED, "U001", 1, member="U900"),
+    Effect(AT, fx.ACK_NOT_NEEDED, "U001", 1, member="U900"),
 ]
 
 

@@ -11,6 +11,7 @@ agents/readside.py; this module only reads and writes rows.
                the engine resolves it, or staff close it
     rs_groups  one row per つながり group: its current check
     rs_usage   (tenant, month) -> messages handed to LINE that count against the quota (an estimate)
+    rs_acks    (tenant, member, cycle, contact) -> when that contact answered 「見に行きます」
 """
 from __future__ import annotations
 
@@ -38,10 +39,13 @@ CREATE TABLE IF NOT EXISTS rs_groups (tenant TEXT NOT NULL, grp TEXT NOT NULL, c
                                       posted_at INTEGER, roster INTEGER NOT NULL, confirmed INTEGER NOT NULL,
                                       unconfirmed_at INTEGER, unconfirmed INTEGER,
                                       PRIMARY KEY (tenant, grp)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rs_acks (tenant TEXT NOT NULL, member TEXT NOT NULL, cycle INTEGER NOT NULL,
+                                    contact TEXT NOT NULL, at INTEGER NOT NULL,
+                                    PRIMARY KEY (tenant, member, cycle, contact)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rs_usage (tenant TEXT NOT NULL, month TEXT NOT NULL, n INTEGER NOT NULL,
                                      PRIMARY KEY (tenant, month)) WITHOUT ROWID;
 """
-TABLES = ("rs_daily", "rs_labels", "rs_cases", "rs_groups", "rs_usage")
+TABLES = ("rs_daily", "rs_labels", "rs_cases", "rs_groups", "rs_usage", "rs_acks")
 
 
 def install(db: sqlite3.Connection) -> bool:
@@ -112,6 +116,9 @@ def _write(db: sqlite3.Connection, tenant: str, change, zone: str, counts: Count
                          (tenant, f"{change.member}:{change.cycle}:{fx.CHECK_SENT}")).fetchone()
         if row is not None:  # the cycle's check: the OK counts for the day it went out
             counts[(rs.day_of(row[0], zone), rs.ANSWERED)] += 1
+    elif kind is rs.Acknowledged:
+        db.execute("INSERT OR IGNORE INTO rs_acks VALUES (?, ?, ?, ?, ?)",
+                   (tenant, change.member, change.cycle, change.contact, change.at))
     elif kind is rs.CloseCase:
         # staff who reached the person asked the engine to resolve: keep their word as the outcome
         db.execute("UPDATE rs_cases SET status = 'closed', closed_at = ?, outcome = CASE WHEN last_action = ? "
@@ -223,6 +230,12 @@ def case(db: sqlite3.Connection, tenant: str, member: str, cycle: int) -> dict |
     row = db.execute(f"SELECT {', '.join(CASE_COLUMNS)} FROM rs_cases WHERE tenant = ? AND member = ? AND cycle = ?",
                      (tenant, member, cycle)).fetchone()
     return dict(zip(CASE_COLUMNS, row)) if row else None
+
+
+def acknowledged(db: sqlite3.Connection, tenant: str, member: str, cycle: int) -> list[int]:
+    """When each contact who said 「見に行きます」 for this case said it (contacts stay unnamed)."""
+    return [at for (at,) in db.execute("SELECT at FROM rs_acks WHERE tenant = ? AND member = ? AND cycle = ? "
+                                       "ORDER BY at", (tenant, member, cycle))]
 
 
 def open_count(db: sqlite3.Connection, tenant: str, kind: str) -> int:
