@@ -31,7 +31,7 @@ log = logging.getLogger("anpi.worker")
 
 # what the sender must turn into LINE messages, and what the call queue / audit must hear about
 TO_OUTBOX = SENDS_MESSAGES | {fx.UNFOLLOWED, fx.FOLLOWED}  # these two send nothing: the sender learns who blocked
-TO_ESCALATIONS = {fx.STAFF_CALL, fx.CONTACTS_NOTIFIED, fx.RESOLVED_AFTER_ESCALATION}
+TO_ESCALATIONS = {fx.STAFF_CALL, fx.CONTACTS_NOTIFIED, fx.RESOLVED_AFTER_ESCALATION, fx.CONTACT_ACKNOWLEDGED}
 BATCH, BATCH_WAIT = 1000, 0.01  # messages per batch at most; seconds a partial batch waits for more
 
 
