@@ -23,7 +23,7 @@ BUTTON_COLOR = "#1A7F37"
 MUTED_COLOR = "#555555"
 
 SERVICE_NAMES = {WATCH: "見守り", NOTIFY: "安否通知"}
-SERVICE_HELP = {WATCH: "お返事がないとき、市の職員からお電話します。",
+SERVICE_HELP = {WATCH: "お返事がないとき、担当の職員からお電話します。",
                 NOTIFY: "お返事がないとき、ご家族などにLINEでお知らせします。"}
 INTERVAL_NAMES = {"1d": "毎日", "2d": "2日に1回", "3d": "3日に1回", "5d": "5日に1回", "weekly": "毎週",
                   "biweekly": "2週間に1回", "30d": "30日に1回"}
