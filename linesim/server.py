@@ -8,6 +8,9 @@ as on LINE. Every delivery is recorded for tests and the demo (`state.deliveries
 """
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import random
 import re
@@ -36,6 +39,8 @@ MSG_RETRY_CONFLICT = "The retry key is already accepted"
 MSG_RETRY_UNSUPPORTED = "The X-Line-Retry-Key header is not supported by this endpoint"
 MSG_RETRY_INVALID = "The value of the X-Line-Retry-Key header is invalid"
 MSG_TO_INVALID = "The property, 'to', in the request body is invalid (line: -, column: -)"
+ID_TOKEN_TTL = 3600.0      # seconds an ID token is good for
+ID_TOKEN_ISSUER = "https://access.line.me"
 
 
 # ---- configuration -----------------------------------------------------------------------------
@@ -49,10 +54,14 @@ class Channel:
     bot_user_id: str = ""                        # webhook `destination`; derived from name if empty
     webhook_url: str | None = None               # where residents' webhooks go
     monthly_quota: int | None = None             # messages per month; None: no limit ("none")
+    login_channel_id: str = ""                   # the LINE Login channel of its LIFF app: ID tokens' `aud`
 
     def __post_init__(self) -> None:
         if not self.bot_user_id:
             object.__setattr__(self, "bot_user_id", user_id_for("bot:" + self.name))
+        if not self.login_channel_id:  # ten digits, like LINE's channel ids
+            digits = int(hashlib.sha256(("login:" + self.name).encode()).hexdigest(), 16) % 9_000_000_000
+            object.__setattr__(self, "login_channel_id", str(1_000_000_000 + digits))
 
     @classmethod
     def from_tenant(cls, tenant: Any, **kw: Any) -> "Channel":
@@ -182,6 +191,43 @@ class SimState:
             return None
         return entry.source
 
+    # -- ID tokens (LIFF / LINE Login): HS256 JWTs signed with the channel secret, as LINE's are
+    def issue_id_token(self, channel: str, user_id: str, ttl: float = ID_TOKEN_TTL) -> str:
+        """What `liff.getIDToken()` returns to `user_id` in `channel`'s LIFF app."""
+        ch = self.channels[channel]
+        now = int(self.clock.now())
+        claims: dict[str, Any] = {"iss": ID_TOKEN_ISSUER, "sub": user_id, "aud": ch.login_channel_id,
+                                  "exp": now + int(ttl), "iat": now, "amr": ["linesso"]}
+        r = self.crowd.resident(channel, user_id)
+        if r is not None and r.display_name:
+            claims["name"] = r.display_name
+        head = _b64url(json.dumps({"typ": "JWT", "alg": "HS256"}).encode())
+        body = _b64url(json.dumps(claims, ensure_ascii=False, separators=(",", ":")).encode())
+        signature = hmac.new(ch.secret.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
+        return f"{head}.{body}.{_b64url(signature)}"
+
+    def verify_id_token(self, token: str, client_id: str) -> dict[str, Any]:
+        """LINE's checks of POST /oauth2/v2.1/verify: the claims, or Refusal 400 with LINE's wording."""
+        try:
+            head, body, signature = token.split(".")
+            claims = json.loads(_unb64url(body))
+            given = _unb64url(signature)
+        except (ValueError, UnicodeDecodeError):
+            raise _id_token_refusal("Invalid IdToken.") from None
+        if not isinstance(claims, dict):
+            raise _id_token_refusal("Invalid IdToken.")
+        channel = next((c for c in self.channels.values() if c.login_channel_id == claims.get("aud")), None)
+        expected = hmac.new(channel.secret.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest() if channel else b""
+        if channel is None or not hmac.compare_digest(expected, given):
+            raise _id_token_refusal("Invalid IdToken.")
+        if claims.get("iss") != ID_TOKEN_ISSUER:
+            raise _id_token_refusal("Invalid IdToken Issuer.")
+        if claims.get("aud") != client_id:
+            raise _id_token_refusal("Invalid IdToken Audience.")
+        if claims.get("exp", 0) <= self.clock.now():
+            raise _id_token_refusal("IdToken expired.")
+        return claims
+
     # -- blocking
     def block(self, channel: str, user_id: str) -> None:
         self.blocked.add((channel, user_id))
@@ -261,6 +307,21 @@ class SimState:
                                 "blocked": sum(1 for ch, _ in self.blocked if ch == name)}
                          for name in self.channels},
         }
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _unb64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _id_token_refusal(description: str) -> Refusal:
+    # LINE Login answers in OAuth's shape, not the Messaging API's ErrorResponse
+    refusal = Refusal(400, description)
+    refusal.body = {"error": "invalid_request", "error_description": description}
+    return refusal
 
 
 def _quota_json(limit: int | None) -> dict[str, Any]:
@@ -413,6 +474,25 @@ async def _consumption(request: web.Request, state: SimState, channel: Channel, 
     return _json({"totalUsage": state.quota.used(channel.name)})
 
 
+async def _verify_id_token(request: web.Request) -> web.Response:
+    """LINE Login's POST /oauth2/v2.1/verify (form fields id_token, client_id; optional user_id)."""
+    state = request.app[STATE]
+    form = await request.post()
+    token, client_id = form.get("id_token"), form.get("client_id")
+    try:
+        if not isinstance(token, str) or not token or not isinstance(client_id, str) or not client_id:
+            raise _id_token_refusal("Required parameter is missing.")
+        claims = state.verify_id_token(token, client_id)
+        user_id = form.get("user_id")
+        if user_id is not None and user_id != claims.get("sub"):
+            raise _id_token_refusal("Invalid IdToken Subject Identifier.")
+    except Refusal as r:
+        state.requests[("verify_id_token", r.status)] += 1
+        return _json(r.body, r.status)
+    state.requests[("verify_id_token", 200)] += 1
+    return _json(claims)
+
+
 async def _stats(request: web.Request) -> web.Response:
     return _json(request.app[STATE].stats())
 
@@ -435,6 +515,7 @@ def create_app(config: Config) -> web.Application:
     app.router.add_get("/v2/bot/group/{groupId}/member/{userId}", _line_endpoint("group_member", _group_member))
     app.router.add_get("/v2/bot/message/quota", _line_endpoint("quota", _quota))
     app.router.add_get("/v2/bot/message/quota/consumption", _line_endpoint("quota_consumption", _consumption))
+    app.router.add_post("/oauth2/v2.1/verify", _verify_id_token)
     app.router.add_get("/linesim/stats", _stats)
     app.router.add_get("/linesim/deliveries", _deliveries)
 

@@ -1,0 +1,339 @@
+"""My Page as aiohttp routes under /mypage/{tenant}: a resident's own settings, pause, contacts and
+history, opened from the LINE rich menu.
+
+    GET  /mypage/{tenant}?t=TOKEN     a signed link (agents/mypage_link.py) → session cookie → 303
+    POST /mypage/{tenant}/liff        {"idToken": …} from LIFF, verified with LINE → session cookie
+    GET  /mypage/{tenant}             the page (a session of that very tenant)
+    GET  /mypage/{tenant}/top-image   the tenant's top image (public: it is the town's, not a person's)
+    POST /mypage/{tenant}/schedule | service | pause | resume | contacts/remove | invite
+
+Every change is an engine event committed into the inbox at `now_ms()`, read and written in one
+transaction with the state it was built from (so a contact added in LINE meanwhile is never lost),
+then 303 back with a flash message. Every POST carries the session's CSRF token. The page speaks
+like the LINE chat; it never shows a LINE id, and nothing here logs tokens, session ids or numbers.
+"""
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from datetime import date
+from pathlib import Path
+from urllib.parse import quote
+
+import aiohttp
+import jinja2
+from aiohttp import web
+
+from agents import invitation, mypage_link, prompts
+from agents.clock import DAY, local_ordinal
+from agents.member import MAX_CONTACTS, MemberState
+from schemas.events import ChangeSettings, Invite, Pause
+from schemas.settings import INTERVALS, NOTIFY, WATCH, WEEKDAYS, MemberSettings
+from schemas.tenant import Tenant
+from streams.embedded import tenant_look
+from streams.embedded.store import Store
+from streams.mypage import forms, liff, reading, sessions, view
+
+log = logging.getLogger("anpi.mypage")
+HERE = Path(__file__).resolve().parent
+COOKIE = "anpi_mypage"
+HISTORY_DAYS = 30
+DEFAULT_IMAGE = (HERE / "static" / "top.svg").read_bytes()
+DEFAULT_TERMS = (HERE / "static" / "terms.txt").read_text(encoding="utf-8").strip()
+CHANGED = "変更しました"
+LIFF_SDK = "https://static.line-scdn.net/liff/edge/2/sdk.js"
+
+AGAIN = "お手数ですが、LINEのトーク画面の下にある「マイページ」を、もう一度押してください。"
+PAGES = {   # (title, sentence) of the short pages that stand in for the real one
+    "link": ("マイページを開けませんでした", "このボタンは使えなくなっています（30分たつと使えなくなります）。"),
+    "session": ("マイページをもう一度開いてください", "しばらく操作がなかったため、いったん閉じました。"),
+    "csrf": ("もう一度お試しください", "画面が古くなっていたため、変更はしていません。"),
+    "unregistered": ("まだ登録されていません", "マイページは、LINEで登録したあとに使えます。"
+                                          "LINEのトーク画面で、ご案内にそって登録してください。"),
+    "missing": ("ページが見つかりませんでした", "アドレスをお確かめください。"),
+}
+
+
+def _csp(nonce: str | None = None) -> str:
+    script = f"'nonce-{nonce}' {LIFF_SDK}" if nonce else "'none'"
+    connect = "'self' https://api.line.me https://liffsdk.line-scdn.net" if nonce else "'self'"
+    return (f"default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; script-src {script}; "
+            f"connect-src {connect}; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+
+
+HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+           "X-Frame-Options": "DENY"}
+
+
+class NotRegistered(Exception):
+    pass
+
+
+class MyPage:
+    def __init__(self, store: Store, tenants: Mapping[str, Tenant], now_ms: Callable[[], int], *,
+                 line_api: str | None, liff_channel_id: str | None, liff_id: str | None,
+                 wall_ms: Callable[[], int]):
+        self.store, self.tenants, self.now_ms, self.wall_ms = store, dict(tenants), now_ms, wall_ms
+        self.line_api, self.liff_channel_id, self.liff_id = line_api, liff_channel_id, liff_id
+        self.keys = {t.id: mypage_link.key_for(t.channel_secret) for t in self.tenants.values()}
+        self.templates = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
+                                            trim_blocks=True, lstrip_blocks=True)
+        self.http: aiohttp.ClientSession | None = None
+        for install in (sessions.install, reading.install, tenant_look.install):
+            install(store.db)
+
+    # --- plumbing ---------------------------------------------------------------------------------
+
+    def render(self, name: str, http_status: int = 200, **context) -> web.Response:
+        nonce = context.get("nonce")  # the one inline script allowed, when the page signs in with LIFF
+        html = self.templates.get_template(name).render(**context)
+        response = web.Response(text=html, status=http_status, content_type="text/html", charset="utf-8")
+        response.headers.update(HEADERS)
+        response.headers["Content-Security-Policy"] = _csp(nonce)
+        return response
+
+    def short_page(self, tenant: Tenant | None, which: str, status: int, **context) -> web.Response:
+        title, sentence = PAGES[which]
+        again = AGAIN if which in ("link", "session", "csrf") else ""
+        nonce = secrets.token_urlsafe(16) if (which in ("link", "session") and tenant and self.liff_id) else None
+        return self.render("message.html", status, title=title, sentence=sentence, again=again,
+                           root=_root(tenant) if tenant else None, liff_id=self.liff_id if nonce else None,
+                           nonce=nonce, **context)
+
+    def tenant(self, request: web.Request) -> Tenant | None:
+        return self.tenants.get(request.match_info["tenant"])
+
+    def session(self, request: web.Request, tenant: Tenant) -> tuple[str, sessions.Session] | None:
+        sid = request.cookies.get(COOKIE)
+        found = sessions.find(self.store.db, tenant.id, sid, self.wall_ms())
+        return (sid, found) if found else None
+
+    def start_session(self, response: web.StreamResponse, request: web.Request, tenant: Tenant, member: str) -> None:
+        sid = sessions.start(self.store.db, tenant.id, member, self.wall_ms())
+        response.set_cookie(COOKIE, sid, path=_root(tenant), httponly=True, samesite="Lax", secure=request.secure,
+                            max_age=sessions.AT_MOST // 1000)
+
+    # --- signing in -------------------------------------------------------------------------------
+
+    async def open(self, request: web.Request) -> web.StreamResponse:
+        tenant = self.tenant(request)
+        if tenant is None:
+            return self.short_page(None, "missing", 404)
+        if "t" in request.query:
+            return self.link_login(request, tenant)
+        found = self.session(request, tenant)
+        if found is None:
+            return self.short_page(tenant, "session", 403)
+        sid, session = found
+        state = reading.member_state(self.store, tenant.id, session.member)
+        if state is None:
+            return self.short_page(tenant, "unregistered", 200)
+        return self.page(tenant, session, state, flash=sessions.pop_flash(self.store.db, sid))
+
+    def link_login(self, request: web.Request, tenant: Tenant) -> web.StreamResponse:
+        try:
+            member = mypage_link.verify(self.keys[tenant.id], request.query["t"], tenant.id, self.now_ms())
+        except mypage_link.BadLink as refused:
+            log.info("tenant %s: My Page link refused (%s)", tenant.id, refused)  # the reason, never the link
+            return self.short_page(tenant, "link", 403)
+        response = _see_other(_root(tenant))  # the token leaves the address bar and the history
+        self.start_session(response, request, tenant, member)
+        log.info("tenant %s: My Page opened by link", tenant.id)
+        return response
+
+    async def liff_login(self, request: web.Request) -> web.StreamResponse:
+        tenant = self.tenant(request)
+        refused = web.json_response({"ok": False, "message": AGAIN}, status=403, headers=HEADERS)
+        if tenant is None or not self.line_api or not self.liff_channel_id:
+            return refused
+        if request.content_type != "application/json":  # a cross-site form cannot send this type
+            return refused
+        try:
+            body = await request.json()
+            token = body.get("idToken") if isinstance(body, dict) else None
+        except ValueError:
+            return refused
+        if self.http is None:
+            self.http = aiohttp.ClientSession()
+        try:
+            member = await liff.verify(self.http, self.line_api, self.liff_channel_id, token, self.wall_ms() / 1000)
+        except liff.Refused:
+            return refused
+        response = web.json_response({"ok": True, "location": _root(tenant)}, headers=HEADERS)
+        self.start_session(response, request, tenant, member)
+        log.info("tenant %s: My Page opened by LIFF", tenant.id)
+        return response
+
+    async def close(self, app: web.Application) -> None:
+        if self.http is not None:
+            await self.http.close()
+
+    # --- the page ---------------------------------------------------------------------------------
+
+    def page(self, tenant: Tenant, session: sessions.Session, state: MemberState, *, flash: str | None = None,
+             error: tuple[str, str] | None = None, http_status: int = 200) -> web.Response:
+        now, s = self.now_ms(), state.settings
+        zone = s.schedule.zone
+        today = local_ordinal(zone, now)
+        look = tenant_look.get(self.store.db, tenant.id)
+        effects = reading.history(self.store.db, tenant.id, session.member, now - HISTORY_DAYS * DAY, now)
+        sch = s.schedule
+        return self.render(
+            "page.html", http_status,
+            root=_root(tenant), csrf=session.csrf, flash=flash, error=error,
+            image_url=f"{_root(tenant)}/top-image?v={look.updated_at if look else 0}",
+            terms=(look.terms if look and look.terms else DEFAULT_TERMS),
+            status=view.status(state, now), service=s.service, watch=WATCH, notify=NOTIFY,
+            services=[(k, prompts.SERVICE_NAMES[k], prompts.SERVICE_HELP[k]) for k in (WATCH, NOTIFY)],
+            intervals=[(k, prompts.INTERVAL_NAMES[k]) for k in INTERVALS],
+            weekdays=[(k, prompts.WEEKDAY_NAMES[k]) for k in WEEKDAYS],
+            hours=[(h, prompts.clock_label(h * 60)) for h in range(24)],
+            minutes=sorted({*forms.MINUTES, sch.minute % 60}),
+            current={"interval": sch.interval, "weekday": WEEKDAYS[sch.weekday] if sch.weekday is not None else "",
+                     "hour": sch.minute // 60, "minute": sch.minute % 60},
+            has_phone=bool(s.phone),
+            pause_min=date.fromordinal(today + 1).isoformat(),
+            pause_max=date.fromordinal(today + forms.PAUSE_AT_MOST).isoformat(),
+            contacts=view.contacts(s, session.csrf) if s.service == NOTIFY else [],
+            can_invite=s.service == NOTIFY and len(s.contacts) < MAX_CONTACTS,
+            invitation=view.invitation(state, now) if s.service == NOTIFY else None,
+            history=view.history(effects, session.member, zone), history_days=HISTORY_DAYS)
+
+    async def top_image(self, request: web.Request) -> web.StreamResponse:
+        tenant = self.tenant(request)
+        if tenant is None:
+            return self.short_page(None, "missing", 404)
+        look = tenant_look.get(self.store.db, tenant.id)
+        if look is not None and look.top_image:
+            body, kind = look.top_image, look.image_type
+        else:
+            body, kind = DEFAULT_IMAGE, "image/svg+xml"
+        return web.Response(body=body, content_type=kind, headers={
+            "Cache-Control": "public, max-age=300", "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"})
+
+    # --- changes ----------------------------------------------------------------------------------
+
+    def change(self, build: Callable[[MemberState, int, Mapping[str, str], sessions.Session], list], section: str,
+               done: str = CHANGED, anchor: str = ""):
+        """A POST handler: session, CSRF, then `build(state, now, form, session)` → engine events,
+        committed in one transaction with the state read; `forms.Invalid` shows its message instead."""
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            tenant = self.tenant(request)
+            if tenant is None:
+                return self.short_page(None, "missing", 404)
+            found = self.session(request, tenant)
+            if found is None:
+                return self.short_page(tenant, "session", 403)
+            sid, session = found
+            form = await request.post()
+            if not hmac.compare_digest(str(form.get("csrf", "")).encode(), session.csrf.encode()):
+                log.info("tenant %s: My Page form without its CSRF token refused", tenant.id)
+                return self.short_page(tenant, "csrf", 403)
+            fields = {k: v for k, v in form.items() if isinstance(v, str)}
+            now = self.now_ms()
+
+            def write() -> None:  # inside the store's transaction: the state read is the state changed
+                state = reading.member_state(self.store, tenant.id, session.member)
+                if state is None:
+                    raise NotRegistered
+                events = build(state, now, fields, session)
+                self.store.enqueue(tenant.id, [(session.member, e) for e in events])
+
+            try:
+                await self.store.grouped(write)
+            except NotRegistered:
+                return self.short_page(tenant, "unregistered", 200)
+            except forms.Invalid as invalid:
+                state = reading.member_state(self.store, tenant.id, session.member)
+                return self.page(tenant, session, state, error=(section, str(invalid)), http_status=400)
+            sessions.set_flash(self.store.db, sid, done)
+            return _see_other(_root(tenant) + anchor)
+
+        return handle
+
+
+# --- what each form does (pure: state and form in, engine events out) -------------------------------
+
+
+def _schedule(state: MemberState, now: int, form, session) -> list:
+    s = state.settings
+    new = forms.schedule(form, s.schedule)
+    return [ChangeSettings(now, MemberSettings(s.id, s.service, new, s.phone, s.contacts))]
+
+
+def _service(state: MemberState, now: int, form, session) -> list:
+    return [ChangeSettings(now, forms.service(form, state.settings))]
+
+
+def _pause(state: MemberState, now: int, form, session) -> list:
+    today = local_ordinal(state.settings.schedule.zone, now)
+    return [Pause(now, state.settings.id, forms.pause_until(form, today))]
+
+
+def _resume(state: MemberState, now: int, form, session) -> list:
+    # A pause "until today" has already ended: the next check goes at the next slot from now.
+    return [Pause(now, state.settings.id, local_ordinal(state.settings.schedule.zone, now))]
+
+
+def _remove_contact(state: MemberState, now: int, form, session) -> list:
+    ref = (form.get("contact") or "").strip()
+    new = forms.without_contact(state.settings, lambda c: not hmac.compare_digest(view.contact_ref(session.csrf, c), ref))
+    return [ChangeSettings(now, new)]
+
+
+def _invite(state: MemberState, now: int, form, session) -> list:
+    s = state.settings
+    if s.service != NOTIFY:
+        raise forms.Invalid("ご家族などへのお知らせは、安否通知のサービスで使えます。")
+    if len(s.contacts) >= MAX_CONTACTS:
+        raise forms.Invalid(f"連絡先は{MAX_CONTACTS}人までです。")
+    # The code's nonce comes from a fresh random seed (LINE's chat uses its webhookEventId).
+    return [Invite(now, s.id, invitation.make(s.id, secrets.token_hex(16)))]
+
+
+def _root(tenant: Tenant) -> str:
+    return f"/mypage/{quote(tenant.id, safe='')}"
+
+
+def _see_other(location: str) -> web.Response:
+    return web.Response(status=303, headers={**HEADERS, "Location": location})
+
+
+def add_routes(app: web.Application, store: Store, tenants: Mapping[str, Tenant], now_ms: Callable[[], int], *,
+               line_api: str | None = None, liff_channel_id: str | None = None, liff_id: str | None = None,
+               wall_ms: Callable[[], int] | None = None) -> MyPage:
+    """Mount My Page on `app` under /mypage/{tenant}.
+
+    `now_ms` is the engine's clock (links are stamped with it, events are committed at it);
+    `wall_ms` (default: real time) times sessions. LIFF login needs `line_api` (LINE's API base,
+    or linesim's) and `liff_channel_id` (the LINE Login channel the LIFF app belongs to);
+    `liff_id` lets the page sign itself in inside LINE with the LIFF SDK.
+    """
+    mypage = MyPage(store, tenants, now_ms, line_api=line_api, liff_channel_id=liff_channel_id, liff_id=liff_id,
+                    wall_ms=wall_ms or (lambda: int(time.time() * 1000)))
+    r = app.router
+    r.add_get("/mypage/{tenant}", mypage.open)
+    r.add_get("/mypage/{tenant}/top-image", mypage.top_image)
+    r.add_post("/mypage/{tenant}/liff", mypage.liff_login)
+    for path, build, section, done, anchor in (
+            ("schedule", _schedule, "schedule", CHANGED, ""),
+            ("service", _service, "service", CHANGED, ""),
+            ("pause", _pause, "pause", CHANGED, ""),
+            ("resume", _resume, "pause", CHANGED, ""),
+            ("contacts/remove", _remove_contact, "contacts", CHANGED, ""),
+            ("invite", _invite, "contacts", "招待を作りました。下の文章を、LINEで送ってください。", "#invitation")):
+        r.add_post(f"/mypage/{{tenant}}/{path}", mypage.change(build, section, done, anchor))
+    app.on_cleanup.append(mypage.close)
+    return mypage
+
+
+def create_app(store: Store, tenants: Mapping[str, Tenant], now_ms: Callable[[], int], **options) -> web.Application:
+    """My Page alone (tests, a trial): the same routes on an app of their own."""
+    app = web.Application(client_max_size=64 * 1024)
+    add_routes(app, store, tenants, now_ms, **options)
+    return app
