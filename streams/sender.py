@@ -301,6 +301,17 @@ class Sender:
             report.failed[:] = [f for f in report.failed if not (f.endpoint == ob.REPLY and f.effect_ids in fell_back)]
         await asyncio.gather(*(one(r) for r in requests + fallback))
 
+    async def send_prepared(self, endpoint: str, to, messages: list[dict], retry_key: str,
+                            report: Report | None = None) -> tuple[str, int | None]:
+        """Deliver a request built elsewhere (a notice's chunk): a multicast to a list of user ids, or a
+        push to one id, with the caller's retry key, through this sender's limiters and retry policy.
+        (verdict, last HTTP status): ob.OK, ob.DUPLICATE (accepted before: nothing sent twice) or
+        ob.GIVE_UP (status None: LINE never answered, so it is safe to try again later, same key)."""
+        recipients = tuple(to) if endpoint == ob.MULTICAST else (to,)
+        body = {"to": list(recipients) if endpoint == ob.MULTICAST else to, "messages": list(messages)}
+        request = ob.Request(endpoint, body, retry_key, (retry_key,), recipients)
+        return await self._send(request, report if report is not None else Report())
+
     async def _send(self, req: ob.Request, report: Report, attempts: int | None = None) -> tuple[str, int | None]:
         """POST until LINE accepts, says it already had, or refuses: (verdict, last HTTP status)."""
         url = f"{self.base_url}/v2/bot/message/{req.endpoint}"

@@ -183,3 +183,133 @@ def _today_counts(store: Store, now: int) -> dict[str, int]:
     return {"sent": c[fx.CHECK_SENT], "ok": c[fx.CONFIRMED] + c[fx.RESOLVED_AFTER_ESCALATION],
             "resent": c[fx.CHECK_RESENT], "staff": c[fx.STAFF_CALL], "contacts": c[fx.CONTACTS_NOTIFIED],
             "posted": c[fx.GROUP_CHECK_POSTED]}
+
+
+# --- notices: compose, preview as the LINE card, send, watch the progress reach 100 % ----------------------------
+
+
+def notice_town(store: Store, n: int) -> tuple[list[str], str]:
+    """n residents checked at 09:00 today, most of whom answered by 09:30, and a つながり group."""
+    schedule = Schedule("1d", 9 * 60, ZONE, None)
+    members = [user_id_for(f"notice-town-{i}") for i in range(n)]
+    store.accept(TENANT, None, [(uid, Register(START, MemberSettings(uid, "watch", schedule, f"090-{i:04d}-0000", ())
+                                                if i % 2 else MemberSettings(uid, "notify", schedule, None, ())))
+                                for i, uid in enumerate(members)])
+    group = "C" + "5" * 32
+    store.accept(TENANT, None, [(group, Register(START, GroupSettings(group, Schedule("1d", 8 * 60, ZONE, None),
+                                                                      tuple(members[:8]))))])
+    engine = Engine(store, TENANT)
+    while store.pending(TENANT, engine.inbox, limit=1):
+        engine.step(START + 9 * HOUR + MINUTE)
+    store.accept(TENANT, None, [(uid, Ok(START + 9 * HOUR + 20 * MINUTE, uid, None))
+                                for i, uid in enumerate(members) if i % 5])
+    while store.pending(TENANT, engine.inbox, limit=1):
+        engine.step(START + 9 * HOUR + 30 * MINUTE)
+    return members, group
+
+
+def test_staff_send_a_disaster_notice_and_watch_its_delivery_reach_100_percent(tmp_path, browser):  # noqa: F811
+    from linesim.server import Channel, Config, run_linesim
+    from schemas.tenant import Tenant
+    from streams.embedded.notices import NoticeDelivery
+    from streams.sender import Limits, Sender
+
+    path = str(tmp_path / "anpi.db")
+    store = Store(path)
+    members, group = notice_town(store, 1200)
+    accounts.install(store.db)
+    accounts.create_user(store.db, TENANT, LOGIN, accounts.OPERATOR, PASSWORD, START)
+    now = START + 10 * HOUR
+    tenant = Tenant(TENANT, "sakura-secret", "sakura-token")
+    server, state = ServerThread(), {}
+
+    async def setup() -> str:
+        state["linesim"] = run_linesim(Config([Channel.from_tenant(tenant)]))
+        sim = state["sim"] = await state["linesim"].__aenter__()
+        # one multicast a second: slow enough to watch the bar move, as a big town would at LINE's 200/s
+        state["sender"] = sender = Sender(tenant, sim.base_url, limits=Limits(multicast=1.0))
+        state["delivery"] = asyncio.create_task(NoticeDelivery(store, TENANT, sender, lambda: now).run())
+        root = web.Application()
+        root.add_subapp("/admin", create_app(store, {TENANT: ZONE}, lambda: now))
+        state["runner"] = runner = web.AppRunner(root, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        return f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+
+    async def teardown() -> None:
+        state["delivery"].cancel()
+        await asyncio.gather(state["delivery"], return_exceptions=True)
+        await state["sender"].close()
+        await state["runner"].cleanup()
+        await state["linesim"].__aexit__(None, None, None)
+
+    base = server.start(setup)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="ja-JP")
+    page = context.new_page()
+    seen: list[str] = []
+    try:
+        page.goto(f"{base}/admin/{TENANT}/login")
+        page.fill("#login", LOGIN)
+        page.fill("#password", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url(f"**/admin/{TENANT}/overview")
+        page.click("nav >> text=お知らせ配信")
+        page.wait_for_url(f"**/admin/{TENANT}/notices")
+        assert "地域" in page.inner_text("#area-note")
+
+        # --- compose: a disaster notice with the 「無事です」 button, to everyone ---
+        page.check('input[name=kind][value=disaster]')
+        page.fill("#title", "避難所を開設しました")
+        page.fill("#body", "さくら小学校の体育館を避難所として開設しました。\n毛布と飲み水があります。\n"
+                           "避難するときは、近所の方にも声をかけてください。")
+        for service in ("watch", "notify", "group"):
+            page.check(f'input[name=services][value={service}]')
+        page.check("input[name=ok_button]")
+        page.click("text=確認画面へ")
+        page.wait_for_url(f"**/admin/{TENANT}/notices/preview")
+
+        # --- the preview: the LINE card as residents will see it, and how many get it ---
+        bubble = page.locator("#preview .line-bubble")
+        assert bubble.count() == 1 and "避難所を開設しました" in bubble.inner_text()
+        assert "毛布と飲み水があります。" in bubble.inner_text()
+        assert page.locator('#preview .line-button[data-postback="action=ok"]').inner_text() == "無事です"
+        assert page.inner_text("#reach") == "約1,200人と1グループ"
+        page.screenshot(path=str(SHOTS / "admin-notices.png"), full_page=True)
+        assert sum(1 for d in state["sim"].state.deliveries) == 0   # nothing goes before 「送信する」
+
+        # --- send, and watch the progress page (it reloads itself) reach 100 % ---
+        page.click("#send")
+        page.wait_for_url(re.compile(rf".*/admin/{TENANT}/notices/[0-9a-f]{{32}}$"))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                seen.append(page.inner_text("#percent"))
+            except Exception:   # caught in the middle of its own reload
+                pass
+            if seen and seen[-1] == "100%":
+                break
+            time.sleep(0.25)
+        assert seen[-1] == "100%", seen
+        assert page.inner_text("#sent") == page.inner_text("#total") == "1,201"
+        assert "配信済み" in page.inner_text("#state") and page.locator("#failed").count() == 0
+        page.screenshot(path=str(SHOTS / "admin-notice-progress.png"), full_page=True)
+        page.click("text=お知らせ配信の一覧へ戻る")
+        assert "1,201 / 1,201" in page.inner_text("#notices")
+    finally:
+        context.close()
+        server.stop(teardown)
+
+    sim = state["sim"]
+    received = Counter(d.to for d in sim.state.deliveries if d.delivered)
+    assert received == {**{m: 1 for m in members}, group: 1} and sim.state.duplicates == 0
+    assert {(e, s): n for (e, s), n in sim.state.requests.items()} == {("multicast", 200): 3, ("push", 200): 1}
+    check = sqlite3.connect(path)
+    who = check.execute("SELECT login, action FROM admin_audit WHERE tenant = ? AND action LIKE 'notice.%' "
+                        "ORDER BY seq", (TENANT,)).fetchall()
+    check.close()
+    store.close()
+    assert who == [(LOGIN, "notice.preview"), (LOGIN, "notice.send")]
+    for name in ("admin-notices.png", "admin-notice-progress.png"):
+        assert (SHOTS / name).stat().st_size > 10_000

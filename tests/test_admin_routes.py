@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from agents import notices as notices_rules
 from agents import readmodel
 from agents import readside as rs
 from agents.clock import HOUR, MINUTE
@@ -27,7 +28,7 @@ from streams import cli
 from streams.admin import accounts, pages
 from streams.admin.app import create_app
 from streams.demo import DEMO_LOGIN, demo_login
-from streams.embedded import readside
+from streams.embedded import notices, readside
 from streams.embedded.engine import Engine
 from streams.embedded.store import Store
 
@@ -315,9 +316,21 @@ def _routes() -> list[tuple[str, str, bool]]:
 
 ROUTES = _routes()
 GUARDED = [(m, p) for m, p, public in ROUTES if not public]
+NOTICE = {"kind": "disaster", "title": "避難指示", "body": "高台へ避難してください。", "services": "watch",
+          "ok_button": "1", "draft": "0" * 31 + "1"}
 FORMS = {"/{tenant}/calls/record": {"member": WATCH_SILENT, "cycle": "1", "outcome": rs.REACHED},
          "/{tenant}/users": {"login": "intruder", "role": "admin"},
-         "/{tenant}/users/unlock": {"login": "a-operator"}}
+         "/{tenant}/users/unlock": {"login": "a-operator"},
+         "/{tenant}/notices/preview": NOTICE,
+         "/{tenant}/notices/send": NOTICE}
+
+
+def a_notice(world: World) -> str:
+    """A notice of tenant A, sent, for the routes that show one ({notice})."""
+    draft, _ = notices_rules.draft("disaster", "A市だけの避難指示", "本文", ["watch"], ok_button=True)
+    notice_id = notices.new_id()
+    notices.commit(world.store, A, notice_id, draft, [WATCH_SILENT, WATCH_LATE], [], "a-admin", START)
+    return notice_id
 
 
 def test_every_admin_route_but_the_front_door_is_per_tenant_and_only_the_login_is_public():
@@ -334,6 +347,7 @@ def test_a_user_of_another_tenant_gets_not_found_on_every_route(tmp_path, method
     world = build_world(str(tmp_path / "anpi.db"), days=2)
     install_staff(world.store)
     db = world.store.db
+    notice_id = a_notice(world)
 
     async def go():
         async with serving(world) as (server, app):
@@ -341,13 +355,17 @@ def test_a_user_of_another_tenant_gets_not_found_on_every_route(tmp_path, method
             assert (await stranger.login(B, "b-admin"))[0] == 303
             token = await stranger.csrf(B)   # a valid token of the stranger's own session
             before = _tenant_a_rows(world)
-            url = "/admin" + path.replace("{tenant}", A)
+            url = "/admin" + path.replace("{tenant}", A).replace("{notice}", notice_id)
             if method == "GET":
                 status, page, _ = await stranger.get(url)
             else:
                 status, page, _ = await stranger.post(url, {**FORMS.get(path, {}), "csrf": token})
             assert status == 404 and "ページが見つかりません" in page
             assert WATCH_SILENT not in page and "090-1111" not in page and "a-admin" not in page
+            assert "A市だけの避難指示" not in page
+            if "{notice}" in path:   # nor through the stranger's own tenant's address
+                status, page, _ = await stranger.get("/admin" + path.replace("{tenant}", B).replace("{notice}", notice_id))
+                assert status == 404 and "A市だけの避難指示" not in page
             assert _tenant_a_rows(world) == before     # nothing of tenant A changed
             # and without any session: GETs go to the login page, POSTs are refused
             anonymous = Browser(server)
@@ -375,7 +393,9 @@ def _tenant_a_rows(world: World) -> tuple:
     return (len(inbox(world.store, A)),
             db.execute("SELECT COUNT(*) FROM admin_audit WHERE tenant = ? AND action NOT LIKE 'login%'", (A,)).fetchone(),
             db.execute("SELECT * FROM rs_cases WHERE tenant = ? ORDER BY member", (A,)).fetchall(),
-            db.execute("SELECT login, role, failed, locked_until FROM admin_users WHERE tenant = ?", (A,)).fetchall())
+            db.execute("SELECT login, role, failed, locked_until FROM admin_users WHERE tenant = ?", (A,)).fetchall(),
+            db.execute("SELECT * FROM notices WHERE tenant = ? ORDER BY id", (A,)).fetchall(),
+            db.execute("SELECT COUNT(*) FROM notice_recipients").fetchone())
 
 
 @run

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from streams.admin import accounts, auth, pages, view
 from streams.admin.keys import CLOCK, STORE, TEMPLATES, TENANTS, WALL
+from streams.embedded import notices
 from streams.embedded.store import Store
 
 
@@ -25,6 +26,7 @@ def create_app(store: Store, tenants: Mapping[str, str], now_ms: Callable[[], in
                wall_ms: Callable[[], int] | None = None) -> web.Application:
     """`tenants`: tenant id -> time zone, the tenants whose staff may log in here."""
     accounts.install(store.db)
+    notices.install(store.db)
     app = web.Application(middlewares=[auth.headers, auth.guard], client_max_size=64 * 1024)
     app[STORE], app[TENANTS], app[CLOCK] = store, dict(tenants), now_ms
     app[WALL] = wall_ms or (lambda: int(time.time() * 1000))

@@ -21,6 +21,7 @@ from aiohttp import web
 from schemas.tenant import Tenant
 from streams import scenario as scenario_module
 from streams.admin.app import create_app as admin_app
+from streams.embedded.notices import NoticeDelivery
 from streams.embedded.runtime import Runtime
 from streams.embedded.store import Store
 from streams.runtime import until_stopped
@@ -59,11 +60,19 @@ async def _serve(store: Store, tenant: Tenant, host: str, port: int, registratio
 
 
 class ServedRuntime(Runtime):
-    """The embedded runtime with the admin screen under /admin on the same server.
+    """The embedded runtime with the admin screen under /admin on the same server, and the delivery
+    of the notices staff send from it (streams/embedded/notices.py) through the runtime's Sender.
 
     The admin screen's "now" is the runtime's clock (virtual in the demo), so what staff commit
     lands at the engine's time.
     """
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        url = await super().start(host, port)
+        self.notices = NoticeDelivery(self.store, self.tenant.id, self.sender, self.now_ms)
+        # after the engine and the sender: Runtime.stop_engine awaits _tasks[0]; close() cancels them all
+        self._tasks.append(asyncio.create_task(self.notices.run(), name="notices"))
+        return url
 
     def web_app(self) -> web.Application:
         app = super().web_app()
