@@ -4,6 +4,8 @@ anpi (`anpi serve`'s runtime: ingress → SQLite → engine → sender) answers 
 linesim's ManualClock, which the engine and the sender read too."""
 import asyncio
 import re
+
+import aiohttp
 from urllib.parse import unquote
 
 import pytest
@@ -14,6 +16,7 @@ from linesim.residents import (follow_event, group_id_for, group_source, join_ev
 from schemas.tenant import Tenant
 from streams.embedded import readside
 from streams.embedded.runtime import Runtime
+from streams.embedded.serve import ServedRuntime
 from streams.embedded.store import Store
 from streams.sender import Sender
 
@@ -101,8 +104,8 @@ def town(test):
             clock = ManualClock(START)
             store = Store(str(tmp_path / "anpi.db"))
             sender = Sender(TENANT, "http://unused", wall=clock.now)
-            runtime = Runtime(store, TENANT, "", lambda: int(clock.now() * 1000), grace_ms=0, step_seconds=0.02,
-                              sender=sender)
+            runtime = ServedRuntime(store, TENANT, "", lambda: int(clock.now() * 1000), grace_ms=0,
+                                    step_seconds=0.02, sender=sender)
             url = await runtime.start()
             channel = Channel(TENANT.id, TENANT.channel_access_token, TENANT.channel_secret,
                               webhook_url=f"{url}/webhook/{TENANT.id}")
@@ -232,6 +235,28 @@ def test_a_group_that_invites_the_account_gets_the_how_to_the_card_and_the_list_
         assert missing["type"] == "textV2"
         mentioned = {s["mentionee"]["userId"] for s in missing["substitution"].values()}
         assert mentioned == {b, c}
+
+    town(story)(tmp_path)
+
+
+def test_the_my_page_button_in_line_opens_the_residents_own_page(tmp_path):
+    resident = user_id_for("my-page")
+
+    async def story(t: Town, store: Store):
+        card = await t.tap(resident, "午前9時", await t.tap(resident, "毎日", await t.tap(
+            resident, "安否通知", await t.follow(resident))))
+        await t.tap(resident, "登録する", card)
+        t.clock.advance(2)
+        link = await t.send(user_source(resident), lambda **kw: postback_event(user_source(resident),
+                                                                               "action=mypage", **kw))
+        uri = button(link, "マイページを開く")["uri"]
+        assert uri.startswith(f"{t.runtime.url}/mypage/{TENANT.id}?t=")
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:  # an IP host
+            async with http.get(uri) as page:  # the signed link starts a session, then shows the page
+                assert page.status == 200 and "いまの設定" in await page.text()
+                assert "安否通知・毎日 午前9時" in await page.text()
+            async with http.get(uri.replace("?t=", "?t=x")) as forged:
+                assert forged.status == 403
 
     town(story)(tmp_path)
 

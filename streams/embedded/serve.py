@@ -5,7 +5,9 @@ ANPI_TENANT (tenant id, default "demo"), ANPI_CHANNEL_SECRET and ANPI_CHANNEL_AC
 LINE channel's), ANPI_LINE_API (default https://api.line.me), ANPI_TIMEZONE (Asia/Tokyo).
 
 The admin screen (streams/admin) is served by the same server under /admin; create its first
-account with `anpi admin create-user --db <the same file> --tenant <id> --login <name>`.
+account with `anpi admin create-user --db <the same file> --tenant <id> --login <name>`. My Page
+(streams/mypage) is under /mypage/<tenant>: residents reach it from LINE by a signed link to
+ANPI_PUBLIC_URL (default: this server's address), or by LIFF with ANPI_LIFF_CHANNEL_ID / ANPI_LIFF_ID.
 """
 from __future__ import annotations
 
@@ -18,7 +20,9 @@ from dataclasses import replace
 
 from aiohttp import web
 
+from agents import mypage_link
 from schemas.tenant import Tenant
+from streams import mypage
 from streams import scenario as scenario_module
 from streams.admin.app import create_app as admin_app
 from streams.embedded.notices import NoticeDelivery
@@ -69,6 +73,10 @@ class ServedRuntime(Runtime):
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         url = await super().start(host, port)
+        # the My Page button in LINE links here: the public address if one is set (behind a proxy)
+        public = os.environ.get("ANPI_PUBLIC_URL") or url
+        self.sender.texts = replace(self.sender.texts, mypage=mypage_link.linker(
+            public, self.tenant.id, self.tenant.channel_secret))
         self.notices = NoticeDelivery(self.store, self.tenant.id, self.sender, self.now_ms)
         # after the engine and the sender: Runtime.stop_engine awaits _tasks[0]; close() cancels them all
         self._tasks.append(asyncio.create_task(self.notices.run(), name="notices"))
@@ -77,4 +85,7 @@ class ServedRuntime(Runtime):
     def web_app(self) -> web.Application:
         app = super().web_app()
         app.add_subapp("/admin", admin_app(self.store, {self.tenant.id: self.tenant.timezone}, self.now_ms))
+        mypage.add_routes(app, self.store, {self.tenant.id: self.tenant}, self.now_ms, line_api=self.sender.base_url,
+                          liff_channel_id=os.environ.get("ANPI_LIFF_CHANNEL_ID") or None,
+                          liff_id=os.environ.get("ANPI_LIFF_ID") or None)
         return app
