@@ -6,12 +6,33 @@ batch (streams/sender.py: coalesced multicasts, rate limits, retries with the sa
 then acks them, mark included. After a crash the batch comes again whole, coalesces into the same
 requests with the same retry keys, and LINE answers 409 to those it had accepted: nothing is sent
 twice.
+
+Rebalances (a sender joins or leaves: rolling restarts, scaling out). By default Faust waits, with
+no time limit, for every message a stream has taken to be acked before it lets the partitions go; the
+mark of a batch read only partway never comes once fetching has stopped, so that wait never ended:
+the sender stayed stuck, its partitions freed only when the broker gave up on it. So the app does not
+wait (`stream_wait_empty=False`). After every rebalance Faust seeks each assigned partition back to
+its committed offset before it resumes, and that re-reading is the only way on:
+
+- a message is *current* while no rebalance is under way and it was fetched since the last one (its
+  generation is the group's). Only current messages are gathered, and only current ones are ever
+  acked. A half-read batch is dropped when its partition is revoked, never acked (acking it would
+  commit past effects not yet delivered, and lose them): its next reader reads it again whole.
+- a batch being delivered when a rebalance comes may finish; its acks are not made, so its next
+  reader (the partition's new owner, or this sender again) delivers it again with the same retry
+  keys, and LINE answers 409 to the calls it already had.
+- Faust acks on its own the messages it skips during and after a rebalance; for this topic those
+  acks are refused the same way (`_refuse_stale_acks`).
+- Faust's seek "to the committed offset" moves nothing for a partition this group never committed
+  (aiokafka seeks only to an offset > 0), so records fetched and thrown away during a rebalance
+  were not read again; such a partition is sought to its beginning instead (`_rewind_uncommitted`).
+- the transactional producer of a partition that moved away is stopped, so that a fenced one is
+  never reused if it comes back (`stop_producers_of_moved_partitions`).
 """
 from __future__ import annotations
 
 import logging
 import os
-from collections import defaultdict
 
 import faust
 
@@ -35,30 +56,123 @@ def create_app(settings: Settings, tenant: Tenant, line_api: str) -> faust.App:
         processing_guarantee="exactly_once",
         broker_session_timeout=10.0,
         broker_heartbeat_interval=3.0,
+        # a rebalance must not wait for the messages this agent holds: a half-read batch is acked
+        # only after its mark, which cannot come once fetching has stopped (see the module's doc)
+        stream_wait_empty=False,
         web_enabled=False,
         datadir=os.path.join(os.environ.get("ANPI_VAR", "var"), "faust", f"{settings.prefix}-sender"),
     )
     outbox = app.topic(settings.outbox, key_type=bytes, value_type=bytes, key_serializer="raw",
                        value_serializer="raw", partitions=settings.partitions)
     sender = Sender(tenant, line_api)
-    pending: dict[int, list] = defaultdict(list)  # per partition: (event, record) of the batch not yet delivered
+    pending: dict[int, list] = {}  # per partition: (event, record) of the batch not yet delivered
+
+    def current(message) -> bool:
+        """Fetched since the last rebalance, and none under way: this sender's to deliver and ack."""
+        return app.flow_control.is_active() and message.generation_id == app.consumer_generation_id
+
+    @app.on_partitions_revoked.connect
+    async def drop_half_read(_app, revoked, **kwargs) -> None:
+        for tp in revoked:
+            if tp.topic == settings.outbox:
+                dropped = pending.pop(tp.partition, None)
+                if dropped:
+                    log.info("partition %d revoked: %d records of a half-read batch dropped (read again "
+                             "from the committed offset)", tp.partition, len(dropped))
+
+    @app.on_partitions_assigned.connect
+    async def stop_producers_of_moved_partitions(_app, assigned, **kwargs) -> None:
+        """exactly_once gives each partition a transactional producer, which commits its offsets. Faust
+        (faust-streaming 0.15.3) kept the producer of a partition that moved to another sender, whose
+        own producer then fenced it; when the partition came back (the other sender stopped), Faust
+        reused the fenced one, and the first commit raised ProducerFenced and crashed the sender.
+        Stopped here, a fresh producer starts if the partition comes back."""
+        group = app.assignor.group_for_topic(settings.outbox)
+        mine = {tp.partition for tp in assigned
+                if tp.topic == settings.outbox and not app.assignor.is_standby(tp)}
+        await app.consumer.maybe_wait_for_commit_to_finish()  # a commit begun now skips them: not assigned
+        for number in range(settings.partitions):
+            if number not in mine:
+                await app.producer.stop_transaction(f"{app.conf.id}-{group}-{number}")
 
     @app.agent(outbox, concurrency=1)
     async def deliver(stream):
+        _refuse_stale_acks(app.consumer, settings.outbox, current)
+        _rewind_uncommitted(app.consumer, settings.outbox)
         async for events in stream.noack_take(1000, within=0.05):
             for event in events:
-                number, record = event.message.partition, codec.loads(event.value)
-                pending[number].append((event, record))
+                message = event.message
+                if not current(message):
+                    continue  # taken before a rebalance: read again from the committed offset after it
+                number, record = message.partition, codec.loads(event.value)
+                batch = pending.setdefault(number, [])
+                if batch and (batch[-1][0].message.offset >= message.offset
+                              or batch[0][0].message.generation_id != message.generation_id):
+                    # read again (a seek back to the committed offset): keep only what came before it
+                    batch[:] = [entry for entry in batch if entry[0].message.offset < message.offset
+                                and entry[0].message.generation_id == message.generation_id]
+                batch.append((event, record))
                 if "batch_end" in record:
-                    batch, pending[number] = pending[number], []
+                    del pending[number]
                     report = await sender.deliver([r for _, r in batch[:-1]])
                     for failure in report.failed:
                         log.warning("%s gave up: %s %s", failure.endpoint, failure.status, failure.reason)
-                    for e, _ in batch:
-                        await stream.ack(e)
+                    if all(current(e.message) for e, _ in batch):
+                        for e, _ in batch:
+                            await stream.ack(e)
+                    else:  # a rebalance (or the shutdown) came meanwhile: its next reader sends it again
+                        log.info("partition %d: batch of %d delivered across a rebalance, left unacked",
+                                 number, len(batch) - 1)
 
     app.anpi_sender = sender
     return app
+
+
+def _refuse_stale_acks(consumer, topic: str, current) -> None:
+    """Make `consumer.ack` a no-op for `topic`'s messages that are not `current`.
+
+    Faust acks on its own the messages a stream skips because they were fetched before the last
+    rebalance or arrived while it was under way ("otherwise the lag would increase"). For this topic
+    those are records of batches not delivered, and Faust's offset bookkeeping can commit past them:
+    it looks for a gap before the first acked offset only against a known non-zero committed offset
+    (a revoked partition's is forgotten), and never one offset past it, where a batch's first record
+    lies (after the marker of the transaction before). Left unacked they are read again instead."""
+    if getattr(consumer, "_anpi_refuses_stale_acks", False):
+        return
+    ack = consumer.ack
+
+    def ack_current(message) -> bool:
+        if message.topic == topic and not current(message):
+            return False
+        return ack(message)
+
+    consumer.ack = ack_current
+    consumer._anpi_refuses_stale_acks = True
+
+
+def _rewind_uncommitted(consumer, topic: str) -> None:
+    """Make `consumer.seek_to_committed` seek `topic`'s partitions with no committed offset (or 0) to
+    their beginning, which is where auto_offset_reset="earliest" starts them.
+
+    Faust throws away records a fetch returns while a rebalance is under way, and counts on this seek
+    to read them again; aiokafka seeks only to a committed offset > 0 and leaves the others where the
+    fetch left them, past those records: a batch half-read there would not come again until the next
+    rebalance or restart."""
+    if getattr(consumer, "_anpi_rewinds_uncommitted", False):
+        return
+    seek_to_committed = consumer.seek_to_committed
+
+    async def seek_to_committed_or_beginning():
+        offsets = await seek_to_committed()
+        never = [tp for tp, offset in offsets.items() if tp.topic == topic and not offset]
+        if never:
+            for tp, offset in (await consumer.earliest_offsets(*never)).items():
+                log.info("partition %d: no committed offset, sought to its beginning (%d)", tp.partition, offset)
+                await consumer.seek(tp, offset)
+        return offsets
+
+    consumer.seek_to_committed = seek_to_committed_or_beginning
+    consumer._anpi_rewinds_uncommitted = True
 
 
 def main(loglevel: str = "warning") -> int:
