@@ -191,6 +191,16 @@ class Sender:
         self._headers = {"Authorization": f"Bearer {tenant.channel_access_token}",
                          "Content-Type": "application/json"}
 
+    def use(self, tenant: Tenant | None = None, texts: Texts | None = None) -> None:
+        """Swap the channel (its access token and zone) and/or the wording at run time: staff saved new
+        settings. Calls planned from now on use them; a call already under way keeps the token it
+        started with."""
+        if tenant is not None:
+            self.tenant = tenant
+            self._headers = {**self._headers, "Authorization": f"Bearer {tenant.channel_access_token}"}
+        if texts is not None:
+            self.texts = texts
+
     @property
     def registry(self) -> CollectorRegistry:
         return self.metrics.registry

@@ -313,3 +313,61 @@ def test_staff_send_a_disaster_notice_and_watch_its_delivery_reach_100_percent(t
     assert who == [(LOGIN, "notice.preview"), (LOGIN, "notice.send")]
     for name in ("admin-notices.png", "admin-notice-progress.png"):
         assert (SHOTS / name).stat().st_size > 10_000
+
+
+# --- settings (設定): an administrator changes the terms of use that My Page shows ----------------------------
+
+
+def test_an_administrator_opens_the_settings_and_saves_new_terms(tmp_path, browser):  # noqa: F811
+    from streams.embedded import tenant_look, tenant_settings
+
+    path = str(tmp_path / "anpi.db")
+    store = Store(path)
+    accounts.install(store.db)
+    accounts.create_user(store.db, TENANT, "suzuki", accounts.ADMIN, PASSWORD, START)
+    tenant_settings.install(store.db)
+    with store.transaction():  # the town's own wording, saved earlier: the card preview shows it
+        tenant_settings.put(store.db, TENANT, START, check_text="さくら市です。お元気ですか？",
+                            quotes="花は桜木、人は武士\n桜切る馬鹿、梅切らぬ馬鹿")
+    server, state = ServerThread(), {}
+
+    async def setup() -> str:
+        root = web.Application()
+        root.add_subapp("/admin", create_app(store, {TENANT: ZONE}, lambda: START + 10 * HOUR))
+        state["runner"] = runner = web.AppRunner(root, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        return f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+
+    async def teardown() -> None:
+        await state["runner"].cleanup()
+
+    base = server.start(setup)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="ja-JP")
+    page = context.new_page()
+    terms = "さくら市 安否確認サービス利用規約\n第1条 この規約は、さくら市の安否確認サービスに適用します。"
+    try:
+        page.goto(f"{base}/admin/{TENANT}/login")
+        page.fill("#login", "suzuki")
+        page.fill("#password", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url(f"**/admin/{TENANT}/overview")
+        page.click("nav >> text=設定")
+        page.wait_for_url(f"**/admin/{TENANT}/settings")
+        assert "さくら市です。お元気ですか？" in page.inner_text("#card-preview")
+        assert "この画面では未設定" in page.inner_text("#credentials")
+        page.fill("#terms", terms)
+        page.click("#save-look")
+        page.wait_for_url(re.compile(r".*/settings\?done=look#look$"))
+        assert "マイページの画像と利用規約を保存しました" in page.inner_text("#done")
+        assert page.input_value("#terms") == terms
+        page.screenshot(path=str(SHOTS / "admin-settings.png"), full_page=True)
+    finally:
+        context.close()
+        server.stop(teardown)
+    assert tenant_look.get(store.db, TENANT).terms == terms
+    assert [r["action"] for r in accounts.audit_log(store.db, TENANT)][:1] == ["settings.look"]
+    store.close()
+    assert (SHOTS / "admin-settings.png").stat().st_size > 10_000

@@ -322,7 +322,12 @@ FORMS = {"/{tenant}/calls/record": {"member": WATCH_SILENT, "cycle": "1", "outco
          "/{tenant}/users": {"login": "intruder", "role": "admin"},
          "/{tenant}/users/unlock": {"login": "a-operator"},
          "/{tenant}/notices/preview": NOTICE,
-         "/{tenant}/notices/send": NOTICE}
+         "/{tenant}/notices/send": NOTICE,
+         "/{tenant}/settings/look": {"terms": "よその自治体が書いた利用規約"},
+         "/{tenant}/settings/message": {"check_text": "乗っ取りました", "quotes": "よその名言"},
+         "/{tenant}/settings/timezone": {"timezone": "America/New_York"},
+         "/{tenant}/settings/line": {"channel_secret": "stranger-secret-0123456789",
+                                     "channel_access_token": "stranger-token-0123456789abcdef"}}
 
 
 def a_notice(world: World) -> str:
@@ -395,7 +400,9 @@ def _tenant_a_rows(world: World) -> tuple:
             db.execute("SELECT * FROM rs_cases WHERE tenant = ? ORDER BY member", (A,)).fetchall(),
             db.execute("SELECT login, role, failed, locked_until FROM admin_users WHERE tenant = ?", (A,)).fetchall(),
             db.execute("SELECT * FROM notices WHERE tenant = ? ORDER BY id", (A,)).fetchall(),
-            db.execute("SELECT COUNT(*) FROM notice_recipients").fetchone())
+            db.execute("SELECT COUNT(*) FROM notice_recipients").fetchone(),
+            db.execute("SELECT * FROM tenant_look WHERE tenant = ?", (A,)).fetchall(),
+            db.execute("SELECT * FROM tenant_settings WHERE tenant = ?", (A,)).fetchall())
 
 
 @run

@@ -2,6 +2,7 @@
 
     /admin/                         → the login page of the only tenant (or a short note)
     /admin/{tenant}/login           GET form, POST credentials (public)
+    /admin/{tenant}/settings        tenant settings (設定; administrators only: streams/admin/settings_pages.py)
     /admin/{tenant}/...             everything else: a session of that very tenant, and on POST its
                                     CSRF token (streams/admin/auth.py guards every route by default)
 
@@ -17,19 +18,24 @@ import jinja2
 from aiohttp import web
 
 from streams.admin import accounts, auth, pages, view
-from streams.admin.keys import CLOCK, STORE, TEMPLATES, TENANTS, WALL
-from streams.embedded import notices
+from streams.admin.keys import CLOCK, SETTINGS_CHANGED, STORE, TEMPLATES, TENANTS, WALL
+from streams.embedded import notices, tenant_look, tenant_settings
 from streams.embedded.store import Store
 
 
 def create_app(store: Store, tenants: Mapping[str, str], now_ms: Callable[[], int],
-               wall_ms: Callable[[], int] | None = None) -> web.Application:
-    """`tenants`: tenant id -> time zone, the tenants whose staff may log in here."""
+               wall_ms: Callable[[], int] | None = None,
+               on_settings: Callable[[str], None] | None = None) -> web.Application:
+    """`tenants`: tenant id -> time zone, the tenants whose staff may log in here. `on_settings(tenant)`
+    is called after the settings page (設定) has committed a change: the runtime reloads them."""
     accounts.install(store.db)
     notices.install(store.db)
+    tenant_look.install(store.db)
+    tenant_settings.install(store.db)
     app = web.Application(middlewares=[auth.headers, auth.guard], client_max_size=64 * 1024)
     app[STORE], app[TENANTS], app[CLOCK] = store, dict(tenants), now_ms
     app[WALL] = wall_ms or (lambda: int(time.time() * 1000))
+    app[SETTINGS_CHANGED] = on_settings or (lambda tenant: None)
     app[TEMPLATES] = jinja2.Environment(loader=jinja2.PackageLoader("streams.admin", "templates"),
                                         autoescape=True, trim_blocks=True, lstrip_blocks=True)
     app[TEMPLATES].filters.update(view.FILTERS)

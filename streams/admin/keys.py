@@ -13,5 +13,6 @@ TENANTS = web.AppKey("tenants", dict)                 # tenant id -> time zone
 CLOCK = web.AppKey("clock", Callable[[], int])        # the engine's time, ms
 WALL = web.AppKey("wall", Callable[[], int])          # real time, ms: sessions and lockouts
 TEMPLATES = web.AppKey("templates", jinja2.Environment)
+SETTINGS_CHANGED = web.AppKey("settings_changed", Callable[[str], None])  # tenant id: after a commit (設定)
 SESSION = web.RequestKey("session", object)           # the logged-in staff member (accounts.Session)
 FORM = web.RequestKey("form", object)                 # a POST's form, read (and CSRF-checked) by the guard

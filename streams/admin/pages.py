@@ -1,5 +1,5 @@
 """The admin pages: overview, call queue, escalations, groups, accounts and the audit log (notices:
-streams/admin/notice_pages.py).
+streams/admin/notice_pages.py; tenant settings: streams/admin/settings_pages.py).
 
 Each page reads the read side (streams/embedded/readside.py: a few indexed rows), never the members.
 Writes go through the store's transactions; what staff decide about a case that the engine must know
@@ -17,7 +17,7 @@ from agents.clock import local_ordinal
 from agents.member import ESCALATED
 from schemas import effects as fx
 from schemas.events import Resolve
-from streams.admin import accounts, auth, chart, notice_pages
+from streams.admin import accounts, auth, chart, notice_pages, settings_pages
 from streams.admin.keys import CLOCK, FORM, SESSION, STORE, TENANTS, WALL
 from streams.admin.view import elapsed, local_time, render
 from streams.embedded import readside
@@ -31,7 +31,8 @@ OUTCOME_WORDS = {rs.REACHED: "連絡がつき無事", rs.NO_ANSWER: "応答な�
 ACTION_WORDS = {"login": "ログイン", "login.failed": "ログイン失敗", "login.locked": "ログイン失敗（ロック中）",
                 "logout": "ログアウト", "user.create": "アカウントを作成", "user.unlock": "ロックを解除",
                 **{f"case.{k}": f"対応を記録：{v}" for k, v in OUTCOME_WORDS.items()},
-                "notice.preview": "お知らせを確認画面で表示", "notice.send": "お知らせを配信"}
+                "notice.preview": "お知らせを確認画面で表示", "notice.send": "お知らせを配信",
+                **settings_pages.ACTION_WORDS}
 ROLE_WORDS = {accounts.ADMIN: "管理者", accounts.OPERATOR: "担当者"}
 
 
@@ -51,6 +52,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_post("/{tenant}/users/unlock", unlock_user, name="unlock_user")
     router.add_get("/{tenant}/audit", audit, name="audit")
     notice_pages.add_routes(router)
+    settings_pages.add_routes(router)
 
 
 def _context(request: web.Request) -> tuple[str, str, int]:

@@ -58,6 +58,8 @@ class Runtime:
     def __init__(self, store: Store, tenant: Tenant, line_api: str, now_ms: Callable[[], int], *,
                  grace_ms: int = 5_000, step_seconds: float = 0.5, sender: Sender | None = None):
         self.store, self.tenant, self.now_ms, self.grace_ms = store, tenant, now_ms, grace_ms
+        # what the ingress reads per request: replace the Tenant here and the next webhook uses it
+        self.tenants: dict[str, Tenant] = {tenant.id: tenant}
         self.step_seconds = step_seconds
         self.engine = Engine(store, tenant.id)
         self.sender = sender or Sender(tenant, line_api)
@@ -81,7 +83,7 @@ class Runtime:
 
     def web_app(self) -> web.Application:
         """What the server serves: the webhook (subclasses mount more, e.g. the admin screen)."""
-        return ingress.create_app({self.tenant.id: self.tenant}, StoreSink(self.store), StoreDedupe(self.store))
+        return ingress.create_app(self.tenants, StoreSink(self.store), StoreDedupe(self.store))
 
     async def stop_engine(self) -> None:
         """No more steps (the sender keeps draining what was decided)."""

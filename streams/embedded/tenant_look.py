@@ -45,6 +45,12 @@ def image_type(data: bytes) -> str | None:
     return None
 
 
+def is_svg(data: bytes) -> bool:
+    """Looks like SVG (XML or an <svg> element): refused, named as such in the message."""
+    head = data[:512].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    return head.startswith((b"<?xml", b"<svg", b"<!doctype svg")) or b"<svg" in head
+
+
 def get(db: sqlite3.Connection, tenant: str) -> Look | None:
     row = db.execute("SELECT top_image, image_type, terms, updated_at FROM tenant_look WHERE tenant = ?",
                      (tenant,)).fetchone()
@@ -66,6 +72,9 @@ def put(db: sqlite3.Connection, tenant: str, at: int, *, top_image=_KEEP, terms=
             image = bytes(top_image)
             kind = image_type(image)
             if kind is None:
+                if is_svg(image):
+                    raise ValueError("SVG 画像は使えません（中にプログラムを含められるため）。"
+                                     "PNG・JPEG・GIF・WebP のいずれかにしてください。")
                 raise ValueError("画像は PNG・JPEG・GIF・WebP のいずれかにしてください。")
             if len(image) > MAX_IMAGE_BYTES:
                 raise ValueError(f"画像は {MAX_IMAGE_BYTES // (1024 * 1024)}MB 以下にしてください。")

@@ -1,0 +1,253 @@
+"""The tenant settings page (設定), for the tenant's administrators only (an operator gets the same 403
+page as for アカウント and 操作の記録: 「この画面は管理者だけが使えます」).
+
+    GET  /{tenant}/settings             the page: four forms, each saved on its own
+    GET  /{tenant}/settings/top-image   the current My Page top image (the preview on the page)
+    POST /{tenant}/settings/look        My Page's top image (multipart upload) and terms of use → tenant_look
+    POST /{tenant}/settings/message     the check card's question and the quote list → tenant_settings
+    POST /{tenant}/settings/timezone    the zone of new sign-ups and new schedules → tenant_settings
+    POST /{tenant}/settings/line        the LINE channel secret and access token (write-only) → tenant_settings
+
+Each form is checked in full before anything is written; the write and its audit row commit in one
+transaction, and only then is the running runtime told (`SETTINGS_CHANGED`), which reloads the
+settings into the ingress, the sender and My Page without a restart.
+
+The channel secret and the access token are write-only: no page ever shows them again (only that
+they are set, when, and their last four characters), the log never carries them, and the audit
+log records only that they changed.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import date
+
+from aiohttp import web
+
+from agents.clock import local_ordinal
+from agents.messages import CHECK_TEXT, QUOTES, Texts, check_card
+from streams.admin import accounts, auth, flex
+from streams.admin.keys import CLOCK, FORM, SESSION, SETTINGS_CHANGED, STORE, TENANTS, WALL
+from streams.admin.view import local_time, render
+from streams.embedded import tenant_look, tenant_settings
+from streams.mypage.app import DEFAULT_IMAGE, DEFAULT_TERMS
+
+log = logging.getLogger("anpi.admin")
+
+UPLOAD_MAX = tenant_look.MAX_IMAGE_BYTES + 512 * 1024   # the image, the terms and the form around them
+ACTION_WORDS = {"settings.look": "設定を変更：マイページの画像・利用規約",
+                "settings.message": "設定を変更：確認の文言・名言",
+                "settings.timezone": "設定を変更：タイムゾーン",
+                "settings.line": "設定を変更：LINEチャネルの認証情報"}
+DONE_WORDS = {"look": "マイページの画像と利用規約を保存しました。", "message": "確認の文言と名言を保存しました。",
+              "timezone": "タイムゾーンを保存しました。", "line": "LINEチャネルの認証情報を保存しました。",
+              "none": "変更はありませんでした。"}
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    router.add_get("/{tenant}/settings", settings, name="settings")
+    router.add_get("/{tenant}/settings/top-image", top_image, name="settings_image")
+    router.add_post("/{tenant}/settings/look", save_look, name="settings_look")
+    router.add_post("/{tenant}/settings/message", save_message, name="settings_message")
+    router.add_post("/{tenant}/settings/timezone", save_timezone, name="settings_timezone")
+    router.add_post("/{tenant}/settings/line", save_line, name="settings_line")
+
+
+# --- the page -----------------------------------------------------------------------------------------
+
+
+@auth.admin_only
+async def settings(request: web.Request) -> web.Response:
+    return _page(request, done=DONE_WORDS.get(request.query.get("done", "")))
+
+
+def _page(request: web.Request, status: int = 200, *, errors: dict[str, str] | None = None,
+          typed: dict[str, str] | None = None, done: str | None = None) -> web.Response:
+    tenant = request.match_info["tenant"]
+    db, zone = request.app[STORE].db, request.app[TENANTS][tenant]
+    look = tenant_look.get(db, tenant)
+    stored = tenant_settings.get(db, tenant) or tenant_settings.Settings()
+    typed = typed or {}
+    current_zone = stored.timezone or zone
+    zones = list(tenant_settings.ZONES)
+    if current_zone not in dict(zones):
+        zones.insert(0, (current_zone, current_zone))
+    texts = tenant_settings.texts_with(Texts(), stored)
+    today = date.fromordinal(local_ordinal(current_zone, request.app[CLOCK]()))
+    return render(
+        request, "settings.html", status=status, title="設定", csrf=request[SESSION].csrf, errors=errors or {},
+        done=done,
+        # My Page
+        has_image=bool(look and look.top_image), image_version=look.updated_at if look else 0,
+        look_updated=local_time(look.updated_at, zone) if look else None,
+        terms=typed.get("terms", look.terms if look and look.terms else DEFAULT_TERMS),
+        custom_terms=bool(look and look.terms), image_max_mb=tenant_look.MAX_IMAGE_BYTES // (1024 * 1024),
+        # the check card
+        check_text=typed.get("check_text", stored.check_text or CHECK_TEXT), check_max=tenant_settings.CHECK_MAX,
+        quotes_text=typed.get("quotes", "\n".join(stored.quotes or ())), builtin_quotes=QUOTES,
+        quotes_max=tenant_settings.QUOTES_MAX, quote_max=tenant_settings.QUOTE_MAX,
+        card=flex.render([check_card(texts, today)]),
+        # the time zone
+        zones=zones, current_zone=typed.get("timezone", current_zone),
+        # LINE
+        secret=_credential(stored.channel_secret, stored.secret_updated_at, zone),
+        token=_credential(stored.channel_access_token, stored.token_updated_at, zone))
+
+
+def _credential(value: str | None, updated_at: int | None, zone: str) -> dict:
+    """What the page may say about a credential: set or not, when, and its last four characters."""
+    return {"set": bool(value), "when": local_time(updated_at, zone) if value else None,
+            "tail": tenant_settings.tail(value)}
+
+
+@auth.admin_only
+async def top_image(request: web.Request) -> web.Response:
+    look = tenant_look.get(request.app[STORE].db, request.match_info["tenant"])
+    if look is not None and look.top_image:
+        return web.Response(body=look.top_image, content_type=look.image_type)
+    return web.Response(body=DEFAULT_IMAGE, content_type="image/svg+xml")
+
+
+# --- saving -------------------------------------------------------------------------------------------
+
+
+def _saved(request: web.Request, section: str, write) -> web.Response:
+    """Commit `write(db, wall)` (the settings and their audit row), then tell the runtime; 303 back."""
+    tenant = request.match_info["tenant"]
+    store, wall = request.app[STORE], request.app[WALL]()
+    with store.transaction():
+        write(store.db, wall)
+    log.info("tenant %s: settings saved (%s)", tenant, section)   # what, never the values
+    try:
+        request.app[SETTINGS_CHANGED](tenant)
+    except Exception:
+        log.exception("tenant %s: the saved settings (%s) could not be applied to the running service",
+                      tenant, section)
+    back = request.app.router["settings"].url_for(tenant=tenant).with_query(done=section)
+    return auth.see_other(f"{back}#{section}")
+
+
+@auth.admin_only
+@auth.max_body(UPLOAD_MAX)
+async def save_look(request: web.Request) -> web.Response:
+    tenant = request.match_info["tenant"]
+    form, db, login = request[FORM], request.app[STORE].db, request[SESSION].login
+    upload = form.get("top_image")
+    image = upload.file.read() if isinstance(upload, web.FileField) else b""
+    reset = form.get("reset_image") == "1"
+    terms = str(form.get("terms", "")).replace("\r\n", "\n").strip()
+    terms_value = None if not terms or terms == DEFAULT_TERMS else terms
+    old = tenant_look.get(db, tenant)
+    changes, parts = [], {}
+    if image:
+        parts["top_image"] = image
+        changes.append("トップ画像を変更")
+    elif reset and old is not None and old.top_image:
+        parts["top_image"] = None
+        changes.append("トップ画像を標準に戻す")
+    if terms_value != (old.terms if old else None):
+        parts["terms"] = terms_value
+        changes.append("利用規約を変更" if terms_value else "利用規約を標準に戻す")
+    if not changes:
+        return auth.see_other(f'{request.app.router["settings"].url_for(tenant=tenant).with_query(done="none")}#look')
+    try:  # checked before anything is written: a refused image keeps the terms unsaved too
+        if image:
+            _check_image(image)
+        if terms_value is not None and len(terms_value) > tenant_look.MAX_TERMS_CHARS:
+            raise ValueError(f"利用規約は {tenant_look.MAX_TERMS_CHARS:,} 文字以内にしてください。")
+    except ValueError as e:
+        return _page(request, 400, errors={"look": str(e)}, typed={"terms": terms})
+
+    def write(db, wall) -> None:
+        tenant_look.put(db, tenant, wall, **parts)
+        accounts.audit(db, tenant, wall, login, "settings.look", None, "、".join(changes))
+    return _saved(request, "look", write)
+
+
+def _check_image(image: bytes) -> None:
+    """tenant_look's rules (bitmap formats by their first bytes, ≤ 2 MB, no SVG), before any write."""
+    kind = tenant_look.image_type(image)
+    if kind is None:
+        if tenant_look.is_svg(image):
+            raise ValueError("SVG 画像は使えません（中にプログラムを含められるため）。PNG・JPEG・GIF・WebP の"
+                             "いずれかにしてください。")
+        raise ValueError("画像は PNG・JPEG・GIF・WebP のいずれかにしてください。")
+    if len(image) > tenant_look.MAX_IMAGE_BYTES:
+        raise ValueError(f"画像は {tenant_look.MAX_IMAGE_BYTES // (1024 * 1024)}MB 以下にしてください"
+                         f"（いま {len(image) / (1024 * 1024):.1f}MB です）。")
+
+
+@auth.admin_only
+async def save_message(request: web.Request) -> web.Response:
+    tenant = request.match_info["tenant"]
+    form, db, login = request[FORM], request.app[STORE].db, request[SESSION].login
+    check_raw, quotes_raw = str(form.get("check_text", "")), str(form.get("quotes", ""))
+    try:
+        check = tenant_settings.clean_check_text(check_raw)
+        quotes = tenant_settings.clean_quotes(quotes_raw)
+    except tenant_settings.Invalid as e:
+        return _page(request, 400, errors={"message": str(e)}, typed={"check_text": check_raw, "quotes": quotes_raw})
+    old = tenant_settings.get(db, tenant) or tenant_settings.Settings()
+    old_check, old_quotes = old.check_text or CHECK_TEXT, old.quotes or ()
+    changes = []
+    if check != old_check:
+        changes.append(f"確認の文言：「{old_check}」→「{check}」")
+    if quotes != old_quotes:
+        changes.append(f"名言：{_count(old_quotes)}→{_count(quotes)}")
+    if not changes:
+        return auth.see_other(f'{request.app.router["settings"].url_for(tenant=tenant).with_query(done="none")}#message')
+
+    def write(db, wall) -> None:
+        tenant_settings.put(db, tenant, wall, check_text=None if check == CHECK_TEXT else check,
+                            quotes=quotes or None)
+        accounts.audit(db, tenant, wall, login, "settings.message", None, "、".join(changes))
+    return _saved(request, "message", write)
+
+
+def _count(quotes: tuple[str, ...]) -> str:
+    return f"{len(quotes)}件" if quotes else f"標準の{len(QUOTES)}件"
+
+
+@auth.admin_only
+async def save_timezone(request: web.Request) -> web.Response:
+    tenant = request.match_info["tenant"]
+    form, db, login = request[FORM], request.app[STORE].db, request[SESSION].login
+    raw = str(form.get("timezone", ""))
+    try:
+        zone = tenant_settings.clean_timezone(raw)
+    except tenant_settings.Invalid as e:
+        return _page(request, 400, errors={"timezone": str(e)})
+    old = (tenant_settings.get(db, tenant) or tenant_settings.Settings()).timezone or request.app[TENANTS][tenant]
+    if zone == old:
+        return auth.see_other(f'{request.app.router["settings"].url_for(tenant=tenant).with_query(done="none")}#timezone')
+
+    def write(db, wall) -> None:
+        tenant_settings.put(db, tenant, wall, timezone=zone)
+        accounts.audit(db, tenant, wall, login, "settings.timezone", None, f"{old} → {zone}")
+    response = _saved(request, "timezone", write)
+    request.app[TENANTS][tenant] = zone   # this screen's times and "today", in the tenant's zone
+    return response
+
+
+@auth.admin_only
+async def save_line(request: web.Request) -> web.Response:
+    tenant = request.match_info["tenant"]
+    form, login = request[FORM], request[SESSION].login
+    secret_raw, token_raw = str(form.get("channel_secret", "")), str(form.get("channel_access_token", ""))
+    parts, changes = {}, []
+    try:
+        if not secret_raw.strip() and not token_raw.strip():
+            raise tenant_settings.Invalid("変更するチャネルシークレットか、チャネルアクセストークンを入力してください。"
+                                          "（空欄のものは、いまの設定のままです）")
+        if secret_raw.strip():
+            parts["channel_secret"] = tenant_settings.clean_secret(secret_raw)
+            changes.append("チャネルシークレットを変更")
+        if token_raw.strip():
+            parts["channel_access_token"] = tenant_settings.clean_token(token_raw)
+            changes.append("チャネルアクセストークンを変更")
+    except tenant_settings.Invalid as e:
+        return _page(request, 400, errors={"line": str(e)})   # what was typed is never sent back
+
+    def write(db, wall) -> None:
+        tenant_settings.put(db, tenant, wall, **parts)
+        accounts.audit(db, tenant, wall, login, "settings.line", None, "、".join(changes))  # never the values
+    return _saved(request, "line", write)

@@ -1,0 +1,192 @@
+"""A tenant's settings that staff change from the admin screen (設定): the check card's question and
+quote list, the time zone for new sign-ups, and the LINE channel's credentials.
+
+One row per tenant in the embedded store's file (the top image and the terms of use are in
+tenant_look). A column left NULL means "not set here": the built-in wording, and for the zone and
+the credentials whatever the tenant was started with (the environment: ANPI_TIMEZONE,
+ANPI_CHANNEL_SECRET, ANPI_CHANNEL_ACCESS_TOKEN). What is stored wins over the environment.
+
+    tenant_settings(tenant, check_text, quotes (JSON list), timezone, channel_secret, channel_access_token,
+                    secret_updated_at, token_updated_at, updated_at)
+
+SECURITY: once credentials are saved here, the SQLite file (and its -wal / -shm companions and any
+backup of them) holds the channel secret and access token in the clear. Protect it like a secrets
+file: owner-only permissions (chmod 600), no world-readable backups. The credentials are write-only
+on the admin screen: pages show at most that they are set, when, and their last four characters;
+they are never logged and never written to the audit log.
+
+Validation raises `Invalid` with a message in Japanese that staff can act on; `put` checks every
+value it is given before it writes anything, so a refused form changes nothing.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from dataclasses import dataclass, field, replace
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from agents.messages import Texts
+from schemas.tenant import Tenant
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tenant_settings (tenant TEXT PRIMARY KEY, check_text TEXT, quotes TEXT, timezone TEXT,
+                                            channel_secret TEXT, channel_access_token TEXT,
+                                            secret_updated_at INTEGER, token_updated_at INTEGER,
+                                            updated_at INTEGER NOT NULL) WITHOUT ROWID;
+"""
+
+CHECK_MAX = 40          # characters of the question on the check card
+QUOTES_MAX = 100        # quotes in the list
+QUOTE_MAX = 60          # characters per quote
+SECRET_PATTERN = re.compile(r"^[\x21-\x7e]{8,256}$")    # LINE's: 32 hex digits; printable ASCII, no spaces
+TOKEN_PATTERN = re.compile(r"^[\x21-\x7e]{16,2048}$")   # LINE's long-lived tokens: ~170 base64 characters
+
+# The zones offered on the settings page (any other valid IANA zone is accepted too, e.g. one set
+# from the environment); Japan first: that is where nearly every tenant is.
+ZONES = (("Asia/Tokyo", "日本（東京）"), ("Asia/Seoul", "韓国（ソウル）"), ("Asia/Shanghai", "中国（上海）"),
+         ("Asia/Taipei", "台湾（台北）"), ("Asia/Manila", "フィリピン（マニラ）"), ("Asia/Bangkok", "タイ（バンコク）"),
+         ("Asia/Singapore", "シンガポール"), ("Australia/Sydney", "オーストラリア（シドニー）"),
+         ("Pacific/Honolulu", "アメリカ（ハワイ）"), ("America/Los_Angeles", "アメリカ（ロサンゼルス）"),
+         ("America/New_York", "アメリカ（ニューヨーク）"), ("America/Sao_Paulo", "ブラジル（サンパウロ）"),
+         ("Europe/London", "イギリス（ロンドン）"), ("Europe/Berlin", "ドイツ（ベルリン）"), ("UTC", "協定世界時（UTC）"))
+
+
+class Invalid(ValueError):
+    """A value staff typed that cannot be stored; the message says why, in Japanese."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    check_text: str | None = None
+    quotes: tuple[str, ...] | None = None
+    timezone: str | None = None
+    channel_secret: str | None = field(default=None, repr=False)
+    channel_access_token: str | None = field(default=None, repr=False)
+    secret_updated_at: int | None = None
+    token_updated_at: int | None = None
+    updated_at: int = 0
+
+
+def install(db: sqlite3.Connection) -> None:
+    db.executescript(SCHEMA)
+
+
+# --- validation ------------------------------------------------------------------------------------
+
+
+def clean_check_text(text: str) -> str:
+    text = (text or "").strip()
+    if not text:
+        raise Invalid("確認の文言を入力してください（例：お元気ですか？）。")
+    if "\n" in text or "\r" in text:
+        raise Invalid("確認の文言は1行にしてください。")
+    if len(text) > CHECK_MAX:
+        raise Invalid(f"確認の文言は{CHECK_MAX}文字以内にしてください（いま{len(text)}文字です）。")
+    return text
+
+
+def clean_quotes(text: str) -> tuple[str, ...]:
+    """One quote per line; blank lines are dropped. () means the built-in proverbs."""
+    quotes = tuple(line.strip() for line in (text or "").replace("\r\n", "\n").split("\n") if line.strip())
+    if len(quotes) > QUOTES_MAX:
+        raise Invalid(f"名言は{QUOTES_MAX}件までにしてください（いま{len(quotes)}件です）。")
+    for n, quote in enumerate(quotes, 1):
+        if len(quote) > QUOTE_MAX:
+            raise Invalid(f"名言の{n}件目「{quote[:12]}…」が長すぎます。1件{QUOTE_MAX}文字以内にしてください"
+                          f"（いま{len(quote)}文字です）。")
+    return quotes
+
+
+def clean_timezone(name: str) -> str:
+    name = (name or "").strip()
+    if not name or name not in available_timezones():
+        raise Invalid("タイムゾーンを一覧から選んでください。")
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise Invalid("タイムゾーンを一覧から選んでください。") from None
+    return name
+
+
+def clean_secret(value: str) -> str:
+    value = (value or "").strip()
+    if not SECRET_PATTERN.match(value):
+        raise Invalid("チャネルシークレットは、LINE Developers コンソールに表示される英数字（空白なし）を"
+                      "そのまま貼り付けてください。")
+    return value
+
+
+def clean_token(value: str) -> str:
+    value = (value or "").strip()
+    if not TOKEN_PATTERN.match(value):
+        raise Invalid("チャネルアクセストークンは、LINE Developers コンソールで発行した長期のトークン（空白なし）を"
+                      "そのまま貼り付けてください。")
+    return value
+
+
+# --- reading and writing -----------------------------------------------------------------------------
+
+
+def get(db: sqlite3.Connection, tenant: str) -> Settings | None:
+    row = db.execute("SELECT check_text, quotes, timezone, channel_secret, channel_access_token, secret_updated_at, "
+                     "token_updated_at, updated_at FROM tenant_settings WHERE tenant = ?", (tenant,)).fetchone()
+    if row is None:
+        return None
+    quotes = tuple(json.loads(row[1])) if row[1] else None
+    return Settings(row[0], quotes, row[2], row[3], row[4], row[5], row[6], row[7])
+
+
+_KEEP = object()
+
+
+def put(db: sqlite3.Connection, tenant: str, at: int, *, check_text=_KEEP, quotes=_KEEP, timezone=_KEEP,
+        channel_secret=_KEEP, channel_access_token=_KEEP) -> Settings:
+    """Replace the parts passed (None clears one back to its default); the rest is kept. Every value
+    is checked first: `Invalid` means nothing was written. Run it inside the caller's transaction."""
+    old = get(db, tenant) or Settings(updated_at=at)
+    new = old
+    if check_text is not _KEEP:
+        new = replace(new, check_text=None if check_text is None else clean_check_text(check_text))
+    if quotes is not _KEEP:
+        cleaned = None if quotes is None else (clean_quotes(quotes) if isinstance(quotes, str)
+                                               else clean_quotes("\n".join(quotes)))
+        new = replace(new, quotes=cleaned or None)
+    if timezone is not _KEEP:
+        new = replace(new, timezone=None if timezone is None else clean_timezone(timezone))
+    if channel_secret is not _KEEP:
+        new = replace(new, channel_secret=None if channel_secret is None else clean_secret(channel_secret),
+                      secret_updated_at=at)
+    if channel_access_token is not _KEEP:
+        new = replace(new, channel_access_token=None if channel_access_token is None
+                      else clean_token(channel_access_token), token_updated_at=at)
+    new = replace(new, updated_at=at)
+    db.execute("INSERT OR REPLACE INTO tenant_settings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+               (tenant, new.check_text, json.dumps(list(new.quotes), ensure_ascii=False) if new.quotes else None,
+                new.timezone, new.channel_secret, new.channel_access_token, new.secret_updated_at,
+                new.token_updated_at, new.updated_at))
+    return new
+
+
+# --- what the runtime uses -----------------------------------------------------------------------------
+
+
+def tenant_with(seed: Tenant, s: Settings | None) -> Tenant:
+    """The tenant as it runs: the seed (from the environment) with what is stored here laid over it."""
+    if s is None:
+        return seed
+    return replace(seed, channel_secret=s.channel_secret or seed.channel_secret,
+                   channel_access_token=s.channel_access_token or seed.channel_access_token,
+                   timezone=s.timezone or seed.timezone)
+
+
+def texts_with(base: Texts, s: Settings | None) -> Texts:
+    """The sender's wording: the stored question and quotes, or the base's (the built-in ones)."""
+    if s is None:
+        return base
+    return replace(base, check=s.check_text or base.check, quotes=s.quotes or base.quotes)
+
+
+def tail(value: str | None) -> str:
+    """At most the last four characters of a credential, for staff to tell which one is set."""
+    return value[-4:] if value and len(value) >= 16 else ""
