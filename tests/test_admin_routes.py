@@ -22,7 +22,7 @@ from agents import readside as rs
 from agents.clock import HOUR, MINUTE
 from linesim import user_id_for
 from schemas import effects as fx
-from schemas.events import Ok, Register, Resolve
+from schemas.events import Acknowledge, Ok, Register, Resolve
 from schemas.settings import GroupSettings, MemberSettings, Schedule
 from streams import cli
 from streams.admin import accounts, pages
@@ -552,6 +552,19 @@ async def test_no_answer_and_a_visit_keep_the_case_open_and_emergency_services_c
     assert actions == ["case.emergency", "case.visit", "case.no_answer"]
     page = (await user.get("/admin/city-a/audit"))[1]
     assert "対応を記録：救急・警察に連絡" in page and PASSWORD not in page
+    await user.close()
+
+
+@run
+async def test_the_notify_page_shows_how_many_of_those_told_will_go_and_look(world, server, app):
+    user = Browser(server)
+    await user.login(A, "a-operator")
+    page = (await user.get("/admin/city-a/escalations"))[1]
+    assert 'class="acks"><span class="muted">まだ' in page
+    world.store.accept(A, None, [(NOTIFY_SILENT, Acknowledge(world.now[0], NOTIFY_SILENT, FAMILY, 1))])
+    world.step(world.now[0] + 1_000)
+    page = (await user.get("/admin/city-a/escalations"))[1]
+    assert 'class="acks">1人（' in page
     await user.close()
 
 

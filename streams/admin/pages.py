@@ -171,11 +171,18 @@ async def record(request: web.Request) -> web.Response:
 async def escalations(request: web.Request) -> web.Response:
     tenant, zone, now = _context(request)
     db = request.app[STORE].db
-    open_rows = [_case_view(db, tenant, zone, now, r) for r in readside.cases(db, tenant, fx.CONTACTS_NOTIFIED, "open")]
-    closed = [_case_view(db, tenant, zone, now, r)
+    open_rows = [_with_acks(db, tenant, zone, _case_view(db, tenant, zone, now, r))
+                 for r in readside.cases(db, tenant, fx.CONTACTS_NOTIFIED, "open")]
+    closed = [_with_acks(db, tenant, zone, _case_view(db, tenant, zone, now, r))
               for r in readside.cases(db, tenant, fx.CONTACTS_NOTIFIED, "closed", limit=20)]
     return render(request, "escalations.html", title="安否通知（ご家族などへの連絡）", open_rows=open_rows,
                   closed=closed)
+
+
+def _with_acks(db, tenant: str, zone: str, case: dict) -> dict:
+    """Who of those told answered 「見に行きます」, and when (the contacts stay unnamed here)."""
+    acks = readside.acknowledged(db, tenant, case["member"], case["cycle"])
+    return {**case, "acks": len(acks), "first_ack_text": local_time(acks[0], zone) if acks else ""}
 
 
 async def groups(request: web.Request) -> web.Response:
