@@ -78,6 +78,15 @@ def main(argv: list[str] | None = None) -> int:
     sender = bench_what.add_parser("sender", help="seconds for the sender to deliver one check to N members "
                                                   "against linesim with LINE's rate limits, and the ratio to their floor")
     sender.add_argument("--members", type=int, default=100_000)
+    admin_bench = bench_what.add_parser("admin", help="the admin screen's overview and call queue over real HTTP, "
+                                                      "for a tenant of N members built through the engine")
+    admin_bench.add_argument("--members", type=int, default=1_000_000)
+    admin_bench.add_argument("--days", type=int, default=3, help="days of checks and answers (default 3)")
+    admin_bench.add_argument("--requests", type=int, default=50, help="timed requests per page (default 50)")
+    admin_bench.add_argument("--warmup", type=int, default=3, help="requests per page before timing (default 3)")
+    admin_bench.add_argument("--profile", metavar="FILE", help="write a cProfile of the server's timed part here")
+    admin_bench.add_argument("--db", metavar="FILE", help="build into FILE and keep it; if FILE was built by "
+                                                          "this bench before, measure it without building")
 
     args = parser.parse_args(argv)
     if args.command == "simulate":
@@ -102,6 +111,13 @@ def main(argv: list[str] | None = None) -> int:
                     print("anpi bench sender: --members must be positive", file=sys.stderr)
                     return 2
                 print(bench_edge.sender_bench(args.members))
+        elif args.what == "admin":
+            from streams import bench_admin
+            if args.members < 1 or args.days < 1 or args.requests < 1 or args.warmup < 0:
+                print("anpi bench admin: --members, --days and --requests must be positive", file=sys.stderr)
+                return 2
+            print(bench_admin.admin_bench(args.members, args.days, args.requests, args.warmup, args.profile,
+                                          args.db))
         else:
             print(benches.core_bench(args.members, args.days, args.answer_after))
         return 0

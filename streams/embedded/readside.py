@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS rs_cases (tenant TEXT NOT NULL, member TEXT NOT NULL,
                                      last_action_at INTEGER, closed_at INTEGER, outcome TEXT,
                                      PRIMARY KEY (tenant, member, cycle));
 CREATE INDEX IF NOT EXISTS rs_cases_by_status ON rs_cases (tenant, kind, status, at);
+CREATE INDEX IF NOT EXISTS rs_cases_closed ON rs_cases (tenant, kind, status, closed_at);
 CREATE TABLE IF NOT EXISTS rs_groups (tenant TEXT NOT NULL, grp TEXT NOT NULL, cycle INTEGER NOT NULL,
                                       posted_at INTEGER, roster INTEGER NOT NULL, confirmed INTEGER NOT NULL,
                                       unconfirmed_at INTEGER, unconfirmed INTEGER,
