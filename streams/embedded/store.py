@@ -39,6 +39,9 @@ CREATE TABLE IF NOT EXISTS effects (seq INTEGER PRIMARY KEY AUTOINCREMENT, tenan
                                     at INTEGER NOT NULL, effect TEXT NOT NULL,
                                     sent INTEGER NOT NULL DEFAULT 0, UNIQUE (tenant, id));
 CREATE INDEX IF NOT EXISTS effects_unsent ON effects (tenant, sent, step, seq);
+-- effects that are never messages (staff_call, group_confirmed, …) stay unsent forever: the sender's
+-- "earliest unsent step of these kinds" must not read them all on every call
+CREATE INDEX IF NOT EXISTS effects_unsent_kind ON effects (tenant, sent, kind, step);
 CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL,
                                   record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS webhooks (tenant TEXT NOT NULL, event_id TEXT NOT NULL,
