@@ -116,7 +116,8 @@ async def calls(request: web.Request) -> web.Response:
     closed = [_case_view(db, tenant, zone, now, row)
               for row in readside.cases(db, tenant, fx.STAFF_CALL, "closed", limit=20)]
     done = request.query.get("done")
-    return render(request, "calls.html", title="職員の連絡待ち", open_rows=open_rows, closed=closed,
+    waiting = readside.open_count(db, tenant, fx.STAFF_CALL)  # the page lists the longest waits only
+    return render(request, "calls.html", title="職員の連絡待ち", open_rows=open_rows, closed=closed, waiting=waiting,
                   csrf=request[SESSION].csrf, outcomes=[(k, OUTCOME_WORDS[k]) for k in rs.OUTCOMES],
                   done=OUTCOME_WORDS.get(done), gone=request.query.get("gone") == "1")
 
