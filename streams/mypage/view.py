@@ -65,7 +65,7 @@ def status(state: MemberState, now: int) -> Status:
     elif state.phase == IDLE and state.due is not None:
         sentence = f"次は {when_label(zone, state.due)} ごろにお送りします。"
     elif state.phase == ESCALATED:
-        who = "ご家族など" if s.service == NOTIFY and s.contacts else "市の職員"
+        who = "ご家族など" if s.service == NOTIFY and s.contacts else "担当の職員"
         sentence = f"お返事がなかったため、{who}にお知らせしました。LINEで「元気です」を押してください。"
     elif state.phase != IDLE:
         sentence = "「お元気ですか？」をお送りしています。LINEで「元気です」を押してください。"
@@ -135,7 +135,7 @@ def history_line(e: Effect) -> str | None:
         return ("職員が確認を終えました" if e.data == CLOSED_BY_STAFF
                 else "お返事をいただきました（お知らせした方にも伝わります）")
     if kind == fx.STAFF_CALL:
-        return "お返事がなかったので、市の職員にお知らせしました"
+        return "お返事がなかったので、担当の職員にお知らせしました"
     if kind == fx.CONTACTS_NOTIFIED:
         return f"お返事がなかったので、ご家族など（{len(e.to or ())}人）にお知らせしました"
     if kind == fx.ENROLLED:
