@@ -46,6 +46,18 @@ def main(argv: list[str] | None = None) -> int:
     create_user.add_argument("--tenant", required=True)
     create_user.add_argument("--login", required=True)
     create_user.add_argument("--role", choices=["admin", "operator"], default="admin")
+    create_user.add_argument("--redis", nargs="?", const=os.environ.get("ANPI_REDIS", "redis://127.0.0.1:6379/0"),
+                             metavar="URL", help="create it in Redis (the Kafka runtime's admin screen): at URL, "
+                                                 "else ANPI_REDIS")
+    admin_serve = admin_what.add_parser("serve", help="the admin screen of the Kafka runtime (/admin; settings from "
+                                                      "ANPI_KAFKA, ANPI_REDIS, ANPI_TOPIC_PREFIX, ANPI_TIMEZONE)")
+    admin_serve.add_argument("--host", default="127.0.0.1")
+    admin_serve.add_argument("--port", type=int, default=8090)
+
+    readside = commands.add_parser("readside", help="keep the admin screen's read side in Redis from the Kafka "
+                                                    "runtime's effects (settings from ANPI_*)")
+    readside.add_argument("--from-beginning", action="store_true",
+                          help="read the topics from their start (what was applied stays applied once)")
 
     bench = commands.add_parser("bench", help="measure the engine")
     bench_what = bench.add_subparsers(dest="what", required=True, metavar="WHAT")
@@ -137,8 +149,15 @@ def main(argv: list[str] | None = None) -> int:
         from streams.demo import main as demo_main
         return demo_main(args.residents, args.days, args.speed, args.exit, args.seed)
     if args.command == "admin":
-        from streams.admin.cli import create_user as admin_create_user
-        return admin_create_user(args.db, args.tenant, args.login, args.role)
+        from streams.admin import cli as admin_cli
+        if args.what == "serve":
+            return admin_cli.serve(args.host, args.port)
+        if args.redis:
+            return admin_cli.create_user_redis(args.redis, args.tenant, args.login, args.role)
+        return admin_cli.create_user(args.db, args.tenant, args.login, args.role)
+    if args.command == "readside":
+        from streams.kafka.readside_app import main as readside_main
+        return readside_main(args.from_beginning)
     if args.command == "worker":
         from streams.kafka.worker import main as worker_main
         return worker_main()

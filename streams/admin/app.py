@@ -1,4 +1,5 @@
-"""The admin screen as an aiohttp application, mounted under /admin (`anpi serve`, `anpi demo`).
+"""The admin screen as an aiohttp application, mounted under /admin (`anpi serve`, `anpi demo`,
+and on the Kafka runtime `anpi admin serve`).
 
     /admin/                         → the login page of the only tenant (or a short note)
     /admin/{tenant}/login           GET form, POST credentials (public)
@@ -8,6 +9,11 @@
 
 Two clocks: `now_ms` is the engine's (virtual and sped up in the demo): "today", "time since the
 check" and the `at` of the events staff commit; `wall_ms` is real time: sessions and lockouts.
+
+The pages read through two objects (streams/admin/backends.py): the read side and the staff store.
+`create_app` gives them the embedded store's SQLite file; `create_kafka_app` gives them Redis (the
+read side `anpi readside` keeps, and accounts and sessions) and the tenant's inbound topic, and
+shows notices and settings as 準備中 (they need the embedded store still).
 """
 from __future__ import annotations
 
@@ -18,7 +24,8 @@ import jinja2
 from aiohttp import web
 
 from streams.admin import accounts, auth, pages, view
-from streams.admin.keys import CLOCK, SETTINGS_CHANGED, STORE, TEMPLATES, TENANTS, WALL
+from streams.admin.backends import ReadSide, SqliteReadSide, SqliteStaff, Staff
+from streams.admin.keys import CLOCK, READSIDE, SETTINGS_CHANGED, STAFF, STORE, TEMPLATES, TENANTS, WALL
 from streams.embedded import notices, tenant_look, tenant_settings
 from streams.embedded.store import Store
 
@@ -32,12 +39,27 @@ def create_app(store: Store, tenants: Mapping[str, str], now_ms: Callable[[], in
     notices.install(store.db)
     tenant_look.install(store.db)
     tenant_settings.install(store.db)
-    app = web.Application(middlewares=[auth.headers, auth.guard], client_max_size=64 * 1024)
-    app[STORE], app[TENANTS], app[CLOCK] = store, dict(tenants), now_ms
-    app[WALL] = wall_ms or (lambda: int(time.time() * 1000))
+    app = _app(SqliteReadSide(store), SqliteStaff(store), tenants, now_ms, wall_ms)
+    app[STORE] = store
     app[SETTINGS_CHANGED] = on_settings or (lambda tenant: None)
+    pages.add_routes(app.router)
+    return app
+
+
+def create_kafka_app(readside: ReadSide, staff: Staff, tenants: Mapping[str, str], now_ms: Callable[[], int],
+                     wall_ms: Callable[[], int] | None = None) -> web.Application:
+    """The admin screen of the Kafka runtime: backends.RedisReadSide and redis_accounts.RedisStaff."""
+    app = _app(readside, staff, tenants, now_ms, wall_ms)
+    app[SETTINGS_CHANGED] = lambda tenant: None
+    pages.add_routes(app.router, embedded=False)
+    return app
+
+
+def _app(readside, staff, tenants, now_ms, wall_ms) -> web.Application:
+    app = web.Application(middlewares=[auth.headers, auth.guard], client_max_size=64 * 1024)
+    app[READSIDE], app[STAFF], app[TENANTS], app[CLOCK] = readside, staff, dict(tenants), now_ms
+    app[WALL] = wall_ms or (lambda: int(time.time() * 1000))
     app[TEMPLATES] = jinja2.Environment(loader=jinja2.PackageLoader("streams.admin", "templates"),
                                         autoescape=True, trim_blocks=True, lstrip_blocks=True)
     app[TEMPLATES].filters.update(view.FILTERS)
-    pages.add_routes(app.router)
     return app

@@ -16,7 +16,7 @@ import secrets
 from aiohttp import web
 
 from streams.admin import accounts
-from streams.admin.keys import FORM, SESSION, STORE, TENANTS, WALL
+from streams.admin.keys import FORM, SESSION, STAFF, TENANTS, WALL
 from streams.admin.view import render
 
 log = logging.getLogger("anpi.admin")
@@ -75,8 +75,7 @@ async def guard(request: web.Request, handler):
     tenant = info.get("tenant")
     if tenant is None:
         return not_found(request)
-    db = request.app[STORE].db
-    session = accounts.session(db, request.cookies.get(SESSION_COOKIE), request.app[WALL]())
+    session = await request.app[STAFF].session(request.cookies.get(SESSION_COOKIE), request.app[WALL]())
     if session is None:
         if request.method == "GET":
             raise web.HTTPFound(request.app.router["login"].url_for(tenant=tenant))
@@ -143,19 +142,19 @@ async def login(request: web.Request) -> web.Response:
     if not accounts.same(form.get("csrf"), request.cookies.get(LOGIN_COOKIE)):
         return _login_page(request, 403, "画面の有効期限が切れました。もう一度入力してください。")
     name, password = str(form.get("login", "")).strip(), str(form.get("password", ""))
-    db, wall = request.app[STORE].db, request.app[WALL]
-    result = await accounts.authenticate(db, tenant, name, password, wall)
+    staff, wall = request.app[STAFF], request.app[WALL]
+    result = await staff.authenticate(tenant, name, password, wall)
     if tenant not in request.app[TENANTS]:  # accounts of a tenant not served here do not log in here
         result = accounts.BAD
-    known = accounts.exists(db, tenant, name)
+    known = await staff.exists(tenant, name)
     if result != accounts.OK:
         # An unknown login is not written down: it may be a password typed into the wrong box.
-        accounts.audit(db, tenant, wall(), name if known else "(不明なID)",
-                       "login.locked" if result == accounts.LOCKED else "login.failed")
+        await staff.audit(tenant, wall(), name if known else "(不明なID)",
+                          "login.locked" if result == accounts.LOCKED else "login.failed")
         log.info("tenant %s: a login attempt failed", tenant)
         return _login_page(request, 401, MESSAGES[result], login=name if known else "")
-    session_id = accounts.open_session(db, tenant, name, wall())
-    accounts.audit(db, tenant, wall(), name, "login")
+    session_id = await staff.open_session(tenant, name, wall())
+    await staff.audit(tenant, wall(), name, "login")
     log.info("tenant %s: staff logged in", tenant)
     response = see_other(request.app.router["overview"].url_for(tenant=tenant))
     response.set_cookie(SESSION_COOKIE, session_id, httponly=True, samesite="Lax", path=COOKIE_PATH,
@@ -165,9 +164,9 @@ async def login(request: web.Request) -> web.Response:
 
 
 async def logout(request: web.Request) -> web.Response:
-    tenant, db = request.match_info["tenant"], request.app[STORE].db
-    accounts.close_session(db, request.cookies.get(SESSION_COOKIE))
-    accounts.audit(db, tenant, request.app[WALL](), request[SESSION].login, "logout")
+    tenant, staff = request.match_info["tenant"], request.app[STAFF]
+    await staff.close_session(request.cookies.get(SESSION_COOKIE))
+    await staff.audit(tenant, request.app[WALL](), request[SESSION].login, "logout")
     response = see_other(f'{request.app.router["login"].url_for(tenant=tenant)}?bye=1')
     response.del_cookie(SESSION_COOKIE, path=COOKIE_PATH)
     return response

@@ -1,4 +1,6 @@
-"""`anpi admin create-user`: the first administrator of a tenant (later ones are added on the screen).
+"""`anpi admin create-user`: the first administrator of a tenant (later ones are added on the screen),
+in the embedded store's SQLite file, or with `--redis` in Redis (the Kafka runtime's admin screen).
+`anpi admin serve`: the admin screen of the Kafka runtime.
 
 The password comes from ANPI_ADMIN_PASSWORD or stdin, never from argv (argv shows in `ps` and in
 shell history), and is never printed or logged.
@@ -14,17 +16,24 @@ from streams.admin import accounts
 from streams.embedded.store import Store
 
 
-def create_user(db: str, tenant: str, login: str, role: str, stdin=None, err=None) -> int:
-    stdin, err = stdin or sys.stdin, err or sys.stderr
+def _password(stdin, err) -> str | None:
     password = os.environ.get("ANPI_ADMIN_PASSWORD")
     if password is None:
         if stdin.isatty():
             password = getpass.getpass("パスワード: ")
             if getpass.getpass("もう一度: ") != password:
                 print("anpi admin: the two passwords differ", file=err)
-                return 2
+                return None
         else:
             password = stdin.readline().rstrip("\r\n")
+    return password
+
+
+def create_user(db: str, tenant: str, login: str, role: str, stdin=None, err=None) -> int:
+    stdin, err = stdin or sys.stdin, err or sys.stderr
+    password = _password(stdin, err)
+    if password is None:
+        return 2
     try:
         accounts.check_new(login, role, password)
     except accounts.AccountError as e:
@@ -43,4 +52,92 @@ def create_user(db: str, tenant: str, login: str, role: str, stdin=None, err=Non
     finally:
         store.close()
     print(f"anpi admin: {role} {login!r} created for tenant {tenant!r} in {db}", file=err)
+    return 0
+
+
+def create_user_redis(url: str, tenant: str, login: str, role: str, stdin=None, err=None) -> int:
+    """The same, in Redis at `url` (the accounts `anpi admin serve` reads)."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from streams.admin.redis_accounts import RedisStaff
+
+    stdin, err = stdin or sys.stdin, err or sys.stderr
+    password = _password(stdin, err)
+    if password is None:
+        return 2
+
+    async def go() -> None:
+        redis = aioredis.from_url(url)
+        try:
+            await RedisStaff(redis).create_user(tenant, login, role, password, int(time.time() * 1000), "(anpi admin)")
+        finally:
+            await redis.aclose()
+
+    try:
+        asyncio.run(go())
+    except (accounts.AccountError, ValueError) as e:
+        print(f"anpi admin: {e}", file=err)
+        return 2
+    except OSError as e:
+        print(f"anpi admin: cannot reach Redis ({type(e).__name__})", file=err)
+        return 1
+    print(f"anpi admin: {role} {login!r} created for tenant {tenant!r} in Redis", file=err)
+    return 0
+
+
+def serve(host: str, port: int, env=os.environ) -> int:
+    """`anpi admin serve`: /admin for the tenant ANPI_TOPIC_PREFIX on the Kafka runtime: the read side
+    in Redis (kept by `anpi readside`), accounts and sessions in Redis, staff's Resolve onto the
+    tenant's inbound topic. ANPI_KAFKA, ANPI_REDIS, ANPI_PARTITIONS, ANPI_TIMEZONE."""
+    import asyncio
+    import logging
+
+    import redis.asyncio as aioredis
+    from aiohttp import web
+
+    from agents.readside import DEFAULT_ZONE
+    from streams.admin.app import create_kafka_app
+    from streams.admin.backends import RedisReadSide
+    from streams.admin.redis_accounts import RedisStaff
+    from streams.ingress import KafkaSink
+    from streams.kafka.settings import Settings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    settings = Settings.from_env(env)
+    tenant, zone = settings.prefix, env.get("ANPI_TIMEZONE", DEFAULT_ZONE)
+
+    async def start() -> web.AppRunner:
+        redis = aioredis.from_url(settings.redis)
+        sink = KafkaSink(settings)
+        await sink.start()
+        staff = RedisStaff(redis)
+        admin = create_kafka_app(RedisReadSide(redis, sink, staff), staff, {tenant: zone},
+                                 lambda: int(time.time() * 1000))
+        root = web.Application()
+        root.add_subapp("/admin", admin)
+
+        async def close(_app) -> None:
+            await sink.stop()
+            await redis.aclose()
+        root.on_cleanup.append(close)
+        runner = web.AppRunner(root, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        return runner
+
+    async def main() -> None:
+        runner = await start()
+        print(f"anpi admin: http://{host}:{port}/admin/{tenant}/login", file=sys.stderr)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
     return 0

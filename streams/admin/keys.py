@@ -8,7 +8,9 @@ from aiohttp import web
 
 from streams.embedded.store import Store
 
-STORE = web.AppKey("store", Store)
+STORE = web.AppKey("store", Store)                    # the embedded store (absent on the Kafka runtime)
+READSIDE = web.AppKey("readside", object)             # backends.ReadSide: SQLite or Redis
+STAFF = web.AppKey("staff", object)                   # backends.Staff: accounts, sessions, audit
 TENANTS = web.AppKey("tenants", dict)                 # tenant id -> time zone
 CLOCK = web.AppKey("clock", Callable[[], int])        # the engine's time, ms
 WALL = web.AppKey("wall", Callable[[], int])          # real time, ms: sessions and lockouts

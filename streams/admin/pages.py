@@ -1,9 +1,11 @@
 """The admin pages: overview, call queue, escalations, groups, accounts and the audit log (notices:
 streams/admin/notice_pages.py; tenant settings: streams/admin/settings_pages.py).
 
-Each page reads the read side (streams/embedded/readside.py: a few indexed rows), never the members.
-Writes go through the store's transactions; what staff decide about a case that the engine must know
-(「連絡がつき無事」) goes into the engine's inbox as a `Resolve` event, committed with its audit row.
+Each page reads the read side through app[READSIDE] (streams/admin/backends.py: the embedded store's
+rs_* tables, or Redis on the Kafka runtime: a few keys or indexed rows), never the members; accounts,
+sessions and the audit log through app[STAFF]. What staff decide about a case that the engine must
+know (「連絡がつき無事」) becomes a `Resolve` event: into the embedded inbox with its audit row, or onto
+the tenant's inbound topic. On the Kafka runtime notices and settings are 準備中 (`embedded=False`).
 """
 from __future__ import annotations
 
@@ -14,13 +16,10 @@ from aiohttp import web
 
 from agents import readside as rs
 from agents.clock import local_ordinal
-from agents.member import ESCALATED
 from schemas import effects as fx
-from schemas.events import Resolve
 from streams.admin import accounts, auth, chart, notice_pages, settings_pages
-from streams.admin.keys import CLOCK, FORM, SESSION, STORE, TENANTS, WALL
+from streams.admin.keys import CLOCK, FORM, READSIDE, SESSION, STAFF, TENANTS, WALL
 from streams.admin.view import elapsed, local_time, render
-from streams.embedded import readside
 
 SERVICES = (("watch", "見守り"), ("notify", "安否通知"))
 PHASES = (("idle", "次の確認を待っています"), ("sent", "確認を送り、返事待ち"), ("resent", "再送して返事待ち"),
@@ -36,7 +35,8 @@ ACTION_WORDS = {"login": "ログイン", "login.failed": "ログイン失敗", "
 ROLE_WORDS = {accounts.ADMIN: "管理者", accounts.OPERATOR: "担当者"}
 
 
-def add_routes(router: web.UrlDispatcher) -> None:
+def add_routes(router: web.UrlDispatcher, embedded: bool = True) -> None:
+    """Every route; with `embedded=False` (the Kafka runtime) notices and settings answer 準備中."""
     router.add_get("/", index, name="index")
     router.add_get("/{tenant}/login", auth.login_form, name="login")
     router.add_post("/{tenant}/login", auth.login, name="login_post")
@@ -51,8 +51,36 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_post("/{tenant}/users", create_user, name="create_user")
     router.add_post("/{tenant}/users/unlock", unlock_user, name="unlock_user")
     router.add_get("/{tenant}/audit", audit, name="audit")
-    notice_pages.add_routes(router)
-    settings_pages.add_routes(router)
+    if embedded:
+        notice_pages.add_routes(router)
+        settings_pages.add_routes(router)
+    else:  # the same addresses and names (the menu links them), each saying what is not there yet
+        notice_pages.add_routes(_Preparing(router, "お知らせ配信"))
+        settings_pages.add_routes(_Preparing(router, "設定"))
+
+
+class _Preparing:
+    """A router stand-in: registers each route it is given with a 準備中 page instead of its handler."""
+
+    def __init__(self, router: web.UrlDispatcher, what: str):
+        self.router, self.what = router, what
+
+    def _handler(self, original):
+        what = self.what
+
+        async def preparing(request: web.Request) -> web.Response:
+            return render(request, "error.html", title=f"{what}（準備中）",
+                          message=f"{what}は、この構成（Kafka）ではまだ使えません。準備中です。")
+        for mark in (auth.ROLE,):  # keep who may open it: the settings stay for administrators
+            if hasattr(original, mark):
+                setattr(preparing, mark, getattr(original, mark))
+        return preparing
+
+    def add_get(self, path, handler, **kwargs):
+        return self.router.add_get(path, self._handler(handler), **kwargs)
+
+    def add_post(self, path, handler, **kwargs):
+        return self.router.add_post(path, self._handler(handler), **kwargs)
 
 
 def _context(request: web.Request) -> tuple[str, str, int]:
@@ -78,12 +106,12 @@ async def home(request: web.Request) -> web.Response:
 
 async def overview(request: web.Request) -> web.Response:
     tenant, zone, now = _context(request)
-    db = request.app[STORE].db
+    reads = request.app[READSIDE]
     today = date.fromordinal(local_ordinal(zone, now))
     days = chart.days_back(today, 30)
-    counts = readside.daily(db, tenant, days[0].isoformat(), today.isoformat())
+    counts, quota, opens = await reads.overview(tenant, [d.isoformat() for d in days], rs.month_of(now))
     t = counts.get(today.isoformat(), {})
-    labels = readside.labels(db, tenant)
+    labels = await reads.labels(tenant)
     rows, other = _member_rows(labels)
     return render(request, "overview.html", title="利用状況", today=today, now=now,
                   today_counts={"sent": t.get(fx.CHECK_SENT, 0),
@@ -92,9 +120,9 @@ async def overview(request: web.Request) -> web.Response:
                                 "contacts": t.get(fx.CONTACTS_NOTIFIED, 0), "posted": t.get(fx.GROUP_CHECK_POSTED, 0)},
                   rows=rows, other=other, phases=PHASES, group_phases=GROUP_PHASES,
                   groups={k: labels.get(k, 0) for k, _ in GROUP_PHASES},
-                  chart=chart.rate_chart(days, counts), quota=readside.usage(db, tenant, rs.month_of(now)),
-                  month=rs.month_of(now), open_calls=readside.open_count(db, tenant, fx.STAFF_CALL),
-                  open_notices=readside.open_count(db, tenant, fx.CONTACTS_NOTIFIED),
+                  chart=chart.rate_chart(days, counts), quota=quota,
+                  month=rs.month_of(now), open_calls=opens.get(fx.STAFF_CALL, 0),
+                  open_notices=opens.get(fx.CONTACTS_NOTIFIED, 0),
                   local_time=local_time(now, zone))
 
 
@@ -111,22 +139,21 @@ def _member_rows(labels: dict[str, int]) -> tuple[list[dict], dict[str, int]]:
 
 async def calls(request: web.Request) -> web.Response:
     tenant, zone, now = _context(request)
-    db = request.app[STORE].db
-    open_rows = [_case_view(db, tenant, zone, now, row) for row in readside.cases(db, tenant, fx.STAFF_CALL, "open")]
-    closed = [_case_view(db, tenant, zone, now, row)
-              for row in readside.cases(db, tenant, fx.STAFF_CALL, "closed", limit=20)]
+    reads = request.app[READSIDE]
+    open_rows = [_case_view(zone, now, row) for row in await reads.cases(tenant, fx.STAFF_CALL, "open")]
+    closed = [_case_view(zone, now, row) for row in await reads.cases(tenant, fx.STAFF_CALL, "closed", limit=20)]
     done = request.query.get("done")
-    waiting = readside.open_count(db, tenant, fx.STAFF_CALL)  # the page lists the longest waits only
+    # the page lists the longest waits only
+    waiting = await reads.open_count(tenant, fx.STAFF_CALL)
     return render(request, "calls.html", title="職員の連絡待ち", open_rows=open_rows, closed=closed, waiting=waiting,
                   csrf=request[SESSION].csrf, outcomes=[(k, OUTCOME_WORDS[k]) for k in rs.OUTCOMES],
                   done=OUTCOME_WORDS.get(done), gone=request.query.get("gone") == "1")
 
 
-def _case_view(db, tenant: str, zone: str, now: int, row: dict) -> dict:
-    state = readside.state_of(db, tenant, row["member"])
-    sent_at = readside.check_sent_at(db, tenant, row["member"], row["cycle"])
-    settings = getattr(state, "settings", None)
-    return {**row, "phone": getattr(settings, "phone", None), "sent_at": local_time(sent_at, zone),
+def _case_view(zone: str, now: int, row: dict) -> dict:
+    """A case row (with `phone` and `sent_at` from the read side) in words."""
+    sent_at = row.get("sent_at")
+    return {**row, "phone": row.get("phone"), "sent_at": local_time(sent_at, zone),
             "since_check": elapsed(now - sent_at) if sent_at is not None else "—",
             "escalated_at": local_time(row["at"], zone), "closed_at_text": local_time(row["closed_at"], zone),
             "last_action_text": OUTCOME_WORDS.get(row["last_action"] or ""),
@@ -139,30 +166,17 @@ async def record(request: web.Request) -> web.Response:
     """Staff record what came of a call. Reached and fine: the engine closes the case (a Resolve
     event); emergency services called: staff close it here (handed over); otherwise it stays open."""
     tenant, _, now = _context(request)
-    form, store, login = request[FORM], request.app[STORE], request[SESSION].login
+    form, login = request[FORM], request[SESSION].login
     back = request.app.router["calls"].url_for(tenant=tenant)
     member, outcome = str(form.get("member", "")), str(form.get("outcome", ""))
     try:
         cycle = int(str(form.get("cycle", "")))
     except ValueError:
         cycle = -1
-    row = readside.case(store.db, tenant, member, cycle)
-    if outcome not in rs.OUTCOMES or row is None or row["kind"] != fx.STAFF_CALL or row["status"] != "open":
+    if outcome not in rs.OUTCOMES or cycle < 0 or not member or len(member) > 64 or ":" in member or \
+            not await request.app[READSIDE].record_outcome(tenant, member, cycle, outcome, now, request.app[WALL](),
+                                                            login):
         return auth.see_other(back.with_query(gone="1"))
-    wall = request.app[WALL]()
-    state = readside.state_of(store.db, tenant, member)
-    # The engine can resolve only the escalation it still has open; a case it has already let go of
-    # (the resident blocked the account meanwhile, say) is closed here instead.
-    resolve = outcome == rs.REACHED and getattr(state, "phase", None) == ESCALATED and state.cycle == cycle
-    close_here = outcome == rs.EMERGENCY or (outcome == rs.REACHED and not resolve)
-
-    def write() -> None:
-        readside.record_action(store.db, tenant, member, cycle, outcome, now, close=close_here)
-        accounts.audit(store.db, tenant, wall, login, f"case.{outcome}", f"{member}:{cycle}")
-        if resolve:
-            store.enqueue(tenant, [(member, Resolve(now, member))])
-
-    await store.grouped(write)
     return auth.see_other(back.with_query(done=outcome))
 
 
@@ -171,28 +185,29 @@ async def record(request: web.Request) -> web.Response:
 
 async def escalations(request: web.Request) -> web.Response:
     tenant, zone, now = _context(request)
-    db = request.app[STORE].db
-    open_rows = [_with_acks(db, tenant, zone, _case_view(db, tenant, zone, now, r))
-                 for r in readside.cases(db, tenant, fx.CONTACTS_NOTIFIED, "open")]
-    closed = [_with_acks(db, tenant, zone, _case_view(db, tenant, zone, now, r))
-              for r in readside.cases(db, tenant, fx.CONTACTS_NOTIFIED, "closed", limit=20)]
-    return render(request, "escalations.html", title="安否通知（ご家族などへの連絡）", open_rows=open_rows,
-                  closed=closed)
+    reads = request.app[READSIDE]
+    open_rows = await reads.cases(tenant, fx.CONTACTS_NOTIFIED, "open")
+    closed = await reads.cases(tenant, fx.CONTACTS_NOTIFIED, "closed", limit=20)
+    acks = await reads.acknowledged(tenant, [(r["member"], r["cycle"]) for r in open_rows + closed])
+    return render(request, "escalations.html", title="安否通知（ご家族などへの連絡）",
+                  open_rows=[_with_acks(zone, _case_view(zone, now, r), acks) for r in open_rows],
+                  closed=[_with_acks(zone, _case_view(zone, now, r), acks) for r in closed])
 
 
-def _with_acks(db, tenant: str, zone: str, case: dict) -> dict:
+def _with_acks(zone: str, case: dict, acks: dict) -> dict:
     """Who of those told answered 「見に行きます」, and when (the contacts stay unnamed here)."""
-    acks = readside.acknowledged(db, tenant, case["member"], case["cycle"])
-    return {**case, "acks": len(acks), "first_ack_text": local_time(acks[0], zone) if acks else ""}
+    times = acks.get((case["member"], case["cycle"]), [])
+    return {**case, "acks": len(times), "first_ack_text": local_time(times[0], zone) if times else ""}
 
 
 async def groups(request: web.Request) -> web.Response:
     tenant, zone, now = _context(request)
     rows = []
-    for g in readside.groups(request.app[STORE].db, tenant):
+    for g in await request.app[READSIDE].groups(tenant, now):
         posted = g["posted_at"] is not None
+        known = g["roster"] is not None  # on Kafka a group's size is known from its first 23 h list on
         rows.append({**g, "posted": posted, "posted_text": local_time(g["posted_at"], zone),
-                     "waiting": max(0, g["roster"] - g["confirmed"]) if posted else None,
+                     "waiting": max(0, g["roster"] - (g["confirmed"] or 0)) if posted and known else None,
                      "unconfirmed_text": local_time(g["unconfirmed_at"], zone)})
     return render(request, "groups.html", title="つながり（グループ）", rows=rows)
 
@@ -202,15 +217,15 @@ async def groups(request: web.Request) -> web.Response:
 
 @auth.admin_only
 async def users(request: web.Request) -> web.Response:
-    return _users_page(request)
+    return await _users_page(request)
 
 
-def _users_page(request: web.Request, status: int = 200, **extra) -> web.Response:
+async def _users_page(request: web.Request, status: int = 200, **extra) -> web.Response:
     tenant, zone, _ = _context(request)
     wall = request.app[WALL]()
     rows = [{**u, "role_text": ROLE_WORDS.get(u["role"], u["role"]), "locked": u["locked_until"] > wall,
              "created_text": local_time(u["created_at"], zone)}
-            for u in accounts.users(request.app[STORE].db, tenant)]
+            for u in await request.app[STAFF].users(tenant)]
     return render(request, "users.html", status=status, title="アカウント", rows=rows, roles=ROLE_WORDS,
                   csrf=request[SESSION].csrf, **extra)
 
@@ -218,29 +233,27 @@ def _users_page(request: web.Request, status: int = 200, **extra) -> web.Respons
 @auth.admin_only
 async def create_user(request: web.Request) -> web.Response:
     tenant = request.match_info["tenant"]
-    form, db = request[FORM], request.app[STORE].db
+    form, staff = request[FORM], request.app[STAFF]
     login, role = str(form.get("login", "")).strip(), str(form.get("role", ""))
     password = accounts.random_password()  # shown once on the next page, never stored in the clear
     wall = request.app[WALL]()
     try:
         accounts.check_new(login, role, password)
-        if accounts.exists(db, tenant, login):
+        if await staff.exists(tenant, login):
             raise accounts.AccountError("このログインIDはすでに使われています")
         hashed = await asyncio.get_running_loop().run_in_executor(None, accounts.hash_password, password)
-        with request.app[STORE].transaction():
-            accounts.add_hashed(db, tenant, login, role, hashed, wall)
-            accounts.audit(db, tenant, wall, request[SESSION].login, "user.create", login, role)
+        await staff.add_user(tenant, login, role, hashed, wall, request[SESSION].login)
     except accounts.AccountError as e:
-        return _users_page(request, 400, error=str(e))
-    return _users_page(request, created={"login": login, "password": password, "role": ROLE_WORDS[role]})
+        return await _users_page(request, 400, error=str(e))
+    return await _users_page(request, created={"login": login, "password": password, "role": ROLE_WORDS[role]})
 
 
 @auth.admin_only
 async def unlock_user(request: web.Request) -> web.Response:
     tenant = request.match_info["tenant"]
-    db, login = request.app[STORE].db, str(request[FORM].get("login", ""))
-    if accounts.unlock(db, tenant, login):
-        accounts.audit(db, tenant, request.app[WALL](), request[SESSION].login, "user.unlock", login)
+    staff, login = request.app[STAFF], str(request[FORM].get("login", ""))
+    if await staff.unlock(tenant, login):
+        await staff.audit(tenant, request.app[WALL](), request[SESSION].login, "user.unlock", login)
     return auth.see_other(request.app.router["users"].url_for(tenant=tenant))
 
 
@@ -248,5 +261,5 @@ async def unlock_user(request: web.Request) -> web.Response:
 async def audit(request: web.Request) -> web.Response:
     tenant, zone, _ = _context(request)
     rows = [{**r, "when": local_time(r["at"], zone), "what": ACTION_WORDS.get(r["action"], r["action"])}
-            for r in accounts.audit_log(request.app[STORE].db, tenant)]
+            for r in await request.app[STAFF].audit_log(tenant)]
     return render(request, "audit.html", title="操作の記録", rows=rows)

@@ -181,10 +181,23 @@ def create_app(settings: Settings) -> faust.App:
                 value = codec.dumps(obj)
             await send(settings.outbox, value, key=key, partition=number)
         if effect.effect in TO_ESCALATIONS:
-            await send(settings.escalations, value, key=key, partition=number)
+            await send(settings.escalations, _escalation_record(effect, number), key=key, partition=number)
         metrics.EFFECTS_OUT.labels(effect.effect).inc()
         if effect.effect in fx.ESCALATIONS:
             metrics.ESCALATIONS.labels(effect.effect).inc()
+
+    def _escalation_record(effect, number: int) -> bytes:
+        """The escalations topic's record: the effect (never a reply token), and for a staff call the
+        member's phone from the state this worker holds, for the call queue (streams/kafka/readside_app.py).
+        Only this topic carries it: the effects and outbox records stay free of personal data."""
+        obj = codec.effect_to_obj(effect)
+        if effect.effect == fx.STAFF_CALL:
+            partition = logic.partitions.get(number)
+            state = partition.table.get(effect.subject) if partition is not None else None
+            phone = getattr(getattr(state, "settings", None), "phone", None)
+            if phone:
+                obj["phone"] = phone
+        return codec.dumps(obj)
 
     @app.on_partitions_revoked.connect
     async def revoked(sender, revoked, **kwargs) -> None:

@@ -1,0 +1,224 @@
+"""What the admin pages read and write through, with one implementation per runtime.
+
+    ReadSide   the read side (counts, cases, acks, groups, labels) and the call queue's one write:
+               staff recording an outcome (with its audit row, and a Resolve for the engine)
+    Staff      accounts, sessions, lockouts and the audit log
+
+    embedded (`anpi serve`, `anpi demo`)   SqliteReadSide, SqliteStaff: the store's SQLite file
+                                           (streams/embedded/readside.py, streams/admin/accounts.py)
+    Kafka    (`anpi admin serve`)          RedisReadSide (streams/redis_readside.py, kept by `anpi
+                                           readside`), RedisStaff (streams/admin/redis_accounts.py);
+                                           a Resolve goes onto the tenant's inbound topic (KafkaSink)
+
+Every method is a coroutine (Redis is asynchronous; SQLite's calls are short and synchronous, run
+inline as before). The pages (streams/admin/pages.py, auth.py) never see which one they have.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+from agents import readside as rs
+from agents.group import UNCONFIRMED_AFTER
+from agents.member import ESCALATED
+from schemas import effects as fx
+from schemas.events import Resolve
+from streams.admin import accounts
+from streams.embedded import readside as sqlite_rs
+from streams.embedded.store import Store
+
+
+class ReadSide(Protocol):
+    async def overview(self, tenant: str, days: list[str], month: str) -> tuple[dict, int, dict[str, int]]:
+        """({day: {kind: n}} for `days`, messages billed in `month`, {escalation kind: open cases})."""
+
+    async def labels(self, tenant: str) -> dict[str, int]: ...
+
+    async def open_count(self, tenant: str, kind: str) -> int: ...
+
+    async def cases(self, tenant: str, kind: str, status: str, limit: int = 200) -> list[dict]:
+        """Rows with sqlite_rs.CASE_COLUMNS plus `phone` (staff calls) and `sent_at` (the cycle's check)."""
+
+    async def case(self, tenant: str, member: str, cycle: int) -> dict | None: ...
+
+    async def acknowledged(self, tenant: str, keys: list[tuple[str, int]]) -> dict[tuple[str, int], list[int]]: ...
+
+    async def groups(self, tenant: str, now: int, limit: int = 500) -> list[dict]: ...
+
+    async def record_outcome(self, tenant: str, member: str, cycle: int, outcome: str, now: int, wall: int,
+                             login: str) -> bool:
+        """Staff recorded `outcome` on an open staff-call case (audited); False if it is not open."""
+
+
+class Staff(Protocol):
+    async def authenticate(self, tenant: str, login: str, password: str, now) -> str: ...
+    async def exists(self, tenant: str, login: str) -> bool: ...
+    async def open_session(self, tenant: str, login: str, now: int) -> str: ...
+    async def session(self, session_id: str | None, now: int) -> accounts.Session | None: ...
+    async def close_session(self, session_id: str | None) -> None: ...
+    async def audit(self, tenant: str, at: int, login: str, action: str, target: str | None = None,
+                    detail: str | None = None) -> None: ...
+    async def audit_log(self, tenant: str, limit: int = 200) -> list[dict]: ...
+    async def users(self, tenant: str) -> list[dict]: ...
+    async def add_user(self, tenant: str, login: str, role: str, hashed: str, now: int, by: str) -> None:
+        """The account and its audit row together; AccountError if the login is taken."""
+    async def unlock(self, tenant: str, login: str) -> bool: ...
+
+
+# --- embedded: the store's SQLite file ------------------------------------------------------------------
+
+
+class SqliteReadSide:
+    def __init__(self, store: Store):
+        self.store = store
+
+    async def overview(self, tenant, days, month):
+        db = self.store.db
+        counts = sqlite_rs.daily(db, tenant, days[0], days[-1])
+        return counts, sqlite_rs.usage(db, tenant, month), \
+            {kind: sqlite_rs.open_count(db, tenant, kind) for kind in fx.ESCALATIONS}
+
+    async def labels(self, tenant):
+        return sqlite_rs.labels(self.store.db, tenant)
+
+    async def open_count(self, tenant, kind):
+        return sqlite_rs.open_count(self.store.db, tenant, kind)
+
+    async def cases(self, tenant, kind, status, limit=200):
+        db = self.store.db
+        return [self._details(db, tenant, row) for row in sqlite_rs.cases(db, tenant, kind, status, limit)]
+
+    @staticmethod
+    def _details(db, tenant: str, row: dict) -> dict:
+        state = sqlite_rs.state_of(db, tenant, row["member"])
+        return {**row, "phone": getattr(getattr(state, "settings", None), "phone", None),
+                "sent_at": sqlite_rs.check_sent_at(db, tenant, row["member"], row["cycle"])}
+
+    async def case(self, tenant, member, cycle):
+        return sqlite_rs.case(self.store.db, tenant, member, cycle)
+
+    async def acknowledged(self, tenant, keys):
+        return {key: sqlite_rs.acknowledged(self.store.db, tenant, *key) for key in keys}
+
+    async def groups(self, tenant, now, limit=500):
+        return sqlite_rs.groups(self.store.db, tenant, limit)
+
+    async def record_outcome(self, tenant, member, cycle, outcome, now, wall, login):
+        store = self.store
+        row = sqlite_rs.case(store.db, tenant, member, cycle)
+        if row is None or row["kind"] != fx.STAFF_CALL or row["status"] != "open":
+            return False
+        state = sqlite_rs.state_of(store.db, tenant, member)
+        # The engine can resolve only the escalation it still has open; a case it has already let go of
+        # (the resident blocked the account meanwhile, say) is closed here instead.
+        resolve = outcome == rs.REACHED and getattr(state, "phase", None) == ESCALATED and state.cycle == cycle
+        close_here = outcome == rs.EMERGENCY or (outcome == rs.REACHED and not resolve)
+
+        def write() -> None:
+            sqlite_rs.record_action(store.db, tenant, member, cycle, outcome, now, close=close_here)
+            accounts.audit(store.db, tenant, wall, login, f"case.{outcome}", f"{member}:{cycle}")
+            if resolve:
+                store.enqueue(tenant, [(member, Resolve(now, member))])
+
+        await store.grouped(write)
+        return True
+
+
+class SqliteStaff:
+    def __init__(self, store: Store):
+        self.store = store
+
+    async def authenticate(self, tenant, login, password, now):
+        return await accounts.authenticate(self.store.db, tenant, login, password, now)
+
+    async def exists(self, tenant, login):
+        return accounts.exists(self.store.db, tenant, login)
+
+    async def open_session(self, tenant, login, now):
+        return accounts.open_session(self.store.db, tenant, login, now)
+
+    async def session(self, session_id, now):
+        return accounts.session(self.store.db, session_id, now)
+
+    async def close_session(self, session_id):
+        accounts.close_session(self.store.db, session_id)
+
+    async def audit(self, tenant, at, login, action, target=None, detail=None):
+        accounts.audit(self.store.db, tenant, at, login, action, target, detail)
+
+    async def audit_log(self, tenant, limit=200):
+        return accounts.audit_log(self.store.db, tenant, limit)
+
+    async def users(self, tenant):
+        return accounts.users(self.store.db, tenant)
+
+    async def add_user(self, tenant, login, role, hashed, now, by):
+        db = self.store.db
+        with self.store.transaction():
+            accounts.add_hashed(db, tenant, login, role, hashed, now)
+            accounts.audit(db, tenant, now, by, "user.create", login, role)
+
+    async def unlock(self, tenant, login):
+        return accounts.unlock(self.store.db, tenant, login)
+
+
+# --- Kafka: Redis, and the tenant's inbound topic -------------------------------------------------------
+
+
+class RedisReadSide:
+    """The read side `anpi readside` keeps in Redis; a Resolve goes to the engine through `sink`
+    (streams/ingress.KafkaSink: the runtime's own partitioner, acks from all replicas)."""
+
+    def __init__(self, redis, sink, staff: Staff):
+        from streams.redis_readside import Reader
+        from streams.redis_store import ReadModel
+
+        self.redis, self.sink, self.staff = redis, sink, staff
+        self.reader = Reader(redis)
+        self.model = ReadModel(redis)
+
+    async def overview(self, tenant, days, month):
+        return await self.reader.overview(tenant, days, month)
+
+    async def labels(self, tenant):
+        return await self.model.counts(tenant)
+
+    async def open_count(self, tenant, kind):
+        return await self.reader.open_count(tenant, kind)
+
+    async def cases(self, tenant, kind, status, limit=200):
+        return await self.reader.cases(tenant, kind, status, limit)
+
+    async def case(self, tenant, member, cycle):
+        return await self.reader.case(tenant, member, cycle)
+
+    async def acknowledged(self, tenant, keys):
+        return await self.reader.acknowledged(tenant, keys)
+
+    async def groups(self, tenant, now, limit=500):
+        rows = await self.reader.groups(tenant, limit)
+        for g in rows:  # the engine closes a check 23 h after its post even when we missed how
+            if g["posted_at"] is not None and now - g["posted_at"] >= UNCONFIRMED_AFTER:
+                g["posted_at"] = None
+        return rows
+
+    async def record_outcome(self, tenant, member, cycle, outcome, now, wall, login):
+        row = await self.reader.case(tenant, member, cycle)
+        if row is None or row["kind"] != fx.STAFF_CALL or row["status"] != "open":
+            return False
+        # The engine's state is not here; its read-model label is (the worker's, streams/redis_store.py).
+        # Escalated (or still "resent" for the half second before the worker's label reaches Redis):
+        # the engine still holds the case open, so it must resolve it. Blocked, or a new cycle since
+        # (which only an unfollow and a follow make): the engine has let it go; it closes here.
+        label = await self.redis.hget(self.model.keys(tenant)[0], member)
+        phase = (label.decode() if isinstance(label, bytes) else label or "").rpartition(":")[2]
+        resolve = outcome == rs.REACHED and phase in ("escalated", "resent")
+        close_here = outcome == rs.EMERGENCY or (outcome == rs.REACHED and not resolve)
+        if resolve:
+            # First, so that a failure records nothing; a repeat (staff try again) is harmless: the
+            # engine resolves only a cycle that is still escalated.
+            from streams.webhook_events import Routed
+            await self.sink.put(tenant, Routed(events=[Resolve(now, member)]))
+        if not await self.reader.record_action(tenant, member, cycle, outcome, now, close_here):
+            return False
+        await self.staff.audit(tenant, wall, login, f"case.{outcome}", f"{member}:{cycle}")
+        return True

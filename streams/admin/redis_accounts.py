@@ -1,0 +1,218 @@
+"""Staff accounts, sessions, lockouts and the audit log in Redis: the admin screen of the Kafka runtime
+(`anpi admin serve`), with the same rules as the embedded store's tables (streams/admin/accounts.py).
+
+Keys, per tenant, in the tenant's hash slot (braces):
+
+    anpi:{t}:admin:logins              set of logins
+    anpi:{t}:admin:user:<sha256 of login>  hash: role, hash (argon2id), failed, locked_until, created_at
+                                       (a login may be a person's name: key names hold none)
+    anpi:{t}:admin:session:<sha256>    hash: login, user (its key), csrf, created_at, expires_at; expires
+                                       with the session
+    anpi:{t}:admin:audit               list of JSON rows, newest first (the last AUDIT_KEEP)
+
+A session id is "<tenant>.<random>": the tenant says which slot to look in, and only the SHA-256 of
+the whole id is stored (a copy of Redis opens no session). A session of another tenant is still
+found (and then refused with 404 by the guard, exactly as in the embedded runtime). Times are the
+app's wall clock (tests move it); the keys' TTLs only collect what has expired.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import secrets
+
+import redis.asyncio as aioredis
+
+from streams.admin import accounts
+from streams.admin.accounts import (BAD, IDLE_MS, LOCK_MS, LOCKED, MAX_FAILURES, MAX_SESSION_MS, OK, AccountError,
+                                    Session)
+
+AUDIT_KEEP = 100_000
+_TENANT = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _p(tenant: str) -> str:
+    if not _TENANT.fullmatch(tenant or ""):
+        raise ValueError(f"tenant id {tenant!r}: expected 1-64 characters of letters, digits, '-' or '_'")
+    return f"anpi:{{{tenant}}}:admin:"
+
+
+def _user(tenant: str, login: str) -> str:
+    return _p(tenant) + "user:" + hashlib.sha256(login.encode()).hexdigest()
+
+
+def _text(v):
+    return v.decode() if isinstance(v, bytes) else v
+
+
+# KEYS: user, logins, audit; ARGV: role, hash, now, audit row (JSON), keep. 1 = created, 0 = taken.
+_ADD = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'role', ARGV[1], 'hash', ARGV[2], 'failed', 0, 'locked_until', 0, 'created_at', ARGV[3])
+redis.call('SADD', KEYS[2], ARGV[6])
+redis.call('LPUSH', KEYS[3], ARGV[4])
+redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[5]) - 1)
+return 1
+"""
+
+# After a password was verified (outside, in a thread). KEYS: user; ARGV: now, good ("1"/"0"), max, lock ms.
+_SETTLE = """
+local f = redis.call('HMGET', KEYS[1], 'role', 'failed', 'locked_until')
+if not f[1] then return 'bad' end
+local failed, locked, t = tonumber(f[2] or '0'), tonumber(f[3] or '0'), tonumber(ARGV[1])
+if locked > t then return 'locked' end
+if ARGV[2] == '1' then
+  redis.call('HSET', KEYS[1], 'failed', 0, 'locked_until', 0)
+  return 'ok'
+end
+if locked > 0 then failed = 0 end
+failed = failed + 1
+if failed >= tonumber(ARGV[3]) then
+  redis.call('HSET', KEYS[1], 'failed', 0, 'locked_until', t + tonumber(ARGV[4]))
+  return 'locked'
+end
+redis.call('HSET', KEYS[1], 'failed', failed, 'locked_until', 0)
+return 'bad'
+"""
+
+# KEYS: session; ARGV: (unused), now, idle ms, max ms. {login, role, csrf, expires_at} or nil.
+_SESSION = """
+local s = redis.call('HMGET', KEYS[1], 'login', 'csrf', 'created_at', 'expires_at', 'user')
+if not s[1] then return nil end
+local now, expires = tonumber(ARGV[2]), tonumber(s[4])
+if expires <= now then redis.call('DEL', KEYS[1]); return nil end
+local role = redis.call('HGET', s[5], 'role')
+if not role then return nil end
+local renewed = math.min(now + tonumber(ARGV[3]), tonumber(s[3]) + tonumber(ARGV[4]))
+if renewed - expires > 60000 then
+  redis.call('HSET', KEYS[1], 'expires_at', renewed)
+  redis.call('PEXPIRE', KEYS[1], renewed - now)
+  expires = renewed
+end
+return {s[1], role, s[2], tostring(expires)}
+"""
+
+
+class RedisStaff:
+    def __init__(self, redis: aioredis.Redis):
+        self.redis = redis
+        self._add = redis.register_script(_ADD)
+        self._settle = redis.register_script(_SETTLE)
+        self._session = redis.register_script(_SESSION)
+
+    # --- users ----------------------------------------------------------------------------------------
+
+    async def add_user(self, tenant: str, login: str, role: str, hashed: str, now: int, by: str) -> None:
+        p = _p(tenant)
+        row = json.dumps({"at": now, "login": by, "action": "user.create", "target": login, "detail": role},
+                         ensure_ascii=False)
+        done = await self._add([_user(tenant, login), p + "logins", p + "audit"],
+                               [role, hashed, now, row, AUDIT_KEEP, login])
+        if int(done) != 1:
+            raise AccountError("このログインIDはすでに使われています")
+
+    async def create_user(self, tenant: str, login: str, role: str, password: str, now: int, by: str) -> None:
+        accounts.check_new(login, role, password)
+        hashed = await asyncio.get_running_loop().run_in_executor(None, accounts.hash_password, password)
+        await self.add_user(tenant, login, role, hashed, now, by)
+
+    async def exists(self, tenant: str, login: str) -> bool:
+        if not _TENANT.fullmatch(tenant or ""):
+            return False
+        return bool(await self.redis.exists(_user(tenant, login)))
+
+    async def users(self, tenant: str) -> list[dict]:
+        p = _p(tenant)
+        logins = sorted(_text(x) for x in await self.redis.smembers(p + "logins"))
+        if not logins:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for login in logins:
+                pipe.hmget(_user(tenant, login), "role", "failed", "locked_until", "created_at")
+            rows = await pipe.execute()
+        return [{"login": login, "role": _text(role), "failed": int(failed or 0), "locked_until": int(locked or 0),
+                 "created_at": int(created or 0)}
+                for login, (role, failed, locked, created) in zip(logins, rows) if role is not None]
+
+    async def unlock(self, tenant: str, login: str) -> bool:
+        key = _user(tenant, login)
+        if not await self.redis.exists(key):
+            return False
+        await self.redis.hset(key, mapping={"failed": 0, "locked_until": 0})
+        return True
+
+    # --- logging in ---------------------------------------------------------------------------------
+
+    async def authenticate(self, tenant: str, login: str, password: str, now) -> str:
+        """OK, BAD or LOCKED, by the rules of accounts.authenticate (five wrong: 15 minutes locked)."""
+        try:
+            key = _user(tenant, login)
+        except ValueError:
+            return BAD
+        hashed, locked_until = await self.redis.hmget(key, "hash", "locked_until")
+        if hashed is not None and int(locked_until or 0) > now():
+            return LOCKED
+        good = await asyncio.get_running_loop().run_in_executor(
+            None, accounts._verify, _text(hashed) if hashed is not None else accounts._dummy_hash(), password)
+        if hashed is None:
+            return BAD
+        result = _text(await self._settle([key], [now(), "1" if good else "0", MAX_FAILURES, LOCK_MS]))
+        return {"ok": OK, "locked": LOCKED}.get(result, BAD)
+
+    # --- sessions -------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _key(session_id: str) -> str | None:
+        tenant, dot, _ = session_id.partition(".")
+        if not dot or not _TENANT.fullmatch(tenant):
+            return None
+        return _p(tenant) + "session:" + hashlib.sha256(session_id.encode()).hexdigest()
+
+    async def open_session(self, tenant: str, login: str, now: int) -> str:
+        session_id = f"{tenant}.{secrets.token_urlsafe(32)}"
+        ttl = min(IDLE_MS, MAX_SESSION_MS)
+        key = self._key(session_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping={"login": login, "csrf": secrets.token_urlsafe(32), "created_at": now,
+                                    "expires_at": now + ttl, "user": _user(tenant, login)})
+            pipe.pexpire(key, ttl)
+            await pipe.execute()
+        return session_id
+
+    async def session(self, session_id: str | None, now: int) -> Session | None:
+        if not session_id or len(session_id) > 160:
+            return None
+        key = self._key(session_id)
+        if key is None:
+            return None
+        tenant = session_id.partition(".")[0]
+        got = await self._session([key], ["", now, IDLE_MS, MAX_SESSION_MS])
+        if not got:
+            return None
+        login, role, csrf, expires_at = (_text(x) for x in got)
+        return Session(tenant, login, role, csrf, int(expires_at))
+
+    async def close_session(self, session_id: str | None) -> None:
+        key = self._key(session_id) if session_id else None
+        if key is not None:
+            await self.redis.delete(key)
+
+    # --- audit ----------------------------------------------------------------------------------------
+
+    async def audit(self, tenant: str, at: int, login: str, action: str, target: str | None = None,
+                    detail: str | None = None) -> None:
+        if not _TENANT.fullmatch(tenant or ""):
+            return  # a login attempt at an address that is no tenant: nothing to file it under
+        key = _p(tenant) + "audit"
+        row = json.dumps({"at": at, "login": login, "action": action, "target": target, "detail": detail},
+                         ensure_ascii=False)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.lpush(key, row)
+            pipe.ltrim(key, 0, AUDIT_KEEP - 1)
+            await pipe.execute()
+
+    async def audit_log(self, tenant: str, limit: int = 200) -> list[dict]:
+        rows = await self.redis.lrange(_p(tenant) + "audit", 0, limit - 1)
+        return [json.loads(r) for r in rows]

@@ -1,0 +1,134 @@
+"""`anpi readside`: the admin screen's read side on the Kafka runtime, kept in Redis.
+
+    <prefix>-effects ─────┐  (read_committed: only what the subject agent committed)
+    <prefix>-escalations ─┴─▶ this consumer ──one Lua script per partition batch──▶ Redis
+                                                (changes + that partition's offset, atomically)
+
+A plain aiokafka consumer, not a Faust agent. Faust's exactly-once covers Kafka outputs only, and
+this consumer's output is Redis: what makes it exactly-once is that each batch's changes and the
+offset they reach are written by one script (streams/redis_readside.py), so the consumer needs no
+group offsets, no changelog and no transactions — only "start after the offset Redis has", which a
+plain consumer with manually assigned partitions does in a few lines. Being outside a consumer
+group, a second replica is a harmless hot standby: both apply, the offsets make the second a no-op.
+
+The tenant is the topic prefix (ANPI_TOPIC_PREFIX); days are counted in ANPI_TIMEZONE.
+`--from-beginning` reads both topics from their first record regardless of the stored offsets:
+nothing changes that was applied before (a check of the idempotence, or a rebuild after the read
+side's keys were deleted, in which case the stored offsets are gone too).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from agents import readside as rs
+from streams.kafka.settings import Settings
+from streams.redis_readside import EFFECTS, ESCALATIONS, Writer
+
+log = logging.getLogger("anpi.readside")
+MAX_RECORDS = 5000
+
+
+class ReadSideConsumer:
+    def __init__(self, settings: Settings, redis, zone: str = rs.DEFAULT_ZONE, from_beginning: bool = False):
+        self.settings = settings
+        self.writer = Writer(redis, settings.prefix, zone)
+        self.from_beginning = from_beginning
+        self.topics = {settings.effects: EFFECTS, settings.escalations: ESCALATIONS}
+        self.parts = [TopicPartition(topic, n) for topic in self.topics for n in range(settings.partitions)]
+        self.consumer: AIOKafkaConsumer | None = None
+        self.applied = 0  # operations applied since start (not counting replays that changed nothing)
+
+    async def start(self) -> None:
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka, group_id=None,
+                                         enable_auto_commit=False, isolation_level="read_committed",
+                                         auto_offset_reset="earliest", max_partition_fetch_bytes=4 << 20)
+        await self.consumer.start()
+        self.consumer.assign(self.parts)
+        stored = {} if self.from_beginning else await self.writer.offsets()
+        for tp in self.parts:
+            last = stored.get((self.topics[tp.topic], tp.partition))
+            if last is None:
+                await self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, last + 1)
+
+    async def stop(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()
+            self.consumer = None
+
+    async def step(self, timeout_ms: int = 500) -> int:
+        """One fetch and its application; returns the number of records read."""
+        got = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=MAX_RECORDS)
+        batches = [(self.topics[tp.topic], tp.partition, [(r.offset, r.value) for r in records])
+                   for tp, records in got.items() if records]
+        if batches:
+            self.applied += await self.writer.apply(batches)
+        return sum(len(records) for _, _, records in batches)
+
+    async def lag(self) -> int:
+        """Records (committed, visible) not yet read, over both topics and every partition."""
+        ends = await self.consumer.end_offsets(self.parts)
+        behind = 0
+        for tp in self.parts:
+            behind += max(0, ends[tp] - await self.consumer.position(tp))
+        return behind
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Apply until `stop` is set. A failed batch (Redis away) is read again from the offsets Redis
+        has, after a pause: nothing is skipped, and nothing applied twice."""
+        stop = stop or asyncio.Event()
+        while not stop.is_set():
+            try:
+                await self.step()
+            except Exception as e:  # Redis down mid-batch: read again from the offsets Redis has
+                log.warning("read side not updated (%s: %s); will retry", type(e).__name__, e)
+                await asyncio.sleep(1.0)
+                await self._rewind()
+
+    async def _rewind(self) -> None:
+        try:
+            stored = await self.writer.offsets()
+        except Exception:
+            return
+        for tp in self.parts:
+            last = stored.get((self.topics[tp.topic], tp.partition))
+            if last is None:
+                await self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, last + 1)
+
+
+async def serve(settings: Settings, zone: str, from_beginning: bool = False) -> None:
+    import redis.asyncio as aioredis
+
+    redis = aioredis.from_url(settings.redis)
+    consumer = ReadSideConsumer(settings, redis, zone, from_beginning)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await consumer.start()
+    log.info("read side of %s: reading %s and %s", settings.prefix, settings.effects, settings.escalations)
+    try:
+        await consumer.run(stop)
+    finally:
+        await consumer.stop()
+        await redis.aclose()
+
+
+def main(from_beginning: bool = False) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    asyncio.run(serve(Settings.from_env(), os.environ.get("ANPI_TIMEZONE", rs.DEFAULT_ZONE), from_beginning))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(main("--from-beginning" in sys.argv[1:]))

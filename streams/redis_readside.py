@@ -1,0 +1,422 @@
+"""The admin screen's read side in Redis, for the Kafka runtime: what the embedded store keeps in its
+rs_* tables (streams/embedded/readside.py), kept here from the effects topic by `anpi readside`
+(streams/kafka/readside_app.py). What changes for an effect is decided by the pure agents/readside.py;
+this module turns it into small operations and applies them in Redis, exactly once.
+
+Exactly once over an at-least-once reader. The consumer reads `<prefix>-effects` and
+`<prefix>-escalations` (read_committed) and applies each partition's batch with ONE Lua script that
+also stores the offset of the last record it applied for that (topic, partition), in the same
+script, so a change and the offset that says it is done are never apart. A record at or below the
+stored offset changes nothing: a replay from the beginning, a restart between the write and a Kafka
+commit, or two consumers on the same partition for a while cannot count twice. (The alternative, a
+marker per effect id with a TTL, costs a key per effect — tens of millions for a large tenant — and
+double counts a replay older than the TTL; the offsets cost one hash field per partition.)
+
+Keys: every key of a tenant starts `anpi:{tenant}:`, with the tenant in braces, so that on a Redis
+Cluster they all hash to one slot and one script may touch them all. Values and keys hold opaque ids
+(LINE userIds and groupIds), labels, counts and times: no names, and the phone number only in the
+case hash of a staff call (closed cases expire after CLOSED_DAYS).
+
+    anpi:{t}:rs:offsets              hash "effects:<p>" / "escalations:<p>" -> last applied offset
+    anpi:{t}:rs:daily:<day>          hash kind -> n (local day in the tenant's zone; "answered" too)
+    anpi:{t}:rs:sent:<member>        "cycle|day|at" of the member's last check (TTL SENT_DAYS): an OK
+                                     counts as answered on the day its cycle's check went out
+    anpi:{t}:rs:case:<member>:<cycle>  hash: member cycle kind at told status last_action
+                                     last_action_at closed_at outcome sent_at [phone]
+    anpi:{t}:rs:open:<kind>          zset "<member>:<cycle>" by escalation time (oldest first)
+    anpi:{t}:rs:closed:<kind>        zset "<member>:<cycle>" by closing time (the last CLOSED_KEEP)
+    anpi:{t}:rs:mopen:<member>       set of the member's open case cycles (CloseCase closes them all)
+    anpi:{t}:rs:acks:<member>:<cycle>  hash contact -> when they answered 「見に行きます」
+    anpi:{t}:rs:groups               zset of group ids (score 0: listed in id order)
+    anpi:{t}:rs:group:<group>        hash: cycle posted_at confirmed roster unconfirmed_at unconfirmed
+    anpi:{t}:rs:usage:<month>        messages that count against LINE's monthly quota (an estimate)
+
+Members by service and state are the worker's own read model (streams/redis_store.py, `anpi:<t>:counts`).
+
+What the effects do not say, and how it is approximated here:
+  - days are counted in the tenant's zone (ANPI_TIMEZONE), not each member's schedule zone;
+  - a group's roster is learned from its 23 h list (confirmed + unconfirmed); before the first list
+    it is unknown (shown as —) and a group message is billed as 1;
+  - usage counts a LINE-bound effect when it is committed, not when the sender delivered it.
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+
+import redis.asyncio as aioredis
+
+from agents import readside as rs
+from schemas import effects as fx
+from streams import codec
+
+SENT_DAYS = 40        # how long a check's day is kept for the OK that may answer it
+DAILY_DAYS = 400      # daily counts (the chart shows 30 days)
+CLOSED_DAYS = 90      # a closed case (with the phone of a staff call) is forgotten after this
+CLOSED_KEEP = 1000    # closed cases listed per kind (the page shows the last 20)
+PENDING_PHONE_DAYS = 7  # a phone read before its case: kept this long for the case to open
+DAY_MS = 86_400_000
+
+_TENANT = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+EFFECTS, ESCALATIONS = "effects", "escalations"
+
+
+def prefix(tenant: str) -> str:
+    if not isinstance(tenant, str) or not _TENANT.fullmatch(tenant):
+        raise ValueError(f"tenant id {tenant!r}: expected 1-64 characters of letters, digits, '-' or '_'")
+    return f"anpi:{{{tenant}}}:rs:"
+
+
+# --- from records to operations (pure) ---------------------------------------------------------------
+
+
+def effect_ops(effect, zone: str) -> list[list]:
+    """The operations one effect of the effects topic makes, in order; [] for kinds not counted."""
+    ops: list[list] = []
+    for change in rs.effect_changes(effect, zone):
+        kind = type(change)
+        if kind is rs.Count:
+            ops.append(["n", change.day, change.kind, change.n])
+        elif kind is rs.Answered:
+            ops.append(["ans", change.member, change.cycle])
+        elif kind is rs.OpenCase:
+            ops.append(["open", change.member, change.cycle, change.kind, change.at, change.told])
+        elif kind is rs.CloseCase:
+            ops.append(["close", change.member, change.at])
+        elif kind is rs.Acknowledged:
+            ops.append(["ack", change.member, change.cycle, change.contact, change.at])
+    kind = effect.effect
+    if kind == fx.CHECK_SENT and effect.cycle is not None:
+        ops.append(["sent", effect.subject, effect.cycle, rs.day_of(effect.at, zone), effect.at])
+    elif kind == fx.GROUP_CHECK_POSTED and effect.cycle is not None:
+        ops.append(["gpost", effect.subject, effect.cycle, effect.at])
+    elif kind == fx.GROUP_CONFIRMED and effect.cycle is not None:
+        ops.append(["gconf", effect.subject, effect.cycle])
+    elif kind == fx.GROUP_UNCONFIRMED and effect.cycle is not None:
+        ops.append(["gunc", effect.subject, effect.cycle, effect.at, len(effect.members or ())])
+    if kind in (fx.GROUP_CHECK_POSTED, fx.GROUP_UNCONFIRMED):
+        ops.append(["guse", rs.month_of(effect.at), effect.subject])  # the group's size is in Redis
+    else:
+        n = rs.billed(effect, 0)
+        if n:
+            ops.append(["use", rs.month_of(effect.at), n])
+    return ops
+
+
+def escalation_ops(obj: dict) -> list[list]:
+    """From a record of the escalations topic: only the phone of a staff call (for the call queue)."""
+    if obj.get("effect") == fx.STAFF_CALL and obj.get("phone") and obj.get("cycle") is not None:
+        return [["phone", obj["subject"], obj["cycle"], str(obj["phone"])]]
+    return []
+
+
+def record_ops(topic_kind: str, value: bytes, zone: str) -> list[list]:
+    """The operations of one raw record; [] for markers (flush, batch_end) and unreadable records."""
+    try:
+        obj = codec.loads(value)
+        if not isinstance(obj, dict) or "effect" not in obj:
+            return []
+        if topic_kind == ESCALATIONS:
+            return escalation_ops(obj)
+        return effect_ops(codec.effect_from_obj(obj), zone)
+    except (ValueError, KeyError, TypeError):  # a record this read side cannot read: counted as nothing
+        return []
+
+
+# --- applying them (one script per partition batch) -----------------------------------------------------
+
+# KEYS[1] = the offsets hash; ARGV[1] = the key prefix, ARGV[2] = the offsets field ("effects:3"),
+# ARGV[3] = the batch's last offset, ARGV[4] = JSON [[offset, op, args...], ...] in offset order.
+# Every key touched starts with ARGV[1] (one tenant, one hash slot). Returns how many ops applied.
+_APPLY = """
+local p, field, last = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local done = tonumber(redis.call('HGET', KEYS[1], field) or '-1')
+if last <= done then return 0 end
+local ops = cjson.decode(ARGV[4])
+local SENT_MS, DAILY_MS, CLOSED_MS, PENDING_MS, KEEP = %(sent)d, %(daily)d, %(closed)d, %(pending)d, %(keep)d
+local applied = 0
+
+local function close_case(key, id, kind, at, outcome)
+  redis.call('HSET', key, 'status', 'closed', 'closed_at', at, 'outcome', outcome)
+  redis.call('ZREM', p .. 'open:' .. kind, id)
+  redis.call('ZADD', p .. 'closed:' .. kind, at, id)
+  redis.call('ZREMRANGEBYRANK', p .. 'closed:' .. kind, 0, -KEEP - 1)
+  redis.call('PEXPIRE', key, CLOSED_MS)
+end
+
+for _, op in ipairs(ops) do
+  if op[1] > done then
+    local name = op[2]
+    applied = applied + 1
+    if name == 'n' then
+      local key = p .. 'daily:' .. op[3]
+      redis.call('HINCRBY', key, op[4], op[5])
+      redis.call('PEXPIRE', key, DAILY_MS)
+    elseif name == 'sent' then
+      redis.call('SET', p .. 'sent:' .. op[3], op[4] .. '|' .. op[5] .. '|' .. op[6], 'PX', SENT_MS)
+    elseif name == 'ans' then
+      local v = redis.call('GET', p .. 'sent:' .. op[3])
+      if v then
+        local cycle, day = string.match(v, '^([^|]*)|([^|]*)|')
+        if tonumber(cycle) == op[4] then
+          local key = p .. 'daily:' .. day
+          redis.call('HINCRBY', key, 'answered', 1)
+          redis.call('PEXPIRE', key, DAILY_MS)
+        end
+      end
+    elseif name == 'open' then
+      local member, cycle, kind, at, told = op[3], op[4], op[5], op[6], op[7]
+      local id = member .. ':' .. cycle
+      local key = p .. 'case:' .. id
+      if redis.call('HEXISTS', key, 'kind') == 0 then
+        local sent_at = ''
+        local v = redis.call('GET', p .. 'sent:' .. member)
+        if v then
+          local c, d, a = string.match(v, '^([^|]*)|([^|]*)|(.*)$')
+          if tonumber(c) == cycle then sent_at = a end
+        end
+        redis.call('HSET', key, 'member', member, 'cycle', cycle, 'kind', kind, 'at', at, 'told', told,
+                   'status', 'open', 'sent_at', sent_at)
+        redis.call('PERSIST', key)
+        redis.call('ZADD', p .. 'open:' .. kind, at, id)
+        redis.call('SADD', p .. 'mopen:' .. member, cycle)
+      end
+    elseif name == 'close' then
+      local member, at = op[3], op[4]
+      local mkey = p .. 'mopen:' .. member
+      for _, cycle in ipairs(redis.call('SMEMBERS', mkey)) do
+        local id = member .. ':' .. cycle
+        local key = p .. 'case:' .. id
+        local f = redis.call('HMGET', key, 'status', 'kind', 'last_action')
+        if f[1] == 'open' then
+          close_case(key, id, f[2], at, (f[3] == 'reached') and 'reached' or 'resident')
+        end
+      end
+      redis.call('DEL', mkey)
+    elseif name == 'ack' then
+      local key = p .. 'acks:' .. op[3] .. ':' .. op[4]
+      redis.call('HSETNX', key, op[5], op[6])
+      redis.call('PEXPIRE', key, CLOSED_MS)
+    elseif name == 'phone' then
+      local key = p .. 'case:' .. op[3] .. ':' .. op[4]
+      redis.call('HSET', key, 'phone', op[5])
+      if not redis.call('HGET', key, 'status') then redis.call('PEXPIRE', key, PENDING_MS) end
+    elseif name == 'gpost' then
+      local key = p .. 'group:' .. op[3]
+      redis.call('ZADD', p .. 'groups', 0, op[3])
+      local cycle = tonumber(redis.call('HGET', key, 'cycle') or '0')
+      if op[4] >= cycle then
+        redis.call('HSET', key, 'cycle', op[4], 'posted_at', op[5], 'confirmed', 0)
+      end
+    elseif name == 'gconf' then
+      local key = p .. 'group:' .. op[3]
+      if tonumber(redis.call('HGET', key, 'cycle') or '-1') == op[4] then
+        local n = redis.call('HINCRBY', key, 'confirmed', 1)
+        local roster = tonumber(redis.call('HGET', key, 'roster') or '0')
+        if roster < n and roster > 0 then redis.call('HSET', key, 'roster', n); roster = n end
+        if roster > 0 and n >= roster then redis.call('HDEL', key, 'posted_at') end  -- the last OK closes it
+      end
+    elseif name == 'gunc' then
+      local key = p .. 'group:' .. op[3]
+      redis.call('ZADD', p .. 'groups', 0, op[3])
+      redis.call('HSET', key, 'unconfirmed_at', op[5], 'unconfirmed', op[6])
+      if tonumber(redis.call('HGET', key, 'cycle') or '-1') == op[4] then
+        redis.call('HSET', key, 'roster', tonumber(redis.call('HGET', key, 'confirmed') or '0') + op[6])
+        redis.call('HDEL', key, 'posted_at')
+      end
+    elseif name == 'use' then
+      local key = p .. 'usage:' .. op[3]
+      redis.call('INCRBY', key, op[4])
+      redis.call('PEXPIRE', key, DAILY_MS)
+    elseif name == 'guse' then
+      local size = tonumber(redis.call('HGET', p .. 'group:' .. op[4], 'roster') or '0')
+      local key = p .. 'usage:' .. op[3]
+      redis.call('INCRBY', key, math.max(1, size))
+      redis.call('PEXPIRE', key, DAILY_MS)
+    else
+      applied = applied - 1
+    end
+  end
+end
+redis.call('HSET', KEYS[1], field, last)
+return applied
+""" % {"sent": SENT_DAYS * DAY_MS, "daily": DAILY_DAYS * DAY_MS, "closed": CLOSED_DAYS * DAY_MS,
+       "pending": PENDING_PHONE_DAYS * DAY_MS, "keep": CLOSED_KEEP}
+
+# Staff recorded an outcome on an open case. KEYS[1] = the case hash; ARGV = prefix, member, cycle,
+# action, at, close ("1" / "0"). Returns 1, or 0 if the case is not open (closed meanwhile, or unknown).
+_RECORD = """
+local p, member, cycle, action, at, close = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local key = KEYS[1]
+local f = redis.call('HMGET', key, 'status', 'kind')
+if f[1] ~= 'open' then return 0 end
+redis.call('HSET', key, 'last_action', action, 'last_action_at', at)
+if close == '1' then
+  local id = member .. ':' .. cycle
+  redis.call('HSET', key, 'status', 'closed', 'closed_at', at, 'outcome', action)
+  redis.call('ZREM', p .. 'open:' .. f[2], id)
+  redis.call('ZADD', p .. 'closed:' .. f[2], at, id)
+  redis.call('ZREMRANGEBYRANK', p .. 'closed:' .. f[2], 0, -%(keep)d - 1)
+  redis.call('SREM', p .. 'mopen:' .. member, cycle)
+  redis.call('PEXPIRE', key, %(closed)d)
+end
+return 1
+""" % {"keep": CLOSED_KEEP, "closed": CLOSED_DAYS * DAY_MS}
+
+
+class Writer:
+    """Applies the records of one tenant's effects and escalations topics, exactly once per offset."""
+
+    def __init__(self, redis: aioredis.Redis, tenant: str, zone: str = rs.DEFAULT_ZONE):
+        self.redis, self.tenant, self.zone = redis, tenant, zone
+        self.prefix = prefix(tenant)
+        self._apply = redis.register_script(_APPLY)
+
+    @property
+    def offsets_key(self) -> str:
+        return self.prefix + "offsets"
+
+    async def offsets(self) -> dict[tuple[str, int], int]:
+        """(topic kind, partition) -> the last offset applied."""
+        raw = await self.redis.hgetall(self.offsets_key)
+        out = {}
+        for field, value in raw.items():
+            kind, _, number = _text(field).partition(":")
+            out[(kind, int(number))] = int(value)
+        return out
+
+    async def apply(self, batches: Iterable[tuple[str, int, list[tuple[int, bytes]]]]) -> int:
+        """Batches of (topic kind, partition, [(offset, value), ...]), each in offset order; one
+        script per batch, pipelined in one round trip. Returns the number of operations applied."""
+        calls = []
+        for kind, number, records in batches:
+            if not records:
+                continue
+            ops = [[offset, *op] for offset, value in records for op in record_ops(kind, value, self.zone)]
+            calls.append(([self.offsets_key], [self.prefix, f"{kind}:{number}", records[-1][0],
+                                               json.dumps(ops, ensure_ascii=False)]))
+        if not calls:
+            return 0
+        if len(calls) == 1:
+            return int(await self._apply(*calls[0]))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                await self._apply(keys, args, client=pipe)
+            return sum(int(n) for n in await pipe.execute())
+
+
+# --- reading (the admin pages) ------------------------------------------------------------------------
+
+CASE_FIELDS = ("member", "cycle", "kind", "at", "told", "status", "last_action", "last_action_at", "closed_at",
+               "outcome", "sent_at", "phone")
+_INTS = {"cycle", "at", "told", "last_action_at", "closed_at", "sent_at", "posted_at", "confirmed", "roster",
+         "unconfirmed_at", "unconfirmed"}
+
+
+def _text(v) -> str:
+    return v.decode() if isinstance(v, bytes) else v
+
+
+def _has(raw: dict | None, field: str) -> bool:
+    return bool(raw) and (field in raw or field.encode() in raw)
+
+
+def _row(raw: dict, fields: Iterable[str]) -> dict:
+    got = {_text(k): _text(v) for k, v in raw.items()}
+    out = {}
+    for f in fields:
+        v = got.get(f)
+        if v in (None, ""):
+            out[f] = None
+        elif f in _INTS:
+            out[f] = int(v)
+        else:
+            out[f] = v
+    return out
+
+
+class Reader:
+    """The admin pages' reads of one Redis: a few keys a page, never a scan."""
+
+    def __init__(self, redis: aioredis.Redis):
+        self.redis = redis
+        self._record = redis.register_script(_RECORD)
+
+    async def overview(self, tenant: str, days: list[str], month: str) -> tuple[dict, int, dict[str, int]]:
+        """(daily counts {day: {kind: n}}, usage of `month`, open cases {kind: n}) in one round trip."""
+        p = prefix(tenant)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for day in days:
+                pipe.hgetall(p + "daily:" + day)
+            pipe.get(p + "usage:" + month)
+            for kind in fx.ESCALATIONS:
+                pipe.zcard(p + "open:" + kind)
+            got = await pipe.execute()
+        daily = {}
+        for day, raw in zip(days, got):
+            if raw:
+                daily[day] = {_text(k): int(v) for k, v in raw.items()}
+        usage = int(got[len(days)] or 0)
+        opens = dict(zip(fx.ESCALATIONS, (int(n) for n in got[len(days) + 1:])))
+        return daily, usage, opens
+
+    async def daily(self, tenant: str, days: list[str]) -> dict[str, dict[str, int]]:
+        return (await self.overview(tenant, days, "0000-00"))[0]
+
+    async def usage(self, tenant: str, month: str) -> int:
+        return int(await self.redis.get(prefix(tenant) + "usage:" + month) or 0)
+
+    async def open_count(self, tenant: str, kind: str) -> int:
+        return int(await self.redis.zcard(prefix(tenant) + "open:" + kind))
+
+    async def cases(self, tenant: str, kind: str, status: str, limit: int = 200) -> list[dict]:
+        """Open cases oldest first; closed ones newest first (as the embedded read side)."""
+        p = prefix(tenant)
+        if status == "open":
+            ids = await self.redis.zrange(p + "open:" + kind, 0, limit - 1)
+        else:
+            ids = await self.redis.zrevrange(p + "closed:" + kind, 0, limit - 1)
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for case_id in ids:
+                pipe.hgetall(p + "case:" + _text(case_id))
+            rows = await pipe.execute()
+        return [_row(raw, CASE_FIELDS) for raw in rows if _has(raw, "kind")]
+
+    async def case(self, tenant: str, member: str, cycle: int) -> dict | None:
+        raw = await self.redis.hgetall(f"{prefix(tenant)}case:{member}:{cycle}")
+        if not _has(raw, "kind"):
+            return None
+        return _row(raw, CASE_FIELDS)
+
+    async def acknowledged(self, tenant: str, keys: list[tuple[str, int]]) -> dict[tuple[str, int], list[int]]:
+        """For each (member, cycle): when the contacts who said 「見に行きます」 said it, in order."""
+        if not keys:
+            return {}
+        p = prefix(tenant)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for member, cycle in keys:
+                pipe.hvals(f"{p}acks:{member}:{cycle}")
+            got = await pipe.execute()
+        return {key: sorted(int(v) for v in vals) for key, vals in zip(keys, got)}
+
+    async def groups(self, tenant: str, limit: int = 500) -> list[dict]:
+        p = prefix(tenant)
+        ids = await self.redis.zrange(p + "groups", 0, limit - 1)
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for grp in ids:
+                pipe.hgetall(p + "group:" + _text(grp))
+            rows = await pipe.execute()
+        fields = ("cycle", "posted_at", "roster", "confirmed", "unconfirmed_at", "unconfirmed")
+        return [{"grp": _text(grp), **_row(raw, fields)} for grp, raw in zip(ids, rows)]
+
+    async def record_action(self, tenant: str, member: str, cycle: int, action: str, at: int, close: bool) -> bool:
+        """Staff recorded an outcome on an open case; with `close`, it closes. False if not open."""
+        p = prefix(tenant)
+        done = await self._record([f"{p}case:{member}:{cycle}"], [p, member, cycle, action, at, "1" if close else "0"])
+        return int(done) == 1
