@@ -59,6 +59,7 @@ def create_app(settings: Settings) -> faust.App:
         # checks and escalations wait meanwhile.
         broker_session_timeout=10.0,
         broker_heartbeat_interval=3.0,
+        consumer_group_instance_id=settings.instance or None,
         web_host=settings.web_host,
         web_port=settings.web_port,
         datadir=datadir,

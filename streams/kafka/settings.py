@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import zlib
 from dataclasses import dataclass
 
@@ -17,6 +18,9 @@ class Settings:
                                      # before a deadline but still in flight is applied before it
     web_port: int = 6066             # /metrics
     web_host: str = "127.0.0.1"      # 0.0.0.0 in a container, so Prometheus can reach it
+    # Kafka static membership: a worker restarted under the same name takes its partitions back at
+    # once, instead of waiting for the dead process's session to expire. Unique per worker ("" = off).
+    instance: str = ""
 
     @classmethod
     def from_env(cls, env=os.environ) -> "Settings":
@@ -29,6 +33,7 @@ class Settings:
             tick_grace_seconds=float(env.get("ANPI_TICK_GRACE_SECONDS", cls.tick_grace_seconds)),
             web_port=int(env.get("ANPI_WEB_PORT", cls.web_port)),
             web_host=env.get("ANPI_WEB_HOST", cls.web_host),
+            instance=_instance(env.get("ANPI_WORKER_INSTANCE", cls.instance)),
         )
 
     def env(self) -> dict[str, str]:
@@ -37,7 +42,7 @@ class Settings:
                 "ANPI_PARTITIONS": str(self.partitions),
                 "ANPI_TICK_SECONDS": str(self.tick_seconds),
                 "ANPI_TICK_GRACE_SECONDS": str(self.tick_grace_seconds), "ANPI_WEB_PORT": str(self.web_port),
-                "ANPI_WEB_HOST": self.web_host}
+                "ANPI_WEB_HOST": self.web_host, "ANPI_WORKER_INSTANCE": self.instance}
 
     # topics: one place for their names
     @property
@@ -59,6 +64,11 @@ class Settings:
     @property
     def changelog(self) -> str:
         return f"{self.prefix}-engine-subjects-changelog"  # compacted: each subject's state, and APPLIED
+
+
+def _instance(value: str) -> str:
+    """"@hostname": the container's name, which a restarted container keeps (docker compose replicas)."""
+    return socket.gethostname() if value == "@hostname" else value
 
 
 def partition_of(subject: str, partitions: int) -> int:

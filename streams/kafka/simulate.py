@@ -34,8 +34,10 @@ class KafkaRun:
     def __init__(self, settings: Settings | None = None, tick_every: int = HOUR, ticker_seconds: float = 0.0):
         """`ticker_seconds` > 0 runs the worker's own wall-clock ticker (virtual-time runs tick themselves)."""
         base = settings or Settings.from_env()
-        self.settings = replace(base, prefix=f"anpi-run-{uuid.uuid4().hex[:12]}", tick_seconds=ticker_seconds,
-                                web_port=_free_port())
+        prefix = f"anpi-run-{uuid.uuid4().hex[:12]}"
+        # one worker at a time, restarted under the same name: it takes its partitions back at once
+        self.settings = replace(base, prefix=prefix, tick_seconds=ticker_seconds, web_port=_free_port(),
+                                instance=base.instance or f"{prefix}-worker")
         self.tick_every = tick_every
         self.worker: subprocess.Popen | None = None
         self.log_path = os.path.join(os.environ.get("ANPI_VAR", "var"), "runs", f"{self.settings.prefix}.log")
