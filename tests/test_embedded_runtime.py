@@ -68,3 +68,55 @@ def test_a_sender_killed_mid_step_and_restarted_sends_every_check_once(tmp_path)
     assert state.duplicates == 0
     statuses = Counter((e, s) for (e, s) in state.requests)
     assert statuses[("multicast", 409)] >= 1  # the restart repeated an accepted request: LINE said so
+
+
+def test_a_reply_cut_off_by_a_crash_is_not_sent_again_as_a_push(tmp_path):
+    """A reply has no retry key: if the process dies after LINE took it, a restart must not send the
+    thanks again (its token is spent, and the fallback would push it: twice)."""
+    from agents.member import RESEND_AFTER
+    from linesim.residents import user_source
+    from schemas.events import Ok
+    from streams.embedded.runtime import Runtime
+
+    store = Store(str(tmp_path / "anpi.db"))
+    morning_checks(store, range(1), START + 9 * HOUR)
+    member = user_id_for("member-0")
+    store.mark_sent(seq for seq, _ in store.unsent(TENANT.id, SENDS_MESSAGES))  # the card went out
+
+    class Crash(BaseException):
+        pass
+
+    async def go():
+        async with run_linesim(Config([Channel("t", TENANT.channel_access_token, TENANT.channel_secret)])) as sim:
+            token = sim.state.issue_reply_token("t", user_source(member))
+            tapped = START + 9 * HOUR + 60_000
+            store.accept(TENANT.id, None, [(member, Ok(tapped, member))], replies=[(member, token, tapped)])
+            Engine(store, TENANT.id).step(None)  # confirmed: the thanks waits for the sender
+
+            def crash(_seqs):
+                raise Crash  # the process dies after LINE took the reply, before the step is marked sent
+            first = Runtime(store, TENANT, sim.base_url, lambda: tapped, sender=Sender(TENANT, sim.base_url,
+                                                                                           wall=lambda: tapped / 1000))
+            first.store.mark_sent = crash
+            try:
+                await first._sender_loop()
+            except Crash:
+                pass
+            await first.sender.close()
+            assert [d.endpoint for d in sim.state.deliveries_to(member)] == ["reply"]
+
+            again = Store(store.path)  # restarted
+            second = Runtime(again, TENANT, sim.base_url, lambda: tapped + RESEND_AFTER,
+                             sender=Sender(TENANT, sim.base_url, wall=lambda: tapped / 1000 + 1))
+            loop = asyncio.ensure_future(second._sender_loop())
+            for _ in range(100):
+                if not again.unsent(TENANT.id, SENDS_MESSAGES):
+                    break
+                await asyncio.sleep(0.05)
+            loop.cancel()
+            await asyncio.gather(loop, return_exceptions=True)
+            await second.sender.close()
+            assert again.unsent(TENANT.id, SENDS_MESSAGES) == []
+            return [d.endpoint for d in sim.state.deliveries_to(member)]
+
+    assert asyncio.run(go()) == ["reply"]  # once, by reply; no push after the restart

@@ -120,15 +120,19 @@ class Runtime:
             if not rows:
                 await asyncio.sleep(self.step_seconds / 2)
                 continue
-            outbox, used = [], []
+            outbox, claims = [], []
+            done = self.store.replied(tenant, (e.id for _, e in rows if reply_holder(e) is not None))
             for _, effect in rows:
+                if effect.id in done:
+                    continue  # answered by reply before a restart: never twice
                 obj = codec.effect_to_obj(effect)
                 # an answer to someone's own tap goes by the free reply API while their token is fresh
                 holder = reply_holder(effect)
                 if holder is not None and (token := self.store.reply_token(tenant, holder)):
                     obj["reply_token"], obj["reply_token_at"] = token
-                    used.append((holder, token[0]))
+                    claims.append((effect.id, holder, token[0]))
                 outbox.append(obj)
+            self.store.claim_replies(tenant, claims)
             try:
                 report = await self.sender.deliver(outbox)
             except Exception:  # LINE unreachable: keep the rows, try again (same retry keys)
@@ -137,6 +141,4 @@ class Runtime:
                 continue
             for failure in report.failed:
                 log.warning("tenant %s: %s gave up (%s %s)", tenant, failure.endpoint, failure.status, failure.reason)
-            for member, token in used:
-                self.store.use_reply_token(tenant, member, token)
             self.store.mark_sent(seq for seq, _ in rows)

@@ -12,6 +12,7 @@ resumes exactly where the last commit left off and nothing is applied or emitted
     audit     what ingress kept but the engine does not apply (joins, unknown events, …)
     webhooks  webhookEventIds already accepted (LINE may redeliver)
     replies   the latest reply token per member, for a free thank-you
+    replied   effects answered by reply (at most once: a reply has no retry key, see claim_replies)
     rs_*      the admin screen's read side, updated in each step's transaction
               (streams/embedded/readside.py); admin_* tables belong to streams/admin
 """
@@ -48,6 +49,8 @@ CREATE TABLE IF NOT EXISTS webhooks (tenant TEXT NOT NULL, event_id TEXT NOT NUL
                                      PRIMARY KEY (tenant, event_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS replies (tenant TEXT NOT NULL, member TEXT NOT NULL, token TEXT NOT NULL,
                                     at INTEGER NOT NULL, PRIMARY KEY (tenant, member)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS replied (tenant TEXT NOT NULL, effect TEXT NOT NULL,
+                                    PRIMARY KEY (tenant, effect)) WITHOUT ROWID;
 """
 
 
@@ -165,9 +168,27 @@ class Store:
                               (tenant, member)).fetchone()
         return (row[0], row[1]) if row else None
 
-    def use_reply_token(self, tenant: str, member: str, token: str) -> None:
-        """A reply token works once: forget it when used."""
-        self.db.execute("DELETE FROM replies WHERE tenant = ? AND member = ? AND token = ?", (tenant, member, token))
+    def claim_replies(self, tenant: str, claims: Iterable[tuple[str, str, str]]) -> None:
+        """(effect id, member, token): these effects go by reply now. Committed before the replies
+        are sent, and each token is forgotten: a reply has no retry key, so after a crash LINE could
+        not tell a repeat, and a spent token would fall back to a push: the person would get it
+        twice. A claimed effect is never sent again (at most once: a free thank-you, a question
+        they can ask again)."""
+        claims = list(claims)
+        with self._transaction():
+            self.db.executemany("INSERT OR IGNORE INTO replied VALUES (?, ?)", [(tenant, e) for e, _, _ in claims])
+            self.db.executemany("DELETE FROM replies WHERE tenant = ? AND member = ? AND token = ?",
+                                [(tenant, m, t) for _, m, t in claims])
+
+    def replied(self, tenant: str, effect_ids: Iterable[str]) -> set[str]:
+        ids = list(effect_ids)
+        out: set[str] = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            out.update(e for (e,) in self.db.execute(
+                f"SELECT effect FROM replied WHERE tenant = ? AND effect IN ({','.join('?' * len(chunk))})",
+                (tenant, *chunk)))
+        return out
 
     # --- engine ----------------------------------------------------------------------------------
 
