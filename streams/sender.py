@@ -19,7 +19,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable, Iterable, Protocol
+from typing import Awaitable, Callable, Iterable, Protocol
 
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -96,6 +96,18 @@ class RedisLimiter:
 
     async def reserve(self, cost: float = 1.0) -> float:
         return float(await self._script(keys=[self._key], args=[self._rate, self._burst, cost]))
+
+
+def redis_reply_claims(client, tenant_id: str, ttl_seconds: int = 2 * 24 * 3600):
+    """Sender.claim_replies over Redis: one SET NX per effect id (a reply token lives a minute; a
+    batch comes again within hours at most), so any number of senders answer each effect once."""
+    async def claim(effect_ids: list[str]) -> set[str]:
+        async with client.pipeline(transaction=False) as pipe:
+            for effect_id in effect_ids:
+                pipe.set(f"anpi:{{{tenant_id}}}:replied:{effect_id}", b"1", nx=True, ex=ttl_seconds)
+            won = await pipe.execute()
+        return {effect_id for effect_id, ok in zip(effect_ids, won) if ok}
+    return claim
 
 
 def local_limiters(limits: Limits) -> dict[str, Limiter]:
@@ -188,6 +200,10 @@ class Sender:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session, self._own_session = session, session is None
         self._wall, self._sleep = wall, sleep
+        # (effect ids) -> those this sender may answer by reply now, never again: a reply has no retry
+        # key, so a batch delivered again after a crash would reply with a spent token and fall back
+        # to a push, twice. None: the caller claims replies itself (the embedded runtime does).
+        self.claim_replies: Callable[[list[str]], Awaitable[set[str]]] | None = None
         self._headers = {"Authorization": f"Bearer {tenant.channel_access_token}",
                          "Content-Type": "application/json"}
 
@@ -299,6 +315,9 @@ class Sender:
             async with gate:
                 return await self._send(req, report, attempts)
 
+        if replies and self.claim_replies is not None:  # at most once across restarts (see __init__)
+            allowed = await self.claim_replies([i.effect_id for i in replies])
+            replies = [i for i in replies if i.effect_id in allowed]
         # Replies first (free, and the token is ageing), tried once: a reply has no retry key and its
         # token is single-use, so a second try proves nothing. One LINE refused (token spent or
         # expired, or busy) falls back to a push: billed, but it arrives. One that got no answer may

@@ -4,6 +4,7 @@ import shutil
 import socket
 import subprocess
 import time
+import uuid
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -363,3 +364,37 @@ def test_5xx_and_timeouts_are_retried_with_the_same_key():
     assert report.accepted == 1 and report.retries == 2 and report.failed == []
     assert len(calls) == 3 and len(set(calls)) == 1
     assert sender.registry.get_sample_value("anpi_sender_requests_total", {"endpoint": "push", "status": "error"}) == 1
+
+
+@pytest.mark.usefixtures("running_services")
+def test_a_batch_delivered_again_replies_once_and_pushes_nothing():
+    """The Kafka sender's claims in Redis: after a crash the outbox batch comes again with the same
+    reply tokens; the second delivery must neither reply (the token is spent) nor fall back to a push."""
+    import redis.asyncio as aioredis
+
+    from streams.kafka.settings import Settings
+    from streams.sender import redis_reply_claims
+
+    tenant = f"claims-{uuid.uuid4().hex[:8]}"
+
+    async def go():
+        redis = aioredis.from_url(Settings.from_env().redis)
+        try:
+            async with run_linesim(_config()) as sim:
+                now_ms = int(time.time() * 1000)
+                token = sim.state.issue_reply_token(TENANT.id, {"type": "user", "userId": uid(1)})
+                batch = [{**effect_to_obj(Effect(now_ms - 1000, fx.CONFIRMED, uid(1), 1)), "reply_token": token},
+                         effect_to_obj(Effect(now_ms, fx.CHECK_SENT, uid(2), 1))]
+                for _ in range(2):  # delivered, then the same batch again after a restart
+                    async with Sender(TENANT, sim.base_url) as sender:
+                        sender.claim_replies = redis_reply_claims(redis, tenant)
+                        await sender.deliver(batch)
+                return sim
+        finally:
+            for key in await redis.keys(f"anpi:{{{tenant}}}:*"):
+                await redis.delete(key)
+            await redis.aclose()
+
+    sim = asyncio.run(go())
+    assert [d.endpoint for d in sim.state.deliveries_to(uid(1))] == ["reply"]
+    assert len(sim.state.deliveries_to(uid(2))) == 1 and sim.state.duplicates == 0  # the push's retry key: 409

@@ -35,12 +35,13 @@ import logging
 import os
 
 import faust
+import redis.asyncio as aioredis
 
 from schemas.tenant import Tenant
 from streams import codec
 from streams.tenant_env import tenant_from_env
 from streams.kafka.settings import Settings
-from streams.sender import Sender
+from streams.sender import Sender, redis_reply_claims
 
 log = logging.getLogger("anpi.sender")
 
@@ -65,6 +66,8 @@ def create_app(settings: Settings, tenant: Tenant, line_api: str) -> faust.App:
     outbox = app.topic(settings.outbox, key_type=bytes, value_type=bytes, key_serializer="raw",
                        value_serializer="raw", partitions=settings.partitions)
     sender = Sender(tenant, line_api)
+    # a batch delivered again (after a crash or a rebalance) must not reply twice: claims in Redis
+    sender.claim_replies = redis_reply_claims(aioredis.from_url(settings.redis), tenant.id)
     pending: dict[int, list] = {}  # per partition: (event, record) of the batch not yet delivered
 
     def current(message) -> bool:
