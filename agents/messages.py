@@ -13,6 +13,8 @@ from datetime import date, datetime
 from typing import Callable, Mapping
 
 from agents import prompts
+from agents.blocks import MUTED_COLOR, button, card
+from agents.blocks import text as _text
 from agents.clock import zone as tz
 from agents.member import CLOSED_BY_STAFF, ESCALATE_AFTER, RESEND_AFTER
 from schemas import effects as fx
@@ -57,14 +59,9 @@ QUOTES = (
 )
 
 # LINE's limits (messaging-api.yml and the API reference)
-ALT_TEXT_MAX = 400
 POSTBACK_DATA_MAX = 300
 MENTIONS_PER_MESSAGE = 100   # textV2: at most 100 substitutions in one message
 MESSAGES_PER_REQUEST = 5
-
-# Colours chosen for contrast with white text (WCAG AA), not LINE's lighter brand green.
-BUTTON_COLOR = "#1A7F37"
-MUTED_COLOR = "#555555"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,10 +86,6 @@ def quote_of_the_day(quotes: tuple[str, ...], day: date) -> str:
 # --- building blocks ------------------------------------------------------------------------------
 
 
-def _text(text: str, **style) -> dict:
-    return {"type": "text", "text": text, "wrap": True, **style}
-
-
 def postback(label: str, data: str, display_text: str | None = None) -> dict:
     if len(data) > POSTBACK_DATA_MAX:
         raise ValueError(f"postback data longer than {POSTBACK_DATA_MAX} characters")
@@ -100,23 +93,6 @@ def postback(label: str, data: str, display_text: str | None = None) -> dict:
     if display_text:
         action["displayText"] = display_text  # shows in the chat as if the person had typed it
     return action
-
-
-def _button(action: dict) -> dict:
-    return {"type": "button", "style": "primary", "height": "md", "color": BUTTON_COLOR, "action": action}
-
-
-def _flex(alt_text: str, body: list[dict], action: dict) -> dict:
-    return {
-        "type": "flex",
-        "altText": alt_text[:ALT_TEXT_MAX],
-        "contents": {
-            "type": "bubble",
-            "size": "mega",
-            "body": {"type": "box", "layout": "vertical", "spacing": "md", "contents": body},
-            "footer": {"type": "box", "layout": "vertical", "contents": [_button(action)]},
-        },
-    }
 
 
 def _quote_block(quote: str) -> list[dict]:
@@ -136,7 +112,7 @@ def check_card(texts: Texts, day: date, *, resend: bool = False, group: bool = F
     note = GROUP_NOTE if group else (RESEND_NOTE if resend else CHECK_NOTE)
     body = [_text(question, size="xxl", weight="bold", align="center"), _text(note, size="lg")]
     body += _quote_block(quote_of_the_day(texts.quotes, day))
-    return _flex(texts.check, body, postback(OK_LABEL, OK_DATA, OK_LABEL))
+    return card(texts.check, body, [button(postback(OK_LABEL, OK_DATA, OK_LABEL))])
 
 
 def ack_data(member: str, cycle: int | None) -> str:
@@ -162,7 +138,7 @@ def contacts_notice(texts: Texts, effect: Effect, zone: str) -> dict:
         _text("様子を見に行っていただけますか。見に行くときは「見に行きます」を押してください。", size="md"),
     ]
     alt = f"{who}から、お返事がありません。様子を見に行っていただけますか。"
-    return _flex(alt, lines, postback(ACK_LABEL, ack_data(effect.subject, effect.cycle), ACK_LABEL))
+    return card(alt, lines, [button(postback(ACK_LABEL, ack_data(effect.subject, effect.cycle), ACK_LABEL))])
 
 
 def thanks(effect: Effect) -> dict:

@@ -21,6 +21,8 @@ import re
 import uuid
 from typing import Iterable, Mapping, NamedTuple
 
+from agents.blocks import ALT_TEXT_MAX, MUTED_COLOR, button, footer
+from agents.blocks import text as _text
 from agents.messages import OK_DATA, postback
 from agents.outbound import MULTICAST, MULTICAST_MAX_TO, PUSH, RETRY_KEY_NAMESPACE
 
@@ -40,9 +42,6 @@ TITLE_MAX = 40        # one line on a phone
 BODY_MAX = 1000       # a screen or two; LINE's Flex limit (30 KB a bubble) is far above it
 SAFE_LABEL = "無事です"
 SAFE_NOTE = "ご無事でしたら、下の「無事です」を押してください。"
-ALT_TEXT_MAX = 400
-MUTED_COLOR = "#555555"
-SAFE_BUTTON_COLOR = "#1A7F37"
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u200b-\u200f\u2028-\u202e\u2066-\u2069]")
 
@@ -135,10 +134,6 @@ def estimate(labels: Mapping[str, int], segment: Segment) -> tuple[int, int]:
 # --- what LINE shows ---------------------------------------------------------------------------------
 
 
-def _text(text: str, **style) -> dict:
-    return {"type": "text", "text": text, "wrap": True, **style}
-
-
 def card(d: Draft) -> dict:
     """The notice as one Flex bubble: a coloured band with the kind, the title, the body; and for a
     disaster notice with `ok_button`, one big 「無事です」 button (postback action=ok)."""
@@ -154,9 +149,7 @@ def card(d: Draft) -> dict:
     }
     if d.ok_button:
         bubble["body"]["contents"].append(_text(SAFE_NOTE, size="md", color=MUTED_COLOR, margin="lg"))
-        bubble["footer"] = {"type": "box", "layout": "vertical", "contents": [
-            {"type": "button", "style": "primary", "height": "md", "color": SAFE_BUTTON_COLOR,
-             "action": postback(SAFE_LABEL, OK_DATA, SAFE_LABEL)}]}
+        bubble["footer"] = footer([button(postback(SAFE_LABEL, OK_DATA, SAFE_LABEL))])
     return {"type": "flex", "altText": f"【{header}】{d.title}"[:ALT_TEXT_MAX], "contents": bubble}
 
 

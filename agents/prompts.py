@@ -10,6 +10,9 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from agents import invitation, signup
+from agents.blocks import MUTED_COLOR, card
+from agents.blocks import button as _button
+from agents.blocks import text as _text
 from agents.member import INVITE_VALID_FOR, NEEDS_PHONE
 from agents.clock import DAY
 from schemas import effects as fx
@@ -19,8 +22,6 @@ from schemas.settings import NOTIFY, WATCH
 SETUP_ACTION, ENROLL_ACTION, INVITE_ACTION, MYPAGE_ACTION = "setup", "enroll", "invite", "mypage"
 QUICK_REPLY_MAX = 13
 QUICK_LABEL_MAX = 20
-BUTTON_COLOR = "#1A7F37"
-MUTED_COLOR = "#555555"
 
 SERVICE_NAMES = {WATCH: "見守り", NOTIFY: "安否通知"}
 SERVICE_HELP = {WATCH: "お返事がないとき、担当の職員からお電話します。",
@@ -91,22 +92,8 @@ def _quick(text: str, actions: list[dict]) -> dict:
             "quickReply": {"items": [{"type": "action", "action": a} for a in actions[:QUICK_REPLY_MAX]]}}
 
 
-def _text(text: str, **style) -> dict:
-    return {"type": "text", "text": text, "wrap": True, **style}
-
-
-def _button(action: dict, primary: bool = True) -> dict:
-    button = {"type": "button", "style": "primary" if primary else "secondary", "height": "md", "action": action}
-    if primary:
-        button["color"] = BUTTON_COLOR
-    return button
-
-
 def _card(alt: str, body: list[dict], buttons: list[dict]) -> dict:
-    return {"type": "flex", "altText": alt[:400], "contents": {
-        "type": "bubble", "size": "mega",
-        "body": {"type": "box", "layout": "vertical", "spacing": "md", "contents": body},
-        "footer": {"type": "box", "layout": "vertical", "spacing": "sm", "contents": buttons}}}
+    return card(alt, body, buttons, spacing="sm")
 
 
 # --- sign-up --------------------------------------------------------------------------------------

@@ -175,6 +175,8 @@ class Store:
         twice. A claimed effect is never sent again (at most once: a free thank-you, a question
         they can ask again)."""
         claims = list(claims)
+        if not claims:
+            return  # most batches (checks, notices) have no reply: no empty transaction for them
         with self._transaction():
             self.db.executemany("INSERT OR IGNORE INTO replied VALUES (?, ?)", [(tenant, e) for e, _, _ in claims])
             self.db.executemany("DELETE FROM replies WHERE tenant = ? AND member = ? AND token = ?",
