@@ -13,6 +13,9 @@ from zoneinfo import ZoneInfo
 MINUTE = 60_000
 HOUR = 60 * MINUTE
 DAY = 24 * HOUR
+# The instants the calendar below can place slots around: [1970-01-01, 2300-01-01) UTC, epoch ms.
+# The core refuses any event outside them (agents/subject.admit).
+EARLIEST, LATEST = 0, 10_413_792_000_000
 
 
 @lru_cache(maxsize=None)

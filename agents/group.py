@@ -7,9 +7,13 @@ The roster is the configured members plus everyone seen in the group: listing a 
 needs a verified account on LINE, so the engine learns them from OKs, messages and LINE's
 memberJoined / memberLeft. A group starts when the account is invited into it (GroupJoined) and
 stops when the account is removed (GroupLeft); a later invitation starts it again.
+
+As for a member (agents/member.py), an event stamped before the latest instant already applied to
+the group (`last_at`) acts at that instant: the group's clock never runs backwards.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import NamedTuple
 
 from agents.clock import HOUR
@@ -32,16 +36,25 @@ class GroupState(NamedTuple):
     confirmed: frozenset[str] = frozenset()
     due: int | None = None                  # the next post (idle) or the unconfirmed call (open)
     active: bool = True                     # False once the account has left the group
+    last_at: int = 0                        # epoch ms: the latest instant applied (a late event acts at it)
 
 
 def register(event: Register) -> GroupState:
     s = event.settings
     lattice = anchor(s.schedule, event.at)
-    return GroupState(s, lattice, frozenset(s.members), due=next_slot(s.schedule, lattice, event.at, strict=False))
+    return GroupState(s, lattice, frozenset(s.members), due=next_slot(s.schedule, lattice, event.at, strict=False),
+                      last_at=event.at)
 
 
 def step(state: GroupState, event) -> tuple[GroupState, list[Effect]]:
+    state, out = _step(state, event)
+    return (state._replace(last_at=event.at) if state.last_at < event.at else state), out
+
+
+def _step(state: GroupState, event) -> tuple[GroupState, list[Effect]]:
     out: list[Effect] = []
+    if event.at < state.last_at:  # late: it acts at the group's own time
+        event = replace(event, at=state.last_at)
     if type(event) is Tick:
         return _advance(state, event.at, True, out), out
     state = _advance(state, event.at, False, out)

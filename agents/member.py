@@ -8,9 +8,14 @@ Every event first catches the member's timers up to its instant (strictly before
 events, so ties go to the resident; up to and including it for ticks). That makes the outcome
 independent of how often ticks arrive: one tick a minute or one a day gives the same effects,
 each stamped with the instant it fell due.
+
+A member's clock never runs backwards: an event stamped before the latest instant already applied
+to the member (`last_at`: a webhook redelivered or held up on the way, after a tick had moved on)
+acts at that instant, so a check is never closed before it was sent and no slot is used twice.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import NamedTuple
 
 from agents.clock import DAY, HOUR, midnight
@@ -43,6 +48,7 @@ class MemberState(NamedTuple):  # immutable; a tuple because the hot path builds
     paused_until: int | None = None  # epoch ms: no check before this instant
     invite: str | None = None        # the one open invitation code for a contact (安否通知)
     invite_until: int | None = None  # epoch ms: the code works until then
+    last_at: int = 0                 # epoch ms: the latest instant applied (a late event acts at it)
 
     @property
     def open(self) -> bool:
@@ -51,17 +57,21 @@ class MemberState(NamedTuple):  # immutable; a tuple because the hot path builds
 
 def register(event: Register) -> MemberState:
     s = event.settings
-    state = MemberState(settings=s, anchor=anchor(s.schedule, event.at))
+    state = MemberState(settings=s, anchor=anchor(s.schedule, event.at), last_at=event.at)
     return _idle(state, event.at, strict=False)
 
 
 def step(state: MemberState, event) -> tuple[MemberState, list[Effect]]:
     out: list[Effect] = []
     now, kind = event.at, type(event)
+    if now < state.last_at:  # late: it acts at the member's own time (see the module's doc)
+        now = state.last_at
+        if kind is not Tick:
+            event = replace(event, at=now)
     if kind is Tick:
         while state.due is not None and state.due <= now:
             state = _fire(state, out)
-        return state, out
+        return (state._replace(last_at=now) if state.last_at < now else state), out
     while state.due is not None and state.due < now:  # strictly before: ties go to the resident
         state = _fire(state, out)
     if kind is Ok or kind is Message:
@@ -99,7 +109,7 @@ def step(state: MemberState, event) -> tuple[MemberState, list[Effect]]:
         out.append(Effect(event.at, fx.MYPAGE_LINK, state.settings.id))
     else:
         raise TypeError(f"member step: unknown event {event!r}")
-    return state, out
+    return (state._replace(last_at=now) if state.last_at < now else state), out
 
 
 def _fire(state: MemberState, out: list[Effect]) -> MemberState:
@@ -108,18 +118,19 @@ def _fire(state: MemberState, out: list[Effect]) -> MemberState:
         cycle = state.cycle + 1
         out.append(_new(Effect, (at, fx.CHECK_SENT, me, cycle, None, None, None, None)))
         return _new(MemberState, (state.settings, state.anchor, cycle, SENT, at + RESEND_AFTER, state.following,
-                                  state.paused_until, state.invite, state.invite_until))
+                                  state.paused_until, state.invite, state.invite_until, state.last_at))
     if state.phase == SENT:
         out.append(Effect(at, fx.CHECK_RESENT, me, state.cycle))
         return _new(MemberState, (state.settings, state.anchor, state.cycle, RESENT, at + ESCALATE_AFTER,
-                                  state.following, state.paused_until, state.invite, state.invite_until))
+                                  state.following, state.paused_until, state.invite, state.invite_until,
+                                  state.last_at))
     contacts = state.settings.contacts
     if state.settings.service == NOTIFY and contacts:
         out.append(Effect(at, fx.CONTACTS_NOTIFIED, me, state.cycle, to=contacts))
     else:  # watch, or notify with nobody to tell: staff must not be left out
         out.append(Effect(at, fx.STAFF_CALL, me, state.cycle))
     return _new(MemberState, (state.settings, state.anchor, state.cycle, ESCALATED, None, state.following,
-                              state.paused_until, state.invite, state.invite_until))
+                              state.paused_until, state.invite, state.invite_until, state.last_at))
 
 
 def _sign_of_life(state: MemberState, at: int, out: list[Effect]) -> MemberState:
@@ -164,7 +175,7 @@ def _idle(state: MemberState, after: int, strict: bool) -> MemberState:
             after, strict = paused, False
         due = next_slot(state.settings.schedule, state.anchor, after, strict)
     return _new(MemberState, (state.settings, state.anchor, state.cycle, IDLE, due, state.following,
-                              state.paused_until, state.invite, state.invite_until))
+                              state.paused_until, state.invite, state.invite_until, state.last_at))
 
 
 

@@ -9,7 +9,7 @@ from collections.abc import MutableMapping
 
 from agents.due_index import DueIndex
 from agents import group, member
-from agents.subject import State, start
+from agents.subject import State, admit, start
 from schemas.effects import Effect
 from schemas.events import Event, Tick
 
@@ -18,11 +18,16 @@ class Partition:
     def __init__(self, table: MutableMapping[str, State] | None = None):
         self.table: MutableMapping[str, State] = {} if table is None else table
         self.due = DueIndex((subject, state.due) for subject, state in self.table.items())
+        # (subject, tick, reason) of subjects a tick could not step: kept as they were and left out
+        # of the due-index until their next event; the shell quarantines these (drain_faults)
+        self.faults: list[tuple[str, Tick, str]] = []
 
     def apply(self, subject: str, event: Event) -> list[Effect]:
-        """Step one subject with an inbound event. An unknown subject is only created by the events
-        `agents.subject.start` names (a registration, a sign-up, a group joined)."""
+        """Step one subject with an inbound event, or raise `Refused` and change nothing. An unknown
+        subject is only created by the events `agents.subject.start` names (a registration, a
+        sign-up, a group joined)."""
         state = self.table.get(subject)
+        admit(subject, state, event)
         if state is None:
             state, effects = start(event)
             if state is None:
@@ -37,17 +42,25 @@ class Partition:
         """The clock reached `at`: step every subject with a timer due by then."""
         out: list[Effect] = []
         table, due, clock = self.table, self.due, Tick(at)
+        admit("", None, clock)  # a time the calendar can take, or Refused before anything moves
         for subject in due.pop_due(at):
             state = table[subject]
-            state, effects = _STEP[type(state)](state, clock)
+            try:
+                state, effects = _STEP[type(state)](state, clock)
+            except Exception as error:  # one subject's fault must not stop the tick for the others
+                self.faults.append((subject, clock, f"{type(error).__name__} in a tick"))
+                continue
             table[subject] = state
             due.set(subject, state.due)
             out.extend(effects)
         return out
 
+    def drain_faults(self) -> list[tuple[str, Tick, str]]:
+        faults, self.faults = self.faults, []
+        return faults
+
     def next_due(self) -> int | None:
         return self.due.peek()
-
 
 
 _STEP = {member.MemberState: member.step, group.GroupState: group.step}  # subject.step without its checks

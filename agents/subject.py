@@ -2,22 +2,70 @@
 from __future__ import annotations
 
 from agents import group, member
+from agents.clock import EARLIEST, LATEST
 from schemas.effects import Effect
 from schemas import effects as fx
-from schemas.events import (AcceptInvite, ChangeSettings, Enroll, Event, Follow, GroupJoined, GroupLeft, Message, Ok,
-                            OpenMyPage, Register, Roster, Setup)
-from schemas.settings import GroupSettings
+from schemas.events import (AcceptInvite, Acknowledge, ChangeSettings, Enroll, Event, Follow, GroupJoined, GroupLeft,
+                            Invite, Message, Ok, OpenMyPage, Pause, Phone, Register, Resolve, Roster, Setup, Tick,
+                            Unfollow)
+from schemas.settings import GroupSettings, MemberSettings
 
 State = member.MemberState | group.GroupState
 
 
-def step(state: State | None, event: Event) -> tuple[State | None, list[Effect]]:
-    """step(state, event) -> (state, effects). With `state` None, see `start`."""
+class Refused(Exception):
+    """An event the core will not apply to this subject (wrong kind of subject, a time out of range,
+    a subject it is not addressed to). `str(refusal)` is the reason: event and subject kinds only,
+    never an id or a value. The shells quarantine the event and go on with the next one."""
+
+
+# what each kind of subject takes (everything else is refused, never half applied)
+MEMBER_EVENTS = frozenset({Tick, Register, ChangeSettings, Ok, Message, Pause, Resolve, Unfollow, Follow, Setup,
+                           Enroll, Phone, Invite, AcceptInvite, Acknowledge, OpenMyPage})
+GROUP_EVENTS = frozenset({Tick, Register, Ok, Message, GroupJoined, GroupLeft, Roster})
+_TAKES = {member.MemberState: MEMBER_EVENTS, group.GroupState: GROUP_EVENTS}
+_ORDINALS = (719163, 839693)  # [1970-01-01, 2300-01-01) as date ordinals: what a pause may name
+
+
+def step(state: State | None, event: Event, subject: str | None = None) -> tuple[State | None, list[Effect]]:
+    """step(state, event) -> (state, effects), or `Refused`. With `state` None, see `start`.
+    `subject`: the subject stepped (default: the state's own, or the first the event addresses)."""
+    if subject is None:
+        subject = state.settings.id if state is not None else next(iter(addressed(event)), "")
+    admit(subject, state, event)
     if state is None:
         return start(event)
     if type(state) is member.MemberState:
         return member.step(state, event)
     return group.step(state, event)
+
+
+def admit(subject: str, state: State | None, event: Event) -> None:
+    """Raise `Refused` unless `event` may step `subject`, whose state is `state` (None: unknown).
+
+    What the core relies on and a bad record could break: a known event type, a time the calendar
+    can place slots around, the event addressed to this subject, a state of this subject, and an
+    event this kind of subject takes. Cheap: it runs before every step.
+    """
+    kind = type(event)
+    if kind not in MEMBER_EVENTS and kind not in GROUP_EVENTS:
+        raise Refused(f"not an event: {kind.__name__}")
+    at = event.at
+    if type(at) is not int or not EARLIEST <= at < LATEST:
+        raise Refused(f"{kind.__name__}: time out of range (1970 to 2300, epoch ms)")
+    if kind is not Tick and subject not in addressed(event):
+        raise Refused(f"{kind.__name__}: not addressed to the subject it was applied to")
+    if (kind is ChangeSettings or kind is Enroll) and type(event.settings) is not MemberSettings:
+        raise Refused(f"{kind.__name__}: a group's settings for a member")
+    if kind is Pause and (type(event.until) is not int or not _ORDINALS[0] <= event.until < _ORDINALS[1]):
+        raise Refused("Pause: date out of range")
+    if state is None:
+        return
+    takes = _TAKES.get(type(state))
+    if takes is None or state.settings.id != subject:
+        raise Refused(f"{kind.__name__}: the stored state is not this subject's")
+    if kind not in takes:
+        raise Refused(f"{kind.__name__}: does not apply to a {'member' if takes is MEMBER_EVENTS else 'group'}")
 
 
 def start(event: Event) -> tuple[State | None, list[Effect]]:
@@ -56,6 +104,8 @@ def addressed(event: Event) -> tuple[str, ...]:
         return (event.settings.id,)
     if kind is GroupJoined or kind is GroupLeft or kind is Roster:
         return (event.group,)
+    if kind is Tick:
+        return ()
     if (kind is Ok or kind is Message) and event.group is not None:
         return (event.group, event.member)
     return (event.member,)

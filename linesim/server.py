@@ -497,6 +497,11 @@ async def _stats(request: web.Request) -> web.Response:
     return _json(request.app[STATE].stats())
 
 
+async def _clock(request: web.Request) -> web.Response:
+    """linesim's own time (epoch seconds): what a process under test reads to share linesim's clock."""
+    return _json({"now": request.app[STATE].clock.now()})
+
+
 async def _deliveries(request: web.Request) -> web.Response:
     state = request.app[STATE]
     found = state.deliveries_to(request.query.get("to"), request.query.get("channel"))
@@ -518,6 +523,7 @@ def create_app(config: Config) -> web.Application:
     app.router.add_post("/oauth2/v2.1/verify", _verify_id_token)
     app.router.add_get("/linesim/stats", _stats)
     app.router.add_get("/linesim/deliveries", _deliveries)
+    app.router.add_get("/linesim/clock", _clock)
 
     async def start_crowd(app: web.Application) -> None:
         await app[STATE].crowd.start()

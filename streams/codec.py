@@ -12,7 +12,8 @@ from agents.member import MemberState
 from schemas.effects import Effect
 from schemas.events import (AcceptInvite, Acknowledge, ChangeSettings, Enroll, Follow, GroupJoined, GroupLeft, Invite, Message, Ok,
                             OpenMyPage, Pause, Phone, Register, Resolve, Roster, Setup, Tick, Unfollow)
-from schemas.settings import GroupSettings, MemberSettings, Schedule
+from agents.clock import zone
+from schemas.settings import INTERVALS, SERVICES, GroupSettings, MemberSettings, Schedule
 
 # --- settings -------------------------------------------------------------------------------------
 
@@ -50,6 +51,13 @@ _CONVERSATION = {Setup: "setup", Phone: "phone", Invite: "invite", AcceptInvite:
 _CONVERSATION_BY_NAME = {name: kind for kind, name in _CONVERSATION.items()}
 _PLAIN = {Ok: "ok", Message: "message", Resolve: "resolve", Unfollow: "unfollow", Follow: "follow"}
 _PLAIN_BY_NAME = {name: kind for kind, name in _PLAIN.items()}
+_NAMES = {**_SETTINGS, **_CONVERSATION, **_PLAIN}
+
+
+def event_name(event) -> str:
+    """The `type` an event has in its record ("ok", "tick", …)."""
+    kind = type(event)
+    return _NAMES.get(kind) or ("tick" if kind is Tick else "pause")
 
 
 def event_to_obj(event) -> dict:
@@ -72,31 +80,108 @@ def event_to_obj(event) -> dict:
     return obj
 
 
-def event_from_obj(obj: dict):
-    kind, at = obj["type"], obj["at"]
+def event_from_obj(obj) -> object:
+    """The event a record describes, or `Undecodable` saying which field is wrong (never its value).
+
+    Strict, because a record comes from outside the engine (a topic, a table, an older version): a
+    wrong type here would otherwise stop the engine somewhere deeper.
+    """
+    if not isinstance(obj, dict):
+        raise Undecodable(f"event: expected an object, got {_json_type(obj)}")
+    kind, at = obj.get("type"), obj.get("at")
+    if not isinstance(kind, str):
+        raise Undecodable("event.type: expected a string")
+    if type(at) is not int:
+        raise Undecodable(f"{kind}.at: expected an integer (epoch ms)")
     if kind == "tick":
         return Tick(at)
-    if kind == "register":
-        return Register(at, settings_from_obj(obj["settings"]))
-    if kind == "settings":
-        return ChangeSettings(at, settings_from_obj(obj["settings"]))
-    if kind == "enroll":
-        return Enroll(at, settings_from_obj(obj["settings"]))
+    if kind in _SETTINGS_BY_NAME:
+        return _SETTINGS_BY_NAME[kind](at, _settings(kind, _field(obj, kind, "settings", dict)))
     if kind in _CONVERSATION_BY_NAME:
         cls = _CONVERSATION_BY_NAME[kind]
-        values = [obj[name] for name in cls.__slots__[1:]]
-        if cls is GroupJoined:
-            values[1] = schedule_from_obj(values[1])
-        elif cls is Roster:
-            values[1:] = [tuple(v) for v in values[1:]]
+        values = []
+        for name in cls.__slots__[1:]:
+            if name == "schedule":
+                values.append(_schedule(f"{kind}.schedule", _field(obj, kind, name, dict)))
+            elif name in ("joined", "left"):
+                values.append(_ids(obj.get(name, []), f"{kind}.{name}"))
+            else:
+                values.append(_field(obj, kind, name, int if name == "cycle" else str))
         return cls(at, *values)
     if kind == "pause":
-        return Pause(at, obj["member"], obj["until"])
+        return Pause(at, _field(obj, kind, "member", str), _field(obj, kind, "until", int))
     if kind in ("ok", "message"):
-        return _PLAIN_BY_NAME[kind](at, obj["member"], obj.get("group"))
+        group = obj.get("group")
+        if group is not None and not isinstance(group, str):
+            raise Undecodable(f"{kind}.group: expected a string")
+        return _PLAIN_BY_NAME[kind](at, _field(obj, kind, "member", str), group)
     if kind in _PLAIN_BY_NAME:
-        return _PLAIN_BY_NAME[kind](at, obj["member"])
-    raise ValueError(f"unknown event type {kind!r}")
+        return _PLAIN_BY_NAME[kind](at, _field(obj, kind, "member", str))
+    raise Undecodable("event.type: not a type this engine knows")
+
+
+class Undecodable(ValueError):
+    """A record that is not one of ours. `str(error)` names the field and the problem, never a value."""
+
+
+_SETTINGS_BY_NAME = {name: kind for kind, name in _SETTINGS.items()}
+
+
+def _field(obj: dict, where: str, name: str, kind: type):
+    value = obj.get(name)
+    if type(value) is not kind:
+        raise Undecodable(f"{where}.{name}: expected {'an integer' if kind is int else 'a ' + _TYPE_WORDS[kind]}")
+    return value
+
+
+_TYPE_WORDS = {str: "string", dict: "object", list: "list"}
+
+
+def _json_type(value) -> str:
+    return {dict: "an object", list: "a list", str: "a string", type(None): "null", bool: "a boolean",
+            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+
+
+def _ids(value, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise Undecodable(f"{where}: expected a list of strings")
+    return tuple(value)
+
+
+def _schedule(where: str, obj: dict) -> Schedule:
+    interval, minute, zone, weekday = (obj.get(k) for k in ("interval", "minute", "zone", "weekday"))
+    if interval not in INTERVALS:
+        raise Undecodable(f"{where}.interval: expected one of {', '.join(INTERVALS)}")
+    if type(minute) is not int or not 0 <= minute < 24 * 60:
+        raise Undecodable(f"{where}.minute: expected an integer from 0 to 1439")
+    if not isinstance(zone, str) or not known_zone(zone):
+        raise Undecodable(f"{where}.zone: not a time zone of the tz database")
+    if weekday is not None and (type(weekday) is not int or not 0 <= weekday < 7):
+        raise Undecodable(f"{where}.weekday: expected null or an integer from 0 (Monday) to 6")
+    return Schedule(interval, minute, zone, weekday)
+
+
+def _settings(where: str, obj: dict) -> MemberSettings | GroupSettings:
+    where += ".settings"
+    subject = _field(obj, where, "id", str)
+    schedule = _schedule(where, obj)
+    if "members" in obj:
+        return GroupSettings(subject, schedule, _ids(obj["members"], f"{where}.members"))
+    service, phone = obj.get("service"), obj.get("phone")
+    if service not in SERVICES:
+        raise Undecodable(f"{where}.service: expected one of {', '.join(SERVICES)}")
+    if phone is not None and not isinstance(phone, str):
+        raise Undecodable(f"{where}.phone: expected null or a string")
+    return MemberSettings(subject, service, schedule, phone, _ids(obj.get("contacts", []), f"{where}.contacts"))
+
+
+def known_zone(name: str) -> bool:
+    """True if `name` is a zone of the tz database this machine has (a bad one would stop a step)."""
+    try:
+        zone(name)
+    except (ValueError, KeyError, OSError):  # ZoneInfoNotFoundError is a KeyError; "../x" a ValueError
+        return False
+    return True
 
 
 # --- subject states -------------------------------------------------------------------------------
@@ -105,15 +190,15 @@ def event_from_obj(obj: dict):
 def state_to_obj(state) -> list:
     if type(state) is GroupState:
         return ["g", settings_to_obj(state.settings), state.anchor, sorted(state.roster), state.cycle,
-                state.posted_at, sorted(state.confirmed), state.due, state.active]
+                state.posted_at, sorted(state.confirmed), state.due, state.active, state.last_at]
     return ["m", settings_to_obj(state.settings), *state[1:]]
 
 
 def state_from_obj(obj: list):
     if obj[0] == "g":
-        _, settings, anchor, roster, cycle, posted_at, confirmed, due, *active = obj  # `active` came later
+        _, settings, anchor, roster, cycle, posted_at, confirmed, due, *later = obj  # `active`, `last_at` came later
         return GroupState(settings_from_obj(settings), anchor, frozenset(roster), cycle, posted_at,
-                          frozenset(confirmed), due, *active)
+                          frozenset(confirmed), due, *later)
     return MemberState(settings_from_obj(obj[1]), *obj[2:])
 
 

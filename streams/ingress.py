@@ -5,7 +5,9 @@
                            events LINE already delivered dropped (webhookEventId); the rest routed
                            (streams/webhook_events.py) and handed to the sink; 200 only once the
                            sink has them durably, 500 otherwise (LINE redelivers, and we accept it)
-  GET /healthz             200 "ok": the process answers (it does not probe the sink)
+  GET /healthz             200 "ok" when the process answers and, where the app is given a health
+                           check (the embedded runtime: its engine loop), that check passes; 503
+                           and the reason when it does not
 
 A sink takes a tenant's `Routed` record: `KafkaSink` here (the Kafka runtime's inbound topic, and an
 audit topic); the embedded runtime brings its own against the same `Sink` protocol. De-duplication
@@ -22,7 +24,7 @@ import hmac
 import logging
 import re
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Protocol
 
@@ -61,18 +63,22 @@ class Dedupe(Protocol):
 TENANTS = web.AppKey("tenants", Mapping)
 SINK = web.AppKey("sink", object)
 DEDUPE = web.AppKey("dedupe", object)
+HEALTH = web.AppKey("health", object)
 
 
-def create_app(tenants: Mapping[str, Tenant], sink: Sink, dedupe: Dedupe) -> web.Application:
+def create_app(tenants: Mapping[str, Tenant], sink: Sink, dedupe: Dedupe,
+               health: Callable[[], tuple[bool, str]] | None = None) -> web.Application:
     app = web.Application()
     app[TENANTS], app[SINK], app[DEDUPE] = tenants, sink, dedupe
+    app[HEALTH] = health or (lambda: (True, "ok"))
     app.router.add_post("/webhook/{tenant}", webhook)
     app.router.add_get("/healthz", healthz)
     return app
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.Response(text="ok")
+    healthy, why = request.app[HEALTH]()
+    return web.Response(text=why, status=200 if healthy else 503)
 
 
 async def webhook(request: web.Request) -> web.Response:

@@ -24,7 +24,7 @@ from linesim import user_id_for
 from schemas import effects as fx
 from schemas.events import Acknowledge, Ok, Register, Resolve
 from schemas.settings import GroupSettings, MemberSettings, Schedule
-from streams import cli
+from streams import cli, codec
 from streams.admin import accounts, pages
 from streams.admin.app import create_app
 from streams.demo import DEMO_LOGIN, demo_login
@@ -168,7 +168,7 @@ def run(test):
 
 
 def inbox(store: Store, tenant: str) -> list:
-    return [p.event for p in store.pending(tenant, 0, limit=100_000)]
+    return [codec.event_from_obj(json.loads(p.event)) for p in store.pending(tenant, 0, limit=100_000)]
 
 
 # --- logging in and out --------------------------------------------------------------------------------

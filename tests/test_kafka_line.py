@@ -22,7 +22,8 @@ from streams.kafka.feed import event_message, tick_messages
 from streams.kafka.settings import Settings
 
 pytestmark = pytest.mark.usefixtures("running_services")
-START = 1_796_050_800  # 2026-12-01T00:00+09:00, in seconds
+START = 1_796_050_800  # 2026-12-01T00:00+09:00, in seconds: linesim's clock, which every process here reads
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 async def until(condition, timeout: float = 90.0, what: str = "") -> None:
@@ -59,8 +60,9 @@ def test_an_answer_and_an_escalation_go_all_the_way_round_through_kafka():
                 run.start_worker()
                 env = {**os.environ, **run.settings.env(), "ANPI_CHANNEL_SECRET": tenant.channel_secret,
                        "ANPI_CHANNEL_ACCESS_TOKEN": tenant.channel_access_token, "ANPI_LINE_API": sim.base_url}
-                sender = subprocess.Popen([sys.executable, "-m", "streams.kafka.sender_app"], env=env,
-                                          start_new_session=True)
+                # the sender judges reply tokens on linesim's clock, which the test moves
+                sender = subprocess.Popen([sys.executable, os.path.join(HERE, "sender_on_linesim_clock.py")],
+                                          env=env, start_new_session=True)
                 parts = run.settings.partitions
 
                 async def tick(at_seconds: int) -> None:

@@ -4,49 +4,109 @@ One tenant's subjects live in one `Partition`, loaded from the store at start. E
 the inbox rows that arrived since the last one, then a tick, and commits the changed states, the
 effects and the new position together (store.commit_step). The pure core decides everything; this
 module only moves records between it and SQLite.
+
+Nothing stops it: a row the engine cannot decode or apply is set aside in the same commit that
+passes it (streams/quarantine.py), and a step that fails as a whole (the disk, a lock) is retried
+from what the store holds, after a pause; `health` says whether steps are being committed.
 """
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+import time
 from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Gauge
 
 from agents.partition import Partition
 from agents.subject_agent import Tracked
 from schemas.effects import Effect
+from streams import codec, quarantine
 from streams.embedded.store import Store
+
+log = logging.getLogger("anpi.engine")
+
+STALE_AFTER = 30.0  # seconds without a committed step (the loop steps every half second) = unhealthy
 
 
 class Engine:
-    def __init__(self, store: Store, tenant: str):
+    def __init__(self, store: Store, tenant: str, registry: CollectorRegistry | None = None):
         self.store, self.tenant = store, tenant
-        self.part = Partition(Tracked(store.states(tenant)))
+        self.registry = registry or CollectorRegistry()
+        self.quarantined = quarantine.counter(self.registry)
+        self.last_step = Gauge("anpi_engine_last_step_timestamp_seconds", "Wall time of the engine's last "
+                               "step, committed or with nothing to commit", registry=self.registry)
+        self.stepped_at: float | None = None  # monotonic time of the last step that went through
+        self.load()
+
+    def load(self) -> None:
+        """(Re)build the subjects and the position from what the store holds."""
+        self.part = Partition(Tracked(self.store.states(self.tenant)))
         self.part.table.changed.clear()  # loaded, not changed
-        self.inbox, self.last_tick = store.cursor(tenant)
+        self.inbox, self.last_tick = self.store.cursor(self.tenant)
 
     def step(self, tick_at: int | None) -> list[Effect]:
         """Apply what waits in the inbox, then tick at `tick_at` (if later than the last); commit."""
         effects: list[Effect] = []
+        aside: list[tuple[str, str, str, str]] = []
         pending = self.store.pending(self.tenant, self.inbox)
         for row in pending:
-            effects += self.part.apply(row.subject, row.event)
+            try:
+                effects += self.part.apply(row.subject, codec.event_from_obj(json.loads(row.event)))
+            except Exception as error:  # nothing of it was applied (Partition.apply changes nothing then)
+                aside.append(self._aside(f"inbox row {row.seq}", row.subject, row.event, *quarantine.classify(error)))
         if tick_at is not None and (self.last_tick is None or tick_at > self.last_tick):
             effects += self.part.tick(tick_at)
             self.last_tick = tick_at
+            for subject, tick, reason in self.part.drain_faults():
+                aside.append(self._aside("a tick", subject, json.dumps(codec.event_to_obj(tick)), quarantine.ERROR,
+                                         reason))
         if pending:
             self.inbox = pending[-1].seq
         table = self.part.table
         changed, table.changed = table.changed, {}
         if pending or changed or effects:
-            self.store.commit_step(self.tenant, self.inbox, self.last_tick, changed, effects)
+            self.store.commit_step(self.tenant, self.inbox, self.last_tick, changed, effects, aside,
+                                   at=tick_at if tick_at is not None else self.last_tick)
+        for _, _, kind, _ in aside:
+            self.quarantined.labels(kind).inc()
+        self.stepped_at = time.monotonic()
+        self.last_step.set(time.time())
         return effects
+
+    def _aside(self, where: str, subject: str, record: str, kind: str, why: str) -> tuple[str, str, str, str]:
+        log.error("tenant %s: %s set aside (%s: %s); the engine goes on", self.tenant, where, kind, why)
+        return subject, record, kind, why
+
+    def health(self) -> tuple[bool, str]:
+        """(healthy, why): steps are going through, the last one less than STALE_AFTER seconds ago."""
+        if self.stepped_at is None:
+            return False, "the engine has not stepped yet"
+        age = time.monotonic() - self.stepped_at
+        if age > STALE_AFTER:
+            return False, f"the engine's last step was {age:.0f} s ago"
+        return True, "ok"
 
     async def run(self, now: Callable[[], int], grace_ms: int, every_seconds: float, stop: asyncio.Event,
                   on_effects: Callable[[list[Effect]], None] | None = None) -> None:
         """Step every `every_seconds` (wall) until `stop`; ticks trail `now()` by `grace_ms`."""
         while not stop.is_set():
-            effects = self.step(now() - grace_ms)
+            try:
+                effects = self.step(now() - grace_ms)
+            except Exception:  # the step did not commit: start again from what the store holds
+                log.exception("tenant %s: engine step failed; retrying from the stored position", self.tenant)
+                effects = []
+                try:
+                    self.load()
+                except Exception:
+                    log.exception("tenant %s: could not reload the engine's state", self.tenant)
+                await asyncio.sleep(1.0)
             if effects and on_effects is not None:
-                on_effects(effects)
+                try:
+                    on_effects(effects)
+                except Exception:  # a listener (the demo's report) must not stop the engine
+                    log.exception("tenant %s: a listener failed", self.tenant)
             try:
                 await asyncio.wait_for(stop.wait(), every_seconds)
             except asyncio.TimeoutError:

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agents.messages import SENDS_MESSAGES, reply_holder
 from agents.subject import addressed
@@ -63,6 +64,7 @@ class Runtime:
         self.step_seconds = step_seconds
         self.engine = Engine(store, tenant.id)
         self.sender = sender or Sender(tenant, line_api)
+        self.registries = [self.engine.registry, self.sender.registry]  # what /metrics serves
         self.listeners: list[Callable[[list[Effect]], None]] = []
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
@@ -82,8 +84,21 @@ class Runtime:
         return self.url
 
     def web_app(self) -> web.Application:
-        """What the server serves: the webhook (subclasses mount more, e.g. the admin screen)."""
-        return ingress.create_app(self.tenants, StoreSink(self.store), StoreDedupe(self.store))
+        """What the server serves: the webhook, /healthz and /metrics (subclasses mount more, e.g. the
+        admin screen)."""
+        app = ingress.create_app(self.tenants, StoreSink(self.store), StoreDedupe(self.store), self.health)
+        app.router.add_get("/metrics", self._metrics)
+        return app
+
+    def health(self) -> tuple[bool, str]:
+        """Healthy while the engine loop runs and commits its steps (it steps every half second)."""
+        if not self._tasks or self._tasks[0].done():
+            return False, "the engine loop is not running"
+        return self.engine.health()
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = b"".join(generate_latest(registry) for registry in self.registries)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def stop_engine(self) -> None:
         """No more steps (the sender keeps draining what was decided)."""

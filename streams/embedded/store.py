@@ -13,6 +13,8 @@ resumes exactly where the last commit left off and nothing is applied or emitted
     webhooks  webhookEventIds already accepted (LINE may redeliver)
     replies   the latest reply token per member, for a free thank-you
     replied   effects answered by reply (at most once: a reply has no retry key, see claim_replies)
+    quarantine inbox rows (or a subject's tick) the engine could not decode or apply, with the
+              reason, set aside in the step that passed them (streams/quarantine.py)
     rs_*      the admin screen's read side, updated in each step's transaction
               (streams/embedded/readside.py); admin_* tables belong to streams/admin
 """
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 from schemas.effects import Effect
 from streams import codec
 from streams.embedded import readside
+from streams.quarantine import Entry
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS inbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL,
@@ -51,15 +54,18 @@ CREATE TABLE IF NOT EXISTS replies (tenant TEXT NOT NULL, member TEXT NOT NULL, 
                                     at INTEGER NOT NULL, PRIMARY KEY (tenant, member)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS replied (tenant TEXT NOT NULL, effect TEXT NOT NULL,
                                     PRIMARY KEY (tenant, effect)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS quarantine (id INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL,
+                                       subject TEXT NOT NULL, event TEXT NOT NULL, kind TEXT NOT NULL,
+                                       reason TEXT NOT NULL, at INTEGER, retried INTEGER NOT NULL DEFAULT 0);
 """
 
 
 @dataclass(frozen=True, slots=True)
 class Pending:
-    """An inbox row not yet applied."""
+    """An inbox row not yet applied: its event as stored (JSON text), decoded by the engine."""
     seq: int
     subject: str
-    event: object
+    event: str
 
 
 class Store:
@@ -205,12 +211,16 @@ class Store:
     def pending(self, tenant: str, after: int, limit: int = 1000) -> list[Pending]:
         rows = self.db.execute("SELECT seq, subject, event FROM inbox WHERE tenant = ? AND seq > ? ORDER BY seq "
                                "LIMIT ?", (tenant, after, limit)).fetchall()
-        return [Pending(seq, subject, codec.event_from_obj(json.loads(raw))) for seq, subject, raw in rows]
+        return [Pending(seq, subject, raw) for seq, subject, raw in rows]
 
     def commit_step(self, tenant: str, inbox: int, tick: int | None, states: dict[str, object],
-                    effects: list[Effect]) -> None:
-        """A step's states, effects and position, all or nothing."""
+                    effects: list[Effect], quarantined: Iterable[tuple[str, str, str, str]] = (),
+                    at: int | None = None) -> None:
+        """A step's states, effects and position, all or nothing; with the rows it set aside
+        (subject, event as stored, kind, reason) at engine time `at`."""
         with self._transaction():
+            self.db.executemany("INSERT INTO quarantine (tenant, subject, event, kind, reason, at) VALUES "
+                                "(?, ?, ?, ?, ?, ?)", [(tenant, *q, at) for q in quarantined])
             step = self.db.execute("SELECT step FROM cursors WHERE tenant = ?", (tenant,)).fetchone()
             step = (step[0] if step else 0) + 1
             old_labels = readside.old_labels(self.db, tenant, states)  # before the new states overwrite them
@@ -254,6 +264,25 @@ class Store:
         with self._transaction():
             readside.count_sent(self.db, seqs)  # the month's LINE quota used, once per effect
             self.db.executemany("UPDATE effects SET sent = 1 WHERE seq = ?", [(seq,) for seq in seqs])
+
+    # --- quarantine ------------------------------------------------------------------------------
+
+    def quarantined(self, tenant: str) -> list[Entry]:
+        return [Entry(str(i), subject, event, kind, reason, at, bool(retried))
+                for i, subject, event, kind, reason, at, retried in self.db.execute(
+                    "SELECT id, subject, event, kind, reason, at, retried FROM quarantine WHERE tenant = ? "
+                    "ORDER BY id", (tenant,))]
+
+    def retry_quarantined(self, tenant: str, entry_id: int) -> bool:
+        """Put a held row back into the inbox (after a fix), once; False if there is no such row held."""
+        with self._transaction():
+            row = self.db.execute("SELECT subject, event FROM quarantine WHERE tenant = ? AND id = ? AND retried = 0",
+                                  (tenant, entry_id)).fetchone()
+            if row is None:
+                return False
+            self.db.execute("INSERT INTO inbox (tenant, subject, event) VALUES (?, ?, ?)", (tenant, *row))
+            self.db.execute("UPDATE quarantine SET retried = 1 WHERE id = ?", (entry_id,))
+        return True
 
     # --- reading ---------------------------------------------------------------------------------
 

@@ -21,8 +21,9 @@ from agents.messages import SENDS_MESSAGES, answers, reply_holder
 from agents.readmodel import label
 from agents.subject_agent import SubjectAgent
 from schemas import effects as fx
-from streams import codec
-from streams.kafka import changelog, metrics
+from streams import codec, quarantine
+from streams.kafka import changelog, feed, metrics
+from streams.kafka import quarantine as kafka_quarantine
 from streams.kafka.settings import Settings
 from streams.kafka.transactions import PartitionTransactions
 from streams.redis_store import ReadModel
@@ -33,6 +34,15 @@ log = logging.getLogger("anpi.worker")
 TO_OUTBOX = SENDS_MESSAGES | {fx.UNFOLLOWED, fx.FOLLOWED}  # these two send nothing: the sender learns who blocked
 TO_ESCALATIONS = {fx.STAFF_CALL, fx.CONTACTS_NOTIFIED, fx.RESOLVED_AFTER_ESCALATION, fx.CONTACT_ACKNOWLEDGED}
 BATCH, BATCH_WAIT = 1000, 0.01  # messages per batch at most; seconds a partial batch waits for more
+
+
+def _subject_of(event) -> str:
+    """The message's key (its subject), if it is one: what a quarantine entry is listed under."""
+    key = event.key
+    try:
+        return key.decode() if isinstance(key, bytes) else ""
+    except UnicodeDecodeError:
+        return ""
 
 
 def _by_partition(events) -> dict[int, list]:
@@ -77,35 +87,59 @@ def create_app(settings: Settings) -> faust.App:
     changelog_topic = app.topic(settings.changelog, key_type=bytes, value_type=bytes, key_serializer="raw",
                                 value_serializer="raw", partitions=settings.partitions, compacting=True,
                                 deleting=False)
+    # records the engine could not decode or apply, kept (no retention limit) until someone looks
+    quarantine_topic = app.topic(settings.quarantine, key_type=bytes, value_type=bytes, key_serializer="raw",
+                                 value_serializer="raw", partitions=settings.partitions,
+                                 config={"retention.ms": "-1"})
 
     labels: dict[str, str] = {}  # read-model labels changed since the last flush to Redis
     logic = SubjectAgent()
     applied: dict[int, int] = {}  # per partition: offset of the last inbound message whose output is saved
     transactions = PartitionTransactions(app, settings.inbound)
     lag_watched: set[int] = set()  # partitions whose tick-lag gauge reads logic.last_tick already
+    last_batch: dict[int, float] = {}  # per partition: monotonic time its last batch was saved (health)
     setup_prometheus_sensors(app, registry=metrics.REGISTRY, name_prefix="faust")
     metrics.DUE_INDEX.set_function(logic.due_size)
 
     @app.agent(inbound, concurrency=1)  # > 1 loses messages: faust-streaming issue #606
     async def subjects(stream):
-        for topic in (*outputs, changelog_topic):  # written through the raw transactional producer below
+        for topic in (*outputs, changelog_topic, quarantine_topic):  # written through the raw producer below
             await topic.maybe_declare()
         # Batches, acked by hand once their output is in the partition's transaction.
         async for events in stream.noack_take(BATCH, within=BATCH_WAIT):
             for number, batch in _by_partition(events).items():
                 try:
                     await _process(stream, number, batch)
-                except Exception as exc:  # the batch is half-sent: only a restart from the changelog is safe
-                    log.exception("partition %d: batch not saved; the worker stops", number)
-                    logic.revoke([number])
-                    await app.crash(exc)
-                    return
+                except BaseException as exc:  # the batch is half-sent: only a restart from the changelog is safe
+                    if isinstance(exc, asyncio.CancelledError):
+                        raise  # a stop (SIGTERM, rebalance): Faust aborts what was not committed
+                    _stop_at_once(number, exc)
+
+    def _stop_at_once(number: int, exc: BaseException) -> None:
+        """A batch could not be saved (the broker, the transaction): stop as a SIGKILL would.
+
+        Nothing of the process may commit after this: a graceful stop would let Faust commit the
+        open transaction (half of this batch's output, or offsets of messages other partitions have
+        taken but not applied) and the next worker would skip or repeat them. A process that just
+        ends commits nothing; its open transactions are aborted when the next owner fences them,
+        and it starts from the last batch that was saved, as after a SIGKILL (proven in the tests)."""
+        log.critical("partition %d: batch not saved (%s); the worker stops and its partitions start again "
+                     "from the last saved batch", number, type(exc).__name__, exc_info=exc)
+        logging.shutdown()
+        os._exit(70)  # EX_SOFTWARE; a supervisor restarts it
 
     async def _install(number: int) -> None:
         started = time.perf_counter()
         saved, applied[number] = await changelog.read(settings.kafka, settings.changelog, number)
-        logic.install(number, ((key.decode(), codec.state_from_obj(codec.loads(raw))) for key, raw in saved.items()))
-        log.info("partition %d: %d subjects loaded in %.1f s", number, len(saved), time.perf_counter() - started)
+        states = []
+        for key, raw in saved.items():
+            try:
+                states.append((key.decode(), codec.state_from_obj(codec.loads(raw))))
+            except Exception as error:  # not a state this worker can read: the rest still load
+                log.error("partition %d: a saved state was not loaded (%s)", number, type(error).__name__)
+                metrics.QUARANTINED.labels("state").inc()
+        logic.install(number, states)
+        log.info("partition %d: %d subjects loaded in %.1f s", number, len(states), time.perf_counter() - started)
 
     async def _process(stream, number: int, batch: list) -> None:
         txn = await transactions.wait_for(number)
@@ -115,23 +149,30 @@ def create_app(settings: Settings) -> faust.App:
         if number not in logic.partitions:  # first batch since the partition was assigned
             await _install(number)
         started = time.perf_counter()
-        produced, flushes, ticked, replies = [], [], False, {}
+        produced, flushes, ticked, replies, aside = [], [], False, {}, []
         fresh = [event for event in batch if event.message.offset > applied[number]]
         for event in fresh:
-            message = codec.loads(event.value)
-            if "tick" in message:
-                produced += logic.tick(number, message["tick"])
-                ticked = True
-            else:
-                event_in = codec.event_from_obj(message["event"])
-                effects = logic.apply(number, message["subject"], event_in)
-                if "reply" in message:  # answers to the person's own tap may use its reply token
-                    holder = answers(event_in)
-                    replies.update((e.id, message["reply"]) for e in effects if reply_holder(e) == holder)
-                produced += effects
-                metrics.EVENTS_IN.labels(message["event"]["type"]).inc()
-            if "flush" in message:  # a driver waits for this: everything before it on the partition is out
-                flushes.append(message["flush"])
+            offset = event.message.offset
+            try:
+                record = feed.read(event.value)
+                if record.subject is None:
+                    produced += logic.tick(number, record.event.at)
+                    ticked = True
+                    aside += [_aside(number, offset, subject, feed.event_message(subject, tick, 1)[2],
+                                     quarantine.ERROR, reason)
+                              for subject, tick, reason in logic.partition(number).drain_faults()]
+                else:
+                    effects = logic.apply(number, record.subject, record.event)
+                    if record.reply is not None:  # answers to the person's own tap may use its reply token
+                        holder = answers(record.event)
+                        replies.update((e.id, list(record.reply)) for e in effects if reply_holder(e) == holder)
+                    produced += effects
+                    metrics.EVENTS_IN.labels(codec.event_name(record.event)).inc()
+            except Exception as error:  # nothing of it was applied: set it aside, go on with the next
+                aside.append(_aside(number, offset, _subject_of(event), event.value, *quarantine.classify(error)))
+                continue
+            if record.flush is not None:  # a driver waits for this: everything before it on the partition is out
+                flushes.append(record.flush)
         states = logic.drain(number)
         async with txn.lock:  # Faust's commit takes this lock too: it sees all of the batch or none
             if transactions.of(number) != txn:  # the partition moved while we stepped: its new owner redoes it
@@ -148,6 +189,8 @@ def create_app(settings: Settings) -> faust.App:
             for flush in flushes:
                 await send(settings.effects, codec.dumps({"flush": flush, "partition": number}), key=b"",
                            partition=number)
+            for entry in aside:  # with the offset that passes them: a restart never applies them again
+                await send(settings.quarantine, entry, key=codec.loads(entry)["id"].encode(), partition=number)
             # states after effects: a state is never durable without the effects that led to it
             for subject, state in states.items():
                 await send(settings.changelog, codec.dumps(codec.state_to_obj(state)), key=subject.encode(),
@@ -158,11 +201,23 @@ def create_app(settings: Settings) -> faust.App:
                            partition=number)
             for event in batch:
                 await stream.ack(event)
+        for entry in aside:
+            metrics.QUARANTINED.labels(codec.loads(entry)["kind"]).inc()
         for subject, state in states.items():
             labels[subject] = label(state)
         if ticked or number not in lag_watched:
             _watch_tick(number)
         metrics.LATENCY.labels(str(number)).observe(time.perf_counter() - started)
+        last_batch[number] = time.monotonic()
+
+    def _aside(number: int, offset: int, subject: str, value: bytes | None, kind: str, reason: str) -> bytes:
+        """The quarantine topic's record for one message (or one subject's tick), and the log line
+        (the reason only: the record may hold personal data)."""
+        entry_id = f"{number}:{offset}" + (f":{subject}" if kind == quarantine.ERROR and subject else "")
+        log.error("partition %d offset %d: set aside (%s: %s); the worker goes on", number, offset, kind, reason)
+        return codec.dumps({"id": entry_id, "partition": number, "offset": offset, "subject": subject,
+                            **kafka_quarantine.stored(value), "kind": kind, "reason": reason,
+                            "at": logic.last_tick.get(number)})
 
     def _watch_tick(number: int) -> None:
         if number in logic.last_tick:
@@ -200,12 +255,43 @@ def create_app(settings: Settings) -> faust.App:
                 obj["phone"] = phone
         return codec.dumps(obj)
 
+    assigned_at: dict[int, float] = {}  # per partition: monotonic time it was last assigned here
+
+    @app.on_partitions_assigned.connect
+    async def assigned(sender, assigned, **kwargs) -> None:
+        for tp in assigned:
+            if tp.topic == settings.inbound:
+                assigned_at[tp.partition] = time.monotonic()
+
+    def health() -> tuple[bool, str]:
+        """Unhealthy when a partition of ours has messages waiting and no batch of it was saved for
+        HEALTH_STALE seconds (the ticker alone brings one every ANPI_TICK_SECONDS)."""
+        now = time.monotonic()
+        for tp in sorted(app.consumer.assignment()):
+            if tp.topic != settings.inbound:
+                continue
+            number = tp.partition
+            end = app.consumer.highwater(tp)
+            waiting = end is not None and end - 1 > applied.get(number, -1) + 1  # (+1: a transaction marker)
+            since = max(last_batch.get(number, 0.0), assigned_at.get(number, now))
+            if waiting and now - since > settings.health_stale_seconds:
+                return False, (f"partition {number}: {end - 1 - applied.get(number, -1)} messages waiting, "
+                               f"no batch saved for {now - since:.0f} s")
+        return True, "ok"
+
+    @app.page("/healthz")
+    async def healthz(web, request):
+        healthy, why = health()
+        return web.text(why, status=200 if healthy else 503)
+
     @app.on_partitions_revoked.connect
     async def revoked(sender, revoked, **kwargs) -> None:
         numbers = [tp.partition for tp in revoked if tp.topic == settings.inbound]
         logic.revoke(numbers)  # read again from the changelog if they come back: committed records only
         for number in numbers:  # another worker reports these partitions now
             lag_watched.discard(number)
+            last_batch.pop(number, None)
+            assigned_at.pop(number, None)
             for gauge in (metrics.TICK_LAG, metrics.LAST_TICK):
                 try:
                     gauge.remove(str(number))
@@ -246,5 +332,6 @@ def create_app(settings: Settings) -> faust.App:
             await asyncio.gather(*sent)
 
     app.anpi_logic = logic  # for tests and the /metrics gauges
+    app.anpi_health = health
     return app
 

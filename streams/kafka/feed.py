@@ -7,9 +7,12 @@ the resident), and a last tick just before `end` carries a flush token the worke
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from agents.subject import addressed
+from schemas.events import Tick
 from streams import codec
+from streams.codec import Undecodable
 from streams.kafka.settings import partition_of
 from streams.scenario import Scenario
 
@@ -47,3 +50,39 @@ def tick_messages(at: int, partitions: int, flush: str | None = None) -> Iterato
     value = codec.dumps({"tick": at} if flush is None else {"tick": at, "flush": flush})
     for number in range(partitions):
         yield number, b"", value
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """An inbound message as the worker reads it back (the inverse of the two functions above)."""
+    subject: str | None                 # None for a tick (the whole partition)
+    event: object                       # Tick, or an inbound event
+    reply: tuple[str, int] | None = None
+    flush: str | None = None
+
+
+def read(value: bytes | None) -> Record:
+    """The record an inbound message holds, or `Undecodable` (or a JSON error) saying why not."""
+    if not value:
+        raise Undecodable("empty message")
+    obj = codec.loads(value)
+    if not isinstance(obj, dict):
+        raise Undecodable("message: expected a JSON object")
+    flush = obj.get("flush")
+    if flush is not None and not isinstance(flush, str):
+        raise Undecodable("flush: expected a string")
+    if "tick" in obj:
+        if type(obj["tick"]) is not int:
+            raise Undecodable("tick: expected an integer (epoch ms)")
+        return Record(None, Tick(obj["tick"]), None, flush)
+    subject, reply = obj.get("subject"), obj.get("reply")
+    if not isinstance(subject, str):
+        raise Undecodable("subject: expected a string")
+    if "event" not in obj:
+        raise Undecodable("event: missing")
+    event = codec.event_from_obj(obj["event"])
+    if reply is not None:
+        if not (isinstance(reply, list) and len(reply) == 2 and isinstance(reply[0], str) and type(reply[1]) is int):
+            raise Undecodable("reply: expected [token, epoch ms]")
+        reply = (reply[0], reply[1])
+    return Record(subject, event, reply, flush)

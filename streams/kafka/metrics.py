@@ -3,7 +3,10 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from streams import quarantine
+
 REGISTRY = CollectorRegistry()
+QUARANTINED = quarantine.counter(REGISTRY)  # kind: undecodable | refused | error | state (a saved state unread)
 
 EVENTS_IN = Counter("anpi_events_in", "Inbound events applied, by type", ["type"], registry=REGISTRY)
 EFFECTS_OUT = Counter("anpi_effects_out", "Effects emitted, by kind", ["effect"], registry=REGISTRY)

@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from collections.abc import Callable
 
 import faust
 import redis.asyncio as aioredis
@@ -46,7 +48,8 @@ from streams.sender import Sender, redis_reply_claims
 log = logging.getLogger("anpi.sender")
 
 
-def create_app(settings: Settings, tenant: Tenant, line_api: str) -> faust.App:
+def create_app(settings: Settings, tenant: Tenant, line_api: str, wall: Callable[[], float] = time.time) -> faust.App:
+    """`wall`: the clock a reply token's age is judged by (LINE's: real time; a test's: linesim's)."""
     app = faust.App(
         f"{settings.prefix}-sender",
         broker=f"kafka://{settings.kafka}",
@@ -65,7 +68,7 @@ def create_app(settings: Settings, tenant: Tenant, line_api: str) -> faust.App:
     )
     outbox = app.topic(settings.outbox, key_type=bytes, value_type=bytes, key_serializer="raw",
                        value_serializer="raw", partitions=settings.partitions)
-    sender = Sender(tenant, line_api)
+    sender = Sender(tenant, line_api, wall=wall)
     # a batch delivered again (after a crash or a rebalance) must not reply twice: claims in Redis
     sender.claim_replies = redis_reply_claims(aioredis.from_url(settings.redis), tenant.id)
     pending: dict[int, list] = {}  # per partition: (event, record) of the batch not yet delivered
@@ -178,12 +181,12 @@ def _rewind_uncommitted(consumer, topic: str) -> None:
     consumer._anpi_rewinds_uncommitted = True
 
 
-def main(loglevel: str = "warning") -> int:
+def main(loglevel: str = "warning", wall: Callable[[], float] = time.time) -> int:
     settings = Settings.from_env()
     tenant = tenant_from_env("sender", settings.prefix)
     if tenant is None:
         return 2
-    app = create_app(settings, tenant, os.environ.get("ANPI_LINE_API", "https://api.line.me"))
+    app = create_app(settings, tenant, os.environ.get("ANPI_LINE_API", "https://api.line.me"), wall)
     faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
     return 0
 

@@ -21,6 +21,8 @@ class Settings:
     # Kafka static membership: a worker restarted under the same name takes its partitions back at
     # once, instead of waiting for the dead process's session to expire. Unique per worker ("" = off).
     instance: str = ""
+    # /healthz fails when a partition has had messages waiting this long with no batch saved
+    health_stale_seconds: float = 60.0
 
     @classmethod
     def from_env(cls, env=os.environ) -> "Settings":
@@ -34,6 +36,7 @@ class Settings:
             web_port=int(env.get("ANPI_WEB_PORT", cls.web_port)),
             web_host=env.get("ANPI_WEB_HOST", cls.web_host),
             instance=_instance(env.get("ANPI_WORKER_INSTANCE", cls.instance)),
+            health_stale_seconds=float(env.get("ANPI_HEALTH_STALE_SECONDS", cls.health_stale_seconds)),
         )
 
     def env(self) -> dict[str, str]:
@@ -42,7 +45,8 @@ class Settings:
                 "ANPI_PARTITIONS": str(self.partitions),
                 "ANPI_TICK_SECONDS": str(self.tick_seconds),
                 "ANPI_TICK_GRACE_SECONDS": str(self.tick_grace_seconds), "ANPI_WEB_PORT": str(self.web_port),
-                "ANPI_WEB_HOST": self.web_host, "ANPI_WORKER_INSTANCE": self.instance}
+                "ANPI_WEB_HOST": self.web_host, "ANPI_WORKER_INSTANCE": self.instance,
+                "ANPI_HEALTH_STALE_SECONDS": str(self.health_stale_seconds)}
 
     # topics: one place for their names
     @property
@@ -60,6 +64,10 @@ class Settings:
     @property
     def escalations(self) -> str:
         return f"{self.prefix}-escalations"  # staff calls, contacts told, and their resolution
+
+    @property
+    def quarantine(self) -> str:
+        return f"{self.prefix}-quarantine"   # inbound records set aside: the engine could not apply them
 
     @property
     def changelog(self) -> str:
