@@ -63,3 +63,44 @@ def show(entry: Entry) -> str:
     """One line for `anpi quarantine list`."""
     state = "retried" if entry.retried else "held"
     return f"{entry.id}\t{state}\t{entry.kind}\t{entry.subject or '-'}\t{entry.reason}"
+
+
+# --- `anpi quarantine list | retry` ----------------------------------------------------------------
+
+
+def command(what: str, entry_id: str | None, db: str | None, tenant: str, kafka: bool, out) -> int:
+    """List the entries (held and retried), or put one held entry back on the engine's way in."""
+    if kafka:
+        import asyncio
+
+        from streams.kafka import quarantine as kafka_quarantine
+        from streams.kafka.settings import Settings
+
+        settings = Settings.from_env()
+        if what == "list":
+            entries = asyncio.run(kafka_quarantine.entries(settings))
+        else:
+            done = asyncio.run(kafka_quarantine.retry(settings, entry_id))
+    else:
+        from streams import startup
+        from streams.embedded.store import Store
+
+        startup.sqlite_file(db)
+        store = Store(db)
+        try:
+            if what == "list":
+                entries = store.quarantined(tenant)
+            else:
+                done = entry_id.isdigit() and store.retry_quarantined(tenant, int(entry_id))
+        finally:
+            store.close()
+    if what == "list":
+        print("id\tstate\tkind\tsubject\treason", file=out)
+        for entry in entries:
+            print(show(entry), file=out)
+        return 0
+    if not done:
+        print(f"anpi quarantine: no held entry {entry_id!r}", file=out)
+        return 1
+    print(f"anpi quarantine: {entry_id} put back; the engine applies it next (at its own time, or later)", file=out)
+    return 0

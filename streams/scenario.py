@@ -49,7 +49,12 @@ def load(path: str | Path) -> Scenario:
     except (json.JSONDecodeError, yaml.YAMLError) as e:
         raise ScenarioError(str(path), "not valid " + ("JSON" if path.suffix.lower() == ".json" else "YAML")
                             + ": " + " ".join(str(e).split())) from None
-    return parse(data)
+    except RecursionError:  # both parsers recurse per level
+        raise ScenarioError(str(path), "nested too deeply to be a scenario") from None
+    try:
+        return parse(data)
+    except RecursionError:
+        raise ScenarioError(str(path), "nested too deeply to be a scenario") from None
 
 
 class _Loader(yaml.SafeLoader):

@@ -9,7 +9,9 @@ Two steps, each with one job:
                        records for everything else, and the reply tokens of the people who wrote
 
 What the engine acts on (everything else is audited, never an error, so that a new LINE event type
-or a postback of another feature can never make LINE's delivery fail):
+or a postback of another feature can never make LINE's delivery fail; what names the wrong kind of
+subject, such as an invitation code or a 「見に行きます」 for a group, is refused here, with its
+reason in the audit, before it can reach a subject it does not fit):
 
   postback "action=ok" from a person      Ok(at, member, group if given in a group)
   postback "action=ack" (見に行きます)      Acknowledge(at, member, contact, cycle), one-to-one only
@@ -89,19 +91,26 @@ def parse(body: bytes) -> list:
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise Malformed(f"body is not JSON: {error.__class__.__name__} at position "
                         f"{getattr(error, 'pos', getattr(error, 'start', '?'))}") from None
+    except RecursionError:  # Python's parser recurses per level: 10,000 levels are no webhook
+        raise Malformed("body: JSON nested too deeply") from None
     if not isinstance(obj, dict):
         raise Malformed("body: expected a JSON object")
     try:  # JSON may escape half a UTF-16 pair ("\ud800"); no id or topic can carry that string
         json.dumps(obj, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
         raise Malformed("body: a string holds an unpaired UTF-16 surrogate") from None
+    except RecursionError:
+        raise Malformed("body: JSON nested too deeply") from None
     # destination is the bot's own user id; it is checked for shape only (the tenant is in the URL)
     if not isinstance(obj.get("destination"), str):
         raise Malformed("destination: expected a string")
     events = obj.get("events")
     if not isinstance(events, list):
         raise Malformed("events: expected an array")
-    return [_event(i, e) for i, e in enumerate(events)]
+    try:
+        return [_event(i, e) for i, e in enumerate(events)]
+    except RecursionError:  # the SDK's models recurse per level too
+        raise Malformed("events: nested too deeply") from None
 
 
 def _event(i: int, obj) -> object:
@@ -180,8 +189,9 @@ def route(tenant: str, events: list, zone: str = "Asia/Tokyo") -> Routed:
     routed = Routed()
     for event in events:
         inbound, reason = _inbound(event, zone)
-        if not inbound:
+        if reason:  # not applied, or only in part (a refused code still is a sign of life)
             routed.audit.append(audit_record(tenant, event, reason))
+        if not inbound:
             continue
         routed.events.extend(inbound)
         token = getattr(event, "reply_token", None)
@@ -220,12 +230,17 @@ def _inbound(event, zone: str) -> tuple[list[Inbound], str]:
     member = getattr(source, "user_id", None)
     if not member:
         return [], "no_user"  # e.g. a group message from a client that hides its userId
+    if not is_person(member):
+        return [], "not_a_person"  # LINE's user ids start with U, its group ids with C
+    if group is not None and not is_group(group):
+        return [], "not_a_group"
     one_to_one = not isinstance(source, (GroupSource, RoomSource))
     if isinstance(event, PostbackEvent):
         return _postback(event, member, group, one_to_one, zone)
     if isinstance(event, MessageEvent):
         said = _text_of(event) if one_to_one else None
-        return [Message(at, member, group), *(_typed(at, member, said) if said else ())], ""
+        typed, reason = _typed(at, member, said) if said else ([], "")
+        return [Message(at, member, group), *typed], reason
     if not one_to_one:
         return [], "not_applied"  # follow / unfollow only come from one-to-one chats
     return [Follow(at, member) if isinstance(event, FollowEvent) else Unfollow(at, member)], ""
@@ -239,7 +254,11 @@ def _postback(event: PostbackEvent, member: str, group: str | None, one_to_one: 
         return [Ok(at, member, group)], ""
     if action == ACK_ACTION and one_to_one:
         ack = _ack(data)
-        return ([Acknowledge(at, ack[0], member, ack[1])], "") if ack else ([], "postback")
+        if ack is None:
+            return [], "postback"
+        if not is_person(ack[0]):
+            return [], "ack_not_for_a_person"  # only a person's case can be taken up, never a group's
+        return [Acknowledge(at, ack[0], member, ack[1])], ""
     if action not in (SETUP_ACTION, ENROLL_ACTION, INVITE_ACTION, MYPAGE_ACTION) or not one_to_one:
         return [], "postback"  # e.g. action=ack (見に行きます): another feature's, not a sign of life here
     if action == INVITE_ACTION:
@@ -271,15 +290,26 @@ def _text_of(event: MessageEvent) -> str | None:
     return event.message.text if isinstance(event.message, TextMessageContent) else None
 
 
-def _typed(at: int, member: str, text: str) -> list[Inbound]:
+def _typed(at: int, member: str, text: str) -> tuple[list[Inbound], str]:
     """What a one-to-one text means besides being a sign of life: a phone number, or an invitation
-    sent back. The text itself goes no further than this function."""
+    sent back; and the audit reason when it is refused. The text goes no further than this function."""
     invited = invitation.read(text)
     if invited is not None:
         inviter, code = invited
-        return [AcceptInvite(at, inviter, member, code)]
+        if not is_person(inviter):
+            return [], "invite_not_for_a_person"  # a code naming a group (or room): no such invitation
+        return [AcceptInvite(at, inviter, member, code)], ""
     number = phone_number(text)
-    return [Phone(at, member, number)] if number else []
+    return ([Phone(at, member, number)] if number else []), ""
+
+
+def is_person(subject: str) -> bool:
+    """A LINE user id (they start with U; groups' with C, rooms' with R)."""
+    return subject.startswith("U")
+
+
+def is_group(subject: str) -> bool:
+    return subject.startswith("C")
 
 
 _PHONE = re.compile(r"0\d{9,10}")
@@ -297,6 +327,8 @@ def phone_number(text: str) -> str | None:
 def _group_event(event, group: str | None, zone: str) -> tuple[list[Inbound], str]:
     if group is None:
         return [], "not_applied"  # a multi-person chat (room): つながり runs in groups only
+    if not is_group(group):
+        return [], "not_a_group"
     at = event.timestamp
     if isinstance(event, JoinEvent):
         minute, interval = GROUP_START
@@ -304,7 +336,7 @@ def _group_event(event, group: str | None, zone: str) -> tuple[list[Inbound], st
     if isinstance(event, LeaveEvent):
         return [GroupLeft(at, group)], ""
     people = event.joined.members if isinstance(event, MemberJoinedEvent) else event.left.members
-    ids = tuple(p.user_id for p in people if getattr(p, "user_id", None))
+    ids = tuple(p.user_id for p in people if getattr(p, "user_id", None) and is_person(p.user_id))
     if not ids:
         return [], "no_user"
     if isinstance(event, MemberJoinedEvent):

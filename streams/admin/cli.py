@@ -106,8 +106,11 @@ def serve(host: str, port: int, env=os.environ) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    from streams import startup
+
+    startup.port(port, host=host)
     settings = Settings.from_env(env)
-    tenant, zone = settings.prefix, env.get("ANPI_TIMEZONE", DEFAULT_ZONE)
+    tenant, zone = settings.prefix, startup.zone(env.get("ANPI_TIMEZONE", DEFAULT_ZONE))
 
     async def start() -> web.AppRunner:
         redis = aioredis.from_url(settings.redis)

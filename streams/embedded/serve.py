@@ -25,7 +25,7 @@ from aiohttp import web
 
 from agents import mypage_link
 from schemas.tenant import Tenant
-from streams import mypage
+from streams import mypage, startup
 from streams import scenario as scenario_module
 from streams.admin.app import create_app as admin_app
 from streams.embedded import tenant_settings
@@ -39,6 +39,8 @@ log = logging.getLogger("anpi.serve")
 
 
 def main(db: str, host: str, port: int, roster: str | None) -> int:
+    startup.sqlite_file(db)
+    startup.port(port, host=host)
     tenant = _stored_tenant(db) if not (os.environ.get("ANPI_CHANNEL_SECRET")
                                         and os.environ.get("ANPI_CHANNEL_ACCESS_TOKEN")) else None
     tenant = tenant or tenant_from_env("serve", "demo")
@@ -69,8 +71,8 @@ def _stored_tenant(db: str) -> Tenant | None:
         s = tenant_settings.get(store.db, tenant_id)
         if s is None or not s.channel_secret or not s.channel_access_token:
             return None
-        return Tenant(tenant_id, s.channel_secret, s.channel_access_token,
-                      s.timezone or os.environ.get("ANPI_TIMEZONE", "Asia/Tokyo"))
+        return Tenant(startup.tenant_id(tenant_id), s.channel_secret, s.channel_access_token,
+                      startup.zone(s.timezone or os.environ.get("ANPI_TIMEZONE", "Asia/Tokyo")))
     finally:
         store.close()
 

@@ -272,7 +272,9 @@ def create_app(settings: Settings) -> faust.App:
                 continue
             number = tp.partition
             end = app.consumer.highwater(tp)
-            waiting = end is not None and end - 1 > applied.get(number, -1) + 1  # (+1: a transaction marker)
+            # (a record past the last applied one; a transaction marker there counts too, but then
+            # the next tick, at most ANPI_TICK_SECONDS later, is applied and resets the clock)
+            waiting = end is not None and end - 1 > applied.get(number, -1)
             since = max(last_batch.get(number, 0.0), assigned_at.get(number, now))
             if waiting and now - since > settings.health_stale_seconds:
                 return False, (f"partition {number}: {end - 1 - applied.get(number, -1)} messages waiting, "

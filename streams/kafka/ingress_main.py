@@ -14,13 +14,14 @@ from dataclasses import replace
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from streams import ingress
+from streams import ingress, startup
 from streams.kafka.settings import Settings
 from streams.runtime import until_stopped
 from streams.tenant_env import tenant_from_env
 
 
 def main(host: str, port: int) -> int:
+    startup.port(port, host=host)
     settings = Settings.from_env()
     tenant = tenant_from_env("ingress", settings.prefix)
     if tenant is None:

@@ -26,6 +26,7 @@ import signal
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from agents import readside as rs
+from streams import startup
 from streams.kafka.settings import Settings
 from streams.redis_readside import EFFECTS, ESCALATIONS, Writer
 
@@ -125,7 +126,8 @@ async def serve(settings: Settings, zone: str, from_beginning: bool = False) -> 
 def main(from_beginning: bool = False) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    asyncio.run(serve(Settings.from_env(), os.environ.get("ANPI_TIMEZONE", rs.DEFAULT_ZONE), from_beginning))
+    settings, zone = Settings.from_env(), startup.zone(os.environ.get("ANPI_TIMEZONE", rs.DEFAULT_ZONE))
+    asyncio.run(serve(settings, zone, from_beginning))
     return 0
 
 

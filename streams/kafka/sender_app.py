@@ -193,4 +193,6 @@ def main(loglevel: str = "warning", wall: Callable[[], float] = time.time) -> in
 
 if __name__ == "__main__":
     import sys
-    sys.exit(main(*(sys.argv[1:2])))
+
+    from streams import startup
+    sys.exit(startup.guarded("sender", lambda: main(*(sys.argv[1:2]))))

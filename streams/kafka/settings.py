@@ -6,6 +6,8 @@ import socket
 import zlib
 from dataclasses import dataclass
 
+from streams import startup
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -26,17 +28,20 @@ class Settings:
 
     @classmethod
     def from_env(cls, env=os.environ) -> "Settings":
+        """From ANPI_* variables; `startup.BadSetting` names the first that is wrong."""
+        web_port = startup.number(env, "ANPI_WEB_PORT", cls.web_port, low=0)
         return cls(
             kafka=env.get("ANPI_KAFKA", cls.kafka),
             redis=env.get("ANPI_REDIS", cls.redis),
-            prefix=env.get("ANPI_TOPIC_PREFIX", cls.prefix),
-            partitions=int(env.get("ANPI_PARTITIONS", cls.partitions)),
-            tick_seconds=float(env.get("ANPI_TICK_SECONDS", cls.tick_seconds)),
-            tick_grace_seconds=float(env.get("ANPI_TICK_GRACE_SECONDS", cls.tick_grace_seconds)),
-            web_port=int(env.get("ANPI_WEB_PORT", cls.web_port)),
+            prefix=startup.tenant_id(env.get("ANPI_TOPIC_PREFIX", cls.prefix), "ANPI_TOPIC_PREFIX"),
+            partitions=startup.number(env, "ANPI_PARTITIONS", cls.partitions, low=1),
+            tick_seconds=startup.number(env, "ANPI_TICK_SECONDS", cls.tick_seconds, float, low=0),
+            tick_grace_seconds=startup.number(env, "ANPI_TICK_GRACE_SECONDS", cls.tick_grace_seconds, float, low=0),
+            web_port=startup.port(web_port, "ANPI_WEB_PORT"),
             web_host=env.get("ANPI_WEB_HOST", cls.web_host),
             instance=_instance(env.get("ANPI_WORKER_INSTANCE", cls.instance)),
-            health_stale_seconds=float(env.get("ANPI_HEALTH_STALE_SECONDS", cls.health_stale_seconds)),
+            health_stale_seconds=startup.number(env, "ANPI_HEALTH_STALE_SECONDS", cls.health_stale_seconds, float,
+                                                low=1),
         )
 
     def env(self) -> dict[str, str]:

@@ -70,12 +70,14 @@ class KafkaRun:
         finally:
             await admin.close()
 
-    def start_worker(self) -> None:
+    def start_worker(self, script: str | None = None, env: dict[str, str] | None = None) -> None:
+        """`script`: a Python file to run instead of the worker module (a test's harness around it)."""
         os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
-        env = {**os.environ, **self.settings.env()}
+        env = {**os.environ, **self.settings.env(), **(env or {})}
         with open(self.log_path, "ab") as log:
             loglevel = os.environ.get("ANPI_WORKER_LOGLEVEL", "warning")  # "info" shows rebalances and recovery
-            self.worker = subprocess.Popen([sys.executable, "-m", "streams.kafka.worker", loglevel], env=env,
+            command = [script] if script else ["-m", "streams.kafka.worker"]
+            self.worker = subprocess.Popen([sys.executable, *command, loglevel], env=env,
                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def kill_worker(self, sig: int = signal.SIGKILL) -> None:

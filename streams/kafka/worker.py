@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 
+from streams import startup
 from streams.kafka.settings import Settings
 from streams.runtime import tune_gc
 
@@ -12,7 +13,9 @@ def main(loglevel: str = "warning") -> int:
 
     from streams.kafka.app import create_app
 
-    app = create_app(Settings.from_env())
+    settings = Settings.from_env()
+    startup.port(settings.web_port, "ANPI_WEB_PORT", settings.web_host)  # /metrics and /healthz
+    app = create_app(settings)
     tune_gc()
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()  # runs until SIGTERM / SIGINT
@@ -20,4 +23,4 @@ def main(loglevel: str = "warning") -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(*(sys.argv[1:2])))
+    sys.exit(startup.guarded("worker", lambda: main(*(sys.argv[1:2]))))

@@ -1,0 +1,95 @@
+"""Settings and arguments checked before a command starts: one clear line and exit 2, never a
+traceback, and never a server that runs but does nothing (an engine that cannot place a slot in an
+unknown zone, a tenant whose URL or topics cannot exist, a port another process holds).
+
+Each check raises `BadSetting` with the line to print; `streams/cli.py` prints it as
+`anpi <command>: <line>` and exits 2.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import re
+import socket
+import sys
+from collections.abc import Callable
+
+from streams.codec import known_zone
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+# a tenant id is a URL path segment (/webhook/<id>), a Kafka topic prefix and a Redis key part
+_TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+class BadSetting(ValueError):
+    """`str(error)` is the one line to show."""
+
+
+def tenant_id(value: str, name: str = "ANPI_TENANT") -> str:
+    if not _TENANT.fullmatch(value):
+        raise BadSetting(f"{name}={value!r}: a tenant id is 1 to 64 letters, digits, '.', '_' or '-' "
+                         "(it is part of URLs and topic names), starting with a letter or digit")
+    return value
+
+
+def zone(value: str, name: str = "ANPI_TIMEZONE") -> str:
+    if not known_zone(value):
+        raise BadSetting(f"{name}={value!r}: not a time zone of the tz database (e.g. Asia/Tokyo)")
+    return value
+
+
+def port(value: int, name: str = "--port", host: str | None = None) -> int:
+    """A TCP port in range, and (with `host`) one nobody is listening on yet."""
+    if not 0 <= value <= 65535:
+        raise BadSetting(f"{name} {value}: a port is from 0 to 65535")
+    if host is not None and value != 0:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do: TIME_WAIT is free
+            try:
+                s.bind((host, value))
+            except OSError as e:
+                if e.errno == errno.EADDRINUSE:
+                    raise BadSetting(f"{name} {value}: another process is listening on {host}:{value}") from None
+                raise BadSetting(f"{name} {value}: cannot listen on {host}:{value} ({e.strerror})") from None
+    return value
+
+
+def sqlite_file(path: str, name: str = "--db") -> str:
+    """A path where an SQLite file is or can be made: not a directory, not some other kind of file."""
+    if os.path.isdir(path):
+        raise BadSetting(f"{name} {path}: is a directory, not an SQLite file")
+    if os.path.exists(path):
+        try:
+            with open(path, "rb") as f:
+                head = f.read(len(SQLITE_MAGIC))
+        except OSError as e:
+            raise BadSetting(f"{name} {path}: cannot be read ({e.strerror})") from None
+        if head and head != SQLITE_MAGIC:
+            raise BadSetting(f"{name} {path}: not an SQLite database")
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(parent) and not os.path.isdir(parent):
+        raise BadSetting(f"{name} {path}: {parent} is not a directory")
+    return path
+
+
+def number(env, name: str, default, kind=int, low=None):
+    """An ANPI_* number from `env` (default when unset), at least `low`."""
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise BadSetting(f"{name}={raw!r}: expected {'an integer' if kind is int else 'a number'}") from None
+    if low is not None and value < low:
+        raise BadSetting(f"{name}={raw!r}: must be at least {low}")
+    return value
+
+
+def guarded(command: str, main: Callable[[], int]) -> int:
+    """Run a command's `main`; a `BadSetting` becomes its one line on stderr and exit 2."""
+    try:
+        return main()
+    except BadSetting as e:
+        print(f"anpi {command}: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,64 @@
+"""`anpi worker` (streams/kafka/worker.py) with one fault injected, for the tests that need a worker
+to fail in a way a SIGKILL does not show:
+
+  ANPI_TEST_FAIL_AT_SEND=N     the N-th record the subject agent sends inside a batch's transaction
+                               raises (a broker error mid-batch): half a batch is in the transaction
+  ANPI_TEST_HANG_AFTER=N       after N batches, every further batch waits forever for its
+                               transaction (a stuck worker that still answers HTTP)
+
+Run as `python tests/faulty_worker.py` with the worker's environment.
+"""
+import asyncio
+import os
+import sys
+
+from streams.kafka import transactions, worker
+from streams.kafka.transactions import PartitionTransactions, Transaction
+
+FAIL_AT = int(os.environ.get("ANPI_TEST_FAIL_AT_SEND", "0"))
+HANG_AFTER = int(os.environ.get("ANPI_TEST_HANG_AFTER", "0"))
+
+
+class BrokenSend:
+    """The transactional producer, whose FAIL_AT-th send raises."""
+    sent = 0
+
+    def __init__(self, producer):
+        self._producer = producer
+
+    def __getattr__(self, name):
+        return getattr(self._producer, name)
+
+    async def send(self, *args, **kwargs):
+        BrokenSend.sent += 1
+        if BrokenSend.sent == FAIL_AT:
+            raise ConnectionError("injected: the broker went away mid-batch")
+        return await self._producer.send(*args, **kwargs)
+
+
+_proxies: dict[int, BrokenSend] = {}
+_of, _wait_for = PartitionTransactions.of, PartitionTransactions.wait_for
+_batches = [0]
+
+
+def of(self, number):
+    txn = _of(self, number)
+    if txn is None or not FAIL_AT:
+        return txn
+    proxy = _proxies.setdefault(id(txn.producer), BrokenSend(txn.producer))  # the same one each time: equal
+    return Transaction(proxy, txn.lock)
+
+
+async def wait_for(self, number, timeout: float = 60.0):
+    _batches[0] += 1
+    if HANG_AFTER and _batches[0] > HANG_AFTER:
+        await asyncio.Event().wait()
+    await _wait_for(self, number, timeout)
+    return self.of(number)
+
+
+PartitionTransactions.of, PartitionTransactions.wait_for = of, wait_for
+assert transactions.PartitionTransactions is PartitionTransactions
+
+if __name__ == "__main__":
+    sys.exit(worker.main(*(sys.argv[1:2])))
