@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from agents.clock import zone
+from agents.clock import EARLIEST, LATEST, zone
 from schemas.events import ChangeSettings, Follow, Inbound, Message, Ok, Pause, Register, Resolve, Unfollow
 from schemas.settings import INTERVALS, NOTIFY, SERVICES, WATCH, WEEKDAYS, GroupSettings, MemberSettings, Schedule
 
@@ -221,15 +221,20 @@ def _instant(value, where: str, tz: str) -> int:
         raise ScenarioError(where, f"not an ISO 8601 time: {value!r}") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=zone(tz))  # no offset given: the tenant's local time
-    seconds = moment.timestamp()
-    return round(seconds * 1000)
+    at = round(moment.timestamp() * 1000)
+    if not EARLIEST <= at < LATEST:
+        raise ScenarioError(where, f"must lie between 1970 and 2300 (got {value!r})")
+    return at
 
 
 def _date(value, where: str) -> int:
     try:
-        return date.fromisoformat(str(value).strip()).toordinal()
+        day = date.fromisoformat(str(value).strip())
     except ValueError:
         raise ScenarioError(where, f"must be a date YYYY-MM-DD (got {value!r})") from None
+    if not 1970 <= day.year < 2300:
+        raise ScenarioError(where, f"must lie between 1970 and 2300 (got {value!r})")
+    return day.toordinal()
 
 
 def _id(value, where: str) -> str:

@@ -117,3 +117,10 @@ def test_a_webhook_nested_ten_thousand_deep_gets_400_not_500(tmp_path):
             await runtime.close()
 
     assert asyncio.run(go()) == (400, {"message": "body: JSON nested too deeply"})
+
+
+def test_a_scenario_outside_the_years_the_calendar_can_take_exits_2_with_one_line(tmp_path, capsys):
+    path = tmp_path / "far.yaml"
+    path.write_text('start: "2400-12-01T00:00:00+09:00"\nend: "2400-12-03T00:00:00+09:00"\n')
+    assert refused(["simulate", str(path)], capsys) == \
+        "anpi simulate: start: must lie between 1970 and 2300 (got '2400-12-01T00:00:00+09:00')"
