@@ -460,12 +460,25 @@ def _pid_file(cfg: Settings, name: str) -> Path:
     return cfg.kafka_pid if name == "kafka" else cfg.redis_pid
 
 
+def real_clock_env(env=os.environ) -> dict[str, str]:
+    """`env` without libfaketime: the servers keep the machine's clock even when the caller runs with
+    its clock moved (the tests do, to prove they pass on any date), and libfaketime breaks them (its
+    clock_gettime recursion kills redis-server's allocator at start)."""
+    out = {k: v for k, v in env.items() if not k.startswith("FAKETIME")}
+    preload = [lib for lib in out.get("LD_PRELOAD", "").split() if "faketime" not in lib]
+    if preload:
+        out["LD_PRELOAD"] = " ".join(preload)
+    else:
+        out.pop("LD_PRELOAD", None)
+    return out
+
+
 def _spawn(cfg: Settings, name: str, cmd: list[str], out: Path) -> subprocess.Popen:
     """Start cmd detached: its own session (no terminal's Ctrl-C or hangup reaches it), output to a file."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w") as f:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
-                                cwd=out.parent, start_new_session=True)
+                                cwd=out.parent, start_new_session=True, env=real_clock_env())
     _pid_file(cfg, name).write_text(f"{proc.pid}\n")
     return proc
 

@@ -689,18 +689,25 @@ def applied_by_line_rules(event: dict) -> int:
     source = event.get("source") or {}
     if event["mode"] != "active":
         return 0
+
+    def person(uid) -> bool:  # LINE's user ids start with U, its group ids with C
+        return isinstance(uid, str) and uid[:1] == "U"
     kind, in_group_chat = event["type"], source.get("type") == "group"
+    if in_group_chat and str(source.get("groupId"))[:1] != "C":
+        return 0
     if kind in ("join", "leave"):
         return int(in_group_chat)
     if kind in ("memberJoined", "memberLeft"):
         people = event["joined" if kind == "memberJoined" else "left"]["members"]
-        return int(in_group_chat and any(p.get("userId") for p in people))
-    if not source.get("userId"):
+        return int(in_group_chat and any(person(p.get("userId")) for p in people))
+    if not source.get("userId") or not person(source["userId"]):
         return 0
     one_to_one = source["type"] == "user"
     if kind == "message":
         text = event["message"].get("text") if event["message"]["type"] == "text" else None
-        typed = one_to_one and text is not None and bool(phone_number(text) or invitation.read(text))
+        invited = invitation.read(text) if text is not None else None
+        typed = one_to_one and text is not None and bool(
+            (invited and person(invited[0])) or (not invited and phone_number(text)))
         return 1 + typed
     if kind == "postback":
         data = parse_qs(event["postback"]["data"])
@@ -712,7 +719,7 @@ def applied_by_line_rules(event: dict) -> int:
         if action in (["setup"], ["invite"], ["mypage"]):
             return 1
         if action == ["ack"]:
-            return int(data.get("cycle", [""])[-1].isdigit() and bool(data.get("member")))
+            return int(data.get("cycle", [""])[-1].isdigit() and person(data.get("member", [""])[-1]))
         complete = data.get("s") in (["watch"], ["notify"]) and "i" in data and "t" in data
         return int(action == ["enroll"] and complete)
     return int(kind in ("follow", "unfollow") and one_to_one)

@@ -10,6 +10,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from streams import services
+
 from agents import outbound as ob
 from schemas import effects as fx
 from schemas.effects import Effect
@@ -84,7 +86,7 @@ def redis_url():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=services.real_clock_env())
     try:
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:

@@ -129,31 +129,42 @@ class Runtime:
         await self.engine.run(self.now_ms, self.grace_ms, self.step_seconds, self._stop, tell)
 
     async def _sender_loop(self) -> None:
-        tenant = self.tenant.id
         while True:
-            rows = self.store.unsent(tenant, SENDS_MESSAGES)
-            if not rows:
-                await asyncio.sleep(self.step_seconds / 2)
-                continue
-            outbox, claims = [], []
-            done = self.store.replied(tenant, (e.id for _, e in rows if reply_holder(e) is not None))
-            for _, effect in rows:
-                if effect.id in done:
-                    continue  # answered by reply before a restart: never twice
-                obj = codec.effect_to_obj(effect)
-                # an answer to someone's own tap goes by the free reply API while their token is fresh
-                holder = reply_holder(effect)
-                if holder is not None and (token := self.store.reply_token(tenant, holder)):
-                    obj["reply_token"], obj["reply_token_at"] = token
-                    claims.append((effect.id, holder, token[0]))
-                outbox.append(obj)
-            self.store.claim_replies(tenant, claims)
             try:
-                report = await self.sender.deliver(outbox)
-            except Exception:  # LINE unreachable: keep the rows, try again (same retry keys)
-                log.exception("tenant %s: delivery failed; retrying", tenant)
+                sent = await self._send_one_step()
+            except Exception:  # the store or a bug: keep the rows, try again (same retry keys)
+                log.exception("tenant %s: the sender failed; retrying", self.tenant.id)
+                sent = False
                 await asyncio.sleep(1.0)
-                continue
-            for failure in report.failed:
-                log.warning("tenant %s: %s gave up (%s %s)", tenant, failure.endpoint, failure.status, failure.reason)
-            self.store.mark_sent(seq for seq, _ in rows)
+            if not sent:
+                await asyncio.sleep(self.step_seconds / 2)
+
+    async def _send_one_step(self) -> bool:
+        """Deliver the earliest step's unsent messages; False when there was nothing to send."""
+        tenant = self.tenant.id
+        rows = self.store.unsent(tenant, SENDS_MESSAGES)
+        if not rows:
+            return False
+        outbox, claims = [], []
+        done = self.store.replied(tenant, (e.id for _, e in rows if reply_holder(e) is not None))
+        for _, effect in rows:
+            if effect.id in done:
+                continue  # answered by reply before a restart: never twice
+            obj = codec.effect_to_obj(effect)
+            # an answer to someone's own tap goes by the free reply API while their token is fresh
+            holder = reply_holder(effect)
+            if holder is not None and (token := self.store.reply_token(tenant, holder)):
+                obj["reply_token"], obj["reply_token_at"] = token
+                claims.append((effect.id, holder, token[0]))
+            outbox.append(obj)
+        self.store.claim_replies(tenant, claims)
+        try:
+            report = await self.sender.deliver(outbox)
+        except Exception:  # LINE unreachable: keep the rows, try again (same retry keys)
+            log.exception("tenant %s: delivery failed; retrying", tenant)
+            await asyncio.sleep(1.0)
+            return True
+        for failure in report.failed:
+            log.warning("tenant %s: %s gave up (%s %s)", tenant, failure.endpoint, failure.status, failure.reason)
+        self.store.mark_sent(seq for seq, _ in rows)
+        return True

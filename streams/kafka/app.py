@@ -190,7 +190,7 @@ def create_app(settings: Settings) -> faust.App:
                 await send(settings.effects, codec.dumps({"flush": flush, "partition": number}), key=b"",
                            partition=number)
             for entry in aside:  # with the offset that passes them: a restart never applies them again
-                await send(settings.quarantine, entry, key=codec.loads(entry)["id"].encode(), partition=number)
+                await send(settings.quarantine, codec.dumps(entry), key=entry["id"].encode(), partition=number)
             # states after effects: a state is never durable without the effects that led to it
             for subject, state in states.items():
                 await send(settings.changelog, codec.dumps(codec.state_to_obj(state)), key=subject.encode(),
@@ -202,7 +202,7 @@ def create_app(settings: Settings) -> faust.App:
             for event in batch:
                 await stream.ack(event)
         for entry in aside:
-            metrics.QUARANTINED.labels(codec.loads(entry)["kind"]).inc()
+            metrics.QUARANTINED.labels(entry["kind"]).inc()
         for subject, state in states.items():
             labels[subject] = label(state)
         if ticked or number not in lag_watched:
@@ -210,14 +210,13 @@ def create_app(settings: Settings) -> faust.App:
         metrics.LATENCY.labels(str(number)).observe(time.perf_counter() - started)
         last_batch[number] = time.monotonic()
 
-    def _aside(number: int, offset: int, subject: str, value: bytes | None, kind: str, reason: str) -> bytes:
-        """The quarantine topic's record for one message (or one subject's tick), and the log line
-        (the reason only: the record may hold personal data)."""
+    def _aside(number: int, offset: int, subject: str, value: bytes | None, kind: str, reason: str) -> dict:
+        """The quarantine topic's record for one message (or one subject's tick: several may share
+        an offset), and the log line (the reason only: the record may hold personal data)."""
         entry_id = f"{number}:{offset}" + (f":{subject}" if kind == quarantine.ERROR and subject else "")
         log.error("partition %d offset %d: set aside (%s: %s); the worker goes on", number, offset, kind, reason)
-        return codec.dumps({"id": entry_id, "partition": number, "offset": offset, "subject": subject,
-                            **kafka_quarantine.stored(value), "kind": kind, "reason": reason,
-                            "at": logic.last_tick.get(number)})
+        return {"id": entry_id, "partition": number, "offset": offset, "subject": subject,
+                **kafka_quarantine.stored(value), "kind": kind, "reason": reason, "at": logic.last_tick.get(number)}
 
     def _watch_tick(number: int) -> None:
         if number in logic.last_tick:
