@@ -347,6 +347,10 @@ def kafka_properties(cfg: Settings) -> str:
         "log.cleaner.dedupe.buffer.size": "2097152",
         "num.partitions": "8",
         "auto.create.topics.enable": "true",
+        # Records are stamped by the broker's clock, not the producer's: retention and segment rolls
+        # then never depend on a client's clock (a test that moved its clock back 400 days would
+        # otherwise write records "older" than the 7-day retention, which the broker deletes).
+        "log.message.timestamp.type": "LogAppendTime",
     }
     # Java properties treat backslash as an escape; a path is the only value that could hold one.
     return "".join(f"{k}={v.replace(chr(92), chr(92) * 2)}\n" for k, v in props.items())

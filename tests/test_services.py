@@ -186,6 +186,7 @@ def test_settings_come_from_the_environment(tmp_path):
         assert props[key] == "1", key
     assert props["num.partitions"] == "8" and props["auto.create.topics.enable"] == "true"
     assert props["group.initial.rebalance.delay.ms"] == "0"
+    assert props["log.message.timestamp.type"] == "LogAppendTime"  # retention by the broker's clock
 
 
 @pytest.mark.parametrize("env, names", [
