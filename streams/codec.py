@@ -51,13 +51,12 @@ _CONVERSATION = {Setup: "setup", Phone: "phone", Invite: "invite", AcceptInvite:
 _CONVERSATION_BY_NAME = {name: kind for kind, name in _CONVERSATION.items()}
 _PLAIN = {Ok: "ok", Message: "message", Resolve: "resolve", Unfollow: "unfollow", Follow: "follow"}
 _PLAIN_BY_NAME = {name: kind for kind, name in _PLAIN.items()}
-_NAMES = {**_SETTINGS, **_CONVERSATION, **_PLAIN}
+_NAMES = {**_SETTINGS, **_CONVERSATION, **_PLAIN, Pause: "pause", Tick: "tick"}
 
 
 def event_name(event) -> str:
     """The `type` an event has in its record ("ok", "tick", …)."""
-    kind = type(event)
-    return _NAMES.get(kind) or ("tick" if kind is Tick else "pause")
+    return _NAMES[type(event)]
 
 
 def event_to_obj(event) -> dict:
