@@ -132,8 +132,8 @@ class Runtime:
         while True:
             try:
                 sent = await self._send_one_step()
-            except Exception:  # the store or a bug: keep the rows, try again (same retry keys)
-                log.exception("tenant %s: the sender failed; retrying", self.tenant.id)
+            except Exception:  # LINE unreachable, the store, a bug: keep the rows, try again (same retry keys)
+                log.exception("tenant %s: delivery failed; retrying", self.tenant.id)
                 sent = False
                 await asyncio.sleep(1.0)
             if not sent:
@@ -158,12 +158,7 @@ class Runtime:
                 claims.append((effect.id, holder, token[0]))
             outbox.append(obj)
         self.store.claim_replies(tenant, claims)
-        try:
-            report = await self.sender.deliver(outbox)
-        except Exception:  # LINE unreachable: keep the rows, try again (same retry keys)
-            log.exception("tenant %s: delivery failed; retrying", tenant)
-            await asyncio.sleep(1.0)
-            return True
+        report = await self.sender.deliver(outbox)  # LINE unreachable: raises, and the loop tries again
         for failure in report.failed:
             log.warning("tenant %s: %s gave up (%s %s)", tenant, failure.endpoint, failure.status, failure.reason)
         self.store.mark_sent(seq for seq, _ in rows)
