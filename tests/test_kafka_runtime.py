@@ -17,6 +17,7 @@ from streams import simulator
 from streams.kafka import simulate as kafka_simulate
 from streams.kafka.feed import feed
 from streams.kafka.settings import Settings
+from proving_ground import committed, effect_ids, report, tally
 from strategies import examples, scenarios
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,14 +113,19 @@ def test_a_worker_killed_again_and_again_mid_run_emits_every_effect_exactly_once
                 seen_at_kills.append(await _count_effects(run, int(len(expected) * fraction), timeout=240))
                 run.kill_worker(signal.SIGKILL)
                 run.start_worker()  # same group, same changelog: recovers and carries on
-            return seen_at_kills, await run.collect(flush, timeout=300)
+            effects = await run.collect(flush, timeout=300)
+            every_copy = await committed(run.settings.kafka, run.settings.effects, run.settings.partitions)
+            return seen_at_kills, effects, every_copy
         finally:
             run.kill_worker(signal.SIGTERM)
             await run.delete_topics()
 
-    seen_at_kills, effects = asyncio.run(crash_and_recover())
+    seen_at_kills, effects, every_copy = asyncio.run(crash_and_recover())
     assert 0 < seen_at_kills[0] < len(expected), "the first kill did not land in the middle of the run"
-    assert effects == expected  # after dropping duplicates by id: none lost, none extra
+    assert effects == expected  # the same effects, field by field
+    result = tally((e.id for e in expected), effect_ids(every_copy))
+    report("worker SIGKILL x3 mid-run", result)
+    assert result.clean, result  # and each committed once: no copy for a consumer to drop
 
 
 def test_the_worker_keeps_the_admin_read_model_in_redis():

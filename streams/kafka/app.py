@@ -289,6 +289,8 @@ def create_app(settings: Settings) -> faust.App:
     async def revoked(sender, revoked, **kwargs) -> None:
         numbers = [tp.partition for tp in revoked if tp.topic == settings.inbound]
         logic.revoke(numbers)  # read again from the changelog if they come back: committed records only
+        for number in numbers:  # and their uncommitted output is dropped with its transaction
+            await transactions.close(number)
         for number in numbers:  # another worker reports these partitions now
             lag_watched.discard(number)
             last_batch.pop(number, None)

@@ -2,8 +2,9 @@
 
 A run gets topics of its own (a fresh prefix), so runs never see each other's messages. The driver
 feeds the inbound topic in virtual time, waits until every partition echoes the final flush, and
-reads the effects topic, dropping duplicates by effect id (a worker that crashed and replayed may
-emit an effect twice; downstream consumers drop it the same way).
+reads the effects topic, dropping duplicates by effect id as every downstream consumer does (a
+second line only: the worker commits each effect once across crashes, rebalances and broker
+restarts, and tests/test_faults_worker.py counts every copy to prove it).
 """
 from __future__ import annotations
 
@@ -70,19 +71,24 @@ class KafkaRun:
         finally:
             await admin.close()
 
-    def start_worker(self, script: str | None = None, env: dict[str, str] | None = None) -> None:
-        """`script`: a Python file to run instead of the worker module (a test's harness around it)."""
+    def start_worker(self, script: str | None = None, env: dict[str, str] | None = None,
+                     wrap: list[str] | None = None) -> None:
+        """`script`: a Python file to run instead of the worker module (a test's harness around it);
+        `wrap`: a command the worker's command line is appended to (a test's supervisor)."""
         os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
         env = {**os.environ, **self.settings.env(), **(env or {})}
         with open(self.log_path, "ab") as log:
             loglevel = os.environ.get("ANPI_WORKER_LOGLEVEL", "warning")  # "info" shows rebalances and recovery
             command = [script] if script else ["-m", "streams.kafka.worker"]
-            self.worker = subprocess.Popen([sys.executable, *command, loglevel], env=env,
+            self.worker = subprocess.Popen([*(wrap or []), sys.executable, *command, loglevel], env=env,
                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def kill_worker(self, sig: int = signal.SIGKILL) -> None:
         if self.worker is not None and self.worker.poll() is None:
-            self.worker.send_signal(sig)
+            try:  # the whole process group: a wrapper and the worker under it
+                os.killpg(self.worker.pid, sig)
+            except ProcessLookupError:
+                pass
             try:
                 self.worker.wait(timeout=30)
             except subprocess.TimeoutExpired:

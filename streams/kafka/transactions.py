@@ -35,13 +35,33 @@ class PartitionTransactions:
     def __init__(self, app: faust.App, source_topic: str):
         self.app, self.source_topic = app, source_topic
 
+    def _tid(self, number: int) -> str:
+        group = self.app.assignor.group_for_topic(self.source_topic)
+        return f"{self.app.conf.id}-{group}-{number}"  # Faust's transactional id for that partition
+
     def of(self, number: int) -> Transaction | None:
         """The open transaction of source partition `number`; None once the partition was revoked."""
-        group = self.app.assignor.group_for_topic(self.source_topic)
-        tid = f"{self.app.conf.id}-{group}-{number}"  # Faust's transactional id for that partition
+        tid = self._tid(number)
         producer = self.app.producer._transaction_producers.get(tid)
         lock = self.app.producer._trn_locks.get(tid)
         return None if producer is None or lock is None else Transaction(producer, lock)
+
+    async def close(self, number: int) -> None:
+        """Stop partition `number`'s producer at a rebalance, its transaction left open, whether or
+        not the partition comes back.
+
+        Faust keeps the producer of a partition it assigns again, and its open transaction with it:
+        output of batches whose offsets were not committed. The consumer then reads those batches
+        again from the committed offset and the agent, starting over from the changelog, steps
+        them again: into the same transaction, which commits both copies (a broker restart rejoins
+        the group like this: thousands of effects twice). A partition assigned again now gets a
+        new producer, as after a restart: its start fences this one and aborts the open
+        transaction, and only then is the changelog read (streams/kafka/changelog.py)."""
+        txn = self.of(number)
+        if txn is None:
+            return
+        async with txn.lock:  # not while a batch or Faust's commit is writing in it
+            await self.app.producer.stop_transaction(self._tid(number))
 
     async def wait_for(self, number: int, timeout: float = 60.0) -> Transaction | None:
         """The partition's transaction once Faust has started it; None if the partition is not ours."""
