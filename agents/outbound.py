@@ -148,9 +148,16 @@ MONTHLY_LIMIT = "monthly limit"   # LINE's 429 body: "You have reached your mont
 
 
 class RetryPolicy(NamedTuple):
-    base: float = 0.5       # seconds before the first retry (before jitter)
-    cap: float = 30.0       # longest single wait
-    attempts: int = 8       # tries in all, the first included
+    """How long a call LINE did not take (5xx, 429, no answer) is tried again, with the same key.
+
+    By default for as long as LINE fails, up to `patience`: LINE keeps a retry key 24 hours, so a
+    call it took without our hearing (a lost answer) is answered 409 for that long, and after that
+    a repeat could reach the person twice. A call not taken in 24 hours has also been overtaken by
+    the ladder: the check it carried was resent and escalated meanwhile."""
+    base: float = 0.5                # seconds before the first retry (before jitter)
+    cap: float = 30.0                # longest single wait
+    attempts: int | None = None      # tries in all, the first included; None: until `patience` ends
+    patience: float = 24 * 3600.0    # seconds from the first try after which a call is given up
 
 
 def classify(status: int | None, message: str = "") -> str:

@@ -164,6 +164,16 @@ class Metrics:
         self.blocked = Counter("anpi_sender_blocked_skipped", "Recipients skipped: they blocked the account",
                                registry=r)
         self.queue_depth = Gauge("anpi_sender_queue_depth", "Effects waiting for the sender", registry=r)
+        self.batch_retries = Counter("anpi_sender_batch_retries", "Batches delivered again after an error "
+                                     "outside LINE's answers (held, never acked undelivered)", registry=r)
+        self.claims_waiting = Counter("anpi_sender_claim_retries", "Reply claims tried again: their store "
+                                      "(Redis) did not answer; the answers wait", registry=r)
+        self.expired = Counter("anpi_sender_expired", "Calls given up because LINE failed for as long as "
+                               "the retry key lasts (24 h)", ["endpoint"], registry=r)
+        self.retrying = Gauge("anpi_sender_retrying", "Calls LINE has not taken yet, being tried again",
+                              registry=r)
+        self.oldest_retry = Gauge("anpi_sender_oldest_retry_seconds", "Seconds since the first try of the "
+                                  "oldest call still being tried again (0: none)", registry=r)
 
 
 # --- the sender -----------------------------------------------------------------------------------
@@ -206,6 +216,10 @@ class Sender:
         self.claim_replies: Callable[[list[str]], Awaitable[set[str]]] | None = None
         self._headers = {"Authorization": f"Bearer {tenant.channel_access_token}",
                          "Content-Type": "application/json"}
+        self._retrying: dict[int, float] = {}  # calls being tried again -> monotonic time of their first try
+        self.metrics.retrying.set_function(lambda: len(self._retrying))
+        self.metrics.oldest_retry.set_function(
+            lambda: time.monotonic() - min(self._retrying.values()) if self._retrying else 0.0)
 
     def use(self, tenant: Tenant | None = None, texts: Texts | None = None) -> None:
         """Swap the channel (its access token and zone) and/or the wording at run time: staff saved new
@@ -247,9 +261,12 @@ class Sender:
     # -- planning (no I/O) --
 
     def plan(self, effects: Iterable, report: Report | None = None) -> tuple[list[ob.Request], list[ob.Item]]:
-        """(push / multicast requests, reply items to try first) for a batch, blocked users left out."""
+        """(push / multicast requests, answers) for a batch, blocked users left out. Answers are the
+        items that came with the person's reply token: by reply while it is fresh (reply_token set),
+        else (None) by push; each is claimed before it goes either way (see __init__)."""
         report = report if report is not None else Report()
         items: list[ob.Item] = []
+        answers: list[ob.Item] = []
         now = self._wall()
         cards: dict[tuple[str, object], tuple[dict, ...]] = {}  # a check card depends on kind and day only
         # (keyed by day, and memoised by instant: a step's checks share one)
@@ -273,17 +290,15 @@ class Sender:
                     cards[(effect.effect, effect.at)] = messages
             else:
                 messages = tuple(messages_for(effect, self.texts, self.tenant.timezone))
-            fresh = (token is not None and effect.effect in REPLYABLE
-                     and now - token_at / 1000 < self.reply_max_age)
+            answer = token is not None and effect.effect in REPLYABLE
+            fresh = answer and now - token_at / 1000 < self.reply_max_age
             for to in recipients(effect):
                 if to in self.blocked:
                     report.skipped_blocked += 1
                     self.metrics.blocked.inc()
                     continue
-                items.append(ob.Item(to, messages, effect.id, token if fresh else None))
-        replies = [i for i in items if i.reply_token is not None]
-        rest = [i for i in items if i.reply_token is None]
-        return ob.coalesce(rest, scope=self.tenant.id), replies
+                (answers if answer else items).append(ob.Item(to, messages, effect.id, token if fresh else None))
+        return ob.coalesce(items, scope=self.tenant.id), answers
 
     # -- delivery --
 
@@ -297,8 +312,8 @@ class Sender:
         gate = asyncio.Semaphore(self._concurrency)
         sending = []
         for start in range(0, len(effects), slice_size):
-            requests, replies = self.plan(effects[start:start + slice_size], report)
-            sending.append(asyncio.ensure_future(self._deliver_planned(requests, replies, report, gate)))
+            requests, answers = self.plan(effects[start:start + slice_size], report)
+            sending.append(asyncio.ensure_future(self._deliver_planned(requests, answers, report, gate)))
             await asyncio.sleep(0)  # let the requests planned so far go out
         try:
             await asyncio.gather(*sending)
@@ -309,15 +324,18 @@ class Sender:
             raise
         return report
 
-    async def _deliver_planned(self, requests: list[ob.Request], replies: list[ob.Item], report: Report,
+    async def _deliver_planned(self, requests: list[ob.Request], answers: list[ob.Item], report: Report,
                                gate: asyncio.Semaphore) -> None:
         async def one(req: ob.Request, attempts: int | None = None) -> tuple[str, int | None]:
             async with gate:
                 return await self._send(req, report, attempts)
 
-        if replies and self.claim_replies is not None:  # at most once across restarts (see __init__)
-            allowed = await self.claim_replies([i.effect_id for i in replies])
-            replies = [i for i in replies if i.effect_id in allowed]
+        if answers and self.claim_replies is not None:  # at most once across restarts (see __init__)
+            allowed = await self._claim([i.effect_id for i in answers])
+            answers = [i for i in answers if i.effect_id in allowed]
+        replies = [i for i in answers if i.reply_token is not None]
+        # a token too old to use: by push, still claimed (a first delivery may have replied)
+        requests = requests + ob.coalesce([i for i in answers if i.reply_token is None], scope=self.tenant.id)
         # Replies first (free, and the token is ageing), tried once: a reply has no retry key and its
         # token is single-use, so a second try proves nothing. One LINE refused (token spent or
         # expired, or busy) falls back to a push: billed, but it arrives. One that got no answer may
@@ -329,6 +347,27 @@ class Sender:
             fell_back = {r.effect_ids for r in fallback}
             report.failed[:] = [f for f in report.failed if not (f.endpoint == ob.REPLY and f.effect_ids in fell_back)]
         await asyncio.gather(*(one(r) for r in requests + fallback))
+
+    async def _claim(self, effect_ids: list[str]) -> set[str]:
+        """claim_replies, waiting for as long as its store (Redis) is down: an answer is never sent
+        unclaimed, and the batch is held, not dropped, meanwhile."""
+        attempt = 0
+        while True:
+            try:
+                return await self.claim_replies(effect_ids)
+            except (OSError, ConnectionError, TimeoutError) as error:
+                # redis-py's ConnectionError and TimeoutError derive from neither: matched by name below
+                failure = error
+            except Exception as error:
+                if type(error).__module__.split(".")[0] != "redis":
+                    raise
+                failure = error
+            attempt += 1
+            self.metrics.claims_waiting.inc()
+            if attempt == 1 or attempt % 20 == 0:
+                log.warning("reply claims unavailable (%s); holding %d answers and trying again",
+                            type(failure).__name__, len(effect_ids))
+            await self._sleep(ob.backoff(self.retry, min(attempt, 6), "claims"))
 
     async def send_prepared(self, endpoint: str, to, messages: list[dict], retry_key: str,
                             report: Report | None = None) -> tuple[str, int | None]:
@@ -348,31 +387,47 @@ class Sender:
         if req.retry_key:
             headers["X-Line-Retry-Key"] = req.retry_key
         attempts = attempts or self.retry.attempts
-        for attempt in range(1, attempts + 1):
-            wait = await self.limiters[req.endpoint].reserve(1)
-            if wait > 0:
-                self.metrics.wait.labels(req.endpoint).inc(wait)
-                await self._sleep(wait)
-            status, message = await self._post(url, headers, req.body)
-            report.requests += 1
-            self.metrics.requests.labels(req.endpoint, str(status) if status else "error").inc()
-            verdict = ob.classify(status, message)
-            if verdict == ob.OK:
-                self._accepted(req, report)
-                return verdict, status
-            if verdict == ob.DUPLICATE:
-                report.duplicates += 1       # accepted (and billed) before a crash or a lost answer
-                return verdict, status
-            if verdict == ob.GIVE_UP:
-                self._give_up(req, status, message, report)
-                return verdict, status
-            if attempt < attempts:
+        first = time.monotonic()
+        attempt = 0
+        try:
+            while True:
+                attempt += 1
+                verdict, status, message = await self._attempt(req, url, headers, report)
+                if verdict != ob.RETRY:
+                    return verdict, status
+                if attempts is not None and attempt >= attempts:
+                    break
+                if time.monotonic() - first >= self.retry.patience:
+                    self.metrics.expired.labels(req.endpoint).inc()
+                    message = f"LINE did not take it within {self.retry.patience / 3600:g} h"
+                    break
                 report.retries += 1
                 self.metrics.retries.labels(req.endpoint).inc()
+                self._retrying[id(req)] = self._retrying.get(id(req), first)
                 log.info("retrying %s (status %s, key %s, attempt %d)", req.endpoint, status, req.retry_key, attempt)
                 await self._sleep(ob.backoff(self.retry, attempt, req.retry_key or req.effect_ids[0]))
+        finally:
+            self._retrying.pop(id(req), None)
         self._give_up(req, status, message or "retries exhausted", report)
         return ob.GIVE_UP, status
+
+    async def _attempt(self, req: ob.Request, url: str, headers: dict, report: Report) -> tuple[str, int | None, str]:
+        """One call, after its turn from the rate limiter: (verdict, status, LINE's message)."""
+        wait = await self.limiters[req.endpoint].reserve(1)
+        if wait > 0:
+            self.metrics.wait.labels(req.endpoint).inc(wait)
+            await self._sleep(wait)
+        status, message = await self._post(url, headers, req.body)
+        report.requests += 1
+        self.metrics.requests.labels(req.endpoint, str(status) if status else "error").inc()
+        verdict = ob.classify(status, message)
+        if verdict == ob.OK:
+            self._accepted(req, report)
+        elif verdict == ob.DUPLICATE:
+            report.duplicates += 1       # accepted (and billed) before a crash or a lost answer
+        elif verdict == ob.GIVE_UP:
+            self._give_up(req, status, message, report)
+        return verdict, status, message
 
     async def _post(self, url: str, headers: dict, body: dict) -> tuple[int | None, str]:
         try:

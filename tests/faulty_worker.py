@@ -5,6 +5,8 @@ to fail in a way a SIGKILL does not show:
                                raises (a broker error mid-batch): half a batch is in the transaction
   ANPI_TEST_HANG_AFTER=N       after N batches, every further batch waits forever for its
                                transaction (a stuck worker that still answers HTTP)
+  ANPI_TEST_BREAK_ASSIGNMENT=1 the assignor's on_assignment raises, as Faust's own assertion did on a
+                               static member restarted with a new address: the coordination ends
 
 Run as `python tests/faulty_worker.py` with the worker's environment.
 """
@@ -17,6 +19,7 @@ from streams.kafka.transactions import PartitionTransactions, Transaction
 
 FAIL_AT = int(os.environ.get("ANPI_TEST_FAIL_AT_SEND", "0"))
 HANG_AFTER = int(os.environ.get("ANPI_TEST_HANG_AFTER", "0"))
+BREAK_ASSIGNMENT = os.environ.get("ANPI_TEST_BREAK_ASSIGNMENT") == "1"
 
 
 class BrokenSend:
@@ -58,6 +61,14 @@ async def wait_for(self, number, timeout: float = 60.0):
 
 
 PartitionTransactions.of, PartitionTransactions.wait_for = of, wait_for
+
+if BREAK_ASSIGNMENT:
+    from faust.assignor.partition_assignor import PartitionAssignor
+
+    def on_assignment(self, assignment):
+        raise AssertionError("injected: the assignment does not match this worker")
+
+    PartitionAssignor.on_assignment = on_assignment
 assert transactions.PartitionTransactions is PartitionTransactions
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import signal
 import time
 import uuid
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -30,6 +31,7 @@ from test_kafka_runtime import _count_effects, busy_town
 
 pytestmark = pytest.mark.usefixtures("running_services")
 MEMBERS, GROUPS, DAYS = 3_000, 20, 10
+HERE = Path(__file__).resolve().parent
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +108,53 @@ def test_the_broker_killed_mid_run_and_back_after_20_s_loses_and_duplicates_noth
     result = tally((e.id for e in expected), effect_ids(records))
     report("broker kill -9, back after 20 s", result, done_after_restart=f"{finished:.1f} s")
     assert result.clean, result
+
+
+def test_a_static_member_restarted_on_a_new_port_joins_and_carries_on(town):
+    """Faust's assignor asserted that the assignment the broker kept for a static member names the
+    worker's current address; restarted with another ANPI_WEB_PORT it failed, and stayed up idle."""
+    loaded, expected = town
+
+    async def go():
+        run = kafka_simulate.KafkaRun(Settings.from_env())  # static membership: one instance name
+        await run.create_topics()
+        try:
+            run.start_worker()
+            flush = uuid.uuid4().hex
+            feeding = asyncio.ensure_future(feed_slowly(run, list(feed(loaded, run.settings.partitions,
+                                                                         run.tick_every, flush)), 20))
+            await _count_effects(run, len(expected) // 3, timeout=240)
+            run.kill_worker(signal.SIGKILL)
+            run.settings = replace(run.settings, web_port=kafka_simulate._free_port())
+            restarted = time.monotonic()
+            run.start_worker()
+            await feeding
+            await run.collect(flush, timeout=300)
+            return await _all_effects(run), time.monotonic() - restarted
+        finally:
+            run.kill_worker(signal.SIGTERM)
+            await run.delete_topics()
+
+    records, finished = asyncio.run(go())
+    result = tally((e.id for e in expected), effect_ids(records))
+    report("static member restarted on a new port", result, done_after_restart=f"{finished:.1f} s")
+    assert result.clean, result
+
+
+def test_a_worker_whose_group_coordination_ends_stops_instead_of_idling():
+    async def go():
+        run = kafka_simulate.KafkaRun(Settings.from_env())
+        await run.create_topics()
+        try:
+            run.start_worker(script=str(HERE / "faulty_worker.py"), env={"ANPI_TEST_BREAK_ASSIGNMENT": "1"})
+            started = time.monotonic()
+            while run.worker.poll() is None and time.monotonic() - started < 90:
+                await asyncio.sleep(0.2)
+            return run.worker.poll(), open(run.log_path, encoding="utf-8", errors="replace").read()
+        finally:
+            run.kill_worker(signal.SIGKILL)
+            await run.delete_topics()
+
+    code, log = asyncio.run(go())
+    assert code == 70, f"the worker did not stop (exit {code})"
+    assert "group coordination ended" in log

@@ -6,6 +6,7 @@ import socket
 import subprocess
 import time
 import uuid
+from contextlib import asynccontextmanager
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -47,9 +48,9 @@ def test_plan_replies_only_with_a_fresh_token_and_only_to_answers():
     fresh = {**effect_to_obj(Effect(AT, fx.CONFIRMED, "U1", 1)), "reply_token": "r1"}
     stale = {**effect_to_obj(Effect(AT - 60_000, fx.CONFIRMED, "U2", 1)), "reply_token": "r2"}
     check = {**effect_to_obj(Effect(AT, fx.CHECK_SENT, "U3", 1)), "reply_token": "r3"}  # never a reply
-    requests, replies = sender.plan([fresh, stale, check])
-    assert [(i.to, i.reply_token) for i in replies] == [("U1", "r1")]
-    assert sorted((r.endpoint, r.recipients) for r in requests) == [("push", ("U2",)), ("push", ("U3",))]
+    requests, answers = sender.plan([fresh, stale, check])
+    assert [(i.to, i.reply_token) for i in answers] == [("U1", "r1"), ("U2", None)]  # U2's: by push
+    assert sorted((r.endpoint, r.recipients) for r in requests) == [("push", ("U3",))]
 
 
 def test_plan_skips_blocked_users_until_they_follow_again():
@@ -87,20 +88,25 @@ def redis_url():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=services.real_clock_env())
+    proc = _start_redis(binary, port)
     try:
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.02)
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         proc.terminate()
         proc.wait(5)
+
+
+def _start_redis(binary: str, port: int) -> subprocess.Popen:
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=services.real_clock_env())
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.02)
+    return proc
 
 
 def test_redis_limiter_is_shared_by_several_senders(redis_url):
@@ -350,19 +356,9 @@ def test_5xx_and_timeouts_are_retried_with_the_same_key():
         return web.json_response({"sentMessages": [{"id": "1"}]})
 
     async def go():
-        app = web.Application()
-        app.router.add_post("/v2/bot/message/push", push)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        try:
-            async with Sender(TENANT, f"http://{host}:{port}", timeout=0.2,
-                              retry=ob.RetryPolicy(base=0.01, cap=0.05)) as sender:
+        async with serving("/v2/bot/message/push", push) as url:
+            async with Sender(TENANT, url, timeout=0.2, retry=ob.RetryPolicy(base=0.01, cap=0.05)) as sender:
                 return sender, await sender.deliver([Effect(AT, fx.CHECK_SENT, uid(1), 1)])
-        finally:
-            await runner.cleanup()
 
     sender, report = asyncio.run(go())
     assert report.accepted == 1 and report.retries == 2 and report.failed == []
@@ -402,3 +398,124 @@ def test_a_batch_delivered_again_replies_once_and_pushes_nothing():
     sim = asyncio.run(go())
     assert [d.endpoint for d in sim.state.deliveries_to(uid(1))] == ["reply"]
     assert len(sim.state.deliveries_to(uid(2))) == 1 and sim.state.duplicates == 0  # the push's retry key: 409
+
+
+@asynccontextmanager
+async def serving(path: str, handler):
+    """A tiny HTTP server with one POST route, standing in for LINE: yields its base URL."""
+    from aiohttp import web
+    app = web.Application()
+    app.router.add_post(path, handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
+
+
+class Outage:
+    """A stand-in for LINE in front of linesim: for `seconds` every call fails with a 500, and every
+    third of them is taken by LINE first (its answer lost); then it passes calls through."""
+
+    def __init__(self, target: str, seconds: float):
+        self.target, self.until, self.failed = target, time.monotonic() + seconds, 0
+
+    async def handle(self, request):
+        import aiohttp
+        from aiohttp import web
+        body = await request.read()
+        headers = {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "content-type",
+                                                                              "x-line-retry-key")}
+        down = time.monotonic() < self.until
+        if down:
+            self.failed += 1
+            if self.failed % 3:
+                return web.json_response({"message": "Internal error"}, status=500)
+        async with aiohttp.ClientSession() as session:
+            async with session.post(self.target + request.path, data=body, headers=headers) as resp:
+                answer = await resp.read()
+                status = resp.status
+        if down:
+            return web.json_response({"message": "Internal error"}, status=500)  # taken, answer lost
+        return web.Response(body=answer, status=status, content_type="application/json")
+
+
+def test_line_down_for_a_while_delays_every_message_and_loses_or_repeats_none():
+    """LINE answers 500 (having taken some calls anyway) for longer than eight tries with backoff
+    last: the sender tried eight times and gave up, losing the batch. Now each call is tried again,
+    same key, until LINE takes it; the backlog gauges say it is waiting."""
+    async def go():
+        async with run_linesim(_config()) as sim:
+            outage = Outage(sim.base_url, seconds=3.0)
+            async with serving("/v2/bot/message/{endpoint}", outage.handle) as url:
+                async with Sender(TENANT, url, retry=ob.RetryPolicy(base=0.05, cap=0.3)) as sender:
+                    effects = [Effect(AT, fx.CHECK_SENT, uid(i), 1) for i in range(1200)] + _notices(40, 2000)
+                    delivering = asyncio.ensure_future(sender.deliver(effects))
+                    await asyncio.sleep(1.5)
+                    backlog = (sender.registry.get_sample_value("anpi_sender_retrying"),
+                               sender.registry.get_sample_value("anpi_sender_oldest_retry_seconds"))
+                    report = await delivering
+                    after = sender.registry.get_sample_value("anpi_sender_retrying")
+                    return sim, report, backlog, after, outage.failed
+
+    sim, report, (retrying, oldest), after, failed = asyncio.run(go())
+    assert failed > 8 * 43, "the outage did not outlast the old eight tries"
+    assert report.failed == [] and report.retries > 0
+    counts = sim.state.delivery_counts()
+    assert sorted(counts) == sorted([uid(i) for i in range(1200)] + [uid(100_000 + i) for i in range(2000, 2040)])
+    assert set(counts.values()) == {1} and sim.state.duplicates == 0   # each once: the lost answers got 409
+    assert retrying == 43 and oldest > 1.0 and after == 0
+
+
+def test_redis_down_holds_an_answer_until_its_claim_is_made_and_a_late_repeat_sends_nothing(redis_url):
+    """The Kafka sender claims each answer in Redis before replying. Redis down made the claim raise
+    and the sender's agent crash; a restart then read the batch again with the token expired and
+    pushed the thanks a second time, unclaimed. Now the claim waits for Redis, and an answer whose
+    token has aged goes by push only if its claim is still free."""
+    import redis.asyncio as aioredis
+
+    from streams.sender import redis_reply_claims
+
+    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    tenant = f"claims-{uuid.uuid4().hex[:8]}"
+
+    async def go():
+        redis = aioredis.from_url(redis_url, socket_timeout=1, socket_connect_timeout=1)
+        async with run_linesim(_config()) as sim:
+            now = time.time()
+            token = sim.state.issue_reply_token(TENANT.id, {"type": "user", "userId": uid(1)})
+            batch = [{**effect_to_obj(Effect(int(now * 1000) - 1000, fx.CONFIRMED, uid(1), 1)), "reply_token": token}]
+            try:
+                await redis.shutdown(nosave=True)  # Redis goes down
+            except Exception:
+                pass  # the server closes the connection as it goes
+            with pytest.raises(OSError):
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            async with Sender(TENANT, sim.base_url, wall=lambda: now,
+                              retry=ob.RetryPolicy(base=0.05, cap=0.2)) as sender:
+                sender.claim_replies = redis_reply_claims(redis, tenant)
+                delivering = asyncio.ensure_future(sender.deliver(batch))
+                await asyncio.sleep(1.5)
+                held = (delivering.done(), len(sim.state.deliveries_to(uid(1))))
+                back = _start_redis(shutil.which("redis-server"), port)
+                try:
+                    report = await delivering
+                    waited = sender.registry.get_sample_value("anpi_sender_claim_retries_total")
+                    # the same batch again, a minute later: the token is too old to reply with
+                    async with Sender(TENANT, sim.base_url, wall=lambda: now + 60) as again:
+                        again.claim_replies = redis_reply_claims(redis, tenant)
+                        late = await again.deliver(batch)
+                finally:
+                    await redis.aclose()
+                    back.terminate()
+                    back.wait(5)
+            return sim, held, report, waited, late
+
+    sim, held, report, waited, late = asyncio.run(go())
+    assert held == (False, 0)             # held while Redis was down, not dropped, not sent unclaimed
+    assert report.replies == 1 and waited > 0
+    assert late.requests == 0             # claimed already: no reply, no push
+    assert [d.endpoint for d in sim.state.deliveries_to(uid(1))] == ["reply"]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
+import threading
 import time
 from collections import defaultdict
 
@@ -52,6 +54,31 @@ def _by_partition(events) -> dict[int, list]:
     return batches
 
 
+def _member_name(settings: Settings) -> str | None:
+    """The static member's name: the worker's instance name and the address it serves.
+
+    For a static member rejoining with the same name, the broker hands back the assignment it had,
+    made with its old metadata; Faust asserts that the address in it is the worker's own
+    (`metadata.url == canonical_url`), so a worker restarted with a new ANPI_WEB_PORT failed the
+    assertion in its coordinator and stayed up doing nothing. With the address in the name it joins
+    as a new member: the old one's partitions move once its session ends."""
+    if not settings.instance:
+        return None
+    return re.sub(r"[^A-Za-z0-9._-]", "_", f"{settings.instance}.{settings.web_host}.{settings.web_port}")[:249]
+
+
+def _coordination_failed(app: faust.App) -> BaseException | None:
+    """Why the consumer's group coordination ended, if it did. aiokafka never starts it again: the
+    worker would keep answering HTTP and never get a partition."""
+    try:
+        task = app.consumer._thread._consumer._coordinator._coordination_task
+    except AttributeError:  # not started yet, or stopping
+        return None
+    if not task.done() or task.cancelled():
+        return None
+    return task.exception() or RuntimeError("group coordination ended")
+
+
 def create_app(settings: Settings) -> faust.App:
     datadir = os.path.join(os.environ.get("ANPI_VAR", "var"), "faust", settings.prefix)  # Faust's own files
     os.makedirs(os.path.dirname(datadir), exist_ok=True)
@@ -69,7 +96,7 @@ def create_app(settings: Settings) -> faust.App:
         # checks and escalations wait meanwhile.
         broker_session_timeout=10.0,
         broker_heartbeat_interval=3.0,
-        consumer_group_instance_id=settings.instance or None,
+        consumer_group_instance_id=_member_name(settings),
         web_host=settings.web_host,
         web_port=settings.web_port,
         datadir=datadir,
@@ -300,6 +327,19 @@ def create_app(settings: Settings) -> faust.App:
                     gauge.remove(str(number))
                 except KeyError:
                     pass
+
+    def watch_coordination() -> None:
+        # a thread, not a Faust timer: those start only once the app has its first assignment
+        while True:
+            time.sleep(1.0)
+            failed = _coordination_failed(app)
+            if failed is not None and not app.should_stop:
+                log.critical("the consumer's group coordination ended (%s: %s); the worker stops so "
+                             "that a supervisor starts it again", type(failed).__name__, failed)
+                logging.shutdown()
+                os._exit(70)
+
+    threading.Thread(target=watch_coordination, name="anpi-watch-coordination", daemon=True).start()
 
     read_model: list[ReadModel] = []
 

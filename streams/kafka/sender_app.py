@@ -31,6 +31,7 @@ its committed offset before it resumes, and that re-reading is the only way on:
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -101,6 +102,23 @@ def create_app(settings: Settings, tenant: Tenant, line_api: str, wall: Callable
             if number not in mine:
                 await app.producer.stop_transaction(f"{app.conf.id}-{group}-{number}")
 
+    async def deliver_whole(number: int, batch: list):
+        """Deliver a batch, trying again whatever fails (LINE's own failures are retried inside:
+        this is for everything else) until it is done or the partition is no longer ours. An agent
+        that raised was restarted by Faust past the batches it held, which were then never sent.
+        None: not delivered, not to be acked."""
+        attempt = 0
+        while all(current(e.message) for e, _ in batch):
+            try:
+                return await sender.deliver([r for _, r in batch[:-1]])
+            except Exception as error:
+                attempt += 1
+                log.warning("partition %d: batch of %d not delivered (%s: %s); trying again", number,
+                            len(batch) - 1, type(error).__name__, error)
+                sender.metrics.batch_retries.inc()
+                await asyncio.sleep(min(30.0, 0.5 * 2 ** min(attempt, 6)))
+        return None
+
     @app.agent(outbox, concurrency=1)
     async def deliver(stream):
         _refuse_stale_acks(app.consumer, settings.outbox, current)
@@ -120,14 +138,14 @@ def create_app(settings: Settings, tenant: Tenant, line_api: str, wall: Callable
                 batch.append((event, record))
                 if "batch_end" in record:
                     del pending[number]
-                    report = await sender.deliver([r for _, r in batch[:-1]])
-                    for failure in report.failed:
+                    report = await deliver_whole(number, batch)
+                    for failure in report.failed if report is not None else ():
                         log.warning("%s gave up: %s %s", failure.endpoint, failure.status, failure.reason)
-                    if all(current(e.message) for e, _ in batch):
+                    if report is not None and all(current(e.message) for e, _ in batch):
                         for e, _ in batch:
                             await stream.ack(e)
                     else:  # a rebalance (or the shutdown) came meanwhile: its next reader sends it again
-                        log.info("partition %d: batch of %d delivered across a rebalance, left unacked",
+                        log.info("partition %d: batch of %d left unacked: a rebalance came meanwhile",
                                  number, len(batch) - 1)
 
     app.anpi_sender = sender
