@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -27,6 +29,34 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from streams import codec, services
 
 HERE = Path(__file__).resolve().parent
+
+
+class RedisServer:
+    """A redis-server of a test's own that keeps its data on disk (AOF, fsync always), as a
+    production one does: killed -9 and started again, it comes back with what it had."""
+
+    def __init__(self, var: Path):
+        self.dir, self.port = var, free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is missing: tests/run installs it"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+                                      "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     env=services.real_clock_env())
+        deadline = time.monotonic() + 10
+        while not services.redis_answers("127.0.0.1", self.port):
+            assert time.monotonic() < deadline, "the test's redis-server did not start"
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
 
 
 def free_port(pair: bool = False) -> int:

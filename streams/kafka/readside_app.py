@@ -82,21 +82,28 @@ class ReadSideConsumer:
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Apply until `stop` is set. A failed batch (Redis away) is read again from the offsets Redis
-        has, after a pause: nothing is skipped, and nothing applied twice."""
+        has, after a pause: nothing is skipped, and nothing applied twice. Nothing is read on until
+        those offsets could be read: stepping on from where the fetch left off applied the next
+        batches past the failed ones (the script takes any record past the stored offset), and the
+        failed ones were never counted."""
         stop = stop or asyncio.Event()
+        behind = False  # a batch failed: the consumer's position is past what Redis has
         while not stop.is_set():
             try:
+                if behind:
+                    await self._rewind()
+                    behind = False
+                    log.info("read side: Redis answers again; reading on from the offsets it has")
                 await self.step()
             except Exception as e:  # Redis down mid-batch: read again from the offsets Redis has
-                log.warning("read side not updated (%s: %s); will retry", type(e).__name__, e)
+                if not behind:
+                    log.warning("read side not updated (%s: %s); will read again from Redis's offsets",
+                                type(e).__name__, e)
+                behind = True
                 await asyncio.sleep(1.0)
-                await self._rewind()
 
     async def _rewind(self) -> None:
-        try:
-            stored = await self.writer.offsets()
-        except Exception:
-            return
+        stored = await self.writer.offsets()  # raises while Redis is down: the caller waits, reads nothing
         for tp in self.parts:
             last = stored.get((self.topics[tp.topic], tp.partition))
             if last is None:
