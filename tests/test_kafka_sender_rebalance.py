@@ -133,7 +133,10 @@ def test_a_second_kafka_sender_joining_mid_batch_neither_stalls_the_first_nor_se
             async with linesim_holding_the_first_multicast(config) as (sim, hold):
                 env = {**os.environ, **s.env(), "ANPI_CHANNEL_SECRET": tenant.channel_secret,
                        "ANPI_CHANNEL_ACCESS_TOKEN": tenant.channel_access_token, "ANPI_LINE_API": sim.base_url,
-                       "CONSUMER_MAX_FETCH_SIZE": str(FETCH_BYTES)}
+                       "CONSUMER_MAX_FETCH_SIZE": str(FETCH_BYTES),
+                       # one batch at a time: the held call keeps the first sender from reading on,
+                       # so the rebalance finds the large batch half-read
+                       "ANPI_SENDER_BATCHES_IN_FLIGHT": "1"}
 
                 def start_sender(name: str) -> subprocess.Popen:
                     with open(logs[name], "ab") as log:  # info: rebalances, and what the sender dropped

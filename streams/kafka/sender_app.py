@@ -41,15 +41,17 @@ import faust
 import redis.asyncio as aioredis
 
 from schemas.tenant import Tenant
-from streams import codec
+from streams import codec, startup
 from streams.tenant_env import tenant_from_env
 from streams.kafka.settings import Settings
 from streams.sender import Sender, redis_reply_claims
 
 log = logging.getLogger("anpi.sender")
+BATCHES_IN_FLIGHT = 32  # batches being delivered at once, over all partitions (ANPI_SENDER_BATCHES_IN_FLIGHT)
 
 
-def create_app(settings: Settings, tenant: Tenant, line_api: str, wall: Callable[[], float] = time.time) -> faust.App:
+def create_app(settings: Settings, tenant: Tenant, line_api: str, wall: Callable[[], float] = time.time,
+               batches_in_flight: int = BATCHES_IN_FLIGHT) -> faust.App:
     """`wall`: the clock a reply token's age is judged by (LINE's: real time; a test's: linesim's)."""
     app = faust.App(
         f"{settings.prefix}-sender",
@@ -73,6 +75,8 @@ def create_app(settings: Settings, tenant: Tenant, line_api: str, wall: Callable
     # a batch delivered again (after a crash or a rebalance) must not reply twice: claims in Redis
     sender.claim_replies = redis_reply_claims(aioredis.from_url(settings.redis), tenant.id)
     pending: dict[int, list] = {}  # per partition: (event, record) of the batch not yet delivered
+    last: dict[int, asyncio.Future] = {}  # per partition: its latest batch being delivered
+    in_flight: set[asyncio.Future] = set()  # every batch being delivered
 
     def current(message) -> bool:
         """Fetched since the last rebalance, and none under way: this sender's to deliver and ack."""
@@ -138,15 +142,27 @@ def create_app(settings: Settings, tenant: Tenant, line_api: str, wall: Callable
                 batch.append((event, record))
                 if "batch_end" in record:
                     del pending[number]
-                    report = await deliver_whole(number, batch)
-                    for failure in report.failed if report is not None else ():
-                        log.warning("%s gave up: %s %s", failure.endpoint, failure.status, failure.reason)
-                    if report is not None and all(current(e.message) for e, _ in batch):
-                        for e, _ in batch:
-                            await stream.ack(e)
-                    else:  # a rebalance (or the shutdown) came meanwhile: its next reader sends it again
-                        log.info("partition %d: batch of %d left unacked: a rebalance came meanwhile",
-                                 number, len(batch) - 1)
+                    # partitions deliver side by side (LINE slow or failing for one batch holds up
+                    # no other partition's), each partition's batches in order, so its acks are too
+                    task = asyncio.ensure_future(deliver_and_ack(stream, number, batch, last.get(number)))
+                    last[number] = task
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
+                    task.add_done_callback(lambda t, n=number: last.get(n) is t and last.pop(n))
+                    if len(in_flight) >= batches_in_flight:
+                        await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+
+    async def deliver_and_ack(stream, number: int, batch: list, before: asyncio.Future | None) -> None:
+        if before is not None:
+            await asyncio.wait([before])
+        report = await deliver_whole(number, batch)
+        for failure in report.failed if report is not None else ():
+            log.warning("%s gave up: %s %s", failure.endpoint, failure.status, failure.reason)
+        if report is not None and all(current(e.message) for e, _ in batch):
+            for e, _ in batch:
+                await stream.ack(e)
+        else:  # a rebalance (or the shutdown) came meanwhile: its next reader sends it again
+            log.info("partition %d: batch of %d left unacked: a rebalance came meanwhile", number, len(batch) - 1)
 
     app.anpi_sender = sender
     return app
@@ -204,7 +220,8 @@ def main(loglevel: str = "warning", wall: Callable[[], float] = time.time) -> in
     tenant = tenant_from_env("sender", settings.prefix)
     if tenant is None:
         return 2
-    app = create_app(settings, tenant, os.environ.get("ANPI_LINE_API", "https://api.line.me"), wall)
+    in_flight = startup.number(os.environ, "ANPI_SENDER_BATCHES_IN_FLIGHT", BATCHES_IN_FLIGHT, low=1)
+    app = create_app(settings, tenant, os.environ.get("ANPI_LINE_API", "https://api.line.me"), wall, in_flight)
     faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
     return 0
 
@@ -212,5 +229,4 @@ def main(loglevel: str = "warning", wall: Callable[[], float] = time.time) -> in
 if __name__ == "__main__":
     import sys
 
-    from streams import startup
     sys.exit(startup.guarded("sender", lambda: main(*(sys.argv[1:2]))))
