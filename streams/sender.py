@@ -194,7 +194,7 @@ CARDS = frozenset({fx.CHECK_SENT, fx.CHECK_RESENT, fx.GROUP_CHECK_POSTED})  # th
 class Sender:
     def __init__(self, tenant: Tenant, base_url: str, *, texts: Texts = Texts(), limits: Limits = Limits(),
                  limiters: dict[str, Limiter] | None = None, retry: ob.RetryPolicy = ob.RetryPolicy(),
-                 concurrency: int = 64, timeout: float = 10.0, reply_max_age: float = REPLY_TOKEN_MAX_AGE,
+                 concurrency: int = 64, timeout: float = 5.0, reply_max_age: float = REPLY_TOKEN_MAX_AGE,
                  session: aiohttp.ClientSession | None = None, registry: CollectorRegistry | None = None,
                  wall: Callable[[], float] = time.time, sleep=asyncio.sleep):
         self.tenant = tenant

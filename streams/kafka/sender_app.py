@@ -47,7 +47,8 @@ from streams.kafka.settings import Settings
 from streams.sender import Sender, redis_reply_claims
 
 log = logging.getLogger("anpi.sender")
-BATCHES_IN_FLIGHT = 32  # batches being delivered at once, over all partitions (ANPI_SENDER_BATCHES_IN_FLIGHT)
+BATCHES_IN_FLIGHT = 256     # batches being delivered at once, over all partitions (ANPI_SENDER_BATCHES_IN_FLIGHT)
+RECORDS_IN_FLIGHT = 50_000  # and their records at most (memory), however many batches that is
 
 
 def create_app(settings: Settings, tenant: Tenant, line_api: str, wall: Callable[[], float] = time.time,
@@ -76,7 +77,7 @@ def create_app(settings: Settings, tenant: Tenant, line_api: str, wall: Callable
     sender.claim_replies = redis_reply_claims(aioredis.from_url(settings.redis), tenant.id)
     pending: dict[int, list] = {}  # per partition: (event, record) of the batch not yet delivered
     last: dict[int, asyncio.Future] = {}  # per partition: its latest batch being delivered
-    in_flight: set[asyncio.Future] = set()  # every batch being delivered
+    in_flight: dict[asyncio.Future, int] = {}  # every batch being delivered -> its records
 
     def current(message) -> bool:
         """Fetched since the last rebalance, and none under way: this sender's to deliver and ack."""
@@ -142,27 +143,33 @@ def create_app(settings: Settings, tenant: Tenant, line_api: str, wall: Callable
                 batch.append((event, record))
                 if "batch_end" in record:
                     del pending[number]
-                    # partitions deliver side by side (LINE slow or failing for one batch holds up
-                    # no other partition's), each partition's batches in order, so its acks are too
+                    # Batches deliver side by side, of every partition, so that LINE slow or failing
+                    # for one call holds up no other batch; each is acked only after the batches
+                    # before it on its partition (Faust commits acked offsets without a gap check
+                    # we can trust: see _refuse_stale_acks).
                     task = asyncio.ensure_future(deliver_and_ack(stream, number, batch, last.get(number)))
                     last[number] = task
-                    in_flight.add(task)
-                    task.add_done_callback(in_flight.discard)
+                    in_flight[task] = len(batch)
+                    task.add_done_callback(lambda t: in_flight.pop(t, None))
                     task.add_done_callback(lambda t, n=number: last.get(n) is t and last.pop(n))
-                    if len(in_flight) >= batches_in_flight:
-                        await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                    while in_flight and (len(in_flight) >= batches_in_flight
+                                         or sum(in_flight.values()) >= RECORDS_IN_FLIGHT):
+                        await asyncio.wait(list(in_flight), return_when=asyncio.FIRST_COMPLETED)
 
-    async def deliver_and_ack(stream, number: int, batch: list, before: asyncio.Future | None) -> None:
-        if before is not None:
-            await asyncio.wait([before])
+    async def deliver_and_ack(stream, number: int, batch: list, before: asyncio.Future | None) -> bool:
+        """Deliver, then ack once the partition's batch before this one is acked; True if acked."""
         report = await deliver_whole(number, batch)
         for failure in report.failed if report is not None else ():
             log.warning("%s gave up: %s %s", failure.endpoint, failure.status, failure.reason)
-        if report is not None and all(current(e.message) for e, _ in batch):
+        earlier_acked = True if before is None else await before
+        if earlier_acked and report is not None and all(current(e.message) for e, _ in batch):
             for e, _ in batch:
                 await stream.ack(e)
-        else:  # a rebalance (or the shutdown) came meanwhile: its next reader sends it again
-            log.info("partition %d: batch of %d left unacked: a rebalance came meanwhile", number, len(batch) - 1)
+            return True
+        # a rebalance (or the shutdown) came meanwhile, or an earlier batch was left: the next
+        # reader of the partition reads from the committed offset and sends it again, same keys
+        log.info("partition %d: batch of %d left unacked: a rebalance came meanwhile", number, len(batch) - 1)
+        return False
 
     app.anpi_sender = sender
     return app

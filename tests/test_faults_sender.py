@@ -1,0 +1,190 @@
+"""The proving ground, LINE side: the real `anpi sender` drains a busy town's outbox into linesim
+while LINE fails, and every person gets each message exactly once.
+
+The worker first decides a busy town's whole history (thousands of members, groups, several
+virtual days) into the outbox; then the sender process starts and drains it to linesim, through a
+middleware that plays LINE's faults:
+
+- down: every call answers 500 for a while, one in three of them after LINE took it (the answer
+  lost): the sender tried each call eight times, then logged `gave up` and acked the batch, and
+  those messages were never sent;
+- flaky: 30 % of calls answer 429 or 500, or hang past the sender's timeout and then are taken;
+  batches went one at a time, each waiting for its slowest call.
+
+Each run compares linesim's deliveries, per recipient, with the messages `anpi simulate` decides for
+the same history (lost / duplicated / extra: all 0) and reports the drain time next to a
+fault-free run's. Figures: BENCHMARKS.md, "Reliability".
+"""
+import asyncio
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from agents.messages import SENDS_MESSAGES, recipients
+from linesim import Channel, Config
+from linesim.server import STATE, Sim, create_app
+from schemas.tenant import Tenant
+from streams import scenario as scenario_module
+from streams import simulator
+from streams.kafka import simulate as kafka_simulate
+from streams.kafka.feed import feed
+from streams.kafka.settings import Settings
+from proving_ground import Tally, report, until
+from test_kafka_runtime import busy_town
+
+pytestmark = pytest.mark.usefixtures("running_services")
+ROOT = Path(__file__).resolve().parent.parent
+VAR = ROOT / os.environ.get("ANPI_VAR", "var")
+SEND = "/v2/bot/message/"
+
+
+class Faults:
+    """LINE's failures, in front of linesim's message endpoints, from the moment `start()` is called."""
+
+    def __init__(self, down_seconds: float = 0.0, flaky: float = 0.0, hang: float = 0.0, seed: int = 1):
+        self.down_seconds, self.flaky, self.hang = down_seconds, flaky, hang
+        self.rnd = random.Random(seed)
+        self.started: float | None = None
+        self.failed = Counter()
+
+    def start(self) -> None:
+        self.started = time.monotonic()
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler):
+        if not request.path.startswith(SEND) or self.started is None:
+            return await handler(request)
+        if time.monotonic() - self.started < self.down_seconds:
+            self.failed["down"] += 1
+            if self.failed["down"] % 3:
+                return web.json_response({"message": "Internal error"}, status=500)
+            await handler(request)  # taken, and the answer lost
+            return web.json_response({"message": "Internal error"}, status=500)
+        roll = self.rnd.random()
+        if roll < self.flaky:
+            kind = ("429", "500", "hang")[int(roll / self.flaky * 3)] if self.hang else ("429", "500")[
+                int(roll / self.flaky * 2)]
+            self.failed[kind] += 1
+            if kind == "429":
+                return web.json_response({"message": "Too many requests"}, status=429)
+            if kind == "500":
+                return web.json_response({"message": "Internal error"}, status=500)
+            await asyncio.sleep(self.hang)  # past the sender's timeout; then LINE takes it anyway
+        return await handler(request)
+
+
+@asynccontextmanager
+async def linesim_with(faults: Faults, config: Config):
+    app = create_app(config)
+    app.middlewares.append(faults.middleware)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        yield Sim(f"http://{host}:{port}", app[STATE], app)
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture(scope="module")
+def town():
+    loaded = scenario_module.parse(busy_town(members=1_500, groups=10, days=4))
+    expected = Counter(to for e in simulator.run(loaded) if e.effect in SENDS_MESSAGES for to in recipients(e))
+    return loaded, expected
+
+
+def drain(loaded, expected: Counter, faults: Faults) -> tuple[Counter, float, int]:
+    """(deliveries per recipient, seconds from the sender's start to the last delivery, 409s)."""
+    async def go():
+        run = kafka_simulate.KafkaRun(Settings.from_env())
+        s = run.settings
+        await run.create_topics()
+        tenant = Tenant(s.prefix, "s" * 32, "t" * 40)
+        group = f"{s.prefix}-sender"
+        log_path = VAR / "runs" / f"{s.prefix}-sender.log"
+        sender = None
+        try:
+            # the whole history decided first: the sender then drains a full outbox
+            run.start_worker()
+            flush = uuid.uuid4().hex
+            await run.produce(feed(loaded, s.partitions, run.tick_every, flush))
+            await run.collect(flush, timeout=300)
+            config = Config([Channel(tenant.id, tenant.channel_access_token, tenant.channel_secret)],
+                            strict_ids=False)  # the town's ids are short, not LINE's 33 characters
+            async with linesim_with(faults, config) as sim:
+                env = {**os.environ, **s.env(), "ANPI_CHANNEL_SECRET": tenant.channel_secret,
+                       "ANPI_CHANNEL_ACCESS_TOKEN": tenant.channel_access_token, "ANPI_LINE_API": sim.base_url}
+                faults.start()
+                started = time.monotonic()
+                with open(log_path, "ab") as log:
+                    sender = subprocess.Popen([sys.executable, "-m", "streams.kafka.sender_app"], env=env,
+                                              cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                total = sum(expected.values())
+                last = [0, time.monotonic()]
+
+                def done() -> bool:
+                    n = sum(sim.state.delivery_counts().values())
+                    if n != last[0]:
+                        last[:] = [n, time.monotonic()]
+                    assert sender.poll() is None, f"the sender exited with {sender.returncode} (log: {log_path})"
+                    # everything delivered and nothing more for 3 s (a repeat would show by then)
+                    return n >= total and time.monotonic() - last[1] > 3.0
+
+                await until(done, 600, "the outbox to drain")
+                conflicts = sum(n for (endpoint, status), n in sim.state.requests.items() if status == 409)
+                return sim.state.delivery_counts(), last[1] - started, conflicts
+        finally:
+            if sender is not None and sender.poll() is None:
+                sender.send_signal(signal.SIGTERM)
+                try:
+                    sender.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    sender.kill()
+            run.kill_worker(signal.SIGTERM)
+            await run.delete_topics()
+            shutil.rmtree(VAR / "faust" / group, ignore_errors=True)
+
+    return asyncio.run(go())
+
+
+def by_recipient(expected: Counter, delivered: Counter) -> Tally:
+    return Tally(lost=sum(max(0, n - delivered[to]) for to, n in expected.items()),
+                 duplicated=sum(max(0, n - expected[to]) for to, n in delivered.items() if to in expected),
+                 extra=sum(n for to, n in delivered.items() if to not in expected), seen=sum(delivered.values()))
+
+
+def test_line_down_for_90_s_delays_every_message_and_loses_none(town):
+    loaded, expected = town
+    faults = Faults(down_seconds=90)
+    delivered, seconds, conflicts = drain(loaded, expected, faults)
+    result = by_recipient(expected, delivered)
+    report("LINE 500 for 90 s", result, drained_after=f"{seconds:.1f} s", calls_failed=faults.failed["down"],
+           answered_409=conflicts)
+    assert result.clean, result
+    assert seconds > 90 and conflicts > 0  # held through the outage; the calls LINE took came again: 409
+
+
+@pytest.mark.parametrize("name,faults", [
+    ("fault-free", Faults()),
+    ("LINE 30 % 429/500", Faults(flaky=0.3)),
+    ("LINE 30 % 429/500/12 s hangs", Faults(flaky=0.3, hang=12.0)),
+], ids=["fault-free", "flaky", "flaky-hangs"])
+def test_line_slow_or_failing_delivers_everything_once(town, name, faults):
+    loaded, expected = town
+    delivered, seconds, conflicts = drain(loaded, expected, faults)
+    result = by_recipient(expected, delivered)
+    report(name, result, drained_in=f"{seconds:.1f} s", calls_failed=sum(faults.failed.values()))
+    assert result.clean, result
