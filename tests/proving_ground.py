@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,6 +175,27 @@ def report(name: str, result: Tally, **figures) -> None:
     extra = "".join(f", {k} {v}" for k, v in figures.items())
     print(f"\n[proving ground] {name}: lost {result.lost}, duplicated {result.duplicated}, extra {result.extra} "
           f"(of {result.seen} seen){extra}", flush=True)
+
+
+@asynccontextmanager
+async def linesim_with(config, fault):
+    """linesim with a fault in front of its handlers: `fault(linesim's state)` makes an object
+    whose `middleware` sees every request first. Yields (Sim, that object)."""
+    from aiohttp import web
+
+    from linesim.server import STATE, Sim, create_app
+    app = create_app(config)
+    made = fault(app[STATE])
+    app.middlewares.append(made.middleware)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        yield Sim(f"http://{host}:{port}", app[STATE], app), made
+    finally:
+        await runner.cleanup()
 
 
 async def until(condition, timeout: float, what: str) -> None:

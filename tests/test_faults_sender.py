@@ -23,9 +23,9 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections import Counter
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -33,14 +33,13 @@ from aiohttp import web
 
 from agents.messages import SENDS_MESSAGES, recipients
 from linesim import Channel, Config
-from linesim.server import STATE, Sim, create_app
 from schemas.tenant import Tenant
 from streams import scenario as scenario_module
 from streams import simulator
 from streams.kafka import simulate as kafka_simulate
 from streams.kafka.feed import feed
 from streams.kafka.settings import Settings
-from proving_ground import Tally, report, until
+from proving_ground import Tally, linesim_with, report, until
 from test_kafka_runtime import busy_town
 
 pytestmark = pytest.mark.usefixtures("running_services")
@@ -84,21 +83,6 @@ class Faults:
         return await handler(request)
 
 
-@asynccontextmanager
-async def linesim_with(faults: Faults, config: Config):
-    app = create_app(config)
-    app.middlewares.append(faults.middleware)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        yield Sim(f"http://{host}:{port}", app[STATE], app)
-    finally:
-        await runner.cleanup()
-
-
 @pytest.fixture(scope="module")
 def town():
     loaded = scenario_module.parse(busy_town(members=1_500, groups=10, days=4))
@@ -106,8 +90,9 @@ def town():
     return loaded, expected
 
 
-def drain(loaded, expected: Counter, faults: Faults) -> tuple[Counter, float, int]:
-    """(deliveries per recipient, seconds from the sender's start to the last delivery, 409s)."""
+def drain(loaded, expected: Counter, faults: Faults, sample_at: float | None = None) -> tuple[Counter, float, int, dict]:
+    """(deliveries per recipient, seconds from the sender's start to the last delivery, 409s, the
+    sender's anpi_sender_* metrics read `sample_at` seconds after its start)."""
     async def go():
         run = kafka_simulate.KafkaRun(Settings.from_env())
         s = run.settings
@@ -124,9 +109,12 @@ def drain(loaded, expected: Counter, faults: Faults) -> tuple[Counter, float, in
             await run.collect(flush, timeout=300)
             config = Config([Channel(tenant.id, tenant.channel_access_token, tenant.channel_secret)],
                             strict_ids=False)  # the town's ids are short, not LINE's 33 characters
-            async with linesim_with(faults, config) as sim:
+            async with linesim_with(config, lambda state: faults) as (sim, _):
+                metrics_port = kafka_simulate._free_port()
                 env = {**os.environ, **s.env(), "ANPI_CHANNEL_SECRET": tenant.channel_secret,
-                       "ANPI_CHANNEL_ACCESS_TOKEN": tenant.channel_access_token, "ANPI_LINE_API": sim.base_url}
+                       "ANPI_CHANNEL_ACCESS_TOKEN": tenant.channel_access_token, "ANPI_LINE_API": sim.base_url,
+                       "ANPI_SENDER_METRICS_PORT": str(metrics_port)}
+                sample: dict = {}
                 faults.start()
                 started = time.monotonic()
                 with open(log_path, "ab") as log:
@@ -140,12 +128,14 @@ def drain(loaded, expected: Counter, faults: Faults) -> tuple[Counter, float, in
                     if n != last[0]:
                         last[:] = [n, time.monotonic()]
                     assert sender.poll() is None, f"the sender exited with {sender.returncode} (log: {log_path})"
+                    if sample_at is not None and not sample and time.monotonic() - started > sample_at:
+                        sample.update(scrape(metrics_port, "anpi_sender_"))
                     # everything delivered and nothing more for 3 s (a repeat would show by then)
                     return n >= total and time.monotonic() - last[1] > 3.0
 
                 await until(done, 600, "the outbox to drain")
                 conflicts = sum(n for (endpoint, status), n in sim.state.requests.items() if status == 409)
-                return sim.state.delivery_counts(), last[1] - started, conflicts
+                return sim.state.delivery_counts(), last[1] - started, conflicts, sample
         finally:
             if sender is not None and sender.poll() is None:
                 sender.send_signal(signal.SIGTERM)
@@ -160,6 +150,17 @@ def drain(loaded, expected: Counter, faults: Faults) -> tuple[Counter, float, in
     return asyncio.run(go())
 
 
+def scrape(port: int, prefix: str) -> dict[str, float]:
+    """Unlabelled samples (and labelled ones summed) of a /metrics page whose names start with prefix."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out: Counter = Counter()
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            name, _, value = line.rpartition(" ")
+            out[name.split("{")[0]] += float(value)
+    return dict(out)
+
+
 def by_recipient(expected: Counter, delivered: Counter) -> Tally:
     return Tally(lost=sum(max(0, n - delivered[to]) for to, n in expected.items()),
                  duplicated=sum(max(0, n - expected[to]) for to, n in delivered.items() if to in expected),
@@ -169,12 +170,14 @@ def by_recipient(expected: Counter, delivered: Counter) -> Tally:
 def test_line_down_for_90_s_delays_every_message_and_loses_none(town):
     loaded, expected = town
     faults = Faults(down_seconds=90)
-    delivered, seconds, conflicts = drain(loaded, expected, faults)
+    delivered, seconds, conflicts, during = drain(loaded, expected, faults, sample_at=60)
     result = by_recipient(expected, delivered)
     report("LINE 500 for 90 s", result, drained_after=f"{seconds:.1f} s", calls_failed=faults.failed["down"],
-           answered_409=conflicts)
+           answered_409=conflicts, waiting_at_60_s=during.get("anpi_sender_retrying"))
     assert result.clean, result
     assert seconds > 90 and conflicts > 0  # held through the outage; the calls LINE took came again: 409
+    # an SRE sees it: calls waiting, the oldest for most of the minute (LineBacklogOld fires on it)
+    assert during["anpi_sender_retrying"] > 0 and during["anpi_sender_oldest_retry_seconds"] > 30
 
 
 @pytest.mark.parametrize("name,faults", [
@@ -184,7 +187,7 @@ def test_line_down_for_90_s_delays_every_message_and_loses_none(town):
 ], ids=["fault-free", "flaky", "flaky-hangs"])
 def test_line_slow_or_failing_delivers_everything_once(town, name, faults):
     loaded, expected = town
-    delivered, seconds, conflicts = drain(loaded, expected, faults)
+    delivered, seconds, conflicts, _ = drain(loaded, expected, faults)
     result = by_recipient(expected, delivered)
     report(name, result, drained_in=f"{seconds:.1f} s", calls_failed=sum(faults.failed.values()))
     assert result.clean, result

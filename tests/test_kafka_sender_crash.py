@@ -19,7 +19,6 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
-from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,7 +28,6 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from linesim import Channel, Config, user_id_for
-from linesim.server import STATE, Sim, create_app
 from schemas.events import Register
 from schemas.settings import MemberSettings, Schedule
 from schemas.tenant import Tenant
@@ -37,6 +35,7 @@ from streams import codec
 from streams.kafka import simulate as kafka_simulate
 from streams.kafka.feed import event_message, tick_messages
 from streams.kafka.settings import Settings
+from proving_ground import linesim_with
 
 pytestmark = pytest.mark.usefixtures("running_services")
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,21 +103,9 @@ class KillAfterFirstAccept:
             return response
 
 
-@asynccontextmanager
-async def linesim_killing_the_sender(config: Config):
+def linesim_killing_the_sender(config: Config):
     """run_linesim, with KillAfterFirstAccept in front of its handlers."""
-    app = create_app(config)
-    crash = KillAfterFirstAccept(app[STATE])
-    app.middlewares.append(crash.middleware)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        yield Sim(f"http://{host}:{port}", app[STATE], app), crash
-    finally:
-        await runner.cleanup()
+    return linesim_with(config, KillAfterFirstAccept)
 
 
 async def batch_marks(settings: Settings, timeout: float = 60.0) -> dict[int, int]:

@@ -36,13 +36,13 @@ from aiohttp import web
 from aiokafka.admin import AIOKafkaAdminClient
 
 from linesim import Channel, Config, user_id_for
-from linesim.server import STATE, Sim, create_app
 from schemas.events import Register
 from schemas.settings import MemberSettings, Schedule
 from schemas.tenant import Tenant
 from streams.kafka import simulate as kafka_simulate
 from streams.kafka.feed import event_message, tick_messages
 from streams.kafka.settings import Settings, partition_of
+from proving_ground import linesim_with
 from test_kafka_sender_crash import ROOT, START, VAR, batch_marks, committed, until
 
 pytestmark = pytest.mark.usefixtures("running_services")
@@ -88,19 +88,11 @@ class HoldFirstMulticast:
 
 @asynccontextmanager
 async def linesim_holding_the_first_multicast(config: Config):
-    app = create_app(config)
-    hold = HoldFirstMulticast()
-    app.middlewares.append(hold.middleware)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        yield Sim(f"http://{host}:{port}", app[STATE], app), hold
-    finally:
-        hold.release.set()
-        await runner.cleanup()
+    async with linesim_with(config, lambda state: HoldFirstMulticast()) as (sim, hold):
+        try:
+            yield sim, hold
+        finally:
+            hold.release.set()
 
 
 async def group_state(settings: Settings, group: str) -> tuple[str, int]:

@@ -228,7 +228,13 @@ def main(loglevel: str = "warning", wall: Callable[[], float] = time.time) -> in
     if tenant is None:
         return 2
     in_flight = startup.number(os.environ, "ANPI_SENDER_BATCHES_IN_FLIGHT", BATCHES_IN_FLIGHT, low=1)
+    # /metrics (anpi_sender_*: calls by status, retries, the backlog LINE has not taken): off unless set
+    metrics_port = startup.port(startup.number(os.environ, "ANPI_SENDER_METRICS_PORT", 0, low=0),
+                                "ANPI_SENDER_METRICS_PORT", settings.web_host)
     app = create_app(settings, tenant, os.environ.get("ANPI_LINE_API", "https://api.line.me"), wall, in_flight)
+    if metrics_port:
+        from prometheus_client import start_http_server
+        start_http_server(metrics_port, settings.web_host, registry=app.anpi_sender.registry)
     faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
     return 0
 
