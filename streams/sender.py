@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Awaitable, Callable, Iterable, Protocol
 
 import aiohttp
+from redis import exceptions as redis_errors
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from agents import outbound as ob
@@ -355,13 +356,8 @@ class Sender:
         while True:
             try:
                 return await self.claim_replies(effect_ids)
-            except (OSError, ConnectionError, TimeoutError) as error:
-                # redis-py's ConnectionError and TimeoutError derive from neither: matched by name below
-                failure = error
-            except Exception as error:
-                if type(error).__module__.split(".")[0] != "redis":
-                    raise
-                failure = error
+            except (OSError, TimeoutError, redis_errors.ConnectionError, redis_errors.TimeoutError) as error:
+                failure = error  # the store is away; any other error is a fault of ours: raised
             attempt += 1
             self.metrics.claims_waiting.inc()
             if attempt == 1 or attempt % 20 == 0:

@@ -198,7 +198,8 @@ async def linesim_with(config, fault):
         await runner.cleanup()
 
 
-async def until(condition, timeout: float, what: str) -> None:
+async def until(condition, timeout: float, what: str, alive=None) -> None:
+    """Polls `condition` (sync or async) until true; `alive` () -> str | None names a dead process."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
@@ -207,6 +208,9 @@ async def until(condition, timeout: float, what: str) -> None:
             done = await done
         if done:
             return
+        dead = alive() if alive is not None else None
+        if dead:
+            raise RuntimeError(f"{dead} while waiting for {what}")
         if loop.time() > deadline:
             raise TimeoutError(f"waited {timeout:.0f} s for {what}")
         await asyncio.sleep(0.1)

@@ -35,7 +35,7 @@ from streams import codec
 from streams.kafka import simulate as kafka_simulate
 from streams.kafka.feed import event_message, tick_messages
 from streams.kafka.settings import Settings
-from proving_ground import linesim_with
+from proving_ground import linesim_with, until
 
 pytestmark = pytest.mark.usefixtures("running_services")
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,24 +48,6 @@ MULTICAST = "/v2/bot/message/multicast"
 # delivering it would have committed it by the time of the kill, and the restart would skip it:
 # members left without their card.
 LATENCY = 4.0
-
-
-async def until(condition, timeout: float, what: str, alive=None) -> None:
-    """Polls `condition` (sync or async) until true; `alive` () -> str | None names a dead process."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        done = condition()
-        if asyncio.iscoroutine(done):
-            done = await done
-        if done:
-            return
-        dead = alive() if alive is not None else None
-        if dead:
-            raise RuntimeError(f"{dead} while waiting for {what}")
-        if loop.time() > deadline:
-            raise TimeoutError(f"waited {timeout:.0f} s for {what}")
-        await asyncio.sleep(0.1)
 
 
 class KillAfterFirstAccept:
