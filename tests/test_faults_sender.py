@@ -34,13 +34,15 @@ from aiohttp import web
 from agents.messages import SENDS_MESSAGES, recipients
 from linesim import Channel, Config
 from schemas.tenant import Tenant
+from streams import codec
 from streams import scenario as scenario_module
 from streams import simulator
 from streams.kafka import simulate as kafka_simulate
 from streams.kafka.feed import feed
 from streams.kafka.settings import Settings
-from proving_ground import Tally, linesim_with, report, until
+from proving_ground import RedisServer, Tally, linesim_with, report, until
 from test_kafka_runtime import busy_town
+from test_kafka_sender_crash import committed as sender_committed, every_batch_mark
 
 pytestmark = pytest.mark.usefixtures("running_services")
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,9 +92,28 @@ def town():
     return loaded, expected
 
 
-def drain(loaded, expected: Counter, faults: Faults, sample_at: float | None = None) -> tuple[Counter, float, int, dict]:
+def with_reply_tokens(messages):
+    """The feed, each member's own OK carrying a reply token, as a tap from LINE does: its thanks
+    are answers, claimed in Redis before they go (by reply, or by push once the token has aged).
+    Issued now on the real clock (the sender judges a token's age by it), on any date: young when
+    the first sender gets them (linesim does not know them: refused, so by push), long aged when
+    its successor reads them again."""
+    issued = int(time.time() * 1000)
+    for n, (number, key, value) in enumerate(messages):
+        obj = codec.loads(value)
+        event = obj.get("event") or {}
+        if event.get("type") == "ok" and not event.get("group"):
+            obj["reply"] = [f"token-{n}", issued]
+            value = codec.dumps(obj)
+        yield number, key, value
+
+
+def drain(loaded, expected: Counter, faults: Faults, sample_at: float | None = None, redis: str | None = None,
+          tokens: bool = False, chaos=None, quiet: float = 3.0) -> tuple[Counter, float, int, dict]:
     """(deliveries per recipient, seconds from the sender's start to the last delivery, 409s, the
-    sender's anpi_sender_* metrics read `sample_at` seconds after its start)."""
+    sender's anpi_sender_* metrics read `sample_at` seconds after its start). `redis`: the sender's
+    Redis; `tokens`: OKs carry reply tokens; `chaos(rig)`: a coroutine run beside the drain, which may
+    `rig.kill_sender()` and `rig.start_sender()`; `quiet`: seconds with no new delivery that mean done."""
     async def go():
         run = kafka_simulate.KafkaRun(Settings.from_env())
         s = run.settings
@@ -105,7 +126,8 @@ def drain(loaded, expected: Counter, faults: Faults, sample_at: float | None = N
             # the whole history decided first: the sender then drains a full outbox
             run.start_worker()
             flush = uuid.uuid4().hex
-            await run.produce(feed(loaded, s.partitions, run.tick_every, flush))
+            messages = feed(loaded, s.partitions, run.tick_every, flush)
+            await run.produce(with_reply_tokens(messages) if tokens else messages)
             await run.collect(flush, timeout=300)
             config = Config([Channel(tenant.id, tenant.channel_access_token, tenant.channel_secret)],
                             strict_ids=False)  # the town's ids are short, not LINE's 33 characters
@@ -113,27 +135,54 @@ def drain(loaded, expected: Counter, faults: Faults, sample_at: float | None = N
                 metrics_port = kafka_simulate._free_port()
                 env = {**os.environ, **s.env(), "ANPI_CHANNEL_SECRET": tenant.channel_secret,
                        "ANPI_CHANNEL_ACCESS_TOKEN": tenant.channel_access_token, "ANPI_LINE_API": sim.base_url,
-                       "ANPI_SENDER_METRICS_PORT": str(metrics_port)}
+                       "ANPI_SENDER_METRICS_PORT": str(metrics_port), **({"ANPI_REDIS": redis} if redis else {})}
                 sample: dict = {}
-                faults.start()
-                started = time.monotonic()
-                with open(log_path, "ab") as log:
-                    sender = subprocess.Popen([sys.executable, "-m", "streams.kafka.sender_app"], env=env,
-                                              cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
                 total = sum(expected.values())
                 last = [0, time.monotonic()]
 
+                class Rig:
+                    settings = s
+                    killed = False  # by the chaos, not yet started again
+
+                    @staticmethod
+                    def delivered() -> int:
+                        return sum(sim.state.delivery_counts().values())
+
+                    @staticmethod
+                    def start_sender() -> None:
+                        nonlocal sender
+                        Rig.killed = False
+                        with open(log_path, "ab") as log:
+                            sender = subprocess.Popen([sys.executable, "-m", "streams.kafka.sender_app"], env=env,
+                                                      cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                                      start_new_session=True)
+
+                    @staticmethod
+                    def kill_sender() -> None:
+                        """SIGKILL: no commit of what it delivered since its last one."""
+                        Rig.killed = True
+                        sender.kill()
+                        sender.wait(30)
+
+                faults.start()
+                started = time.monotonic()
+                Rig.start_sender()
+                chaotic = asyncio.ensure_future(chaos(Rig)) if chaos is not None else None
+
                 def done() -> bool:
-                    n = sum(sim.state.delivery_counts().values())
+                    n = Rig.delivered()
                     if n != last[0]:
                         last[:] = [n, time.monotonic()]
-                    assert sender.poll() is None, f"the sender exited with {sender.returncode} (log: {log_path})"
+                    assert Rig.killed or sender.poll() is None, f"the sender exited with {sender.returncode} (log: {log_path})"
                     if sample_at is not None and not sample and time.monotonic() - started > sample_at:
                         sample.update(scrape(metrics_port, "anpi_sender_"))
-                    # everything delivered and nothing more for 3 s (a repeat would show by then)
-                    return n >= total and time.monotonic() - last[1] > 3.0
+                    # everything delivered and nothing more for a while (a repeat would show by then)
+                    return ((chaotic is None or chaotic.done()) and n >= total
+                            and time.monotonic() - last[1] > quiet)
 
                 await until(done, 600, "the outbox to drain")
+                if chaotic is not None:
+                    await chaotic  # its errors, if any
                 conflicts = sum(n for (endpoint, status), n in sim.state.requests.items() if status == 409)
                 return sim.state.delivery_counts(), last[1] - started, conflicts, sample
         finally:
@@ -190,4 +239,38 @@ def test_line_slow_or_failing_delivers_everything_once(town, name, faults):
     delivered, seconds, conflicts, _ = drain(loaded, expected, faults)
     result = by_recipient(expected, delivered)
     report(name, result, drained_in=f"{seconds:.1f} s", calls_failed=sum(faults.failed.values()))
+    assert result.clean, result
+
+
+def test_redis_killed_under_the_sender_then_the_sender_killed_thanks_everyone_once(town, tmp_path):
+    """Answers (the thanks for an OK tapped in LINE) are claimed in Redis before they go. Redis is
+    killed as the sender starts and comes back 10 s later (it keeps its data: AOF); once every
+    message is out the sender is SIGKILLed before it commits, and a new one reads its last batches
+    again with the tokens long expired. Each person still gets each thanks once."""
+    loaded, expected = town
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+
+    async def chaos(rig):
+        server.kill()
+        await asyncio.sleep(10)
+        assert rig.delivered() < sum(expected.values()), "the answers did not wait for Redis"
+        server.start()
+        await until(lambda: rig.delivered() >= sum(expected.values()), 300, "everything delivered")
+        rig.kill_sender()
+        # what it committed lies just past a batch's mark on every partition: its successor reads
+        # whole batches, and plans them into the same calls under the same retry keys
+        marks = await every_batch_mark(rig.settings)
+        at = await sender_committed(rig.settings, f"{rig.settings.prefix}-sender")
+        inside = {p: o for p, o in at.items() if o - 1 not in marks.get(p, ())}
+        assert at and not inside, f"committed inside a batch (partition: offset): {inside}"
+        rig.start_sender()
+
+    try:
+        delivered, seconds, conflicts, _ = drain(loaded, expected, Faults(), redis=server.url, tokens=True,
+                                                 chaos=chaos, quiet=20.0)
+    finally:
+        server.kill()
+    result = by_recipient(expected, delivered)
+    report("Redis kill -9 under the sender for 10 s, then sender SIGKILL", result, drained_in=f"{seconds:.1f} s")
     assert result.clean, result

@@ -92,10 +92,15 @@ def linesim_killing_the_sender(config: Config):
 
 async def batch_marks(settings: Settings, timeout: float = 60.0) -> dict[int, int]:
     """Per outbox partition, the offset of its last batch_end mark (committed records only)."""
+    return {number: max(marks) for number, marks in (await every_batch_mark(settings, timeout)).items()}
+
+
+async def every_batch_mark(settings: Settings, timeout: float = 60.0) -> dict[int, set[int]]:
+    """Per outbox partition, the offsets of its batch_end marks (committed records only)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka, enable_auto_commit=False,
                                 isolation_level="read_committed", auto_offset_reset="earliest")
     await consumer.start()
-    marks: dict[int, int] = {}
+    marks: dict[int, set[int]] = {}
     try:
         parts = [TopicPartition(settings.outbox, n) for n in range(settings.partitions)]
         consumer.assign(parts)
@@ -108,7 +113,7 @@ async def batch_marks(settings: Settings, timeout: float = 60.0) -> dict[int, in
             for tp, records in (await consumer.getmany(timeout_ms=500)).items():
                 for record in records:
                     if "batch_end" in codec.loads(record.value):
-                        marks[tp.partition] = record.offset
+                        marks.setdefault(tp.partition, set()).add(record.offset)
     finally:
         await consumer.stop()
     return marks

@@ -21,8 +21,13 @@ its committed offset before it resumes, and that re-reading is the only way on:
 - a batch being delivered when a rebalance comes may finish; its acks are not made, so its next
   reader (the partition's new owner, or this sender again) delivers it again with the same retry
   keys, and LINE answers 409 to the calls it already had.
-- Faust acks on its own the messages it skips during and after a rebalance; for this topic those
-  acks are refused the same way (`_refuse_stale_acks`).
+- what is committed is the offset just past the mark of the partition's last batch delivered and
+  acked, and nothing else (`_commit_delivered`): never inside a batch, so a restart reads a batch
+  again whole and plans it into the same calls. Faust's own reckoning, from the acks it saw and the
+  gaps it guessed, went one record into a batch (its gap after a transaction marker takes in the
+  record after it, which is then acked twice, and the run of acked offsets breaks there), and it
+  counts the acks it makes itself for messages skipped during a rebalance: a sender killed between
+  two commits began mid-batch and sent the rest of it as new multicasts under new retry keys.
 - Faust's seek "to the committed offset" moves nothing for a partition this group never committed
   (aiokafka seeks only to an offset > 0), so records fetched and thrown away during a rebalance
   were not read again; such a partition is sought to its beginning instead (`_rewind_uncommitted`).
@@ -78,6 +83,7 @@ def create_app(settings: Settings, tenant: Tenant, line_api: str, wall: Callable
     pending: dict[int, list] = {}  # per partition: (event, record) of the batch not yet delivered
     last: dict[int, asyncio.Future] = {}  # per partition: its latest batch being delivered
     in_flight: dict[asyncio.Future, int] = {}  # every batch being delivered -> its records
+    delivered: dict[int, int] = {}  # per partition: the offset past the mark of its last batch acked
 
     def current(message) -> bool:
         """Fetched since the last rebalance, and none under way: this sender's to deliver and ack."""
@@ -87,6 +93,7 @@ def create_app(settings: Settings, tenant: Tenant, line_api: str, wall: Callable
     async def drop_half_read(_app, revoked, **kwargs) -> None:
         for tp in revoked:
             if tp.topic == settings.outbox:
+                delivered.pop(tp.partition, None)  # after Faust's commit of it; its next reader goes on
                 dropped = pending.pop(tp.partition, None)
                 if dropped:
                     log.info("partition %d revoked: %d records of a half-read batch dropped (read again "
@@ -126,7 +133,7 @@ def create_app(settings: Settings, tenant: Tenant, line_api: str, wall: Callable
 
     @app.agent(outbox, concurrency=1)
     async def deliver(stream):
-        _refuse_stale_acks(app.consumer, settings.outbox, current)
+        _commit_delivered(app.consumer, settings.outbox, delivered)
         _rewind_uncommitted(app.consumer, settings.outbox)
         async for events in stream.noack_take(1000, within=0.05):
             for event in events:
@@ -145,8 +152,7 @@ def create_app(settings: Settings, tenant: Tenant, line_api: str, wall: Callable
                     del pending[number]
                     # Batches deliver side by side, of every partition, so that LINE slow or failing
                     # for one call holds up no other batch; each is acked only after the batches
-                    # before it on its partition (Faust commits acked offsets without a gap check
-                    # we can trust: see _refuse_stale_acks).
+                    # before it on its partition (what is committed: see _commit_delivered).
                     task = asyncio.ensure_future(deliver_and_ack(stream, number, batch, last.get(number)))
                     last[number] = task
                     in_flight[task] = len(batch)
@@ -165,6 +171,7 @@ def create_app(settings: Settings, tenant: Tenant, line_api: str, wall: Callable
         if earlier_acked and report is not None and all(current(e.message) for e, _ in batch):
             for e, _ in batch:
                 await stream.ack(e)
+            delivered[number] = batch[-1][0].message.offset + 1
             return True
         # a rebalance (or the shutdown) came meanwhile, or an earlier batch was left: the next
         # reader of the partition reads from the committed offset and sends it again, same keys
@@ -175,26 +182,27 @@ def create_app(settings: Settings, tenant: Tenant, line_api: str, wall: Callable
     return app
 
 
-def _refuse_stale_acks(consumer, topic: str, current) -> None:
-    """Make `consumer.ack` a no-op for `topic`'s messages that are not `current`.
-
-    Faust acks on its own the messages a stream skips because they were fetched before the last
-    rebalance or arrived while it was under way ("otherwise the lag would increase"). For this topic
-    those are records of batches not delivered, and Faust's offset bookkeeping can commit past them:
-    it looks for a gap before the first acked offset only against a known non-zero committed offset
-    (a revoked partition's is forgotten), and never one offset past it, where a batch's first record
-    lies (after the marker of the transaction before). Left unacked they are read again instead."""
-    if getattr(consumer, "_anpi_refuses_stale_acks", False):
+def _commit_delivered(consumer, topic: str, delivered: dict[int, int]) -> None:
+    """Make Faust commit, for `topic`, exactly `delivered[partition]` (the offset past the mark of
+    the last batch delivered and acked there) whenever it is past the committed one, and nothing
+    otherwise; other topics keep Faust's reckoning. The acks Faust keeps for this topic are cleared
+    at each commit (it still uses them to know which partitions to look at)."""
+    if getattr(consumer, "_anpi_commits_delivered", False):
         return
-    ack = consumer.ack
+    new_offset = consumer._new_offset
 
-    def ack_current(message) -> bool:
-        if message.topic == topic and not current(message):
-            return False
-        return ack(message)
+    def delivered_offset(tp):
+        if tp.topic != topic:
+            return new_offset(tp)
+        consumer._acked[tp].clear()
+        consumer._acked_index[tp].clear()
+        consumer._gap.pop(tp, None)
+        offset = delivered.get(tp.partition)
+        committed = consumer._committed_offset[tp]
+        return offset if offset is not None and (committed is None or offset > committed) else None
 
-    consumer.ack = ack_current
-    consumer._anpi_refuses_stale_acks = True
+    consumer._new_offset = delivered_offset
+    consumer._anpi_commits_delivered = True
 
 
 def _rewind_uncommitted(consumer, topic: str) -> None:
