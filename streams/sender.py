@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Awaitable, Callable, Iterable, Protocol
@@ -89,25 +90,54 @@ return '0'
 
 
 class RedisLimiter:
-    """A token bucket shared by every sender of a channel (redis.asyncio client, one small Lua script)."""
+    """A token bucket shared by every sender of a channel (redis.asyncio client, one small Lua script).
 
-    def __init__(self, client, key: str, rate: float, burst: float):
+    While Redis does not answer, each sender keeps to the limit on its own (a local bucket at the
+    same rate, `on_fallback` told each time): Redis is a helper, and a sender never stops for it.
+    Several replicas may then together go past the channel's limit; LINE answers 429 to the excess,
+    which goes again with the same retry key."""
+
+    def __init__(self, client, key: str, rate: float, burst: float, on_fallback: Callable[[], None] | None = None):
         self._script = client.register_script(_TAKE_LUA)
         self._key, self._rate, self._burst = key, rate, burst
+        self._fallback = LocalLimiter(rate, burst)
+        self._on_fallback = on_fallback
+        self._away = False
 
     async def reserve(self, cost: float = 1.0) -> float:
-        return float(await self._script(keys=[self._key], args=[self._rate, self._burst, cost]))
+        try:
+            wait = float(await self._script(keys=[self._key], args=[self._rate, self._burst, cost]))
+        except (OSError, TimeoutError, redis_errors.ConnectionError, redis_errors.TimeoutError) as error:
+            if not self._away:
+                log.warning("shared rate limit %s unavailable (%s): keeping to it in this process", self._key,
+                            type(error).__name__)
+                self._away = True
+            if self._on_fallback is not None:
+                self._on_fallback()
+            return await self._fallback.reserve(cost)
+        if self._away:
+            log.warning("shared rate limit %s back", self._key)
+            self._away = False
+        return wait
 
 
 def redis_reply_claims(client, tenant_id: str, ttl_seconds: int = 2 * 24 * 3600):
     """Sender.claim_replies over Redis: one SET NX per effect id (a reply token lives a minute; a
-    batch comes again within hours at most), so any number of senders answer each effect once."""
-    async def claim(effect_ids: list[str]) -> set[str]:
+    batch comes again within hours at most), so any number of senders answer each effect once.
+
+    Each claim names its holder (one per claim, the same on its retries), and a key already held by
+    the same holder is won: a SET that Redis applied but whose answer was lost (killed, timed out)
+    is then won on the retry, not lost. Another claim of the same effect (a restart, a batch read
+    again) has another holder and loses, as it must."""
+    async def claim(effect_ids: list[str], holder: str) -> set[str]:
+        value = holder.encode()
         async with client.pipeline(transaction=False) as pipe:
             for effect_id in effect_ids:
-                pipe.set(f"anpi:{{{tenant_id}}}:replied:{effect_id}", b"1", nx=True, ex=ttl_seconds)
-            won = await pipe.execute()
-        return {effect_id for effect_id, ok in zip(effect_ids, won) if ok}
+                key = f"anpi:{{{tenant_id}}}:replied:{effect_id}"
+                pipe.set(key, value, nx=True, ex=ttl_seconds)
+                pipe.get(key)
+            answers = await pipe.execute()
+        return {effect_id for effect_id, held in zip(effect_ids, answers[1::2]) if held == value}
     return claim
 
 
@@ -116,9 +146,10 @@ def local_limiters(limits: Limits) -> dict[str, Limiter]:
             for ep in (ob.PUSH, ob.MULTICAST, ob.REPLY)}
 
 
-def redis_limiters(client, tenant_id: str, limits: Limits) -> dict[str, Limiter]:
+def redis_limiters(client, tenant_id: str, limits: Limits,
+                   on_fallback: Callable[[], None] | None = None) -> dict[str, Limiter]:
     return {ep: RedisLimiter(client, f"anpi:ratelimit:{tenant_id}:{ep}", limits.rate(ep),
-                             max(1.0, limits.rate(ep) * limits.burst_seconds))
+                             max(1.0, limits.rate(ep) * limits.burst_seconds), on_fallback)
             for ep in (ob.PUSH, ob.MULTICAST, ob.REPLY)}
 
 
@@ -169,6 +200,8 @@ class Metrics:
                                      "outside LINE's answers (held, never acked undelivered)", registry=r)
         self.claims_waiting = Counter("anpi_sender_claim_retries", "Reply claims tried again: their store "
                                       "(Redis) did not answer; the answers wait", registry=r)
+        self.limiter_fallbacks = Counter("anpi_sender_limiter_fallbacks", "Calls paced by this process alone: "
+                                         "the shared rate limit (Redis) did not answer", registry=r)
         self.expired = Counter("anpi_sender_expired", "Calls given up because LINE failed for as long as "
                                "the retry key lasts (24 h)", ["endpoint"], registry=r)
         self.retrying = Gauge("anpi_sender_retrying", "Calls LINE has not taken yet, being tried again",
@@ -214,7 +247,8 @@ class Sender:
         # (effect ids) -> those this sender may answer by reply now, never again: a reply has no retry
         # key, so a batch delivered again after a crash would reply with a spent token and fall back
         # to a push, twice. None: the caller claims replies itself (the embedded runtime does).
-        self.claim_replies: Callable[[list[str]], Awaitable[set[str]]] | None = None
+        # (effect ids, holder: one per claim, the same on its retries) -> those this claim won
+        self.claim_replies: Callable[[list[str], str], Awaitable[set[str]]] | None = None
         self._headers = {"Authorization": f"Bearer {tenant.channel_access_token}",
                          "Content-Type": "application/json"}
         self._retrying: dict[int, float] = {}  # calls being tried again -> monotonic time of their first try
@@ -353,9 +387,10 @@ class Sender:
         """claim_replies, waiting for as long as its store (Redis) is down: an answer is never sent
         unclaimed, and the batch is held, not dropped, meanwhile."""
         attempt = 0
+        holder = uuid.uuid4().hex
         while True:
             try:
-                return await self.claim_replies(effect_ids)
+                return await self.claim_replies(effect_ids, holder)
             except (OSError, TimeoutError, redis_errors.ConnectionError, redis_errors.TimeoutError) as error:
                 failure = error  # the store is away; any other error is a fault of ours: raised
             attempt += 1

@@ -27,12 +27,14 @@ import urllib.request
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from aiohttp import web
 
 from agents.messages import SENDS_MESSAGES, recipients
 from linesim import Channel, Config
+from linesim.limits import Rate
 from schemas.tenant import Tenant
 from streams import codec
 from streams import scenario as scenario_module
@@ -85,11 +87,15 @@ class Faults:
         return await handler(request)
 
 
+def history(**town) -> tuple:
+    """A busy town's history and the deliveries `anpi simulate` decides for it, per recipient."""
+    loaded = scenario_module.parse(busy_town(**town))
+    return loaded, Counter(to for e in simulator.run(loaded) if e.effect in SENDS_MESSAGES for to in recipients(e))
+
+
 @pytest.fixture(scope="module")
 def town():
-    loaded = scenario_module.parse(busy_town(members=1_500, groups=10, days=4))
-    expected = Counter(to for e in simulator.run(loaded) if e.effect in SENDS_MESSAGES for to in recipients(e))
-    return loaded, expected
+    return history(members=1_500, groups=10, days=4)
 
 
 def with_reply_tokens(messages):
@@ -108,12 +114,21 @@ def with_reply_tokens(messages):
         yield number, key, value
 
 
+class Drained(NamedTuple):
+    delivered: Counter       # deliveries per recipient
+    seconds: float           # from the senders' start to the last delivery
+    answers: Counter         # LINE's answers by (endpoint, status)
+    sample: dict             # the first sender's anpi_sender_* metrics `sample_at` seconds after its start
+    by_sender: list[dict]    # each sender still up: its anpi_sender_* metrics at the end
+
+
 def drain(loaded, expected: Counter, faults: Faults, sample_at: float | None = None, redis: str | None = None,
-          tokens: bool = False, chaos=None, quiet: float = 3.0) -> tuple[Counter, float, int, dict]:
-    """(deliveries per recipient, seconds from the sender's start to the last delivery, 409s, the
-    sender's anpi_sender_* metrics read `sample_at` seconds after its start). `redis`: the sender's
-    Redis; `tokens`: OKs carry reply tokens; `chaos(rig)`: a coroutine run beside the drain, which may
-    `rig.kill_sender()` and `rig.start_sender()`; `quiet`: seconds with no new delivery that mean done."""
+          tokens: bool = False, chaos=None, quiet: float = 3.0, replicas: int = 1,
+          rates: dict[str, int] | None = None) -> Drained:
+    """The town's outbox drained by `anpi sender` into linesim behind `faults`. `redis`: the senders' Redis; `tokens`: OKs carry reply tokens; `chaos(rig)`: a coroutine
+    run beside the drain, which may `rig.kill_sender()` and `rig.start_sender()`; `quiet`: seconds
+    with no new delivery that mean done; `replicas`: senders started together (one consumer group);
+    `rates`: the channel's requests per second per endpoint, in linesim and in the senders."""
     async def go():
         run = kafka_simulate.KafkaRun(Settings.from_env())
         s = run.settings
@@ -121,7 +136,8 @@ def drain(loaded, expected: Counter, faults: Faults, sample_at: float | None = N
         tenant = Tenant(s.prefix, "s" * 32, "t" * 40)
         group = f"{s.prefix}-sender"
         log_path = VAR / "runs" / f"{s.prefix}-sender.log"
-        sender = None
+        senders: list[subprocess.Popen] = []  # every one started (all stopped at the end)
+        live: list[subprocess.Popen] = []     # those not killed on purpose: each must stay up
         try:
             # the whole history decided first: the sender then drains a full outbox
             run.start_worker()
@@ -130,19 +146,20 @@ def drain(loaded, expected: Counter, faults: Faults, sample_at: float | None = N
             await run.produce(with_reply_tokens(messages) if tokens else messages)
             await run.collect(flush, timeout=300)
             config = Config([Channel(tenant.id, tenant.channel_access_token, tenant.channel_secret)],
-                            strict_ids=False)  # the town's ids are short, not LINE's 33 characters
+                            strict_ids=False,  # the town's ids are short, not LINE's 33 characters
+                            rates={ep: Rate(n, 1) for ep, n in (rates or {}).items()})
             async with linesim_with(config, lambda state: faults) as (sim, _):
-                metrics_port = kafka_simulate._free_port()
+                ports: dict[subprocess.Popen, int] = {}  # each sender's /metrics
                 env = {**os.environ, **s.env(), "ANPI_CHANNEL_SECRET": tenant.channel_secret,
                        "ANPI_CHANNEL_ACCESS_TOKEN": tenant.channel_access_token, "ANPI_LINE_API": sim.base_url,
-                       "ANPI_SENDER_METRICS_PORT": str(metrics_port), **({"ANPI_REDIS": redis} if redis else {})}
+                       **({"ANPI_REDIS": redis} if redis else {}),
+                       **{f"ANPI_LINE_RATE_{ep.upper()}": str(n) for ep, n in (rates or {}).items()}}
                 sample: dict = {}
                 total = sum(expected.values())
                 last = [0, time.monotonic()]
 
                 class Rig:
                     settings = s
-                    killed = False  # by the chaos, not yet started again
 
                     @staticmethod
                     def delivered() -> int:
@@ -150,32 +167,36 @@ def drain(loaded, expected: Counter, faults: Faults, sample_at: float | None = N
 
                     @staticmethod
                     def start_sender() -> None:
-                        nonlocal sender
-                        Rig.killed = False
+                        port = kafka_simulate._free_port()
                         with open(log_path, "ab") as log:
-                            sender = subprocess.Popen([sys.executable, "-m", "streams.kafka.sender_app"], env=env,
-                                                      cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                                      start_new_session=True)
+                            senders.append(subprocess.Popen(
+                                [sys.executable, "-m", "streams.kafka.sender_app"],
+                                env={**env, "ANPI_SENDER_METRICS_PORT": str(port)}, cwd=ROOT, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True))
+                        live.append(senders[-1])
+                        ports[senders[-1]] = port
 
                     @staticmethod
                     def kill_sender() -> None:
-                        """SIGKILL: no commit of what it delivered since its last one."""
-                        Rig.killed = True
+                        """SIGKILL the latest: no commit of what it delivered since its last one."""
+                        sender = live.pop()
                         sender.kill()
                         sender.wait(30)
 
                 faults.start()
                 started = time.monotonic()
-                Rig.start_sender()
+                for _ in range(replicas):
+                    Rig.start_sender()
                 chaotic = asyncio.ensure_future(chaos(Rig)) if chaos is not None else None
 
                 def done() -> bool:
                     n = Rig.delivered()
                     if n != last[0]:
                         last[:] = [n, time.monotonic()]
-                    assert Rig.killed or sender.poll() is None, f"the sender exited with {sender.returncode} (log: {log_path})"
+                    for sender in live:
+                        assert sender.poll() is None, f"a sender exited with {sender.returncode} (log: {log_path})"
                     if sample_at is not None and not sample and time.monotonic() - started > sample_at:
-                        sample.update(scrape(metrics_port, "anpi_sender_"))
+                        sample.update(scrape(ports[senders[0]], "anpi_sender_"))
                     # everything delivered and nothing more for a while (a repeat would show by then)
                     return ((chaotic is None or chaotic.done()) and n >= total
                             and time.monotonic() - last[1] > quiet)
@@ -183,11 +204,13 @@ def drain(loaded, expected: Counter, faults: Faults, sample_at: float | None = N
                 await until(done, 600, "the outbox to drain")
                 if chaotic is not None:
                     await chaotic  # its errors, if any
-                conflicts = sum(n for (endpoint, status), n in sim.state.requests.items() if status == 409)
-                return sim.state.delivery_counts(), last[1] - started, conflicts, sample
+                return Drained(sim.state.delivery_counts(), last[1] - started, Counter(sim.state.requests), sample,
+                               [scrape(ports[sender], "anpi_sender_") for sender in live])
         finally:
-            if sender is not None and sender.poll() is None:
-                sender.send_signal(signal.SIGTERM)
+            for sender in senders:
+                if sender.poll() is None:
+                    sender.send_signal(signal.SIGTERM)
+            for sender in senders:
                 try:
                     sender.wait(timeout=30)
                 except subprocess.TimeoutExpired:
@@ -219,7 +242,8 @@ def by_recipient(expected: Counter, delivered: Counter) -> Tally:
 def test_line_down_for_90_s_delays_every_message_and_loses_none(town):
     loaded, expected = town
     faults = Faults(down_seconds=90)
-    delivered, seconds, conflicts, during = drain(loaded, expected, faults, sample_at=60)
+    delivered, seconds, answers, during, _ = drain(loaded, expected, faults, sample_at=60)
+    conflicts = sum(n for (endpoint, status), n in answers.items() if status == 409)
     result = by_recipient(expected, delivered)
     report("LINE 500 for 90 s", result, drained_after=f"{seconds:.1f} s", calls_failed=faults.failed["down"],
            answered_409=conflicts, waiting_at_60_s=during.get("anpi_sender_retrying"))
@@ -236,7 +260,7 @@ def test_line_down_for_90_s_delays_every_message_and_loses_none(town):
 ], ids=["fault-free", "flaky", "flaky-hangs"])
 def test_line_slow_or_failing_delivers_everything_once(town, name, faults):
     loaded, expected = town
-    delivered, seconds, conflicts, _ = drain(loaded, expected, faults)
+    delivered, seconds, *_ = drain(loaded, expected, faults)
     result = by_recipient(expected, delivered)
     report(name, result, drained_in=f"{seconds:.1f} s", calls_failed=sum(faults.failed.values()))
     assert result.clean, result
@@ -267,10 +291,33 @@ def test_redis_killed_under_the_sender_then_the_sender_killed_thanks_everyone_on
         rig.start_sender()
 
     try:
-        delivered, seconds, conflicts, _ = drain(loaded, expected, Faults(), redis=server.url, tokens=True,
+        delivered, seconds, *_ = drain(loaded, expected, Faults(), redis=server.url, tokens=True,
                                                  chaos=chaos, quiet=20.0)
     finally:
         server.kill()
     result = by_recipient(expected, delivered)
     report("Redis kill -9 under the sender for 10 s, then sender SIGKILL", result, drained_in=f"{seconds:.1f} s")
     assert result.clean, result
+
+
+@pytest.fixture(scope="module")
+def small_town():
+    return history(members=300, groups=2, days=3)
+
+
+def test_two_senders_keep_together_to_their_channels_limit(small_town):
+    """LINE's limits are per channel, however many senders deliver for it: two replicas (one
+    consumer group, the partitions shared) take each call's turn from one bucket per endpoint in
+    Redis, so together they keep to it. linesim answers 429 past it, as LINE does."""
+    loaded, expected = small_town
+    per_second = 40
+    drained = drain(loaded, expected, Faults(), replicas=2, rates={"push": per_second})
+    result = by_recipient(expected, drained.delivered)
+    pushes = drained.answers[("push", 200)]
+    report("two senders, pushes limited to 40/s", result, drained_in=f"{drained.seconds:.1f} s", pushes=pushes,
+           answered_429=drained.answers[("push", 429)],
+           calls_by_sender=[m.get("anpi_sender_requests_total", 0) for m in drained.by_sender])
+    assert result.clean, result
+    assert all(m.get("anpi_sender_requests_total", 0) > 0 for m in drained.by_sender) and len(drained.by_sender) == 2
+    assert drained.answers[("push", 429)] == 0, drained.answers
+    assert drained.seconds > 0.8 * pushes / per_second  # paced at the limit, not just lucky

@@ -131,6 +131,30 @@ def test_redis_limiter_is_shared_by_several_senders(redis_url):
     assert other == 0   # another channel's bucket is its own
 
 
+
+def test_redis_limiter_keeps_to_the_limit_in_process_while_redis_is_away():
+    """Redis is a helper: with nobody listening on its port, a call still gets its turn, paced by
+    this process alone at the same rate, and each such turn is counted."""
+    import redis.asyncio as aioredis
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    async def go():
+        client = aioredis.from_url(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=1)
+        fallbacks = []
+        try:
+            limiter = RedisLimiter(client, "anpi:ratelimit:t:push", rate=100, burst=2,
+                                   on_fallback=lambda: fallbacks.append(1))
+            return [await limiter.reserve() for _ in range(4)], len(fallbacks)
+        finally:
+            await client.aclose()
+
+    waits, fallbacks = asyncio.run(go())
+    assert waits[:2] == [0, 0] and 0.005 < waits[2] < 0.015 < waits[3] < 0.025, waits  # the same pacing
+    assert fallbacks == 4
+
 # --- real HTTP against linesim --------------------------------------------------------------------
 
 from linesim.limits import Rate  # noqa: E402
@@ -398,6 +422,55 @@ def test_a_batch_delivered_again_replies_once_and_pushes_nothing():
     sim = asyncio.run(go())
     assert [d.endpoint for d in sim.state.deliveries_to(uid(1))] == ["reply"]
     assert len(sim.state.deliveries_to(uid(2))) == 1 and sim.state.duplicates == 0  # the push's retry key: 409
+
+
+def test_a_claim_redis_took_without_its_answer_reaching_us_is_won_on_its_retry_and_the_thanks_goes_once():
+    """Redis can apply a SET NX and die (or time out) before its answer arrives. Retried, that claim
+    must be won, not lost: the thanks would never go. A second delivery of the same effect (a
+    restart, a batch read again) still loses it: it is another claim."""
+    import redis.asyncio as aioredis
+    from redis import exceptions as redis_errors
+
+    from streams.kafka.settings import Settings
+    from streams.sender import redis_reply_claims
+
+    tenant = f"claims-{uuid.uuid4().hex[:8]}"
+
+    async def go():
+        redis = aioredis.from_url(Settings.from_env().redis)
+        try:
+            claim = redis_reply_claims(redis, tenant)
+            retried = [await claim(["e1", "e2"], "one"), await claim(["e1", "e2"], "one")]
+            other = await claim(["e1", "e3"], "two")
+
+            async def answer_lost_once(effect_ids, holder, lost=[]):
+                won = await claim(effect_ids, holder)  # applied in Redis...
+                if not lost:
+                    lost.append(won)
+                    raise redis_errors.ConnectionError("Connection closed by server.")  # ...answer lost
+                return won
+
+            async with run_linesim(_config()) as sim:
+                now = time.time()
+                batch = [{**effect_to_obj(Effect(int(now * 1000) - 120_000, fx.CONFIRMED, uid(1), 1)),
+                          "reply_token": "aged"}]  # too old to reply with: by push, claimed
+                async with Sender(TENANT, sim.base_url, wall=lambda: now,
+                                  retry=ob.RetryPolicy(base=0.01, cap=0.02)) as sender:
+                    sender.claim_replies = answer_lost_once
+                    await sender.deliver(batch)
+                async with Sender(TENANT, sim.base_url, wall=lambda: now) as again:  # after a restart
+                    again.claim_replies = redis_reply_claims(redis, tenant)
+                    late = await again.deliver(batch)
+                return retried, other, sim, late
+        finally:
+            for key in await redis.keys(f"anpi:{{{tenant}}}:*"):
+                await redis.delete(key)
+            await redis.aclose()
+
+    retried, other, sim, late = asyncio.run(go())
+    assert retried == [{"e1", "e2"}, {"e1", "e2"}] and other == {"e3"}
+    assert [d.endpoint for d in sim.state.deliveries_to(uid(1))] == ["push"]  # sent, once
+    assert late.requests == 0
 
 
 @asynccontextmanager

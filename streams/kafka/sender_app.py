@@ -49,7 +49,7 @@ from schemas.tenant import Tenant
 from streams import codec, startup
 from streams.tenant_env import tenant_from_env
 from streams.kafka.settings import Settings
-from streams.sender import Sender, redis_reply_claims
+from streams.sender import Limits, Sender, redis_limiters, redis_reply_claims
 
 log = logging.getLogger("anpi.sender")
 BATCHES_IN_FLIGHT = 256     # batches being delivered at once, over all partitions (ANPI_SENDER_BATCHES_IN_FLIGHT)
@@ -57,8 +57,9 @@ RECORDS_IN_FLIGHT = 50_000  # and their records at most (memory), however many b
 
 
 def create_app(settings: Settings, tenant: Tenant, line_api: str, wall: Callable[[], float] = time.time,
-               batches_in_flight: int = BATCHES_IN_FLIGHT) -> faust.App:
-    """`wall`: the clock a reply token's age is judged by (LINE's: real time; a test's: linesim's)."""
+               batches_in_flight: int = BATCHES_IN_FLIGHT, limits: Limits = Limits()) -> faust.App:
+    """`wall`: the clock a reply token's age is judged by (LINE's: real time; a test's: linesim's).
+    `limits`: the channel's requests per second per endpoint, shared by every replica (Redis)."""
     app = faust.App(
         f"{settings.prefix}-sender",
         broker=f"kafka://{settings.kafka}",
@@ -78,8 +79,13 @@ def create_app(settings: Settings, tenant: Tenant, line_api: str, wall: Callable
     outbox = app.topic(settings.outbox, key_type=bytes, value_type=bytes, key_serializer="raw",
                        value_serializer="raw", partitions=settings.partitions)
     sender = Sender(tenant, line_api, wall=wall)
+    # a Redis that hangs must not hold a call for ever: it then counts as away (claims wait, the
+    # rate limit is kept in this process)
+    client = aioredis.from_url(settings.redis, socket_timeout=5, socket_connect_timeout=5)
+    # LINE's limits are per channel, whatever the number of senders: one bucket per endpoint in Redis
+    sender.limiters = redis_limiters(client, tenant.id, limits, sender.metrics.limiter_fallbacks.inc)
     # a batch delivered again (after a crash or a rebalance) must not reply twice: claims in Redis
-    sender.claim_replies = redis_reply_claims(aioredis.from_url(settings.redis), tenant.id)
+    sender.claim_replies = redis_reply_claims(client, tenant.id)
     pending: dict[int, list] = {}  # per partition: (event, record) of the batch not yet delivered
     last: dict[int, asyncio.Future] = {}  # per partition: its latest batch being delivered
     in_flight: dict[asyncio.Future, int] = {}  # every batch being delivered -> its records
@@ -239,7 +245,12 @@ def main(loglevel: str = "warning", wall: Callable[[], float] = time.time) -> in
     # /metrics (anpi_sender_*: calls by status, retries, the backlog LINE has not taken): off unless set
     metrics_port = startup.port(startup.number(os.environ, "ANPI_SENDER_METRICS_PORT", 0, low=0),
                                 "ANPI_SENDER_METRICS_PORT", settings.web_host)
-    app = create_app(settings, tenant, os.environ.get("ANPI_LINE_API", "https://api.line.me"), wall, in_flight)
+    # requests per second per endpoint: LINE's per-channel limits unless the channel has others
+    limits = Limits(**{endpoint: startup.number(os.environ, f"ANPI_LINE_RATE_{endpoint.upper()}",
+                                                getattr(Limits(), endpoint), float, low=0.01)
+                       for endpoint in ("push", "multicast", "reply")})
+    app = create_app(settings, tenant, os.environ.get("ANPI_LINE_API", "https://api.line.me"), wall, in_flight,
+                     limits)
     if metrics_port:
         from prometheus_client import start_http_server
         start_http_server(metrics_port, settings.web_host, registry=app.anpi_sender.registry)
