@@ -17,6 +17,7 @@ COPY pyproject.toml README.md ./
 COPY schemas/ schemas/
 COPY agents/ agents/
 COPY streams/ streams/
+COPY linesim/ linesim/
 COPY examples/ examples/
 RUN pip install --no-cache-dir . \
  && rm -rf build *.egg-info

@@ -5,6 +5,9 @@
                            events LINE already delivered dropped (webhookEventId); the rest routed
                            (streams/webhook_events.py) and handed to the sink; 200 only once the
                            sink has them durably, 500 otherwise (LINE redelivers, and we accept it)
+  GET /metrics             not here: `Metrics` (anpi_ingress_*) are served by `anpi serve` on its
+                           /metrics, by `anpi ingress` on ANPI_INGRESS_METRICS_PORT, off the
+                           webhook's port (which faces the internet)
   GET /healthz             200 "ok" when the process answers and, where the app is given a health
                            check (the embedded runtime: its engine loop), that check passes; 503
                            and the reason when it does not
@@ -30,6 +33,7 @@ from typing import Protocol
 
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
+from prometheus_client import CollectorRegistry, Counter
 
 from agents.messages import answers
 from agents.subject import addressed
@@ -58,19 +62,40 @@ class Dedupe(Protocol):
         """Undo `first`: the events could not be stored, so LINE's redelivery must be accepted."""
 
 
+# --- metrics --------------------------------------------------------------------------------------
+
+# what happened to a webhook request: the label values of anpi_ingress_webhooks_total{outcome}
+ACCEPTED, UNSIGNED, MALFORMED, UNSTORED, NO_TENANT = "accepted", "unsigned", "malformed", "unstored", "no_tenant"
+
+
+class Metrics:
+    """Per tenant (ids the deployment configured; an unknown one counts as "unknown", so a stranger
+    cannot grow the series): webhook requests by outcome, and their events, new or repeated."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        self.webhooks = Counter("anpi_ingress_webhooks", "Webhook requests, by tenant and outcome (accepted, "
+                                "unsigned, malformed, unstored: answered 500 for LINE to redeliver, no_tenant)",
+                                ["tenant", "outcome"], registry=self.registry)
+        self.events = Counter("anpi_ingress_events", "Webhook events, by tenant; repeated: LINE delivered it "
+                              "before (webhookEventId), dropped", ["tenant", "repeated"], registry=self.registry)
+
+
 # --- the app --------------------------------------------------------------------------------------
 
 TENANTS = web.AppKey("tenants", Mapping)
 SINK = web.AppKey("sink", object)
 DEDUPE = web.AppKey("dedupe", object)
 HEALTH = web.AppKey("health", object)
+METRICS = web.AppKey("metrics", Metrics)
 
 
 def create_app(tenants: Mapping[str, Tenant], sink: Sink, dedupe: Dedupe,
-               health: Callable[[], tuple[bool, str]] | None = None) -> web.Application:
+               health: Callable[[], tuple[bool, str]] | None = None, metrics: Metrics | None = None) -> web.Application:
     app = web.Application()
     app[TENANTS], app[SINK], app[DEDUPE] = tenants, sink, dedupe
     app[HEALTH] = health or (lambda: (True, "ok"))
+    app[METRICS] = metrics or Metrics()
     app.router.add_post("/webhook/{tenant}", webhook)
     app.router.add_get("/healthz", healthz)
     return app
@@ -83,16 +108,20 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def webhook(request: web.Request) -> web.Response:
     tenant = request.app[TENANTS].get(request.match_info["tenant"])
+    metrics = request.app[METRICS]
     if tenant is None:
+        metrics.webhooks.labels("unknown", NO_TENANT).inc()
         return _answer(404, "no such tenant")
     body = await request.read()
     if not signed(tenant.channel_secret, body, request.headers.get("X-Line-Signature")):
         log.warning("tenant %s: webhook with a missing or wrong signature refused", tenant.id)
+        metrics.webhooks.labels(tenant.id, UNSIGNED).inc()
         return _answer(401, "missing or wrong X-Line-Signature")
     try:
         events = parse(body)
     except Malformed as error:
         log.warning("tenant %s: malformed webhook refused: %s", tenant.id, error)
+        metrics.webhooks.labels(tenant.id, MALFORMED).inc()
         return _answer(400, str(error))
 
     dedupe: Dedupe = request.app[DEDUPE]
@@ -112,7 +141,11 @@ async def webhook(request: web.Request) -> web.Response:
             raise
         log.error("tenant %s: %d webhook events not stored (%s); answering 500 so LINE redelivers",
                   tenant.id, len(marked), error.__class__.__name__, exc_info=True)
+        metrics.webhooks.labels(tenant.id, UNSTORED).inc()
         return _answer(500, "events not stored; please redeliver")
+    metrics.webhooks.labels(tenant.id, ACCEPTED).inc()
+    metrics.events.labels(tenant.id, "false").inc(len(marked))
+    metrics.events.labels(tenant.id, "true").inc(len(events) - len(marked))
     log.info("tenant %s: %d events (%d new): %d applied, %d audited", tenant.id, len(events), len(marked),
              len(routed.events), len(routed.audit))
     return web.json_response({"message": "ok"})

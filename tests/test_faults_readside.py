@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from streams import scenario as scenario_module
 from streams.kafka import simulate as kafka_simulate
 from streams.kafka.feed import feed
+from streams.kafka import readside_app
 from streams.kafka.readside_app import ReadSideConsumer
 from streams.kafka.settings import Settings
 from proving_ground import RedisServer, feed_slowly, until
@@ -52,10 +53,13 @@ def test_redis_killed_under_the_read_side_loses_no_count(tmp_path):
             await until(lambda: follower.applied > 0, 60, "the read side to apply something")
             server.kill()                    # Redis goes down while effects keep coming
             await asyncio.sleep(5)
+            during = metrics(follower)       # an SRE sees it wait
             server.start()                   # and comes back with what it had on disk
             await feeding
             await run.collect(flush, timeout=300)
             await until(lambda: _caught_up(follower), 120, "the read side to catch up")
+            await asyncio.sleep(readside_app.LAG_EVERY + 1)  # the lag read once more
+            after = metrics(follower)
             stop.set()
             await following
             await follower.stop()
@@ -63,7 +67,8 @@ def test_redis_killed_under_the_read_side_loses_no_count(tmp_path):
             await replay.start()
             await catch_up(replay)
             await replay.stop()
-            return await snapshot(redis, run.settings.prefix), await snapshot(fresh, run.settings.prefix)
+            return (await snapshot(redis, run.settings.prefix), await snapshot(fresh, run.settings.prefix),
+                    during, after)
         finally:
             stop.set()
             run.kill_worker(signal.SIGTERM)
@@ -72,9 +77,18 @@ def test_redis_killed_under_the_read_side_loses_no_count(tmp_path):
             await fresh.aclose()
             server.kill()
 
-    followed, replayed = asyncio.run(go())
+    followed, replayed, during, after = asyncio.run(go())
     assert len(replayed) > 100
     assert followed == replayed
+    assert during["behind"] == 1 and during["failures"] > 0
+    assert after["behind"] == 0 and after["lag"] == 0 and after["records"] > during["records"] > 0
+
+
+def metrics(consumer: ReadSideConsumer) -> dict[str, float]:
+    """The consumer's anpi_readside_* series, as its /metrics page serves them."""
+    tenant = {"tenant": consumer.settings.prefix}
+    return {name: consumer.metrics.registry.get_sample_value(f"anpi_readside_{name}{suffix}", tenant)
+            for name, suffix in (("records", "_total"), ("failures", "_total"), ("behind", ""), ("lag", ""))}
 
 
 async def _caught_up(consumer: ReadSideConsumer) -> bool:

@@ -786,3 +786,63 @@ def test_every_body_lines_spec_allows_is_taken_and_every_forgery_is_refused(fuzz
         assert all(e.at in stamps for e in r.events)
         assert all(set(a) >= {"tenant", "type", "webhookEventId", "timestamp", "reason"} for a in r.audit)
         codec.dumps([codec.event_to_obj(e) for e in r.events])  # everything routed can travel
+
+
+def test_anpi_ingress_counts_each_webhook_by_outcome_on_its_own_metrics_port(kafka_tenant):
+    """An SRE sees, per tenant, what LINE's webhooks came to: taken, refused (unsigned, malformed),
+    for another tenant, repeated events; on a port of its own, never the webhook's, which faces the
+    internet."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    port, metrics_port = free_port(), free_port()
+    env = {**os.environ, **Settings.from_env().env(), "ANPI_TOPIC_PREFIX": kafka_tenant.id,
+           "ANPI_PARTITIONS": str(PARTITIONS), "ANPI_CHANNEL_SECRET": SECRET,
+           "ANPI_CHANNEL_ACCESS_TOKEN": kafka_tenant.channel_access_token,
+           "ANPI_INGRESS_METRICS_PORT": str(metrics_port)}
+    process = subprocess.Popen([sys.executable, "-m", "streams.cli", "ingress", "--port", str(port)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    host, path = f"127.0.0.1:{port}", f"/webhook/{kafka_tenant.id}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if get(host, "/healthz")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert process.poll() is None and time.monotonic() < deadline, "anpi ingress did not start"
+            time.sleep(0.2)
+        tap = ok_tap(user("U" + "7" * 32), at=T0)
+        once, twice = body_of(tap), body_of({**tap, "deliveryContext": {"isRedelivery": True}},
+                                            text(user("U" + "7" * 32), at=T0 + 1))
+        assert post(host, path, once, sign(once))[0] == 200
+        assert post(host, path, twice, sign(twice))[0] == 200  # the tap again (dropped) and a new message
+        assert post(host, path, once, "forged")[0] == 401
+        assert post(host, path, b"{", sign(b"{"))[0] == 400
+        assert post(host, "/webhook/somewhere-else", once, sign(once))[0] == 404
+        assert get(host, "/metrics")[0] == 404  # not on the webhook's port
+        page = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+    finally:
+        process.terminate()
+        process.wait(30)
+    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in page.splitlines()
+               if line.startswith("anpi_ingress_") and "_total{" in line}
+    t = kafka_tenant.id
+    assert samples == {
+        f'anpi_ingress_webhooks_total{{outcome="accepted",tenant="{t}"}}': 2.0,
+        f'anpi_ingress_webhooks_total{{outcome="unsigned",tenant="{t}"}}': 1.0,
+        f'anpi_ingress_webhooks_total{{outcome="malformed",tenant="{t}"}}': 1.0,
+        'anpi_ingress_webhooks_total{outcome="no_tenant",tenant="unknown"}': 1.0,
+        f'anpi_ingress_events_total{{repeated="false",tenant="{t}"}}': 2.0,
+        f'anpi_ingress_events_total{{repeated="true",tenant="{t}"}}': 1.0,
+    }, samples

@@ -64,7 +64,8 @@ class Runtime:
         self.step_seconds = step_seconds
         self.engine = Engine(store, tenant.id)
         self.sender = sender or Sender(tenant, line_api)
-        self.registries = [self.engine.registry, self.sender.registry]  # what /metrics serves
+        self.ingress_metrics = ingress.Metrics()
+        self.registries = [self.engine.registry, self.sender.registry, self.ingress_metrics.registry]  # /metrics
         self.listeners: list[Callable[[list[Effect]], None]] = []
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
@@ -86,7 +87,8 @@ class Runtime:
     def web_app(self) -> web.Application:
         """What the server serves: the webhook, /healthz and /metrics (subclasses mount more, e.g. the
         admin screen)."""
-        app = ingress.create_app(self.tenants, StoreSink(self.store), StoreDedupe(self.store), self.health)
+        app = ingress.create_app(self.tenants, StoreSink(self.store), StoreDedupe(self.store), self.health,
+                                 self.ingress_metrics)
         app.router.add_get("/metrics", self._metrics)
         return app
 

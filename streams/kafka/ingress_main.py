@@ -3,16 +3,19 @@
 Events go to the tenant's inbound topic (acks=all) before LINE gets its 200; webhookEventIds are
 de-duplicated in Redis, shared by every ingress process. Settings: ANPI_KAFKA, ANPI_REDIS,
 ANPI_PARTITIONS, and the channel from the environment (streams/tenant_env.py); the tenant id
-defaults to ANPI_TOPIC_PREFIX.
+defaults to ANPI_TOPIC_PREFIX. /metrics (anpi_ingress_*) on ANPI_INGRESS_METRICS_PORT (off unless
+set), never on the webhook's port, which faces the internet.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import replace
 
 import redis.asyncio as aioredis
 from aiohttp import web
+from prometheus_client import start_http_server
 
 from streams import ingress, startup
 from streams.kafka.settings import Settings
@@ -26,16 +29,21 @@ def main(host: str, port: int) -> int:
     tenant = tenant_from_env("ingress", settings.prefix)
     if tenant is None:
         return 2
+    metrics_port = startup.port(startup.number(os.environ, "ANPI_INGRESS_METRICS_PORT", 0, low=0),
+                                "ANPI_INGRESS_METRICS_PORT", settings.web_host)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(_serve(replace(settings, prefix=tenant.id), tenant, host, port))
+    metrics = ingress.Metrics()
+    if metrics_port:
+        start_http_server(metrics_port, settings.web_host, registry=metrics.registry)
+    asyncio.run(_serve(replace(settings, prefix=tenant.id), tenant, host, port, metrics))
     return 0
 
 
-async def _serve(settings: Settings, tenant, host: str, port: int) -> None:
+async def _serve(settings: Settings, tenant, host: str, port: int, metrics: ingress.Metrics) -> None:
     redis = aioredis.from_url(settings.redis)
     async with ingress.KafkaSink(settings) as sink:
-        runner = web.AppRunner(ingress.create_app({tenant.id: tenant}, sink, ingress.RedisDedupe(redis)),
-                               access_log=None)
+        runner = web.AppRunner(ingress.create_app({tenant.id: tenant}, sink, ingress.RedisDedupe(redis),
+                                                  metrics=metrics), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, host, port).start()
         print(f"anpi ingress: tenant {tenant.id}: LINE webhook URL http://{host}:{port}/webhook/{tenant.id}",

@@ -11,7 +11,9 @@ group offsets, no changelog and no transactions — only "start after the offset
 plain consumer with manually assigned partitions does in a few lines. Being outside a consumer
 group, a second replica is a harmless hot standby: both apply, the offsets make the second a no-op.
 
-The tenant is the topic prefix (ANPI_TOPIC_PREFIX); days are counted in ANPI_TIMEZONE.
+The tenant is the topic prefix (ANPI_TOPIC_PREFIX); days are counted in ANPI_TIMEZONE. /metrics
+(anpi_readside_*: records read, batches Redis did not take, whether it waits to read again, lag) on
+ANPI_READSIDE_METRICS_PORT, off unless set.
 `--from-beginning` reads both topics from their first record regardless of the stored offsets:
 nothing changes that was applied before (a check of the idempotence, or a rebuild after the read
 side's keys were deleted, in which case the stored offsets are gone too).
@@ -24,6 +26,7 @@ import os
 import signal
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from agents import readside as rs
 from streams import startup
@@ -32,6 +35,20 @@ from streams.redis_readside import EFFECTS, ESCALATIONS, Writer
 
 log = logging.getLogger("anpi.readside")
 MAX_RECORDS = 5000
+LAG_EVERY = 5.0  # seconds between two readings of the lag (one request to the broker)
+
+
+class Metrics:
+    def __init__(self, tenant: str, registry: CollectorRegistry | None = None):
+        self.registry = r = registry or CollectorRegistry()
+        self.records = Counter("anpi_readside_records", "Effect and escalation records read and applied",
+                               ["tenant"], registry=r).labels(tenant)
+        self.failures = Counter("anpi_readside_failures", "Batches, or reads of its offsets, Redis did not "
+                                "answer (then read again from the offsets it keeps)", ["tenant"], registry=r).labels(tenant)
+        self.behind = Gauge("anpi_readside_behind", "1 while a batch failed and the read side waits for Redis "
+                            "to read again from its offsets", ["tenant"], registry=r).labels(tenant)
+        self.lag = Gauge("anpi_readside_lag", "Committed records not yet read, over both topics (every "
+                         f"{LAG_EVERY:g} s)", ["tenant"], registry=r).labels(tenant)
 
 
 class ReadSideConsumer:
@@ -43,6 +60,7 @@ class ReadSideConsumer:
         self.parts = [TopicPartition(topic, n) for topic in self.topics for n in range(settings.partitions)]
         self.consumer: AIOKafkaConsumer | None = None
         self.applied = 0  # operations applied since start (not counting replays that changed nothing)
+        self.metrics = Metrics(settings.prefix)
 
     async def start(self) -> None:
         self.consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka, group_id=None,
@@ -70,7 +88,9 @@ class ReadSideConsumer:
                    for tp, records in got.items() if records]
         if batches:
             self.applied += await self.writer.apply(batches)
-        return sum(len(records) for _, _, records in batches)
+        read = sum(len(records) for _, _, records in batches)
+        self.metrics.records.inc(read)
+        return read
 
     async def lag(self) -> int:
         """Records (committed, visible) not yet read, over both topics and every partition."""
@@ -88,18 +108,26 @@ class ReadSideConsumer:
         failed ones were never counted."""
         stop = stop or asyncio.Event()
         behind = False  # a batch failed: the consumer's position is past what Redis has
+        measured = 0.0  # when the lag was last read
+        loop = asyncio.get_running_loop()
         while not stop.is_set():
             try:
                 if behind:
                     await self._rewind()
                     behind = False
+                    self.metrics.behind.set(0)
                     log.info("read side: Redis answers again; reading on from the offsets it has")
                 await self.step()
+                if loop.time() - measured >= LAG_EVERY:
+                    measured = loop.time()
+                    self.metrics.lag.set(await self.lag())
             except Exception as e:  # Redis down mid-batch: read again from the offsets Redis has
                 if not behind:
                     log.warning("read side not updated (%s: %s); will read again from Redis's offsets",
                                 type(e).__name__, e)
+                self.metrics.failures.inc()
                 behind = True
+                self.metrics.behind.set(1)
                 await asyncio.sleep(1.0)
 
     async def _rewind(self) -> None:
@@ -112,11 +140,14 @@ class ReadSideConsumer:
                 self.consumer.seek(tp, last + 1)
 
 
-async def serve(settings: Settings, zone: str, from_beginning: bool = False) -> None:
+async def serve(settings: Settings, zone: str, from_beginning: bool = False, metrics_port: int = 0) -> None:
     import redis.asyncio as aioredis
 
     redis = aioredis.from_url(settings.redis)
     consumer = ReadSideConsumer(settings, redis, zone, from_beginning)
+    if metrics_port:
+        from prometheus_client import start_http_server
+        start_http_server(metrics_port, settings.web_host, registry=consumer.metrics.registry)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -134,7 +165,9 @@ def main(from_beginning: bool = False) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     settings, zone = Settings.from_env(), startup.zone(os.environ.get("ANPI_TIMEZONE", rs.DEFAULT_ZONE))
-    asyncio.run(serve(settings, zone, from_beginning))
+    metrics_port = startup.port(startup.number(os.environ, "ANPI_READSIDE_METRICS_PORT", 0, low=0),
+                                "ANPI_READSIDE_METRICS_PORT", settings.web_host)
+    asyncio.run(serve(settings, zone, from_beginning, metrics_port))
     return 0
 
 
