@@ -3,6 +3,7 @@ the installed package hold everything `anpi` runs (each package the install take
 the image, each file a package reads at run time is in its package data), every compose service
 says when it is healthy, and Prometheus scrapes each process on the port compose gives it."""
 import fnmatch
+import json
 import re
 import tomllib
 
@@ -60,15 +61,25 @@ def test_prometheus_scrapes_each_anpi_process_on_the_port_compose_gives_it():
         assert env.get("ANPI_WEB_HOST") == "0.0.0.0", name  # reachable from Prometheus' container
 
 
-def test_every_series_an_alert_reads_is_one_anpi_serves():
-    import re
-    alerts = (ROOT / "deploy" / "alerts.yml").read_text()
-    rules = [r for g in yaml.safe_load(alerts)["groups"] for r in g["rules"]]
+def unknown_series(exprs: dict[str, str]) -> list[tuple[str, str]]:
+    """(where, name) of each anpi_* series the PromQL in `exprs` reads that no code of ours declares."""
     code = "\n".join(p.read_text() for p in (ROOT / "streams").rglob("*.py"))
-    missing = []
-    for rule in rules:
-        for name in set(re.findall(r"\b(anpi_[a-z_]+)", rule["expr"])):
-            base = re.sub(r"_(total|bucket|sum|count|created)$", "", name)
-            if f'"{base}"' not in code:
-                missing.append((rule["alert"], name))
-    assert not missing, missing
+    return [(where, name) for where, expr in exprs.items() for name in sorted(set(re.findall(r"\b(anpi_[a-z_]+)", expr)))
+            if f'"{re.sub(r"_(total|bucket|sum|count|created)$", "", name)}"' not in code]
+
+
+def test_every_series_an_alert_reads_is_one_anpi_serves():
+    rules = [r for g in yaml.safe_load((ROOT / "deploy" / "alerts.yml").read_text())["groups"] for r in g["rules"]]
+    assert unknown_series({rule["alert"]: rule["expr"] for rule in rules}) == []
+
+
+def test_the_grafana_board_reads_served_series_from_the_provisioned_prometheus():
+    board = json.loads((ROOT / "deploy" / "grafana" / "dashboards" / "anpi.json").read_text())
+    [source] = yaml.safe_load((ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text())["datasources"]
+    targets = {f"{panel['title']} {t['refId']}": t for panel in board["panels"] for t in panel["targets"]}
+    assert len(targets) >= 10 and unknown_series({k: t["expr"] for k, t in targets.items()}) == []
+    assert {t["datasource"]["uid"] for t in targets.values()} == {source["uid"]}
+    assert source["url"] == "http://prometheus:9090" and "prometheus" in COMPOSE["services"]
+    mounts = {volume.split(":")[0] for volume in COMPOSE["services"]["grafana"]["volumes"]}
+    assert {"./deploy/grafana/provisioning", "./deploy/grafana/dashboards"} <= mounts
+    assert all((ROOT / m).is_dir() for m in mounts if m.startswith("./"))
