@@ -296,7 +296,7 @@ class Sender:
     # -- planning (no I/O) --
 
     def plan(self, effects: Iterable, report: Report | None = None) -> tuple[list[ob.Request], list[ob.Item]]:
-        """(push / multicast requests, answers) for a batch, blocked users left out. Answers are the
+        """(push / multicast requests, answers) for a batch, pushes to the blocked left out. Answers are the
         items that came with the person's reply token: by reply while it is fresh (reply_token set),
         else (None) by push; each is claimed before it goes either way (see __init__)."""
         report = report if report is not None else Report()
@@ -328,12 +328,22 @@ class Sender:
             answer = token is not None and effect.effect in REPLYABLE
             fresh = answer and now - token_at / 1000 < self.reply_max_age
             for to in recipients(effect):
-                if to in self.blocked:
-                    report.skipped_blocked += 1
-                    self.metrics.blocked.inc()
-                    continue
                 (answers if answer else items).append(ob.Item(to, messages, effect.id, token if fresh else None))
-        return ob.coalesce(items, scope=self.tenant.id), answers
+        return self._leave_out_blocked(ob.coalesce(items, scope=self.tenant.id), report), answers
+
+    def _leave_out_blocked(self, requests: list[ob.Request], report: Report) -> list[ob.Request]:
+        """A push to someone who blocked the account is left out: LINE would take it and deliver
+        nothing. A multicast keeps them. Its members, and so its retry key, must not depend on what
+        this process happened to learn before (a restarted sender has not: it would send the others
+        the same message again under a new key); LINE delivers to, and bills, only those who follow."""
+        kept = []
+        for request in requests:
+            if request.endpoint == ob.PUSH and request.recipients[0] in self.blocked:
+                report.skipped_blocked += 1
+                self.metrics.blocked.inc()
+                continue
+            kept.append(request)
+        return kept
 
     # -- delivery --
 
@@ -370,7 +380,8 @@ class Sender:
             answers = [i for i in answers if i.effect_id in allowed]
         replies = [i for i in answers if i.reply_token is not None]
         # a token too old to use: by push, still claimed (a first delivery may have replied)
-        requests = requests + ob.coalesce([i for i in answers if i.reply_token is None], scope=self.tenant.id)
+        requests = requests + self._leave_out_blocked(
+            ob.coalesce([i for i in answers if i.reply_token is None], scope=self.tenant.id), report)
         # Replies first (free, and the token is ageing), tried once: a reply has no retry key and its
         # token is single-use, so a second try proves nothing. One LINE refused (token spent or
         # expired, or busy) falls back to a push: billed, but it arrives. One that got no answer may
@@ -479,7 +490,8 @@ class Sender:
             report.replies += 1
             self.metrics.recipients.labels(req.endpoint).inc()
             return
-        count = len(req.recipients)     # LINE bills each recipient of a push or multicast once
+        # LINE bills each recipient of a push or multicast once, but none who blocked the account
+        count = sum(1 for to in req.recipients if to not in self.blocked)
         report.recipients += count
         report.billed += count
         self.metrics.recipients.labels(req.endpoint).inc(count)

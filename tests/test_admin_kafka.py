@@ -32,6 +32,7 @@ from streams.admin.redis_accounts import RedisStaff
 from streams.ingress import KafkaSink
 from streams.kafka import simulate as kafka_simulate
 from streams.kafka.feed import event_message, feed, tick_messages
+from streams.admin.metrics import OpenCases, metrics_app
 from streams.kafka.readside_app import ReadSideConsumer
 from streams.kafka.settings import Settings
 from streams.redis_readside import Reader
@@ -94,6 +95,21 @@ class Browser:
 
 def csrf_in(page: str) -> str:
     return re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+
+
+async def open_cases(server, tenant: str) -> dict[str, float]:
+    """anpi_open_cases of `tenant` by kind, from a /metrics page over HTTP."""
+    import aiohttp
+    async with aiohttp.ClientSession() as session:
+        async with session.get(server.make_url("/metrics")) as response:
+            assert response.status == 200
+            text = await response.text()
+    out = {}
+    for line in text.splitlines():
+        found = re.fullmatch(r'anpi_open_cases\{kind="(\w+)",tenant="([^"]+)"\} (\S+)', line)
+        if found and found[2] == tenant:
+            out[found[1]] = float(found[3])
+    return out
 
 
 async def catch_up(consumer: ReadSideConsumer, timeout: float = 60.0) -> None:
@@ -222,6 +238,10 @@ def test_the_admin_screen_on_kafka_reads_the_effects_from_redis_and_staff_action
             root.add_subapp("/admin", admin)
             server = TestServer(root)
             await server.start_server()
+            # an SRE's view of the same call queue: `anpi admin serve`'s /metrics (ANPI_ADMIN_METRICS_PORT)
+            metrics = TestServer(metrics_app(OpenCases(RedisReadSide(redis, sink, staff), [A])))
+            await metrics.start_server()
+            assert await open_cases(metrics, A) == {fx.STAFF_CALL: 1.0, fx.CONTACTS_NOTIFIED: 1.0}
             for _ in range(100):  # the worker's own read model (labels) arrives on its half-second beat
                 if (await redis.hgetall(f"anpi:{A}:counts")):
                     break
@@ -276,6 +296,9 @@ def test_the_admin_screen_on_kafka_reads_the_effects_from_redis_and_staff_action
             status, page, _ = await user.get(f"/admin/{A}/calls")
             closed = page.split('id="closed-cases"')[1]
             assert W_SILENT in closed and "連絡がつき無事" in closed and 'id="no-open"' in page
+            # the staff call closed; the family's 「見に行きます」 answers their case but does not close it
+            assert await open_cases(metrics, A) == {fx.STAFF_CALL: 0.0, fx.CONTACTS_NOTIFIED: 1.0}
+            await metrics.close()
             assert 'class="acks">1人（' in (await user.get(f"/admin/{A}/escalations"))[1]
             log = await staff.audit_log(A)
             assert log[0]["action"] == "case.reached" and log[0]["login"] == "a-operator"

@@ -326,21 +326,28 @@ def test_thanks_go_by_free_reply_when_a_fresh_token_is_at_hand():
 
 
 def test_blocked_users_are_skipped_and_a_spent_quota_is_reported_not_retried():
+    """A push to someone who blocked the account is left out; a multicast keeps its members (its
+    retry key must come out the same after a restart that forgot the block), and LINE delivers it
+    to, and bills, only those who follow."""
     async def go():
         config = Config(channels=[Channel.from_tenant(TENANT, monthly_quota=3)])
         async with run_linesim(config) as sim:
+            sim.state.block(TENANT.id, uid(1))  # LINE knows: the unfollow came from it
             async with Sender(TENANT, sim.base_url) as sender:
-                first = await sender.deliver([Effect(AT, fx.UNFOLLOWED, uid(1))]
+                first = await sender.deliver([Effect(AT, fx.UNFOLLOWED, uid(1)), Effect(AT, fx.CONFIRMED, uid(1), 1)]
                                              + [Effect(AT, fx.CHECK_SENT, uid(i), 1) for i in range(1, 4)])
                 second = await sender.deliver(_notices(2, first=10))
-                return sim, first, second
+            async with Sender(TENANT, sim.base_url) as restarted:  # knows of no block: same multicast, same key
+                again = await restarted.deliver([Effect(AT, fx.CHECK_SENT, uid(i), 1) for i in range(1, 4)])
+            return sim, first, second, again
 
-    sim, first, second = asyncio.run(go())
-    assert first.skipped_blocked == 1 and first.billed == 2
+    sim, first, second, again = asyncio.run(go())
+    assert first.skipped_blocked == 1 and first.billed == 2  # the thanks by push left out; the card to 2
+    assert first.requests == 1 and again.duplicates == 1 and again.accepted == 0
     assert second.billed == 1 and second.retries == 0
     [failure] = second.failed
     assert failure.status == 429 and "monthly limit" in failure.reason
-    assert all(d.to != uid(1) for d in sim.state.deliveries)
+    assert not any(d.delivered for d in sim.state.deliveries_to(uid(1)))  # in the multicast, not delivered
 
 
 def test_run_consumes_a_queue_and_coalesces_what_arrives_together():

@@ -90,7 +90,8 @@ def create_user_redis(url: str, tenant: str, login: str, role: str, stdin=None, 
 def serve(host: str, port: int, env=os.environ) -> int:
     """`anpi admin serve`: /admin for the tenant ANPI_TOPIC_PREFIX on the Kafka runtime: the read side
     in Redis (kept by `anpi readside`), accounts and sessions in Redis, staff's Resolve onto the
-    tenant's inbound topic. ANPI_KAFKA, ANPI_REDIS, ANPI_PARTITIONS, ANPI_TIMEZONE."""
+    tenant's inbound topic. ANPI_KAFKA, ANPI_REDIS, ANPI_PARTITIONS, ANPI_TIMEZONE; /metrics (the
+    open cases: streams/admin/metrics.py) on ANPI_ADMIN_METRICS_PORT, off unless set."""
     import asyncio
     import logging
 
@@ -100,6 +101,7 @@ def serve(host: str, port: int, env=os.environ) -> int:
     from agents.readside import DEFAULT_ZONE
     from streams.admin.app import create_kafka_app
     from streams.admin.backends import RedisReadSide
+    from streams.admin.metrics import OpenCases, metrics_app
     from streams.admin.redis_accounts import RedisStaff
     from streams.ingress import KafkaSink
     from streams.kafka.settings import Settings
@@ -111,18 +113,27 @@ def serve(host: str, port: int, env=os.environ) -> int:
     startup.port(port, host=host)
     settings = Settings.from_env(env)
     tenant, zone = settings.prefix, startup.zone(env.get("ANPI_TIMEZONE", DEFAULT_ZONE))
+    metrics_port = startup.port(startup.number(env, "ANPI_ADMIN_METRICS_PORT", 0, low=0),
+                                "ANPI_ADMIN_METRICS_PORT", settings.web_host)
 
     async def start() -> web.AppRunner:
         redis = aioredis.from_url(settings.redis)
         sink = KafkaSink(settings)
         await sink.start()
         staff = RedisStaff(redis)
-        admin = create_kafka_app(RedisReadSide(redis, sink, staff), staff, {tenant: zone},
-                                 lambda: int(time.time() * 1000))
+        readside = RedisReadSide(redis, sink, staff)
+        admin = create_kafka_app(readside, staff, {tenant: zone}, lambda: int(time.time() * 1000))
         root = web.Application()
         root.add_subapp("/admin", admin)
+        metrics = None
+        if metrics_port:
+            metrics = web.AppRunner(metrics_app(OpenCases(readside, [tenant])), access_log=None)
+            await metrics.setup()
+            await web.TCPSite(metrics, settings.web_host, metrics_port).start()
 
         async def close(_app) -> None:
+            if metrics is not None:
+                await metrics.cleanup()
             await sink.stop()
             await redis.aclose()
         root.on_cleanup.append(close)

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from agents.messages import SENDS_MESSAGES, reply_holder
+from agents import routes
+from agents.messages import reply_holder
 from agents.subject import addressed
 from schemas.effects import Effect
 from schemas.tenant import Tenant
@@ -66,6 +67,7 @@ class Runtime:
         self.sender = sender or Sender(tenant, line_api)
         self.ingress_metrics = ingress.Metrics()
         self.registries = [self.engine.registry, self.sender.registry, self.ingress_metrics.registry]  # /metrics
+        self.refreshers: list[Callable[[], Awaitable[None]]] = []  # series read when /metrics is asked
         self.listeners: list[Callable[[list[Effect]], None]] = []
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
@@ -99,6 +101,8 @@ class Runtime:
         return self.engine.health()
 
     async def _metrics(self, request: web.Request) -> web.Response:
+        for refresh in self.refreshers:
+            await refresh()
         body = b"".join(generate_latest(registry) for registry in self.registries)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -108,9 +112,9 @@ class Runtime:
         await self._tasks[0]
 
     async def drain(self, timeout: float = 30.0) -> None:
-        """Wait until every effect that needs a LINE message has been handed to LINE."""
+        """Wait until every effect for the sender has been handed to it (and LINE)."""
         deadline = asyncio.get_running_loop().time() + timeout
-        while self.store.unsent(self.tenant.id, SENDS_MESSAGES):
+        while self.store.unsent(self.tenant.id, routes.OUTBOX):
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError("the sender did not finish in time")
             await asyncio.sleep(0.05)
@@ -144,7 +148,7 @@ class Runtime:
     async def _send_one_step(self) -> bool:
         """Deliver the earliest step's unsent messages; False when there was nothing to send."""
         tenant = self.tenant.id
-        rows = self.store.unsent(tenant, SENDS_MESSAGES)
+        rows = self.store.unsent(tenant, routes.OUTBOX)  # unfollow / follow too, as on Kafka
         if not rows:
             return False
         outbox, claims = [], []

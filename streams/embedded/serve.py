@@ -28,6 +28,8 @@ from schemas.tenant import Tenant
 from streams import mypage, startup
 from streams import scenario as scenario_module
 from streams.admin.app import create_app as admin_app
+from streams.admin.backends import SqliteReadSide
+from streams.admin.metrics import OpenCases
 from streams.embedded import tenant_settings
 from streams.embedded.notices import NoticeDelivery
 from streams.embedded.runtime import Runtime
@@ -113,6 +115,9 @@ class ServedRuntime(Runtime):
         self.public_url = ""
         self.mypage = None
         tenant_settings.install(self.store.db)
+        open_cases = OpenCases(SqliteReadSide(self.store), [self.tenant.id])  # the call queue, on /metrics
+        self.registries.append(open_cases.registry)
+        self.refreshers.append(open_cases.refresh)
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         self.settings_changed(self.tenant.id)    # what staff stored before this start

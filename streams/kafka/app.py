@@ -19,7 +19,8 @@ from collections import defaultdict
 import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
 
-from agents.messages import SENDS_MESSAGES, answers, reply_holder
+from agents import routes
+from agents.messages import answers, reply_holder
 from agents.readmodel import label
 from agents.subject_agent import SubjectAgent
 from schemas import effects as fx
@@ -33,8 +34,6 @@ from streams.redis_store import ReadModel
 log = logging.getLogger("anpi.worker")
 
 # what the sender must turn into LINE messages, and what the call queue / audit must hear about
-TO_OUTBOX = SENDS_MESSAGES | {fx.UNFOLLOWED, fx.FOLLOWED}  # these two send nothing: the sender learns who blocked
-TO_ESCALATIONS = {fx.STAFF_CALL, fx.CONTACTS_NOTIFIED, fx.RESOLVED_AFTER_ESCALATION, fx.CONTACT_ACKNOWLEDGED}
 BATCH, BATCH_WAIT = 1000, 0.01  # messages per batch at most; seconds a partial batch waits for more
 
 
@@ -208,7 +207,7 @@ def create_app(settings: Settings) -> faust.App:
             send = txn.producer.send
             for effect in produced:
                 await _emit(send, effect, number, replies.get(effect.id))
-            if any(effect.effect in TO_OUTBOX for effect in produced):
+            if any(effect.effect in routes.OUTBOX for effect in produced):
                 # the sender delivers whole batches between these marks, so that after a crash it
                 # rebuilds the same requests with the same retry keys (streams/kafka/sender_app.py)
                 await send(settings.outbox, codec.dumps({"batch_end": batch[-1].message.offset}), key=b"",
@@ -256,13 +255,13 @@ def create_app(settings: Settings) -> faust.App:
     async def _emit(send, effect, number: int, reply: list | None = None) -> None:
         key, value = effect.subject.encode(), codec.dumps(codec.effect_to_obj(effect))
         await send(settings.effects, value, key=key, partition=number)
-        if effect.effect in TO_OUTBOX:
+        if effect.effect in routes.OUTBOX:
             if reply is not None:  # the token goes to the sender only, never to the audit topics
                 obj = codec.effect_to_obj(effect)
                 obj["reply_token"], obj["reply_token_at"] = reply
                 value = codec.dumps(obj)
             await send(settings.outbox, value, key=key, partition=number)
-        if effect.effect in TO_ESCALATIONS:
+        if effect.effect in routes.ESCALATIONS:
             await send(settings.escalations, _escalation_record(effect, number), key=key, partition=number)
         metrics.EFFECTS_OUT.labels(effect.effect).inc()
         if effect.effect in fx.ESCALATIONS:
