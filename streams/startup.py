@@ -72,6 +72,12 @@ def sqlite_file(path: str, name: str = "--db") -> str:
     return path
 
 
+def metrics_port(env, name: str, host: str) -> int:
+    """A process's /metrics port from `env` (ANPI_*_METRICS_PORT): 0, off, unless set; else in range
+    and free on `host`."""
+    return port(number(env, name, 0, low=0), name, host)
+
+
 def number(env, name: str, default, kind=int, low=None):
     """An ANPI_* number from `env` (default when unset), at least `low`."""
     raw = env.get(name)

@@ -113,8 +113,7 @@ def serve(host: str, port: int, env=os.environ) -> int:
     startup.port(port, host=host)
     settings = Settings.from_env(env)
     tenant, zone = settings.prefix, startup.zone(env.get("ANPI_TIMEZONE", DEFAULT_ZONE))
-    metrics_port = startup.port(startup.number(env, "ANPI_ADMIN_METRICS_PORT", 0, low=0),
-                                "ANPI_ADMIN_METRICS_PORT", settings.web_host)
+    metrics_port = startup.metrics_port(env, "ANPI_ADMIN_METRICS_PORT", settings.web_host)
 
     async def start() -> web.AppRunner:
         redis = aioredis.from_url(settings.redis)

@@ -29,8 +29,7 @@ def main(host: str, port: int) -> int:
     tenant = tenant_from_env("ingress", settings.prefix)
     if tenant is None:
         return 2
-    metrics_port = startup.port(startup.number(os.environ, "ANPI_INGRESS_METRICS_PORT", 0, low=0),
-                                "ANPI_INGRESS_METRICS_PORT", settings.web_host)
+    metrics_port = startup.metrics_port(os.environ, "ANPI_INGRESS_METRICS_PORT", settings.web_host)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     metrics = ingress.Metrics()
     if metrics_port:

@@ -165,8 +165,7 @@ def main(from_beginning: bool = False) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     settings, zone = Settings.from_env(), startup.zone(os.environ.get("ANPI_TIMEZONE", rs.DEFAULT_ZONE))
-    metrics_port = startup.port(startup.number(os.environ, "ANPI_READSIDE_METRICS_PORT", 0, low=0),
-                                "ANPI_READSIDE_METRICS_PORT", settings.web_host)
+    metrics_port = startup.metrics_port(os.environ, "ANPI_READSIDE_METRICS_PORT", settings.web_host)
     asyncio.run(serve(settings, zone, from_beginning, metrics_port))
     return 0
 

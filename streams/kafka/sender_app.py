@@ -243,8 +243,7 @@ def main(loglevel: str = "warning", wall: Callable[[], float] = time.time) -> in
         return 2
     in_flight = startup.number(os.environ, "ANPI_SENDER_BATCHES_IN_FLIGHT", BATCHES_IN_FLIGHT, low=1)
     # /metrics (anpi_sender_*: calls by status, retries, the backlog LINE has not taken): off unless set
-    metrics_port = startup.port(startup.number(os.environ, "ANPI_SENDER_METRICS_PORT", 0, low=0),
-                                "ANPI_SENDER_METRICS_PORT", settings.web_host)
+    metrics_port = startup.metrics_port(os.environ, "ANPI_SENDER_METRICS_PORT", settings.web_host)
     # requests per second per endpoint: LINE's per-channel limits unless the channel has others
     limits = Limits(**{endpoint: startup.number(os.environ, f"ANPI_LINE_RATE_{endpoint.upper()}",
                                                 getattr(Limits(), endpoint), float, low=0.01)
