@@ -83,8 +83,10 @@ async def demo(n: int = 300, days: float = 3, speed: float = 5000, exit_after: b
     grace_ms = int(max(5.0, 0.05 * speed) * 1000)
     step_seconds = 0.02
     # reply tokens last a minute of *real* time (it is LINE's latency they allow for): speed minutes here
-    sender = Sender(tenant, "http://unused", wall=clock.now, reply_max_age=50.0 * speed)
-    runtime = ServedRuntime(store, tenant, "", now_ms, grace_ms=grace_ms, step_seconds=step_seconds, sender=sender)
+    def sender_for(t: Tenant, metrics) -> Sender:
+        return Sender(t, "http://unused", wall=clock.now, reply_max_age=50.0 * speed, metrics=metrics)
+    runtime = ServedRuntime(store, [tenant], "", now_ms, grace_ms=grace_ms, step_seconds=step_seconds,
+                            sender_for=sender_for)
     url = await runtime.start()
     channel = Channel("demo", tenant.channel_access_token, tenant.channel_secret,
                       webhook_url=f"{url}/webhook/{tenant.id}")
@@ -98,7 +100,8 @@ async def demo(n: int = 300, days: float = 3, speed: float = 5000, exit_after: b
     runtime.listeners.append(show)
     try:
         async with run_linesim(config) as sim:
-            sender.base_url = sim.base_url
+            for town in runtime.towns.values():
+                town.sender.base_url = sim.base_url
             print(f"anpi demo: {n} residents, {speed:g}x time, webhook {url}/webhook/{tenant.id}, "
                   f"LINE simulator {sim.base_url}, data and log in {os.path.dirname(path)}", file=out, flush=True)
             if not exit_after:  # the password goes to the terminal only, never to the log

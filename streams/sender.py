@@ -205,9 +205,9 @@ class Metrics:
         self.expired = Counter("anpi_sender_expired", "Calls given up because LINE failed for as long as "
                                "the retry key lasts (24 h)", ["endpoint"], registry=r)
         self.retrying = Gauge("anpi_sender_retrying", "Calls LINE has not taken yet, being tried again",
-                              registry=r)
+                              ["tenant"], registry=r)
         self.oldest_retry = Gauge("anpi_sender_oldest_retry_seconds", "Seconds since the first try of the "
-                                  "oldest call still being tried again (0: none)", registry=r)
+                                  "oldest call still being tried again (0: none)", ["tenant"], registry=r)
 
 
 # --- the sender -----------------------------------------------------------------------------------
@@ -230,14 +230,14 @@ class Sender:
                  limiters: dict[str, Limiter] | None = None, retry: ob.RetryPolicy = ob.RetryPolicy(),
                  concurrency: int = 64, timeout: float = 5.0, reply_max_age: float = REPLY_TOKEN_MAX_AGE,
                  session: aiohttp.ClientSession | None = None, registry: CollectorRegistry | None = None,
-                 wall: Callable[[], float] = time.time, sleep=asyncio.sleep):
+                 metrics: Metrics | None = None, wall: Callable[[], float] = time.time, sleep=asyncio.sleep):
         self.tenant = tenant
         self.base_url = base_url.rstrip("/")
         self.texts = texts
         self.limiters = limiters or local_limiters(limits)
         self.retry = retry
         self.reply_max_age = reply_max_age
-        self.metrics = Metrics(registry)
+        self.metrics = metrics or Metrics(registry)   # one per process, shared by its tenants' senders
         self.blocked: set[str] = set()                # user ids that blocked the account: skipped
         self.billed: dict[tuple[str, str], int] = {}  # (tenant, "YYYY-MM") -> messages billed
         self._concurrency = concurrency
@@ -252,8 +252,8 @@ class Sender:
         self._headers = {"Authorization": f"Bearer {tenant.channel_access_token}",
                          "Content-Type": "application/json"}
         self._retrying: dict[int, float] = {}  # calls being tried again -> monotonic time of their first try
-        self.metrics.retrying.set_function(lambda: len(self._retrying))
-        self.metrics.oldest_retry.set_function(
+        self.metrics.retrying.labels(tenant.id).set_function(lambda: len(self._retrying))
+        self.metrics.oldest_retry.labels(tenant.id).set_function(
             lambda: time.monotonic() - min(self._retrying.values()) if self._retrying else 0.0)
 
     def use(self, tenant: Tenant | None = None, texts: Texts | None = None) -> None:

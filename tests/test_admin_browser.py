@@ -319,16 +319,16 @@ def test_staff_send_a_disaster_notice_and_watch_its_delivery_reach_100_percent(t
 
 
 def test_an_administrator_opens_the_settings_and_saves_new_terms(tmp_path, browser):  # noqa: F811
-    from streams.embedded import tenant_look, tenant_settings
+    from streams.tenants import settings as tenant_settings
+    from streams.tenants.in_sqlite import SqliteRegistry
 
     path = str(tmp_path / "anpi.db")
     store = Store(path)
     accounts.install(store.db)
     accounts.create_user(store.db, TENANT, "suzuki", accounts.ADMIN, PASSWORD, START)
-    tenant_settings.install(store.db)
-    with store.transaction():  # the town's own wording, saved earlier: the card preview shows it
-        tenant_settings.put(store.db, TENANT, START, check_text="さくら市です。お元気ですか？",
-                            quotes="花は桜木、人は武士\n桜切る馬鹿、梅切らぬ馬鹿")
+    # the town's own wording, saved earlier: the card preview shows it
+    SqliteRegistry(store).save_now(TENANT, None, settings=tenant_settings.merged(
+        None, START, check_text="さくら市です。お元気ですか？", quotes="花は桜木、人は武士\n桜切る馬鹿、梅切らぬ馬鹿"))
     server, state = ServerThread(), {}
 
     async def setup() -> str:
@@ -367,7 +367,7 @@ def test_an_administrator_opens_the_settings_and_saves_new_terms(tmp_path, brows
     finally:
         context.close()
         server.stop(teardown)
-    assert tenant_look.get(store.db, TENANT).terms == terms
+    assert SqliteRegistry(store).look_now(TENANT).terms == terms
     assert [r["action"] for r in accounts.audit_log(store.db, TENANT)][:1] == ["settings.look"]
     store.close()
     assert (SHOTS / "admin-settings.png").stat().st_size > 10_000

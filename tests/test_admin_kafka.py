@@ -29,6 +29,7 @@ from streams import scenario as scenario_module
 from streams.admin.app import create_kafka_app
 from streams.admin.backends import RedisReadSide
 from streams.admin.redis_accounts import RedisStaff
+from streams.tenants.in_redis import RedisRegistry
 from streams.ingress import KafkaSink
 from streams.kafka import simulate as kafka_simulate
 from streams.kafka.feed import event_message, feed, tick_messages
@@ -232,7 +233,7 @@ def test_the_admin_screen_on_kafka_reads_the_effects_from_redis_and_staff_action
             await sink.start()
             staff = RedisStaff(redis)
             wall = [START]
-            admin = create_kafka_app(RedisReadSide(redis, sink, staff), staff, {A: ZONE, B: ZONE},
+            admin = create_kafka_app(RedisReadSide(redis, sink, staff), staff, RedisRegistry(redis), {A: ZONE, B: ZONE},
                                      lambda: NOW, lambda: wall[0])
             root = web.Application()
             root.add_subapp("/admin", admin)

@@ -447,7 +447,7 @@ def test_anpi_serve_delivers_the_notices_sent_from_its_admin_screen(tmp_path):
 
     async def go():
         async with run_linesim(sim_config()) as sim:
-            runtime = ServedRuntime(store, TENANT_A, sim.base_url, lambda: int(time.time() * 1000), step_seconds=0.05)
+            runtime = ServedRuntime(store, [TENANT_A], sim.base_url, lambda: int(time.time() * 1000), step_seconds=0.05)
             url = await runtime.start()
             try:
                 while len(list(store.states(A))) < len(members):   # the engine registers them

@@ -26,7 +26,9 @@ from schemas.tenant import Tenant
 from streams.admin import accounts, settings_pages
 from streams.admin.app import create_app
 from streams.admin.keys import TENANTS
-from streams.embedded import tenant_look, tenant_settings
+from streams.tenants import look as tenant_look
+from streams.tenants import settings as tenant_settings
+from streams.tenants.in_sqlite import SqliteRegistry
 from streams.embedded.serve import ServedRuntime
 from streams.embedded.store import Store
 from streams.sender import Sender
@@ -123,7 +125,7 @@ class Town:
         """The clock moves on to `moment_s`; wait until the engine has stepped past it and all is sent."""
         self.clock.set(moment_s)
         target = int(moment_s * 1000)
-        await self.until(lambda: (self.runtime.engine.last_tick or 0) >= target, "the engine to catch up")
+        await self.until(lambda: (self.runtime.towns[TENANT.id].engine.last_tick or 0) >= target, "the engine to catch up")
         await asyncio.sleep(0.2)
         await self.runtime.drain()
 
@@ -149,8 +151,8 @@ def served(story, *, channel: Channel | None = None, members: tuple = ()):
             for settings in members:
                 store.accept(TENANT.id, None, [(settings.id, Register(START * 1000, settings))])
             sender = Sender(TENANT, "http://unused", wall=clock.now)
-            runtime = ServedRuntime(store, TENANT, "", lambda: int(clock.now() * 1000), grace_ms=0,
-                                    step_seconds=0.02, sender=sender)
+            runtime = ServedRuntime(store, [TENANT], "", lambda: int(clock.now() * 1000), grace_ms=0,
+                                    step_seconds=0.02, sender_for=lambda tenant, metrics: sender)
             url = await runtime.start()
             line = replace(channel or Channel.from_tenant(TENANT), webhook_url=f"{url}/webhook/{TENANT.id}")
             try:
@@ -192,13 +194,13 @@ def test_an_administrator_saves_the_top_image_and_terms_and_my_page_serves_them(
             form.add_field("top_image", bad, filename="x.png", content_type="image/png")
             status, page, _ = await admin.post("/admin/town/settings/look", form)
             assert status == 400 and words in page and "保存していません" in page, page
-            assert tenant_look.get(t.store.db, TENANT.id) is None
+            assert SqliteRegistry(t.store).look_now(TENANT.id) is None
         form = aiohttp.FormData()   # far too large for the form at all: refused before it is read
         form.add_field("csrf", csrf)
         form.add_field("top_image", image + bytes(settings_pages.UPLOAD_MAX), filename="big.png",
                        content_type="image/png")
         status, page, _ = await admin.post("/admin/town/settings/look", form)
-        assert status == 413 and "大きすぎます" in page and tenant_look.get(t.store.db, TENANT.id) is None
+        assert status == 413 and "大きすぎます" in page and SqliteRegistry(t.store).look_now(TENANT.id) is None
         assert audit_rows(t.store) == []
 
         form = aiohttp.FormData()
@@ -216,7 +218,7 @@ def test_an_administrator_saves_the_top_image_and_terms_and_my_page_serves_them(
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as resident:
             async with resident.get(f"{t.runtime.url}/mypage/town/top-image") as r:
                 assert r.status == 200 and r.content_type == "image/png" and await r.read() == image
-            link = t.runtime.sender.texts.mypage(RESIDENT, t.clock.now_ms())
+            link = t.runtime.towns[TENANT.id].sender.texts.mypage(RESIDENT, t.clock.now_ms())
             async with resident.get(link) as r:
                 page = await r.text()
                 assert r.status == 200 and "いまの設定" in page
@@ -229,11 +231,11 @@ def test_an_administrator_saves_the_top_image_and_terms_and_my_page_serves_them(
         form.add_field("terms", "第2版")
         form.add_field("top_image", b"", filename="", content_type="application/octet-stream")
         assert (await admin.post("/admin/town/settings/look", form))[0] == 303
-        look = tenant_look.get(t.store.db, TENANT.id)
+        look = SqliteRegistry(t.store).look_now(TENANT.id)
         assert look.terms == "第2版" and look.top_image == image
         status, _, _ = await admin.post("/admin/town/settings/look", {"csrf": csrf, "terms": "", "reset_image": "1"})
         assert status == 303
-        look = tenant_look.get(t.store.db, TENANT.id)
+        look = SqliteRegistry(t.store).look_now(TENANT.id)
         assert look.terms is None and look.top_image is None
         assert [(r[0], r[1], r[3]) for r in audit_rows(t.store)] == [
             ("town-admin", "settings.look", "トップ画像を変更、利用規約を変更"),
@@ -264,15 +266,15 @@ def test_operators_can_neither_open_nor_post_the_settings(tmp_path):
                            ("line", {"channel_secret": NEW_SECRET, "channel_access_token": NEW_TOKEN})):
             status, page, _ = await operator.post(f"/admin/town/settings/{path}", {**form, "csrf": csrf})
             assert status == 403 and "管理者だけ" in page
-        assert tenant_look.get(t.store.db, TENANT.id) is None
-        assert tenant_settings.get(t.store.db, TENANT.id) is None and audit_rows(t.store) == []
+        assert SqliteRegistry(t.store).look_now(TENANT.id) is None
+        assert SqliteRegistry(t.store).settings_now(TENANT.id) is None and audit_rows(t.store) == []
         assert t.runtime.tenants[TENANT.id] == TENANT
         # an administrator's menu has it, and a form without the session's CSRF token changes nothing
         await admin.login(TENANT.id, "town-admin")
         _, overview = await admin.get("/admin/town/overview")
         assert 'href="/admin/town/settings"' in overview and "準備中" not in overview
         status, page, _ = await admin.post("/admin/town/settings/message", {"check_text": "CSRFなし", "quotes": ""})
-        assert status == 403 and tenant_settings.get(t.store.db, TENANT.id) is None
+        assert status == 403 and SqliteRegistry(t.store).settings_now(TENANT.id) is None
         await operator.close()
         await admin.close()
 
@@ -306,12 +308,12 @@ def test_staff_of_another_tenant_get_not_found_and_change_nothing(tmp_path):
                                ("line", {"channel_secret": NEW_SECRET, "channel_access_token": NEW_TOKEN})):
                 status, page, _ = await stranger.post(f"/admin/city-a/settings/{path}", {**form, "csrf": csrf})
                 assert status == 404 and "ページが見つかりません" in page
-            assert tenant_look.get(store.db, "city-a") is None and tenant_settings.get(store.db, "city-a") is None
+            assert SqliteRegistry(store).look_now("city-a") is None and SqliteRegistry(store).settings_now("city-a") is None
             assert app[TENANTS]["city-a"] == "Asia/Tokyo"
             # their own tenant's page works, and is theirs alone
             status, _, _ = await stranger.post("/admin/city-b/settings/timezone", {"csrf": csrf, "timezone": "UTC"})
-            assert status == 303 and tenant_settings.get(store.db, "city-b").timezone == "UTC"
-            assert tenant_settings.get(store.db, "city-a") is None
+            assert status == 303 and SqliteRegistry(store).settings_now("city-b").timezone == "UTC"
+            assert SqliteRegistry(store).settings_now("city-a") is None
             await stranger.close()
         finally:
             await server.close()
@@ -338,15 +340,15 @@ def test_a_new_question_and_quote_list_are_on_the_next_check_card_without_a_rest
                             ({"check_text": "ok", "quotes": "短い\n" + "長" * 61}, "2件目")):
             status, page, _ = await admin.post("/admin/town/settings/message", {**form, "csrf": csrf})
             assert status == 400 and words in page and "保存していません" in page
-        assert tenant_settings.get(t.store.db, TENANT.id) is None
-        assert t.runtime.sender.texts.check == CHECK_TEXT and t.runtime.sender.texts.quotes == QUOTES
+        assert SqliteRegistry(t.store).settings_now(TENANT.id) is None
+        assert t.runtime.towns[TENANT.id].sender.texts.check == CHECK_TEXT and t.runtime.towns[TENANT.id].sender.texts.quotes == QUOTES
 
         status, _, _ = await admin.post("/admin/town/settings/message", {
             "csrf": csrf, "check_text": "今日も元気ですか？", "quotes": "\r\n".join(quotes) + "\r\n\r\n"})
         assert status == 303
-        stored = tenant_settings.get(t.store.db, TENANT.id)
+        stored = SqliteRegistry(t.store).settings_now(TENANT.id)
         assert stored.check_text == "今日も元気ですか？" and stored.quotes == tuple(quotes)
-        assert t.runtime.sender.texts.check == "今日も元気ですか？"   # the running sender has it, no restart
+        assert t.runtime.towns[TENANT.id].sender.texts.check == "今日も元気ですか？"   # the running sender has it, no restart
         _, page = await admin.get("/admin/town/settings")
         assert "今日も元気ですか？" in text_of(page.split('id="card-preview"')[1])
 
@@ -361,7 +363,7 @@ def test_a_new_question_and_quote_list_are_on_the_next_check_card_without_a_rest
         # back to the built-in proverbs: an empty list
         assert (await admin.post("/admin/town/settings/message", {"csrf": csrf, "check_text": CHECK_TEXT,
                                                                    "quotes": ""}))[0] == 303
-        assert t.runtime.sender.texts.quotes == QUOTES and t.runtime.sender.texts.check == CHECK_TEXT
+        assert t.runtime.towns[TENANT.id].sender.texts.quotes == QUOTES and t.runtime.towns[TENANT.id].sender.texts.check == CHECK_TEXT
         await t.at(START + DAY + 9 * HOUR + 60)   # the next day's card (a resend: she did not answer)
         words = json.dumps(t.seen(RESIDENT)[-1].messages, ensure_ascii=False)
         assert CHECK_TEXT in words and sum(q in words for q in QUOTES) == 1
@@ -372,18 +374,17 @@ def test_a_new_question_and_quote_list_are_on_the_next_check_card_without_a_rest
 
 def test_saved_settings_are_loaded_when_the_runtime_starts(tmp_path):
     store = Store(str(tmp_path / "anpi.db"))
-    tenant_settings.install(store.db)
-    with store.transaction():
-        tenant_settings.put(store.db, TENANT.id, START * 1000, check_text="ご機嫌いかがですか？", quotes="一期一会",
-                            timezone="Asia/Seoul", channel_secret=NEW_SECRET, channel_access_token=NEW_TOKEN)
+    asyncio.run(SqliteRegistry(store).save(TENANT.id, None, settings=tenant_settings.merged(
+        None, START * 1000, check_text="ご機嫌いかがですか？", quotes="一期一会", timezone="Asia/Seoul",
+        channel_secret=NEW_SECRET, channel_access_token=NEW_TOKEN)))
     store.close()
 
     async def story(t: Town):
         tenant = t.runtime.tenants[TENANT.id]
         assert (tenant.channel_secret, tenant.channel_access_token, tenant.timezone) == (NEW_SECRET, NEW_TOKEN,
                                                                                          "Asia/Seoul")
-        assert t.runtime.sender.tenant == tenant and t.runtime.sender.texts.check == "ご機嫌いかがですか？"
-        assert t.runtime.sender.texts.quotes == ("一期一会",)
+        assert t.runtime.towns[TENANT.id].sender.tenant == tenant and t.runtime.towns[TENANT.id].sender.texts.check == "ご機嫌いかがですか？"
+        assert t.runtime.towns[TENANT.id].sender.texts.quotes == ("一期一会",)
         assert await t.webhook(TENANT.channel_secret, [follow_event(user_id_for("x"), reply_token="r" * 32)]) == 401
 
     served(story, channel=Channel(TENANT.id, NEW_TOKEN, NEW_SECRET))(tmp_path)
@@ -404,7 +405,7 @@ def test_a_new_time_zone_applies_to_the_next_sign_up_in_line(tmp_path):
         for bad in ("Mars/Olympus_Mons", "", "../../etc/passwd"):
             status, page, _ = await admin.post("/admin/town/settings/timezone", {"csrf": csrf, "timezone": bad})
             assert status == 400 and "タイムゾーンを一覧から選んでください" in page
-        assert tenant_settings.get(t.store.db, TENANT.id) is None
+        assert SqliteRegistry(t.store).settings_now(TENANT.id) is None
         status, _, _ = await admin.post("/admin/town/settings/timezone", {"csrf": csrf, "timezone": "America/New_York"})
         assert status == 303 and t.runtime.tenants[TENANT.id].timezone == "America/New_York"
         _, page = await admin.get("/admin/town/settings")
@@ -444,7 +445,7 @@ def test_new_channel_credentials_are_used_at_once_and_never_shown_logged_or_audi
         status, page = await admin.get("/admin/town/settings")
         assert "この画面では未設定" in page and "マイページのリンクは使えなくなります" in page
         csrf = csrf_in(page)
-        old_link = t.runtime.sender.texts.mypage(RESIDENT, t.clock.now_ms())
+        old_link = t.runtime.towns[TENANT.id].sender.texts.mypage(RESIDENT, t.clock.now_ms())
 
         # refused: nothing typed, a secret with a space; nothing typed is ever sent back
         for form, words in (({}, "入力してください"),
@@ -452,12 +453,12 @@ def test_new_channel_credentials_are_used_at_once_and_never_shown_logged_or_audi
                              "チャネルシークレットは")):
             status, page, _ = await admin.post("/admin/town/settings/line", {**form, "csrf": csrf})
             assert status == 400 and words in page and NEW_TOKEN not in page
-        assert tenant_settings.get(t.store.db, TENANT.id) is None
+        assert SqliteRegistry(t.store).settings_now(TENANT.id) is None
 
         status, _, _ = await admin.post("/admin/town/settings/line", {"csrf": csrf, "channel_secret": NEW_SECRET,
                                                                        "channel_access_token": f" {NEW_TOKEN}\n"})
         assert status == 303
-        stored = tenant_settings.get(t.store.db, TENANT.id)
+        stored = SqliteRegistry(t.store).settings_now(TENANT.id)
         assert (stored.channel_secret, stored.channel_access_token) == (NEW_SECRET, NEW_TOKEN)
 
         # the ingress: a webhook signed with the old secret is refused, one with the new accepted
@@ -481,7 +482,7 @@ def test_new_channel_credentials_are_used_at_once_and_never_shown_logged_or_audi
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as resident:
             async with resident.get(old_link) as r:
                 assert r.status == 403
-            async with resident.get(t.runtime.sender.texts.mypage(RESIDENT, t.clock.now_ms())) as r:
+            async with resident.get(t.runtime.towns[TENANT.id].sender.texts.mypage(RESIDENT, t.clock.now_ms())) as r:
                 t.pages.append(await r.text())
                 assert r.status == 200 and "いまの設定" in t.pages[-1]
         new_key = mypage_link.key_for(NEW_SECRET)
@@ -498,7 +499,7 @@ def test_new_channel_credentials_are_used_at_once_and_never_shown_logged_or_audi
         assert (await admin.post("/admin/town/settings/line", {"csrf": csrf, "channel_secret": "",
                                                                 "channel_access_token": NEW_TOKEN + "2"}))[0] == 303
         assert t.runtime.tenants[TENANT.id].channel_secret == NEW_SECRET
-        assert t.runtime.sender.tenant.channel_access_token == NEW_TOKEN + "2"
+        assert t.runtime.towns[TENANT.id].sender.tenant.channel_access_token == NEW_TOKEN + "2"
         await admin.close()
 
         rows = t.store.db.execute("SELECT * FROM admin_audit").fetchall() + t.store.db.execute(

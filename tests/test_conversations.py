@@ -69,7 +69,7 @@ class Town:
         """The clock moves on to `moment_s`; wait until the engine has stepped past it."""
         self.clock.set(moment_s)
         target = int(moment_s * 1000)
-        await self.until(lambda: (self.runtime.engine.last_tick or 0) >= target, "the engine to catch up")
+        await self.until(lambda: (self.runtime.towns[TENANT.id].engine.last_tick or 0) >= target, "the engine to catch up")
         await asyncio.sleep(0.2)
         await self.runtime.drain()
 
@@ -104,8 +104,8 @@ def town(test):
             clock = ManualClock(START)
             store = Store(str(tmp_path / "anpi.db"))
             sender = Sender(TENANT, "http://unused", wall=clock.now)
-            runtime = ServedRuntime(store, TENANT, "", lambda: int(clock.now() * 1000), grace_ms=0,
-                                    step_seconds=0.02, sender=sender)
+            runtime = ServedRuntime(store, [TENANT], "", lambda: int(clock.now() * 1000), grace_ms=0,
+                                    step_seconds=0.02, sender_for=lambda tenant, metrics: sender)
             url = await runtime.start()
             channel = Channel(TENANT.id, TENANT.channel_access_token, TENANT.channel_secret,
                               webhook_url=f"{url}/webhook/{TENANT.id}")
@@ -202,7 +202,7 @@ def test_the_watch_service_asks_for_a_phone_number_and_keeps_only_that_services(
         token = t.sim.state.issue_reply_token(TENANT.id, user_source(neighbour))
         await t.sim.state.crowd.post(TENANT.id, [message_event(user_source(neighbour), "09011112222",
                                                                reply_token=token, timestamp=t.clock.now_ms())])
-        await t.until(lambda: t.runtime.engine.inbox >= store.db.execute(
+        await t.until(lambda: t.runtime.towns[TENANT.id].engine.inbox >= store.db.execute(
             "SELECT MAX(seq) FROM inbox").fetchone()[0], "the engine to apply the message")
         await asyncio.sleep(0.2)
         assert len(t.seen(neighbour)) == before  # no answer: nothing was saved

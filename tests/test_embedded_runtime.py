@@ -95,27 +95,29 @@ def test_a_reply_cut_off_by_a_crash_is_not_sent_again_as_a_push(tmp_path):
 
             def crash(_seqs):
                 raise Crash  # the process dies after LINE took the reply, before the step is marked sent
-            first = Runtime(store, TENANT, sim.base_url, lambda: tapped, sender=Sender(TENANT, sim.base_url,
-                                                                                           wall=lambda: tapped / 1000))
+            first = Runtime(store, [TENANT], sim.base_url, lambda: tapped,
+                            sender_for=lambda t, metrics: Sender(t, sim.base_url, wall=lambda: tapped / 1000))
             first.store.mark_sent = crash
+            town = first.towns[TENANT.id]
             try:
-                await first._sender_loop()
+                await first._sender_loop(town)
             except Crash:
                 pass
-            await first.sender.close()
+            await town.sender.close()
             assert [d.endpoint for d in sim.state.deliveries_to(member)] == ["reply"]
 
             again = Store(store.path)  # restarted
-            second = Runtime(again, TENANT, sim.base_url, lambda: tapped + RESEND_AFTER,
-                             sender=Sender(TENANT, sim.base_url, wall=lambda: tapped / 1000 + 1))
-            loop = asyncio.ensure_future(second._sender_loop())
+            second = Runtime(again, [TENANT], sim.base_url, lambda: tapped + RESEND_AFTER,
+                             sender_for=lambda t, metrics: Sender(t, sim.base_url, wall=lambda: tapped / 1000 + 1))
+            town = second.towns[TENANT.id]
+            loop = asyncio.ensure_future(second._sender_loop(town))
             for _ in range(100):
                 if not again.unsent(TENANT.id, SENDS_MESSAGES):
                     break
                 await asyncio.sleep(0.05)
             loop.cancel()
             await asyncio.gather(loop, return_exceptions=True)
-            await second.sender.close()
+            await town.sender.close()
             assert again.unsent(TENANT.id, SENDS_MESSAGES) == []
             return [d.endpoint for d in sim.state.deliveries_to(member)]
 

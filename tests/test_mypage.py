@@ -28,7 +28,8 @@ from schemas.events import AcceptInvite, ChangeSettings, Invite, Ok, Pause, Regi
 from schemas.settings import MemberSettings, Schedule
 from schemas.tenant import Tenant
 from streams import codec
-from streams.embedded import tenant_look
+from streams.tenants import look as tenant_look
+from streams.tenants.in_sqlite import SqliteRegistry
 from streams.embedded.engine import Engine
 from streams.embedded.store import Store
 from streams.mypage import create_app, reading
@@ -541,7 +542,8 @@ def test_the_top_image_and_terms_default_and_follow_the_tenants_look(store):
             assert status == 200 and r.content_type == "image/svg+xml" and "<svg" in body
             page = await browser.open(SAKURA, HANA, clock.now)
             assert "急な病気やけがのときは、119番" in text(page)  # the default terms
-            tenant_look.put(store.db, "sakura", clock.now, top_image=PNG, terms="さくら市の利用規約です。\n第1条 …")
+            await SqliteRegistry(store).save("sakura", None, look=tenant_look.merged(
+                None, clock.now, top_image=PNG, terms="さくら市の利用規約です。\n第1条 …"))
             async with browser.http.get("/mypage/sakura/top-image") as r:
                 assert r.status == 200 and r.content_type == "image/png" and await r.read() == PNG
             async with browser.http.get("/mypage/momo/top-image") as r:
@@ -551,10 +553,9 @@ def test_the_top_image_and_terms_default_and_follow_the_tenants_look(store):
     run(main())
     for bad in (b"<svg onload='x'/>", b"not an image", PNG[:4]):
         with pytest.raises(ValueError):
-            tenant_look.put(store.db, "sakura", START, top_image=bad)
+            tenant_look.merged(None, START, top_image=bad)
     with pytest.raises(ValueError):
-        tenant_look.put(store.db, "sakura", START, top_image=PNG + bytes(tenant_look.MAX_IMAGE_BYTES))
-    assert tenant_look.get(store.db, "sakura").top_image == PNG  # a refused upload changes nothing
+        tenant_look.merged(None, START, top_image=PNG + bytes(tenant_look.MAX_IMAGE_BYTES))
 
 
 # --- LIFF -------------------------------------------------------------------------------------------

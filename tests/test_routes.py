@@ -35,7 +35,7 @@ def test_the_embedded_sender_leaves_out_the_family_notice_to_someone_who_blocked
     async def go():
         async with run_linesim(sim_config()) as sim:
             sim.state.block(A, relative)  # LINE knows: the unfollow came from it
-            runtime = Runtime(store, TENANT_A, sim.base_url, lambda: clock[0], step_seconds=0.05)
+            runtime = Runtime(store, [TENANT_A], sim.base_url, lambda: clock[0], step_seconds=0.05)
             await runtime.start()
             try:
                 await asyncio.sleep(0.5)
@@ -45,7 +45,7 @@ def test_the_embedded_sender_leaves_out_the_family_notice_to_someone_who_blocked
                     assert time.monotonic() < deadline, "no family notice was decided"
                     await asyncio.sleep(0.05)
                 await runtime.drain()
-                return sim, runtime.sender.blocked, runtime.sender.registry.get_sample_value(
+                return sim, runtime.towns[TENANT_A.id].sender.blocked, runtime.sender_metrics.registry.get_sample_value(
                     "anpi_sender_blocked_skipped_total")
             finally:
                 await runtime.close()

@@ -535,10 +535,10 @@ def test_line_down_for_a_while_delays_every_message_and_loses_or_repeats_none():
                     effects = [Effect(AT, fx.CHECK_SENT, uid(i), 1) for i in range(1200)] + _notices(40, 2000)
                     delivering = asyncio.ensure_future(sender.deliver(effects))
                     await asyncio.sleep(1.5)
-                    backlog = (sender.registry.get_sample_value("anpi_sender_retrying"),
-                               sender.registry.get_sample_value("anpi_sender_oldest_retry_seconds"))
+                    backlog = (sender.registry.get_sample_value("anpi_sender_retrying", {"tenant": TENANT.id}),
+                               sender.registry.get_sample_value("anpi_sender_oldest_retry_seconds", {"tenant": TENANT.id}))
                     report = await delivering
-                    after = sender.registry.get_sample_value("anpi_sender_retrying")
+                    after = sender.registry.get_sample_value("anpi_sender_retrying", {"tenant": TENANT.id})
                     return sim, report, backlog, after, outage.failed
 
     sim, report, (retrying, oldest), after, failed = asyncio.run(go())

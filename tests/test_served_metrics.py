@@ -33,7 +33,7 @@ def test_anpi_serve_counts_the_open_cases_of_its_call_queue_on_metrics(tmp_path)
 
     async def go():
         async with run_linesim(sim_config()) as sim:
-            runtime = ServedRuntime(store, TENANT_A, sim.base_url, lambda: clock[0], step_seconds=0.05)
+            runtime = ServedRuntime(store, [TENANT_A], sim.base_url, lambda: clock[0], step_seconds=0.05)
             url = await runtime.start()
             try:
                 async with aiohttp.ClientSession() as http:

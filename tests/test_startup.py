@@ -106,7 +106,7 @@ def test_a_webhook_nested_ten_thousand_deep_gets_400_not_500(tmp_path):
     signature = base64.b64encode(hmac.new(tenant.channel_secret.encode(), body, hashlib.sha256).digest()).decode()
 
     async def go():
-        runtime = Runtime(Store(str(tmp_path / "a.db")), tenant, "http://unused", lambda: 0)
+        runtime = Runtime(Store(str(tmp_path / "a.db")), [tenant], "http://unused", lambda: 0)
         url = await runtime.start()
         try:
             async with aiohttp.ClientSession() as http:

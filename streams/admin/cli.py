@@ -104,6 +104,7 @@ def serve(host: str, port: int, env=os.environ) -> int:
     from streams.admin.metrics import OpenCases, metrics_app
     from streams.admin.redis_accounts import RedisStaff
     from streams.ingress import KafkaSink
+    from streams.tenants.in_redis import RedisRegistry
     from streams.kafka.settings import Settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -121,7 +122,7 @@ def serve(host: str, port: int, env=os.environ) -> int:
         await sink.start()
         staff = RedisStaff(redis)
         readside = RedisReadSide(redis, sink, staff)
-        admin = create_kafka_app(readside, staff, {tenant: zone}, lambda: int(time.time() * 1000))
+        admin = create_kafka_app(readside, staff, RedisRegistry(redis), {tenant: zone}, lambda: int(time.time() * 1000))
         root = web.Application()
         root.add_subapp("/admin", admin)
         metrics = None

@@ -11,10 +11,11 @@ from streams.embedded.store import Store
 STORE = web.AppKey("store", Store)                    # the embedded store (absent on the Kafka runtime)
 READSIDE = web.AppKey("readside", object)             # backends.ReadSide: SQLite or Redis
 STAFF = web.AppKey("staff", object)                   # backends.Staff: accounts, sessions, audit
-TENANTS = web.AppKey("tenants", dict)                 # tenant id -> time zone
+REGISTRY = web.AppKey("registry", object)             # tenants.registry.Registry: settings and look
+TENANTS = web.AppKey("tenants", dict)                 # tenant id -> time zone (the runtime keeps it current)
 CLOCK = web.AppKey("clock", Callable[[], int])        # the engine's time, ms
 WALL = web.AppKey("wall", Callable[[], int])          # real time, ms: sessions and lockouts
 TEMPLATES = web.AppKey("templates", jinja2.Environment)
-SETTINGS_CHANGED = web.AppKey("settings_changed", Callable[[str], None])  # tenant id: after a commit (設定)
+SETTINGS_CHANGED = web.AppKey("settings_changed", Callable)  # (tenant id) after a commit (設定); may be async
 SESSION = web.RequestKey("session", object)           # the logged-in staff member (accounts.Session)
 FORM = web.RequestKey("form", object)                 # a POST's form, read (and CSRF-checked) by the guard

@@ -17,14 +17,14 @@ from schemas import effects as fx
 
 class OpenCases:
     def __init__(self, readside, tenants: Iterable[str], registry: CollectorRegistry | None = None):
-        self.readside, self.tenants = readside, tuple(tenants)
+        self.readside, self.tenants = readside, tenants   # read at each refresh: a live mapping may grow
         self.registry = registry or CollectorRegistry()
         self.gauge = Gauge("anpi_open_cases", "Cases open now, by tenant and kind (staff_call: waiting for "
                            "staff; contacts_notified: the family not yet answered)", ["tenant", "kind"],
                            registry=self.registry)
 
     async def refresh(self) -> None:
-        for tenant in self.tenants:
+        for tenant in list(self.tenants):
             for kind in fx.ESCALATIONS:
                 self.gauge.labels(tenant, kind).set(await self.readside.open_count(tenant, kind))
 

@@ -5,7 +5,8 @@ Each page reads the read side through app[READSIDE] (streams/admin/backends.py: 
 rs_* tables, or Redis on the Kafka runtime: a few keys or indexed rows), never the members; accounts,
 sessions and the audit log through app[STAFF]. What staff decide about a case that the engine must
 know (「連絡がつき無事」) becomes a `Resolve` event: into the embedded inbox with its audit row, or onto
-the tenant's inbound topic. On the Kafka runtime notices and settings are 準備中 (`embedded=False`).
+the tenant's inbound topic. Settings (設定) go through app[REGISTRY] on both runtimes. On the Kafka
+runtime notices are 準備中 still (`embedded=False`).
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ ROLE_WORDS = {accounts.ADMIN: "管理者", accounts.OPERATOR: "担当者"}
 
 
 def add_routes(router: web.UrlDispatcher, embedded: bool = True) -> None:
-    """Every route; with `embedded=False` (the Kafka runtime) notices and settings answer 準備中."""
+    """Every route; with `embedded=False` (the Kafka runtime) notices answer 準備中."""
     router.add_get("/", index, name="index")
     router.add_get("/{tenant}/login", auth.login_form, name="login")
     router.add_post("/{tenant}/login", auth.login, name="login_post")
@@ -51,12 +52,11 @@ def add_routes(router: web.UrlDispatcher, embedded: bool = True) -> None:
     router.add_post("/{tenant}/users", create_user, name="create_user")
     router.add_post("/{tenant}/users/unlock", unlock_user, name="unlock_user")
     router.add_get("/{tenant}/audit", audit, name="audit")
+    settings_pages.add_routes(router)
     if embedded:
         notice_pages.add_routes(router)
-        settings_pages.add_routes(router)
     else:  # the same addresses and names (the menu links them), each saying what is not there yet
         notice_pages.add_routes(_Preparing(router, "お知らせ配信"))
-        settings_pages.add_routes(_Preparing(router, "設定"))
 
 
 class _Preparing:

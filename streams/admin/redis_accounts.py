@@ -47,6 +47,15 @@ def _text(v):
     return v.decode() if isinstance(v, bytes) else v
 
 
+def audit_commands(pipe, tenant: str, at: int, login: str, action: str, target: str | None,
+                   detail: str | None) -> None:
+    """One audit row onto `pipe` (a MULTI: with the change it records)."""
+    key = _p(tenant) + "audit"
+    pipe.lpush(key, json.dumps({"at": at, "login": login, "action": action, "target": target, "detail": detail},
+                               ensure_ascii=False))
+    pipe.ltrim(key, 0, AUDIT_KEEP - 1)
+
+
 # KEYS: user, logins, audit; ARGV: role, hash, now, audit row (JSON), keep. 1 = created, 0 = taken.
 _ADD = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
@@ -205,12 +214,8 @@ class RedisStaff:
                     detail: str | None = None) -> None:
         if not _TENANT.fullmatch(tenant or ""):
             return  # a login attempt at an address that is no tenant: nothing to file it under
-        key = _p(tenant) + "audit"
-        row = json.dumps({"at": at, "login": login, "action": action, "target": target, "detail": detail},
-                         ensure_ascii=False)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.lpush(key, row)
-            pipe.ltrim(key, 0, AUDIT_KEEP - 1)
+            audit_commands(pipe, tenant, at, login, action, target, detail)
             await pipe.execute()
 
     async def audit_log(self, tenant: str, limit: int = 200) -> list[dict]:

@@ -3,14 +3,16 @@ page as for アカウント and 操作の記録: 「この画面は管理者だ�
 
     GET  /{tenant}/settings             the page: four forms, each saved on its own
     GET  /{tenant}/settings/top-image   the current My Page top image (the preview on the page)
-    POST /{tenant}/settings/look        My Page's top image (multipart upload) and terms of use → tenant_look
-    POST /{tenant}/settings/message     the check card's question and the quote list → tenant_settings
-    POST /{tenant}/settings/timezone    the zone of new sign-ups and new schedules → tenant_settings
-    POST /{tenant}/settings/line        the LINE channel secret and access token (write-only) → tenant_settings
+    POST /{tenant}/settings/look        My Page's top image (multipart upload) and terms of use → Look
+    POST /{tenant}/settings/message     the check card's question and the quote list → TenantSettings
+    POST /{tenant}/settings/timezone    the zone of new sign-ups and new schedules → TenantSettings
+    POST /{tenant}/settings/line        the LINE channel secret and access token (write-only) → TenantSettings
 
-Each form is checked in full before anything is written; the write and its audit row commit in one
-transaction, and only then is the running runtime told (`SETTINGS_CHANGED`), which reloads the
-settings into the ingress, the sender and My Page without a restart.
+Each form is checked in full before anything is written (streams/tenants: settings.merged,
+look.merged); the records and their audit row commit together through the registry (SQLite or
+Redis), and only then is the process told (`SETTINGS_CHANGED`); every other process of the
+deployment (ingress, sender, My Page) sees the registry's version move and reloads, without a
+restart.
 
 The channel secret and the access token are write-only: no page ever shows them again (only that
 they are set, when, and their last four characters), the log never carries them, and the audit
@@ -18,6 +20,7 @@ log records only that they changed.
 """
 from __future__ import annotations
 
+import inspect
 import logging
 from datetime import date
 
@@ -25,11 +28,13 @@ from aiohttp import web
 
 from agents.clock import local_ordinal
 from agents.messages import CHECK_TEXT, QUOTES, Texts, check_card
-from streams.admin import accounts, auth, flex
-from streams.admin.keys import CLOCK, FORM, SESSION, SETTINGS_CHANGED, STORE, TENANTS, WALL
+from streams.admin import auth, flex
+from streams.admin.keys import CLOCK, FORM, REGISTRY, SESSION, SETTINGS_CHANGED, TENANTS, WALL
 from streams.admin.view import local_time, render
-from streams.embedded import tenant_look, tenant_settings
 from streams.mypage.app import DEFAULT_IMAGE, DEFAULT_TERMS
+from streams.tenants import look as tenant_look
+from streams.tenants import settings as tenant_settings
+from streams.tenants.registry import AuditRow
 
 log = logging.getLogger("anpi.admin")
 
@@ -57,15 +62,19 @@ def add_routes(router: web.UrlDispatcher) -> None:
 
 @auth.admin_only
 async def settings(request: web.Request) -> web.Response:
-    return _page(request, done=DONE_WORDS.get(request.query.get("done", "")))
+    return await _page(request, done=DONE_WORDS.get(request.query.get("done", "")))
 
 
-def _page(request: web.Request, status: int = 200, *, errors: dict[str, str] | None = None,
-          typed: dict[str, str] | None = None, done: str | None = None) -> web.Response:
+async def _stored(request: web.Request) -> tenant_settings.TenantSettings | None:
+    return await request.app[REGISTRY].settings(request.match_info["tenant"])
+
+
+async def _page(request: web.Request, status: int = 200, *, errors: dict[str, str] | None = None,
+                typed: dict[str, str] | None = None, done: str | None = None) -> web.Response:
     tenant = request.match_info["tenant"]
-    db, zone = request.app[STORE].db, request.app[TENANTS][tenant]
-    look = tenant_look.get(db, tenant)
-    stored = tenant_settings.get(db, tenant) or tenant_settings.Settings()
+    zone = request.app[TENANTS][tenant]
+    look = await request.app[REGISTRY].look(tenant)
+    stored = await _stored(request) or tenant_settings.TenantSettings()
     typed = typed or {}
     current_zone = stored.timezone or zone
     zones = list(tenant_settings.ZONES)
@@ -101,7 +110,7 @@ def _credential(value: str | None, updated_at: int | None, zone: str) -> dict:
 
 @auth.admin_only
 async def top_image(request: web.Request) -> web.Response:
-    look = tenant_look.get(request.app[STORE].db, request.match_info["tenant"])
+    look = await request.app[REGISTRY].look(request.match_info["tenant"])
     if look is not None and look.top_image:
         return web.Response(body=look.top_image, content_type=look.image_type)
     return web.Response(body=DEFAULT_IMAGE, content_type="image/svg+xml")
@@ -110,15 +119,20 @@ async def top_image(request: web.Request) -> web.Response:
 # --- saving -------------------------------------------------------------------------------------------
 
 
-def _saved(request: web.Request, section: str, write) -> web.Response:
-    """Commit `write(db, wall)` (the settings and their audit row), then tell the runtime; 303 back."""
+async def _saved(request: web.Request, section: str, action: str, detail: str | None, *, settings=None,
+                 look=None) -> web.Response:
+    """Commit the records (`settings(wall)` / `look(wall)`: built at the commit's time) with their audit
+    row, then tell the process; 303 back."""
     tenant = request.match_info["tenant"]
-    store, wall = request.app[STORE], request.app[WALL]()
-    with store.transaction():
-        write(store.db, wall)
+    wall = request.app[WALL]()
+    await request.app[REGISTRY].save(tenant, AuditRow(wall, request[SESSION].login, action, detail),
+                                     settings=settings(wall) if settings else None,
+                                     look=look(wall) if look else None)
     log.info("tenant %s: settings saved (%s)", tenant, section)   # what, never the values
     try:
-        request.app[SETTINGS_CHANGED](tenant)
+        applied = request.app[SETTINGS_CHANGED](tenant)
+        if inspect.isawaitable(applied):
+            await applied
     except Exception:
         log.exception("tenant %s: the saved settings (%s) could not be applied to the running service",
                       tenant, section)
@@ -130,13 +144,13 @@ def _saved(request: web.Request, section: str, write) -> web.Response:
 @auth.max_body(UPLOAD_MAX)
 async def save_look(request: web.Request) -> web.Response:
     tenant = request.match_info["tenant"]
-    form, db, login = request[FORM], request.app[STORE].db, request[SESSION].login
+    form = request[FORM]
     upload = form.get("top_image")
     image = upload.file.read() if isinstance(upload, web.FileField) else b""
     reset = form.get("reset_image") == "1"
     terms = str(form.get("terms", "")).replace("\r\n", "\n").strip()
     terms_value = None if not terms or terms == DEFAULT_TERMS else terms
-    old = tenant_look.get(db, tenant)
+    old = await request.app[REGISTRY].look(tenant)
     changes, parts = [], {}
     if image:
         parts["top_image"] = image
@@ -155,12 +169,9 @@ async def save_look(request: web.Request) -> web.Response:
         if terms_value is not None and len(terms_value) > tenant_look.MAX_TERMS_CHARS:
             raise ValueError(f"利用規約は {tenant_look.MAX_TERMS_CHARS:,} 文字以内にしてください。")
     except ValueError as e:
-        return _page(request, 400, errors={"look": str(e)}, typed={"terms": terms})
-
-    def write(db, wall) -> None:
-        tenant_look.put(db, tenant, wall, **parts)
-        accounts.audit(db, tenant, wall, login, "settings.look", None, "、".join(changes))
-    return _saved(request, "look", write)
+        return await _page(request, 400, errors={"look": str(e)}, typed={"terms": terms})
+    return await _saved(request, "look", "settings.look", "、".join(changes),
+                        look=lambda wall: tenant_look.merged(old, wall, **parts))
 
 
 def _check_image(image: bytes) -> None:
@@ -179,14 +190,16 @@ def _check_image(image: bytes) -> None:
 @auth.admin_only
 async def save_message(request: web.Request) -> web.Response:
     tenant = request.match_info["tenant"]
-    form, db, login = request[FORM], request.app[STORE].db, request[SESSION].login
+    form = request[FORM]
     check_raw, quotes_raw = str(form.get("check_text", "")), str(form.get("quotes", ""))
     try:
         check = tenant_settings.clean_check_text(check_raw)
         quotes = tenant_settings.clean_quotes(quotes_raw)
     except tenant_settings.Invalid as e:
-        return _page(request, 400, errors={"message": str(e)}, typed={"check_text": check_raw, "quotes": quotes_raw})
-    old = tenant_settings.get(db, tenant) or tenant_settings.Settings()
+        return await _page(request, 400, errors={"message": str(e)},
+                           typed={"check_text": check_raw, "quotes": quotes_raw})
+    stored = await _stored(request)
+    old = stored or tenant_settings.TenantSettings()
     old_check, old_quotes = old.check_text or CHECK_TEXT, old.quotes or ()
     changes = []
     if check != old_check:
@@ -195,12 +208,9 @@ async def save_message(request: web.Request) -> web.Response:
         changes.append(f"名言：{_count(old_quotes)}→{_count(quotes)}")
     if not changes:
         return auth.see_other(f'{request.app.router["settings"].url_for(tenant=tenant).with_query(done="none")}#message')
-
-    def write(db, wall) -> None:
-        tenant_settings.put(db, tenant, wall, check_text=None if check == CHECK_TEXT else check,
-                            quotes=quotes or None)
-        accounts.audit(db, tenant, wall, login, "settings.message", None, "、".join(changes))
-    return _saved(request, "message", write)
+    return await _saved(request, "message", "settings.message", "、".join(changes),
+                        settings=lambda wall: tenant_settings.merged(
+                            stored, wall, check_text=None if check == CHECK_TEXT else check, quotes=quotes or None))
 
 
 def _count(quotes: tuple[str, ...]) -> str:
@@ -210,28 +220,24 @@ def _count(quotes: tuple[str, ...]) -> str:
 @auth.admin_only
 async def save_timezone(request: web.Request) -> web.Response:
     tenant = request.match_info["tenant"]
-    form, db, login = request[FORM], request.app[STORE].db, request[SESSION].login
-    raw = str(form.get("timezone", ""))
+    raw = str(request[FORM].get("timezone", ""))
     try:
         zone = tenant_settings.clean_timezone(raw)
     except tenant_settings.Invalid as e:
-        return _page(request, 400, errors={"timezone": str(e)})
-    old = (tenant_settings.get(db, tenant) or tenant_settings.Settings()).timezone or request.app[TENANTS][tenant]
+        return await _page(request, 400, errors={"timezone": str(e)})
+    stored = await _stored(request)
+    old = (stored or tenant_settings.TenantSettings()).timezone or request.app[TENANTS][tenant]
     if zone == old:
         return auth.see_other(f'{request.app.router["settings"].url_for(tenant=tenant).with_query(done="none")}#timezone')
-
-    def write(db, wall) -> None:
-        tenant_settings.put(db, tenant, wall, timezone=zone)
-        accounts.audit(db, tenant, wall, login, "settings.timezone", None, f"{old} → {zone}")
-    response = _saved(request, "timezone", write)
+    response = await _saved(request, "timezone", "settings.timezone", f"{old} → {zone}",
+                            settings=lambda wall: tenant_settings.merged(stored, wall, timezone=zone))
     request.app[TENANTS][tenant] = zone   # this screen's times and "today", in the tenant's zone
     return response
 
 
 @auth.admin_only
 async def save_line(request: web.Request) -> web.Response:
-    tenant = request.match_info["tenant"]
-    form, login = request[FORM], request[SESSION].login
+    form = request[FORM]
     secret_raw, token_raw = str(form.get("channel_secret", "")), str(form.get("channel_access_token", ""))
     parts, changes = {}, []
     try:
@@ -245,9 +251,7 @@ async def save_line(request: web.Request) -> web.Response:
             parts["channel_access_token"] = tenant_settings.clean_token(token_raw)
             changes.append("チャネルアクセストークンを変更")
     except tenant_settings.Invalid as e:
-        return _page(request, 400, errors={"line": str(e)})   # what was typed is never sent back
-
-    def write(db, wall) -> None:
-        tenant_settings.put(db, tenant, wall, **parts)
-        accounts.audit(db, tenant, wall, login, "settings.line", None, "、".join(changes))  # never the values
-    return _saved(request, "line", write)
+        return await _page(request, 400, errors={"line": str(e)})   # what was typed is never sent back
+    stored = await _stored(request)
+    return await _saved(request, "line", "settings.line", "、".join(changes),   # never the values
+                        settings=lambda wall: tenant_settings.merged(stored, wall, **parts))

@@ -30,13 +30,23 @@ log = logging.getLogger("anpi.engine")
 STALE_AFTER = 30.0  # seconds without a committed step (the loop steps every half second) = unhealthy
 
 
-class Engine:
-    def __init__(self, store: Store, tenant: str, registry: CollectorRegistry | None = None):
-        self.store, self.tenant = store, tenant
+class Metrics:
+    """The engines' series: one set per process, shared by every tenant's engine."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = registry or CollectorRegistry()
         self.quarantined = quarantine.counter(self.registry)
         self.last_step = Gauge("anpi_engine_last_step_timestamp_seconds", "Wall time of the engine's last "
-                               "step, committed or with nothing to commit", registry=self.registry)
+                               "step, committed or with nothing to commit", ["tenant"], registry=self.registry)
+
+
+class Engine:
+    def __init__(self, store: Store, tenant: str, metrics: Metrics | None = None):
+        self.store, self.tenant = store, tenant
+        self.metrics = metrics or Metrics()
+        self.registry = self.metrics.registry
+        self.quarantined = self.metrics.quarantined
+        self.last_step = self.metrics.last_step.labels(tenant)
         self.stepped_at: float | None = None  # monotonic time of the last step that went through
         self.load()
 
@@ -90,24 +100,30 @@ class Engine:
 
     async def run(self, now: Callable[[], int], grace_ms: int, every_seconds: float, stop: asyncio.Event,
                   on_effects: Callable[[list[Effect]], None] | None = None) -> None:
-        """Step every `every_seconds` (wall) until `stop`; ticks trail `now()` by `grace_ms`."""
-        while not stop.is_set():
+        """This engine alone: `run_engines` with one tenant."""
+        await run_engines({self.tenant: self}, now, grace_ms, every_seconds, stop, on_effects)
+
+
+async def run_engines(towns, now: Callable[[], int], grace_ms: int, every_seconds: float, stop: asyncio.Event,
+                      on_effects: Callable[[list[Effect]], None] | None = None) -> None:
+    """Step every tenant's engine (`towns`: id -> an Engine, or an object with `.engine`; read each
+    beat, so a tenant added meanwhile is stepped from the next) every `every_seconds` (wall) until `stop`; ticks trail
+    `now()` by `grace_ms`. One tenant's failed step is retried from what the store holds; the others go on."""
+    while not stop.is_set():
+        for town in list(towns.values()):
+            engine = getattr(town, "engine", town)
             try:
-                effects = self.step(now() - grace_ms)
+                effects = engine.step(now() - grace_ms)
             except Exception:  # the step did not commit: start again from what the store holds
-                log.exception("tenant %s: engine step failed; retrying from the stored position", self.tenant)
+                log.exception("tenant %s: engine step failed; retrying from the stored position", engine.tenant)
                 effects = []
                 try:
-                    self.load()
+                    engine.load()
                 except Exception:
-                    log.exception("tenant %s: could not reload the engine's state", self.tenant)
-                await asyncio.sleep(1.0)
+                    log.exception("tenant %s: could not reload the engine's state", engine.tenant)
             if effects and on_effects is not None:
-                try:
-                    on_effects(effects)
-                except Exception:  # a listener (the demo's report) must not stop the engine
-                    log.exception("tenant %s: a listener failed", self.tenant)
-            try:
-                await asyncio.wait_for(stop.wait(), every_seconds)
-            except asyncio.TimeoutError:
-                pass
+                on_effects(effects)
+        try:
+            await asyncio.wait_for(stop.wait(), every_seconds)
+        except asyncio.TimeoutError:
+            pass

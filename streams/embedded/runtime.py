@@ -1,4 +1,5 @@
-"""`anpi serve`: webhook ingress, engine and sender in one process over one SQLite file.
+"""`anpi serve`: webhook ingress, engines and senders in one process over one SQLite file, for every
+tenant the file serves.
 
     LINE ─webhook─▶ ingress (streams/ingress.py) ─commit─▶ inbox ─▶ engine loop ─commit─▶ states,
                                                                    (streams/embedded/engine.py)  effects
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -23,8 +24,10 @@ from agents.subject import addressed
 from schemas.effects import Effect
 from schemas.tenant import Tenant
 from streams import codec, ingress
-from streams.embedded.engine import Engine
+from streams.embedded.engine import Engine, run_engines
+from streams.embedded.engine import Metrics as EngineMetrics
 from streams.embedded.store import Store
+from streams.sender import Metrics as SenderMetrics
 from streams.sender import Sender
 from streams.webhook_events import Routed
 
@@ -56,23 +59,52 @@ class StoreDedupe:
         self.store.forget_webhook(tenant_id, webhook_event_id)
 
 
+class Town:
+    """One tenant in the running process: its engine (a cursor of its own over the shared file) and
+    its sender (its own channel: token, limits, wording), with the sender's loop."""
+
+    def __init__(self, tenant: Tenant, engine: Engine, sender: Sender):
+        self.tenant, self.engine, self.sender = tenant, engine, sender
+        self.task: asyncio.Task | None = None
+
+
 class Runtime:
-    def __init__(self, store: Store, tenant: Tenant, line_api: str, now_ms: Callable[[], int], *,
-                 grace_ms: int = 5_000, step_seconds: float = 0.5, sender: Sender | None = None):
-        self.store, self.tenant, self.now_ms, self.grace_ms = store, tenant, now_ms, grace_ms
-        # what the ingress reads per request: replace the Tenant here and the next webhook uses it
-        self.tenants: dict[str, Tenant] = {tenant.id: tenant}
+    """Every tenant of the store's file in one process: one engine loop steps each tenant's engine in
+    turn; each tenant's sender has a loop of its own (a slow or failing channel delays no other).
+    `add(tenant)` starts one more at run time (no restart): its engine loads what the file holds."""
+
+    def __init__(self, store: Store, tenants: Iterable[Tenant], line_api: str, now_ms: Callable[[], int], *,
+                 grace_ms: int = 5_000, step_seconds: float = 0.5,
+                 sender_for: Callable[[Tenant, SenderMetrics], Sender] | None = None):
+        """`sender_for(tenant, metrics)`: each tenant's Sender (default: LINE at `line_api`), reporting
+        to the runtime's one set of sender series."""
+        self.store, self.now_ms, self.grace_ms, self.line_api = store, now_ms, grace_ms, line_api
+        # what the ingress reads per request: replace a Tenant here and the next webhook uses it
+        self.tenants: dict[str, Tenant] = {}
         self.step_seconds = step_seconds
-        self.engine = Engine(store, tenant.id)
-        self.sender = sender or Sender(tenant, line_api)
+        self.engine_metrics, self.sender_metrics = EngineMetrics(), SenderMetrics()
+        self._sender_for = sender_for or (lambda t, metrics: Sender(t, line_api, metrics=metrics))
         self.ingress_metrics = ingress.Metrics()
-        self.registries = [self.engine.registry, self.sender.registry, self.ingress_metrics.registry]  # /metrics
+        self.registries = [self.engine_metrics.registry, self.sender_metrics.registry,
+                           self.ingress_metrics.registry]  # /metrics
         self.refreshers: list[Callable[[], Awaitable[None]]] = []  # series read when /metrics is asked
         self.listeners: list[Callable[[list[Effect]], None]] = []
+        self.towns: dict[str, Town] = {}
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._runner: web.AppRunner | None = None
         self.url = ""
+        for tenant in tenants:
+            self.add(tenant)
+
+    def add(self, tenant: Tenant) -> Town:
+        """Serve one more tenant (its sender's loop starts now if the runtime has started)."""
+        sender = self._sender_for(tenant, self.sender_metrics)
+        town = self.towns[tenant.id] = Town(tenant, Engine(self.store, tenant.id, self.engine_metrics), sender)
+        self.tenants[tenant.id] = tenant
+        if self._tasks:
+            town.task = asyncio.create_task(self._sender_loop(town), name=f"sender {tenant.id}")
+        return town
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Serve the webhook endpoint and start the engine and sender loops; the ingress URL."""
@@ -82,8 +114,9 @@ class Runtime:
         await site.start()
         bound = site._server.sockets[0].getsockname()[1]  # port 0: the OS chose one
         self.url = f"http://{host}:{bound}"
-        self._tasks = [asyncio.create_task(self._engine_loop(), name="engine"),
-                       asyncio.create_task(self._sender_loop(), name="sender")]
+        self._tasks = [asyncio.create_task(self._engine_loop(), name="engine")]
+        for town in self.towns.values():
+            town.task = asyncio.create_task(self._sender_loop(town), name=f"sender {town.tenant.id}")
         return self.url
 
     def web_app(self) -> web.Application:
@@ -95,10 +128,14 @@ class Runtime:
         return app
 
     def health(self) -> tuple[bool, str]:
-        """Healthy while the engine loop runs and commits its steps (it steps every half second)."""
+        """Healthy while the engine loop runs and commits every tenant's steps (each every half second)."""
         if not self._tasks or self._tasks[0].done():
             return False, "the engine loop is not running"
-        return self.engine.health()
+        for town in self.towns.values():
+            healthy, why = town.engine.health()
+            if not healthy:
+                return False, f"tenant {town.tenant.id}: {why}"
+        return True, "ok"
 
     async def _metrics(self, request: web.Request) -> web.Response:
         for refresh in self.refreshers:
@@ -107,47 +144,52 @@ class Runtime:
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def stop_engine(self) -> None:
-        """No more steps (the sender keeps draining what was decided)."""
+        """No more steps (the senders keep draining what was decided)."""
         self._stop.set()
         await self._tasks[0]
 
     async def drain(self, timeout: float = 30.0) -> None:
-        """Wait until every effect for the sender has been handed to it (and LINE)."""
+        """Wait until every effect for the senders has been handed to them (and LINE)."""
         deadline = asyncio.get_running_loop().time() + timeout
-        while self.store.unsent(self.tenant.id, routes.OUTBOX):
+        while any(self.store.unsent(tenant, routes.OUTBOX) for tenant in self.towns):
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError("the sender did not finish in time")
             await asyncio.sleep(0.05)
 
     async def close(self) -> None:
         self._stop.set()
-        for task in self._tasks:
+        tasks = self._tasks + [t.task for t in self.towns.values() if t.task is not None]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
-        await self.sender.close()
+        for town in self.towns.values():
+            await town.sender.close()
 
     async def _engine_loop(self) -> None:
         def tell(effects: list[Effect]) -> None:
             for listener in self.listeners:
-                listener(effects)
-        await self.engine.run(self.now_ms, self.grace_ms, self.step_seconds, self._stop, tell)
+                try:
+                    listener(effects)
+                except Exception:  # a listener (the demo's report) must not stop the engine
+                    log.exception("a listener failed")
+        await run_engines(self.towns, self.now_ms, self.grace_ms, self.step_seconds, self._stop, tell)
 
-    async def _sender_loop(self) -> None:
+    async def _sender_loop(self, town: Town) -> None:
         while True:
             try:
-                sent = await self._send_one_step()
+                sent = await self._send_one_step(town)
             except Exception:  # LINE unreachable, the store, a bug: keep the rows, try again (same retry keys)
-                log.exception("tenant %s: delivery failed; retrying", self.tenant.id)
+                log.exception("tenant %s: delivery failed; retrying", town.tenant.id)
                 sent = False
                 await asyncio.sleep(1.0)
             if not sent:
                 await asyncio.sleep(self.step_seconds / 2)
 
-    async def _send_one_step(self) -> bool:
+    async def _send_one_step(self, town: Town) -> bool:
         """Deliver the earliest step's unsent messages; False when there was nothing to send."""
-        tenant = self.tenant.id
+        tenant = town.tenant.id
         rows = self.store.unsent(tenant, routes.OUTBOX)  # unfollow / follow too, as on Kafka
         if not rows:
             return False
@@ -164,7 +206,7 @@ class Runtime:
                 claims.append((effect.id, holder, token[0]))
             outbox.append(obj)
         self.store.claim_replies(tenant, claims)
-        report = await self.sender.deliver(outbox)  # LINE unreachable: raises, and the loop tries again
+        report = await town.sender.deliver(outbox)  # LINE unreachable: raises, and the loop tries again
         for failure in report.failed:
             log.warning("tenant %s: %s gave up (%s %s)", tenant, failure.endpoint, failure.status, failure.reason)
         self.store.mark_sent(seq for seq, _ in rows)

@@ -2,7 +2,7 @@
 
 Events go to the tenant's inbound topic (acks=all) before LINE gets its 200; webhookEventIds are
 de-duplicated in Redis, shared by every ingress process. Settings: ANPI_KAFKA, ANPI_REDIS,
-ANPI_PARTITIONS, and the channel from the environment (streams/tenant_env.py); the tenant id
+ANPI_PARTITIONS, and the channel from the environment (streams/tenants/from_env.py); the tenant id
 defaults to ANPI_TOPIC_PREFIX. /metrics (anpi_ingress_*) on ANPI_INGRESS_METRICS_PORT (off unless
 set), never on the webhook's port, which faces the internet.
 """
@@ -20,7 +20,7 @@ from prometheus_client import start_http_server
 from streams import ingress, startup
 from streams.kafka.settings import Settings
 from streams.runtime import until_stopped
-from streams.tenant_env import tenant_from_env
+from streams.tenants.from_env import tenant_from_env
 
 
 def main(host: str, port: int) -> int:

@@ -47,7 +47,7 @@ import redis.asyncio as aioredis
 
 from schemas.tenant import Tenant
 from streams import codec, startup
-from streams.tenant_env import tenant_from_env
+from streams.tenants.from_env import tenant_from_env
 from streams.kafka.settings import Settings
 from streams.sender import Limits, Sender, redis_limiters, redis_reply_claims
 

@@ -33,9 +33,9 @@ from agents.member import MAX_CONTACTS, MemberState
 from schemas.events import ChangeSettings, Invite, Pause
 from schemas.settings import INTERVALS, NOTIFY, WATCH, WEEKDAYS, MemberSettings
 from schemas.tenant import Tenant
-from streams.embedded import tenant_look
 from streams.embedded.store import Store
 from streams.mypage import forms, liff, reading, sessions, view
+from streams.tenants.in_sqlite import SqliteRegistry
 
 log = logging.getLogger("anpi.mypage")
 HERE = Path(__file__).resolve().parent
@@ -82,7 +82,8 @@ class MyPage:
         self.templates = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
                                             trim_blocks=True, lstrip_blocks=True)
         self.http: aiohttp.ClientSession | None = None
-        for install in (sessions.install, reading.install, tenant_look.install):
+        self.registry = SqliteRegistry(store)   # the tenant's look: top image and terms
+        for install in (sessions.install, reading.install):
             install(store.db)
 
     # --- plumbing ---------------------------------------------------------------------------------
@@ -131,7 +132,7 @@ class MyPage:
         state = reading.member_state(self.store, tenant.id, session.member)
         if state is None:
             return self.short_page(tenant, "unregistered", 200)
-        return self.page(tenant, session, state, flash=sessions.pop_flash(self.store.db, sid))
+        return await self.page(tenant, session, state, flash=sessions.pop_flash(self.store.db, sid))
 
     def link_login(self, request: web.Request, tenant: Tenant) -> web.StreamResponse:
         try:
@@ -173,12 +174,12 @@ class MyPage:
 
     # --- the page ---------------------------------------------------------------------------------
 
-    def page(self, tenant: Tenant, session: sessions.Session, state: MemberState, *, flash: str | None = None,
+    async def page(self, tenant: Tenant, session: sessions.Session, state: MemberState, *, flash: str | None = None,
              error: tuple[str, str] | None = None, http_status: int = 200) -> web.Response:
         now, s = self.now_ms(), state.settings
         zone = s.schedule.zone
         today = local_ordinal(zone, now)
-        look = tenant_look.get(self.store.db, tenant.id)
+        look = await self.registry.look(tenant.id)
         effects = reading.history(self.store.db, tenant.id, session.member, now - HISTORY_DAYS * DAY, now)
         sch = s.schedule
         return self.render(
@@ -206,7 +207,7 @@ class MyPage:
         tenant = self.tenant(request)
         if tenant is None:
             return self.short_page(None, "missing", 404)
-        look = tenant_look.get(self.store.db, tenant.id)
+        look = await self.registry.look(tenant.id)
         if look is not None and look.top_image:
             body, kind = look.top_image, look.image_type
         else:
@@ -250,7 +251,7 @@ class MyPage:
                 return self.short_page(tenant, "unregistered", 200)
             except forms.Invalid as invalid:
                 state = reading.member_state(self.store, tenant.id, session.member)
-                return self.page(tenant, session, state, error=(section, str(invalid)), http_status=400)
+                return await self.page(tenant, session, state, error=(section, str(invalid)), http_status=400)
             sessions.set_flash(self.store.db, sid, done)
             return _see_other(_root(tenant) + anchor)
 

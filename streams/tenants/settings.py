@@ -1,40 +1,26 @@
-"""A tenant's settings that staff change from the admin screen (設定): the check card's question and
-quote list, the time zone for new sign-ups, and the LINE channel's credentials.
-
-One row per tenant in the embedded store's file (the top image and the terms of use are in
-tenant_look). A column left NULL means "not set here": the built-in wording, and for the zone and
-the credentials whatever the tenant was started with (the environment: ANPI_TIMEZONE,
+"""A tenant's settings (`anpi tenant add`, and the admin screen's 設定): the check card's question and
+quote list, the time zone, and the LINE channel's credentials; stored by a registry backend
+(streams/tenants/registry.py). A part left None means "not set here": the built-in wording, and for
+the zone and the credentials whatever the tenant was started with (the environment: ANPI_TIMEZONE,
 ANPI_CHANNEL_SECRET, ANPI_CHANNEL_ACCESS_TOKEN). What is stored wins over the environment.
 
-    tenant_settings(tenant, check_text, quotes (JSON list), timezone, channel_secret, channel_access_token,
-                    secret_updated_at, token_updated_at, updated_at)
+SECURITY: once credentials are saved, the store (the SQLite file with its -wal / -shm companions,
+or Redis and its dumps) holds the channel secret and access token in the clear. Protect it like a
+secrets file: owner-only permissions (chmod 600), no world-readable backups. The credentials are
+write-only on the admin screen: pages show at most that they are set, when, and their last four
+characters; they are never logged and never written to the audit log.
 
-SECURITY: once credentials are saved here, the SQLite file (and its -wal / -shm companions and any
-backup of them) holds the channel secret and access token in the clear. Protect it like a secrets
-file: owner-only permissions (chmod 600), no world-readable backups. The credentials are write-only
-on the admin screen: pages show at most that they are set, when, and their last four characters;
-they are never logged and never written to the audit log.
-
-Validation raises `Invalid` with a message in Japanese that staff can act on; `put` checks every
-value it is given before it writes anything, so a refused form changes nothing.
+Validation raises `Invalid` with a message in Japanese that staff can act on; `merged` checks every
+value it is given before anything is written, so a refused form changes nothing.
 """
 from __future__ import annotations
 
-import json
 import re
-import sqlite3
 from dataclasses import dataclass, field, replace
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from agents.messages import Texts
 from schemas.tenant import Tenant
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS tenant_settings (tenant TEXT PRIMARY KEY, check_text TEXT, quotes TEXT, timezone TEXT,
-                                            channel_secret TEXT, channel_access_token TEXT,
-                                            secret_updated_at INTEGER, token_updated_at INTEGER,
-                                            updated_at INTEGER NOT NULL) WITHOUT ROWID;
-"""
 
 CHECK_MAX = 40          # characters of the question on the check card
 QUOTES_MAX = 100        # quotes in the list
@@ -57,7 +43,7 @@ class Invalid(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class Settings:
+class TenantSettings:
     check_text: str | None = None
     quotes: tuple[str, ...] | None = None
     timezone: str | None = None
@@ -67,9 +53,6 @@ class Settings:
     token_updated_at: int | None = None
     updated_at: int = 0
 
-
-def install(db: sqlite3.Connection) -> None:
-    db.executescript(SCHEMA)
 
 
 # --- validation ------------------------------------------------------------------------------------
@@ -125,27 +108,17 @@ def clean_token(value: str) -> str:
     return value
 
 
-# --- reading and writing -----------------------------------------------------------------------------
-
-
-def get(db: sqlite3.Connection, tenant: str) -> Settings | None:
-    row = db.execute("SELECT check_text, quotes, timezone, channel_secret, channel_access_token, secret_updated_at, "
-                     "token_updated_at, updated_at FROM tenant_settings WHERE tenant = ?", (tenant,)).fetchone()
-    if row is None:
-        return None
-    quotes = tuple(json.loads(row[1])) if row[1] else None
-    return Settings(row[0], quotes, row[2], row[3], row[4], row[5], row[6], row[7])
+# --- changing them (pure: each backend stores the record this returns) --------------------------------
 
 
 _KEEP = object()
 
 
-def put(db: sqlite3.Connection, tenant: str, at: int, *, check_text=_KEEP, quotes=_KEEP, timezone=_KEEP,
-        channel_secret=_KEEP, channel_access_token=_KEEP) -> Settings:
-    """Replace the parts passed (None clears one back to its default); the rest is kept. Every value
-    is checked first: `Invalid` means nothing was written. Run it inside the caller's transaction."""
-    old = get(db, tenant) or Settings(updated_at=at)
-    new = old
+def merged(old: TenantSettings | None, at: int, *, check_text=_KEEP, quotes=_KEEP, timezone=_KEEP,
+           channel_secret=_KEEP, channel_access_token=_KEEP) -> TenantSettings:
+    """`old` with the parts passed replaced (None clears one back to its default); the rest is kept.
+    Every value is checked: `Invalid` means nothing is to be written."""
+    new = old or TenantSettings(updated_at=at)
     if check_text is not _KEEP:
         new = replace(new, check_text=None if check_text is None else clean_check_text(check_text))
     if quotes is not _KEEP:
@@ -160,18 +133,29 @@ def put(db: sqlite3.Connection, tenant: str, at: int, *, check_text=_KEEP, quote
     if channel_access_token is not _KEEP:
         new = replace(new, channel_access_token=None if channel_access_token is None
                       else clean_token(channel_access_token), token_updated_at=at)
-    new = replace(new, updated_at=at)
-    db.execute("INSERT OR REPLACE INTO tenant_settings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-               (tenant, new.check_text, json.dumps(list(new.quotes), ensure_ascii=False) if new.quotes else None,
-                new.timezone, new.channel_secret, new.channel_access_token, new.secret_updated_at,
-                new.token_updated_at, new.updated_at))
-    return new
+    return replace(new, updated_at=at)
+
+
+def to_obj(s: TenantSettings) -> dict:
+    """The record as plain fields (None left out), for a backend to store."""
+    obj = {"check_text": s.check_text, "quotes": list(s.quotes) if s.quotes else None, "timezone": s.timezone,
+           "channel_secret": s.channel_secret, "channel_access_token": s.channel_access_token,
+           "secret_updated_at": s.secret_updated_at, "token_updated_at": s.token_updated_at,
+           "updated_at": s.updated_at}
+    return {k: v for k, v in obj.items() if v is not None}
+
+
+def from_obj(obj: dict) -> TenantSettings:
+    quotes = obj.get("quotes")
+    return TenantSettings(obj.get("check_text"), tuple(quotes) if quotes else None, obj.get("timezone"),
+                          obj.get("channel_secret"), obj.get("channel_access_token"), obj.get("secret_updated_at"),
+                          obj.get("token_updated_at"), obj.get("updated_at") or 0)
 
 
 # --- what the runtime uses -----------------------------------------------------------------------------
 
 
-def tenant_with(seed: Tenant, s: Settings | None) -> Tenant:
+def tenant_with(seed: Tenant, s: TenantSettings | None) -> Tenant:
     """The tenant as it runs: the seed (from the environment) with what is stored here laid over it."""
     if s is None:
         return seed
@@ -180,7 +164,7 @@ def tenant_with(seed: Tenant, s: Settings | None) -> Tenant:
                    timezone=s.timezone or seed.timezone)
 
 
-def texts_with(base: Texts, s: Settings | None) -> Texts:
+def texts_with(base: Texts, s: TenantSettings | None) -> Texts:
     """The sender's wording: the stored question and quotes, or the base's (the built-in ones)."""
     if s is None:
         return base
