@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     ing.add_argument("--host", default="127.0.0.1")
     ing.add_argument("--port", type=int, default=8080)
 
-    serve = commands.add_parser("serve", help="one tenant's webhook, engine and sender in this process (SQLite)")
+    serve = commands.add_parser("serve", help="every tenant's webhook, engine and sender in this process (SQLite)")
     serve.add_argument("--db", default="var/anpi.db", help="the SQLite file (default var/anpi.db)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
@@ -53,6 +53,20 @@ def main(argv: list[str] | None = None) -> int:
                                                       "ANPI_KAFKA, ANPI_REDIS, ANPI_TOPIC_PREFIX, ANPI_TIMEZONE)")
     admin_serve.add_argument("--host", default="127.0.0.1")
     admin_serve.add_argument("--port", type=int, default=8090)
+
+    tenant = commands.add_parser("tenant", help="the municipalities this deployment serves: add one, list them")
+    tenant_what = tenant.add_subparsers(dest="what", required=True, metavar="ACTION")
+    tenant_add = tenant_what.add_parser("add", help="add a tenant (its LINE channel's secret and token from "
+                                                    "ANPI_CHANNEL_SECRET / ANPI_CHANNEL_ACCESS_TOKEN or stdin, "
+                                                    "never from the command line); served without a restart")
+    tenant_add.add_argument("id", help="URL-safe id: /webhook/<id>, /admin/<id>")
+    tenant_add.add_argument("--name", help="the municipality's name, e.g. 我孫子市 (default: the id)")
+    tenant_add.add_argument("--timezone", default="Asia/Tokyo", help="its time zone (default Asia/Tokyo)")
+    tenant_list = tenant_what.add_parser("list", help="one line per tenant: id, name, time zone, LINE channel")
+    for p in (tenant_add, tenant_list):
+        p.add_argument("--db", default="var/anpi.db", help="the SQLite file of `anpi serve` (default var/anpi.db)")
+        p.add_argument("--redis", nargs="?", const=os.environ.get("ANPI_REDIS", "redis://127.0.0.1:6379/0"),
+                       metavar="URL", help="the Kafka deployment's Redis instead: at URL, else ANPI_REDIS")
 
     readside = commands.add_parser("readside", help="keep the admin screen's read side in Redis from the Kafka "
                                                     "runtime's effects (settings from ANPI_*)")
@@ -173,6 +187,11 @@ def _run(args) -> int:
         if args.redis:
             return admin_cli.create_user_redis(args.redis, args.tenant, args.login, args.role)
         return admin_cli.create_user(args.db, args.tenant, args.login, args.role)
+    if args.command == "tenant":
+        from streams.tenants import cli as tenant_cli
+        if args.what == "add":
+            return tenant_cli.add(args.id, args.name, args.timezone, args.db, args.redis)
+        return tenant_cli.list_tenants(args.db, args.redis)
     if args.command == "quarantine":
         from streams import quarantine
         return quarantine.command(args.what, getattr(args, "id", None), args.db, args.tenant, args.kafka, sys.stdout)

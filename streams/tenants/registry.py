@@ -58,7 +58,7 @@ class Registry(Protocol):
 
 def new_entry(tenant_id: str, name: str | None, at: int) -> Entry:
     """`startup.BadSetting` for an id that cannot be a URL segment / key part."""
-    tenant_id = startup.tenant_id(tenant_id, "the tenant id")
+    tenant_id = startup.tenant_id(tenant_id, "ID")
     return Entry(tenant_id, (name or "").strip() or tenant_id, at)
 
 
