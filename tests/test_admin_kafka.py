@@ -339,6 +339,20 @@ def test_the_admin_screen_on_kafka_reads_the_effects_from_redis_and_staff_action
                 assert status == 404, path
             assert not await staff.exists(A, "intruder") and await staff.audit_log(A) == audit_before
             assert (await user.login(A, "b-admin"))[0] == 401  # B's account does not open A
+
+            # --- 設定 on Kafka: B's administrator saves B's wording in the tenant registry (Redis) ------
+            status, page, _ = await stranger.get(f"/admin/{B}/settings")
+            assert status == 200 and "準備中" not in page and "お元気ですか？" in page
+            form = {"csrf": csrf_in(page), "check_text": "Bです。お元気ですか？", "quotes": "一期一会"}
+            assert (await stranger.post(f"/admin/{A}/settings/message", form))[0] == 404   # never A's
+            status, _, response = await stranger.post(f"/admin/{B}/settings/message", form)
+            assert status == 303 and "done=message" in response.headers["Location"]
+            registry = RedisRegistry(redis)
+            saved = await registry.settings(B)
+            assert saved.check_text == "Bです。お元気ですか？" and saved.quotes == ("一期一会",)
+            assert await registry.settings(A) is None
+            assert [r["action"] for r in await staff.audit_log(B)][:1] == ["settings.message"]
+            assert "Bです。お元気ですか？" in (await stranger.get(f"/admin/{B}/settings"))[1]
             await stranger.close()
 
             # --- what Redis holds: no names, and phone numbers only in the staff call's case hash ------

@@ -788,30 +788,28 @@ def test_every_body_lines_spec_allows_is_taken_and_every_forgery_is_refused(fuzz
         codec.dumps([codec.event_to_obj(e) for e in r.events])  # everything routed can travel
 
 
-def test_anpi_ingress_counts_each_webhook_by_outcome_on_its_own_metrics_port(kafka_tenant):
-    """An SRE sees, per tenant, what LINE's webhooks came to: taken, refused (unsigned, malformed),
-    for another tenant, repeated events; on a port of its own, never the webhook's, which faces the
-    internet."""
-    import os
+def _free_port() -> int:
     import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def anpi_ingress(tenant: Tenant, **env: str):
+    """`anpi ingress` for `tenant` as a process of its own, answering; yields its host:port."""
+    import os
     import subprocess
     import sys
     import time
-    import urllib.request
 
-    def free_port() -> int:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return s.getsockname()[1]
-
-    port, metrics_port = free_port(), free_port()
-    env = {**os.environ, **Settings.from_env().env(), "ANPI_TOPIC_PREFIX": kafka_tenant.id,
-           "ANPI_PARTITIONS": str(PARTITIONS), "ANPI_CHANNEL_SECRET": SECRET,
-           "ANPI_CHANNEL_ACCESS_TOKEN": kafka_tenant.channel_access_token,
-           "ANPI_INGRESS_METRICS_PORT": str(metrics_port)}
+    port = _free_port()
+    env = {**os.environ, **Settings.from_env().env(), "ANPI_TOPIC_PREFIX": tenant.id,
+           "ANPI_PARTITIONS": str(PARTITIONS), "ANPI_CHANNEL_SECRET": tenant.channel_secret,
+           "ANPI_CHANNEL_ACCESS_TOKEN": tenant.channel_access_token, **env}
     process = subprocess.Popen([sys.executable, "-m", "streams.cli", "ingress", "--port", str(port)], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    host, path = f"127.0.0.1:{port}", f"/webhook/{kafka_tenant.id}"
+    host = f"127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -822,6 +820,21 @@ def test_anpi_ingress_counts_each_webhook_by_outcome_on_its_own_metrics_port(kaf
                 pass
             assert process.poll() is None and time.monotonic() < deadline, "anpi ingress did not start"
             time.sleep(0.2)
+        yield host
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def test_anpi_ingress_counts_each_webhook_by_outcome_on_its_own_metrics_port(kafka_tenant):
+    """An SRE sees, per tenant, what LINE's webhooks came to: taken, refused (unsigned, malformed),
+    for another tenant, repeated events; on a port of its own, never the webhook's, which faces the
+    internet."""
+    import urllib.request
+
+    metrics_port = _free_port()
+    path = f"/webhook/{kafka_tenant.id}"
+    with anpi_ingress(kafka_tenant, ANPI_INGRESS_METRICS_PORT=str(metrics_port)) as host:
         tap = ok_tap(user("U" + "7" * 32), at=T0)
         once, twice = body_of(tap), body_of({**tap, "deliveryContext": {"isRedelivery": True}},
                                             text(user("U" + "7" * 32), at=T0 + 1))
@@ -832,9 +845,6 @@ def test_anpi_ingress_counts_each_webhook_by_outcome_on_its_own_metrics_port(kaf
         assert post(host, "/webhook/somewhere-else", once, sign(once))[0] == 404
         assert get(host, "/metrics")[0] == 404  # not on the webhook's port
         page = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
-    finally:
-        process.terminate()
-        process.wait(30)
     samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in page.splitlines()
                if line.startswith("anpi_ingress_") and "_total{" in line}
     t = kafka_tenant.id
@@ -846,3 +856,37 @@ def test_anpi_ingress_counts_each_webhook_by_outcome_on_its_own_metrics_port(kaf
         f'anpi_ingress_events_total{{repeated="false",tenant="{t}"}}': 2.0,
         f'anpi_ingress_events_total{{repeated="true",tenant="{t}"}}': 1.0,
     }, samples
+
+
+def test_anpi_ingress_takes_a_channel_secret_saved_on_the_settings_page_without_a_restart(kafka_tenant):
+    """設定 on Kafka saves the new secret in the tenant registry (Redis); the running ingress follows it."""
+    import time
+
+    from streams.tenants import settings as ts
+    from streams.tenants.in_redis import RedisRegistry
+
+    new_secret = "f" * 32
+    path = f"/webhook/{kafka_tenant.id}"
+    tap = body_of(ok_tap(user("U" + "6" * 32), at=T0))
+
+    async def save(settings) -> None:
+        redis = aioredis.from_url(Settings.from_env().redis)
+        try:
+            if settings is None:
+                await redis.delete(f"anpi:{{{kafka_tenant.id}}}:tenant")
+            else:
+                await RedisRegistry(redis).save(kafka_tenant.id, None, settings=settings)
+        finally:
+            await redis.aclose()
+
+    try:
+        with anpi_ingress(kafka_tenant) as host:
+            assert post(host, path, tap, sign(tap))[0] == 200             # the environment's secret
+            asyncio.run(save(ts.merged(None, T0, channel_secret=new_secret)))
+            deadline = time.monotonic() + 10
+            while post(host, path, tap, sign(tap, new_secret))[0] != 200:   # within a second or so
+                assert time.monotonic() < deadline, "the saved secret was not taken up"
+                time.sleep(0.2)
+            assert post(host, path, tap, sign(tap))[0] == 401             # the old one no longer
+    finally:
+        asyncio.run(save(None))

@@ -9,6 +9,7 @@ import sys
 import uuid
 
 import pytest
+import redis.asyncio as aioredis
 from aiohttp import web
 
 from linesim import Channel, Config, ManualClock, Resident, run_linesim, user_id_for
@@ -20,6 +21,8 @@ from streams import ingress
 from streams.kafka import simulate as kafka_simulate
 from streams.kafka.feed import event_message, tick_messages
 from streams.kafka.settings import Settings
+from streams.tenants import settings as ts
+from streams.tenants.in_redis import RedisRegistry
 
 pytestmark = pytest.mark.usefixtures("running_services")
 START = 1_796_050_800  # 2026-12-01T00:00+09:00, in seconds: linesim's clock, which every process here reads
@@ -55,6 +58,10 @@ def test_an_answer_and_an_escalation_go_all_the_way_round_through_kafka():
                         residents=[Resident(answers, "answer", delay=600), Resident(silent, "never"),
                                    Resident(family, "never")], clock=clock)
         sender = None
+        # the wording staff saved on the 設定 page (the tenant registry in Redis): the sender follows it
+        redis = aioredis.from_url(run.settings.redis)
+        await RedisRegistry(redis).save(tenant.id, None, settings=ts.merged(None, START * 1000,
+                                                                            check_text="今朝もお元気ですか？"))
         try:
             async with run_linesim(config) as sim:
                 run.start_worker()
@@ -104,6 +111,8 @@ def test_an_answer_and_an_escalation_go_all_the_way_round_through_kafka():
                 sender.kill()  # SIGKILL: a crash is what the sender must survive anyway
                 sender.wait(timeout=30)
             run.kill_worker(signal.SIGTERM)
+            await redis.delete(f"anpi:{{{tenant.id}}}:tenant")
+            await redis.aclose()
             await runner.cleanup()
             await sink.stop()
             await run.delete_topics()
@@ -113,6 +122,7 @@ def test_an_answer_and_an_escalation_go_all_the_way_round_through_kafka():
     # card, thanks; next day's card, and its thanks (the resident tapped while the clock ran to 12:00)
     assert len(state.deliveries_to(answers)) == 4 and len(state.deliveries_to(silent)) == 2
     assert "ありがとう" in str(state.deliveries_to(answers)[1].messages)
+    assert "今朝もお元気ですか？" in str(state.deliveries_to(answers)[0].messages)   # the saved wording
     notice = state.deliveries_to(family)[0].messages
     assert any("見に行きます" in str(m) for m in notice)  # the family can say they will go and look
     assert {status for (_, status) in state.requests} <= {200}

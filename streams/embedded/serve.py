@@ -41,7 +41,6 @@ from streams.tenants.from_env import tenant_from_env
 from streams.tenants.in_sqlite import SqliteRegistry
 
 log = logging.getLogger("anpi.serve")
-WATCH_SECONDS = 1.0   # how often the registry is polled for tenants added or changed by another process
 
 
 def main(db: str, host: str, port: int, roster: str | None) -> int:
@@ -108,7 +107,7 @@ class ServedRuntime(Runtime):
 
     Tenants as they run (`reload`): the registry's, and the seeds (the environment's) with what is
     stored laid over them. At start, when the registry's version moves (`anpi tenant add` from
-    another process: within WATCH_SECONDS) and right after staff save the 設定 page: a new tenant gets
+    another process: within a second) and right after staff save the 設定 page: a new tenant gets
     its engine, sender and notice delivery; for every tenant the ingress verifies signatures with the
     stored channel secret and signs up new friends in the stored zone, the sender sends with the
     stored access token and wording, and My Page links are keyed by the stored secret — from the next
@@ -119,7 +118,6 @@ class ServedRuntime(Runtime):
         self.seeds = {t.id: t for t in seeds}     # as started (the environment): what stored parts fall back to
         super().__init__(store, [], line_api, now_ms, **kwargs)
         self.registry = SqliteRegistry(store)
-        self.watch = tenant_registry.Watch(self.registry)
         self.zones: dict[str, str] = {}           # the admin screen's: tenant id -> zone
         self.base_texts: dict[str, object] = {}   # per tenant: its sender's wording as built (before settings)
         self.public_url = ""
@@ -137,17 +135,8 @@ class ServedRuntime(Runtime):
         # the My Page button in LINE links here: the public address if one is set (behind a proxy)
         self.public_url = os.environ.get("ANPI_PUBLIC_URL") or url
         await self.reload()                       # now with the link to My Page, and notice deliveries
-        self._tasks.append(asyncio.create_task(self._watch_registry(), name="tenants"))
+        self._tasks.append(asyncio.create_task(tenant_registry.follow(self.registry, self.reload), name="tenants"))
         return url
-
-    async def _watch_registry(self) -> None:
-        while True:
-            await asyncio.sleep(WATCH_SECONDS)
-            try:
-                if await self.watch.changed():
-                    await self.reload()
-            except Exception:  # the file busy, a bad row: the tenants as they were keep running
-                log.exception("the tenant registry could not be read; trying again")
 
     async def settings_changed(self, tenant_id: str) -> None:
         """The admin screen saved a tenant's settings: apply them now."""

@@ -47,7 +47,9 @@ import redis.asyncio as aioredis
 
 from schemas.tenant import Tenant
 from streams import codec, startup
+from streams.tenants import registry as tenant_registry
 from streams.tenants.from_env import tenant_from_env
+from streams.tenants.in_redis import RedisRegistry
 from streams.kafka.settings import Settings
 from streams.sender import Limits, Sender, redis_limiters, redis_reply_claims
 
@@ -86,6 +88,18 @@ def create_app(settings: Settings, tenant: Tenant, line_api: str, wall: Callable
     sender.limiters = redis_limiters(client, tenant.id, limits, sender.metrics.limiter_fallbacks.inc)
     # a batch delivered again (after a crash or a rebalance) must not reply twice: claims in Redis
     sender.claim_replies = redis_reply_claims(client, tenant.id)
+    # what staff save on the admin screen's 設定 (the access token, the wording), within a second
+    registry, base_texts = RedisRegistry(client), sender.texts
+
+    async def reload() -> None:
+        running = await tenant_registry.running_one(registry, tenant.id, tenant)
+        if running is not None:
+            sender.use(running.tenant, running.texts(base_texts))
+
+    @app.task
+    async def follow_registry() -> None:
+        await tenant_registry.follow(registry, reload)
+
     pending: dict[int, list] = {}  # per partition: (event, record) of the batch not yet delivered
     last: dict[int, asyncio.Future] = {}  # per partition: its latest batch being delivered
     in_flight: dict[asyncio.Future, int] = {}  # every batch being delivered -> its records

@@ -8,8 +8,10 @@ once, in settings.merged and look.merged.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -21,6 +23,7 @@ from streams.tenants import settings as ts
 
 log = logging.getLogger("anpi.tenants")
 DEFAULT_ZONE = "Asia/Tokyo"
+WATCH_SECONDS = 1.0   # how often a running process polls the registry's version
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,16 +79,18 @@ async def running(registry: Registry, seeds: Mapping[str, Tenant] = {}) -> dict[
     the store or the environment) cannot run yet: it is left out, and logged (its id only)."""
     ids = [e.id for e in await registry.entries()]
     ids += [i for i in seeds if i not in ids]
-    out: dict[str, Running] = {}
-    for tenant_id in ids:
-        stored = await registry.settings(tenant_id)
-        base = seeds.get(tenant_id) or Tenant(tenant_id, "", "", DEFAULT_ZONE)
-        tenant = ts.tenant_with(base, stored)
-        if not tenant.channel_secret or not tenant.channel_access_token:
-            log.warning("tenant %s: no LINE channel secret and access token yet; not served", tenant_id)
-            continue
-        out[tenant_id] = Running(tenant, stored)
-    return out
+    out = {tenant_id: await running_one(registry, tenant_id, seeds.get(tenant_id)) for tenant_id in ids}
+    return {tenant_id: r for tenant_id, r in out.items() if r is not None}
+
+
+async def running_one(registry: Registry, tenant_id: str, seed: Tenant | None = None) -> Running | None:
+    """One tenant as it runs (`running`'s rule), or None if it has no channel yet."""
+    stored = await registry.settings(tenant_id)
+    tenant = ts.tenant_with(seed or Tenant(tenant_id, "", "", DEFAULT_ZONE), stored)
+    if not tenant.channel_secret or not tenant.channel_access_token:
+        log.warning("tenant %s: no LINE channel secret and access token yet; not served", tenant_id)
+        return None
+    return Running(tenant, stored)
 
 
 async def seed(registry: Registry, tenant: Tenant, at: int) -> None:
@@ -98,14 +103,30 @@ async def seed(registry: Registry, tenant: Tenant, at: int) -> None:
 
 
 class Watch:
-    """What a running process polls: `changed()` is True once per change of the registry."""
+    """What a running process polls: `changed()` is True once per move of the registry's version,
+    and at least every `full_seconds` (a move missed while Redis was away is not missed for long)."""
 
-    def __init__(self, registry: Registry):
-        self.registry, self.seen = registry, None
+    def __init__(self, registry: Registry, full_seconds: float = 60.0, clock=time.monotonic):
+        self.registry, self.full_seconds, self.clock = registry, full_seconds, clock
+        self.seen, self.loaded_at = None, 0.0
 
     async def changed(self) -> bool:
         version = await self.registry.version()
-        if version == self.seen:
+        if version == self.seen and self.clock() - self.loaded_at < self.full_seconds:
             return False
-        self.seen = version
+        self.seen, self.loaded_at = version, self.clock()
         return True
+
+
+async def follow(registry: Registry, on_change: Callable[[], Awaitable[None]], every: float = WATCH_SECONDS) -> None:
+    """Forever: `await on_change()` at once and after each change of the registry (a Kafka process's
+    ingress, sender or admin screen: what staff saved applies within `every` seconds)."""
+    watch = Watch(registry)
+    while True:
+        try:
+            if await watch.changed():
+                await on_change()
+        except Exception as e:  # Redis away, a bad record: the tenants as they were keep running
+            log.warning("the tenant registry could not be read (%s); trying again", type(e).__name__)
+            watch.seen = None
+        await asyncio.sleep(every)
