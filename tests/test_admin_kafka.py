@@ -342,7 +342,7 @@ def test_the_admin_screen_on_kafka_reads_the_effects_from_redis_and_staff_action
 
             # --- 設定 on Kafka: B's administrator saves B's wording in the tenant registry (Redis) ------
             status, page, _ = await stranger.get(f"/admin/{B}/settings")
-            assert status == 200 and "準備中" not in page and "お元気ですか？" in page
+            assert status == 200 and "設定（準備中）" not in page and "お元気ですか？" in page
             form = {"csrf": csrf_in(page), "check_text": "Bです。お元気ですか？", "quotes": "一期一会"}
             assert (await stranger.post(f"/admin/{A}/settings/message", form))[0] == 404   # never A's
             status, _, response = await stranger.post(f"/admin/{B}/settings/message", form)
