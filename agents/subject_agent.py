@@ -1,8 +1,9 @@
 """What the subject agent does with the messages of a partition it owns, minus the I/O.
 
-Messages on the inbound topic are either an event for one subject, or a tick for the whole
-partition. The agent keeps one `Partition` (decoded states + due-index) per assigned partition,
-installed from the durable changelog the first time the partition is seen after an assignment.
+Messages on the inbound topic are either an event for one subject of one tenant, or a tick for
+the whole partition. The agent keeps one `Partition` (decoded states + due-index) per tenant per
+assigned partition, installed from the durable changelog the first time the partition is seen
+after an assignment.
 The shell takes a batch of a partition's messages, steps them here, then writes the batch's effects
 and the subjects' new states (`drain`) in one Kafka transaction.
 """
@@ -28,30 +29,53 @@ class Tracked(dict):
 
 
 class SubjectAgent:
+    """Per assigned Kafka partition, one `Partition` per tenant with subjects on it: a subject's state
+    and timers are its tenant's, a tick is the Kafka partition's and steps every tenant there."""
+
     def __init__(self):
-        self.partitions: dict[int, Partition] = {}
+        self.partitions: dict[int, dict[str, Partition]] = {}   # Kafka partition -> tenant -> Partition
         self.last_tick: dict[int, int] = {}
 
-    def install(self, number: int, states: Iterable[tuple[str, State]]) -> None:
-        """A partition's saved states (from its changelog), before its first message is stepped."""
-        self.partitions[number] = Partition(Tracked(states))
+    def install(self, number: int, states: Iterable[tuple[str, str, State]]) -> None:
+        """A partition's saved (tenant, subject, state)s (from its changelog), before its first message."""
+        by_tenant: dict[str, list[tuple[str, State]]] = {}
+        for tenant, subject, state in states:
+            by_tenant.setdefault(tenant, []).append((subject, state))
+        self.partitions[number] = {tenant: Partition(Tracked(items)) for tenant, items in by_tenant.items()}
 
-    def partition(self, number: int) -> Partition:
-        return self.partitions[number]
+    def partition(self, number: int, tenant: str) -> Partition:
+        """The tenant's subjects on Kafka partition `number` (none yet: an empty one)."""
+        tenants = self.partitions[number]
+        found = tenants.get(tenant)
+        if found is None:
+            found = tenants[tenant] = Partition(Tracked(()))
+        return found
 
-    def apply(self, number: int, subject: str, event) -> list[Effect]:
-        return self.partition(number).apply(subject, event)
+    def apply(self, number: int, tenant: str, subject: str, event) -> list[Effect]:
+        return self.partition(number, tenant).apply(subject, event)
 
-    def tick(self, number: int, at: int) -> list[Effect]:
+    def tick(self, number: int, at: int) -> list[tuple[str, Effect]]:
+        """(tenant, effect) of every subject due by `at` on the partition, tenant by tenant."""
         # A tick older than one already processed (a replay after a crash) changes nothing.
         self.last_tick[number] = max(at, self.last_tick.get(number, at))
-        return self.partition(number).tick(at)
+        return [(tenant, effect) for tenant, part in self.partitions[number].items() for effect in part.tick(at)]
 
-    def drain(self, number: int) -> dict[str, State]:
+    def drain(self, number: int) -> dict[tuple[str, str], State]:
         """The states written since the last drain (the last one per subject): what must be saved."""
-        table = self.partition(number).table
-        changed, table.changed = table.changed, {}
-        return changed
+        out: dict[tuple[str, str], State] = {}
+        for tenant, part in self.partitions[number].items():
+            table = part.table
+            changed, table.changed = table.changed, {}
+            out.update(((tenant, subject), state) for subject, state in changed.items())
+        return out
+
+    def drain_faults(self, number: int) -> list[tuple[str, str, object, str]]:
+        """(tenant, subject, tick, reason) of subjects a tick could not step."""
+        return [(tenant, *fault) for tenant, part in self.partitions[number].items() for fault in part.drain_faults()]
+
+    def state(self, number: int, tenant: str, subject: str) -> State | None:
+        part = self.partitions.get(number, {}).get(tenant)
+        return part.table.get(subject) if part is not None else None
 
     def revoke(self, numbers: Iterable[int]) -> None:
         """Forget partitions (moved to another worker, or their batch was not saved): install again."""
@@ -60,4 +84,4 @@ class SubjectAgent:
             self.last_tick.pop(number, None)
 
     def due_size(self) -> int:
-        return sum(len(p.due) for p in self.partitions.values())
+        return sum(len(p.due) for tenants in self.partitions.values() for p in tenants.values())

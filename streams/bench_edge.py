@@ -92,7 +92,7 @@ def _ingress_server(kind: str, tenant_id: str, db_path: str, conn, profile_path:
             import redis.asyncio as aioredis
 
             from streams.kafka.settings import Settings
-            settings = replace(Settings.from_env(), partitions=8)
+            settings = replace(Settings.from_env(), prefix=tenant_id, partitions=8)  # its home tenant
             sink = ingress.KafkaSink(settings)
             await sink.start()
             redis = aioredis.from_url(settings.redis)

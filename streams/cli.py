@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--days", type=float, default=3, help="virtual days to run with --exit (default 3)")
     demo.add_argument("--speed", type=float, default=5000, help="how many times faster than real time (default 5000)")
     demo.add_argument("--seed", type=int, default=1, help="the residents' behaviour (default 1)")
+    demo.add_argument("--tenants", type=int, default=1,
+                      help="municipalities run at once, each with --residents residents (default 1)")
     demo.add_argument("--exit", action="store_true",
                       help="stop after --days and print one JSON summary line (else run until Ctrl-C)")
 
@@ -175,11 +177,11 @@ def _run(args) -> int:
         from streams.embedded.serve import main as serve_main
         return serve_main(args.db, args.host, args.port, args.roster)
     if args.command == "demo":
-        if args.residents < 1 or args.days <= 0 or args.speed <= 0:
-            print("anpi demo: --residents, --days and --speed must be positive", file=sys.stderr)
+        if args.residents < 1 or args.days <= 0 or args.speed <= 0 or args.tenants < 1:
+            print("anpi demo: --residents, --days, --speed and --tenants must be positive", file=sys.stderr)
             return 2
         from streams.demo import main as demo_main
-        return demo_main(args.residents, args.days, args.speed, args.exit, args.seed)
+        return demo_main(args.residents, args.days, args.speed, args.exit, args.seed, args.tenants)
     if args.command == "admin":
         from streams.admin import cli as admin_cli
         if args.what == "serve":

@@ -5,6 +5,9 @@ engine, the webhook ingress and the sender on a fresh SQLite file; time runs `sp
 Live, the terminal shows each virtual hour in which something happened, and the admin screen is
 open on the same server (a login "demo" with a fresh password, printed once). With `--exit` it stops
 after `days` virtual days and prints one JSON summary line (a contract checked from outside).
+With `tenants` > 1 it runs that many municipalities at once in the same process (tenants are data:
+one runtime serves them all), each with its own LINE channel and `n` residents; the summary then
+adds `tenants: {id: summary}`, and its top-level counts are their sums.
 """
 from __future__ import annotations
 
@@ -43,32 +46,39 @@ LABELS = ((fx.CHECK_SENT, "確認を送信"), (fx.CONFIRMED, "OK"), (fx.CHECK_RE
           (fx.RESOLVED_AFTER_ESCALATION, "連絡後に応答"), (fx.UNFOLLOWED, "ブロック"))
 
 
-def residents(n: int, seed: int) -> list[tuple[Resident, MemberSettings]]:
-    """n residents: half 見守り (staff are called), half 安否通知 (a family contact is told)."""
-    rnd = random.Random(seed)
+def residents(n: int, seed: int, town: str | None = None) -> list[tuple[Resident, MemberSettings]]:
+    """n residents: half 見守り (staff are called), half 安否通知 (a family contact is told); `town`: the
+    municipality (its LINE channel) whose own they are (their ids and behaviours), None: the one town
+    of a plain demo."""
+    rnd = random.Random(seed if town is None else f"{seed}-{town}")
+    label = "" if town is None else f"{town}-"
     weights = [w for _, w in BEHAVIOURS]
     out = []
     for i in range(n):
-        uid = user_id_for(f"demo-resident-{i}")
+        uid = user_id_for(f"demo-resident-{label}{i}")
         behaviour = rnd.choices([b for b, _ in BEHAVIOURS], weights)[0]
-        resident = Resident(uid, behaviour, delay=rnd.randint(1, 90) * 60.0, jitter=600.0)
+        resident = Resident(uid, behaviour, delay=rnd.randint(1, 90) * 60.0, jitter=600.0, channel=town)
         schedule = Schedule("1d", 9 * 60, ZONE, None)
         if i % 2:
             settings = MemberSettings(uid, "watch", schedule, f"090-0000-{i:04d}", ())
         else:
-            settings = MemberSettings(uid, "notify", schedule, None, (user_id_for(f"demo-family-{i}"),))
+            settings = MemberSettings(uid, "notify", schedule, None, (user_id_for(f"demo-family-{label}{i}"),))
         out.append((resident, settings))
     return out
 
 
+def town_ids(tenants: int) -> list[str]:
+    return ["demo"] if tenants == 1 else [f"demo-{k}" for k in range(1, tenants + 1)]
+
+
 async def demo(n: int = 300, days: float = 3, speed: float = 5000, exit_after: bool = False, seed: int = 1,
-               db: str | None = None, out=sys.stdout) -> dict:
+               db: str | None = None, out=sys.stdout, tenants: int = 1) -> dict:
     start = datetime.now(ZoneInfo(ZONE)).replace(hour=0, minute=0, second=0, microsecond=0)
     clock = ScaledClock(speed=speed, start=start.timestamp())
     now_ms = lambda: int(clock.now() * 1000)  # noqa: E731
-    tenant = Tenant("demo", secrets.token_hex(16), secrets.token_urlsafe(32), ZONE)
-    people = residents(n, seed)
-    behaviour_of = {r.user_id: r.behaviour for r, _ in people}
+    towns = [Tenant(i, secrets.token_hex(16), secrets.token_urlsafe(32), ZONE) for i in town_ids(tenants)]
+    people = {t.id: residents(n, seed, None if tenants == 1 else t.id) for t in towns}
+    behaviour_of = {t.id: {r.user_id: r.behaviour for r, _ in people[t.id]} for t in towns}
 
     path = db or os.path.join(tempfile.mkdtemp(prefix="anpi-demo-"), "anpi.db")
     # the runtime's own log (retries, refused replies) goes beside the data, not over the live view
@@ -76,21 +86,23 @@ async def demo(n: int = 300, days: float = 3, speed: float = 5000, exit_after: b
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     store = Store(path)
     at = now_ms()
-    for _, settings in people:  # the municipality's roster, imported at the start
-        store.accept(tenant.id, None, [(settings.id, Register(at, settings))])
+    for town in towns:  # each municipality's roster, imported at the start
+        for _, settings in people[town.id]:
+            store.accept(town.id, None, [(settings.id, Register(at, settings))])
 
     # grace: a tap is in flight for some real milliseconds, which are many virtual seconds here
     grace_ms = int(max(5.0, 0.05 * speed) * 1000)
     step_seconds = 0.02
-    # reply tokens last a minute of *real* time (it is LINE's latency they allow for): speed minutes here
+
     def sender_for(t: Tenant, metrics) -> Sender:
+        # reply tokens last a minute of *real* time (it is LINE's latency they allow for): speed minutes here
         return Sender(t, "http://unused", wall=clock.now, reply_max_age=50.0 * speed, metrics=metrics)
-    runtime = ServedRuntime(store, [tenant], "", now_ms, grace_ms=grace_ms, step_seconds=step_seconds,
+    runtime = ServedRuntime(store, towns, "", now_ms, grace_ms=grace_ms, step_seconds=step_seconds,
                             sender_for=sender_for)
     url = await runtime.start()
-    channel = Channel("demo", tenant.channel_access_token, tenant.channel_secret,
-                      webhook_url=f"{url}/webhook/{tenant.id}")
-    config = Config([channel], residents=[r for r, _ in people], clock=clock, seed=seed,
+    channels = [Channel(t.id, t.channel_access_token, t.channel_secret, webhook_url=f"{url}/webhook/{t.id}")
+                for t in towns]
+    config = Config(channels, residents=[r for t in towns for r, _ in people[t.id]], clock=clock, seed=seed,
                     reply_token_ttl=60.0 * speed)
     seen: Counter = Counter()  # effects since the last line printed
 
@@ -102,12 +114,15 @@ async def demo(n: int = 300, days: float = 3, speed: float = 5000, exit_after: b
         async with run_linesim(config) as sim:
             for town in runtime.towns.values():
                 town.sender.base_url = sim.base_url
-            print(f"anpi demo: {n} residents, {speed:g}x time, webhook {url}/webhook/{tenant.id}, "
-                  f"LINE simulator {sim.base_url}, data and log in {os.path.dirname(path)}", file=out, flush=True)
+            hooks = ", ".join(f"{url}/webhook/{t.id}" for t in towns)
+            many = f" in each of {tenants} towns" if tenants > 1 else ""
+            print(f"anpi demo: {n} residents{many}, {speed:g}x time, webhook {hooks}, LINE simulator "
+                  f"{sim.base_url}, data and log in {os.path.dirname(path)}", file=out, flush=True)
             if not exit_after:  # the password goes to the terminal only, never to the log
-                password = demo_login(store, tenant.id)
-                print(f"anpi demo: 管理画面 {url}/admin/{tenant.id}/login  ログインID {DEMO_LOGIN}  "
-                      f"パスワード {password}（この表示だけです）", file=out, flush=True)
+                for town in towns:
+                    password = demo_login(store, town.id)
+                    print(f"anpi demo: 管理画面 {url}/admin/{town.id}/login  ログインID {DEMO_LOGIN}  "
+                          f"パスワード {password}（この表示だけです）", file=out, flush=True)
             end, hour = at + int(days * 24 * HOUR), at - at % HOUR
             while not exit_after or now_ms() < end:
                 await asyncio.sleep(0.05)
@@ -118,7 +133,7 @@ async def demo(n: int = 300, days: float = 3, speed: float = 5000, exit_after: b
             await runtime.drain()
             await asyncio.sleep(0.2)
             _print_hour(hour, seen, out)
-            summary = _summary(store, tenant.id, sim.state, behaviour_of)
+            summary = summarize({t.id: store.effects(t.id) for t in towns}, sim.state.stats(), behaviour_of)
     finally:
         await runtime.close()
         store.close()
@@ -148,28 +163,47 @@ def _print_hour(slot: int, counts: Counter, out) -> None:
         counts.clear()
 
 
-def _summary(store: Store, tenant: str, sim_state, behaviour_of: dict[str, str]) -> dict:
-    def tally(effects) -> dict:
-        c = Counter(e.effect for e in effects)
-        return {"checks_sent": c[fx.CHECK_SENT], "oks": c[fx.CONFIRMED] + c[fx.RESOLVED_AFTER_ESCALATION],
-                "resends": c[fx.CHECK_RESENT],
-                "escalations": {fx.STAFF_CALL: c[fx.STAFF_CALL], fx.CONTACTS_NOTIFIED: c[fx.CONTACTS_NOTIFIED]}}
+def tally(effects) -> dict:
+    c = Counter(e.effect for e in effects)
+    return {"checks_sent": c[fx.CHECK_SENT], "oks": c[fx.CONFIRMED] + c[fx.RESOLVED_AFTER_ESCALATION],
+            "resends": c[fx.CHECK_RESENT],
+            "escalations": {fx.STAFF_CALL: c[fx.STAFF_CALL], fx.CONTACTS_NOTIFIED: c[fx.CONTACTS_NOTIFIED]}}
 
-    effects = store.effects(tenant)
-    stats = sim_state.stats()
+
+def summarize(effects_of: dict[str, list], stats: dict, behaviour_of: dict[str, dict[str, str]]) -> dict:
+    """The `--exit` summary (a contract): the counts, by behaviour too, and what LINE billed; LINE's
+    requests and duplicates over all. Several towns: `tenants` has each one's, the top level their sums."""
     requests: dict = {}
     for row in stats["requests"]:
         requests.setdefault(row["endpoint"], {})[str(row["status"])] = row["count"]
-    by_behaviour = {b: tally([e for e in effects if behaviour_of.get(e.subject) == b])
-                    for b in sorted(set(behaviour_of.values()))}
-    return {**tally(effects), "line_requests": requests,
-            "messages_billed": sum(ch["used"] for ch in stats["channels"].values()),
-            "duplicates": stats["duplicates"], "by_behaviour": by_behaviour}
+    towns = {}
+    for town, effects in effects_of.items():
+        behaviours = behaviour_of[town]
+        towns[town] = {**tally(effects), "messages_billed": stats["channels"][town]["used"],
+                       "by_behaviour": {b: tally([e for e in effects if behaviours.get(e.subject) == b])
+                                        for b in sorted(set(behaviours.values()))}}
+    total = _sum(list(towns.values()))
+    summary = {"checks_sent": total["checks_sent"], "oks": total["oks"], "resends": total["resends"],
+               "escalations": total["escalations"], "line_requests": requests,
+               "messages_billed": total["messages_billed"], "duplicates": stats["duplicates"],
+               "by_behaviour": total["by_behaviour"]}
+    if len(towns) > 1:
+        summary["tenants"] = towns
+    return summary
 
 
-def main(n: int, days: float, speed: float, exit_after: bool, seed: int = 1) -> int:
+def _sum(parts: list[dict]) -> dict:
+    """Counts added up, nested dicts key by key."""
+    out: dict = {}
+    for part in parts:
+        for key, value in part.items():
+            out[key] = _sum([out.get(key, {}), value]) if isinstance(value, dict) else out.get(key, 0) + value
+    return out
+
+
+def main(n: int, days: float, speed: float, exit_after: bool, seed: int = 1, tenants: int = 1) -> int:
     try:
-        asyncio.run(demo(n, days, speed, exit_after, seed))
+        asyncio.run(demo(n, days, speed, exit_after, seed, tenants=tenants))
     except KeyboardInterrupt:
         print("anpi demo: stopped", file=sys.stderr)
     return 0

@@ -28,7 +28,6 @@ import logging
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from typing import Protocol
 
 from aiohttp import web
@@ -39,7 +38,7 @@ from agents.messages import answers
 from agents.subject import addressed
 from schemas.tenant import Tenant
 from streams import codec, redis_store
-from streams.kafka.feed import event_message
+from streams.kafka.records import Naming
 from streams.kafka.settings import Settings
 from streams.webhook_events import Malformed, Routed, parse, route
 
@@ -266,24 +265,21 @@ class MemorySink:
         self.puts.append((tenant_id, routed))
 
 
-def audit_topic(tenant_id: str) -> str:
-    return f"{tenant_id}-audit"
-
-
 class KafkaSink:
-    """Each engine event onto the tenant's inbound topic, as the Kafka runtime reads it; audit records
-    onto `<tenant>-audit`. Idempotent producer, acks from all in-sync replicas, and every send awaited:
-    when `put` returns the events are on the broker.
+    """Each engine event onto the deployment's inbound topic (shared by its tenants), as the Kafka
+    runtime reads it; audit records onto `<prefix>-audit`. Idempotent producer, acks from all in-sync
+    replicas, and every send awaited: when `put` returns the events are on the broker.
 
-    The tenant id is the topic prefix (Settings(prefix=tenant).inbound). Events are placed with the
-    runtime's own partitioner (streams/kafka/feed.event_message), one copy per addressed subject: a
-    group OK goes to the group's partition and to the member's.
+    Events are placed with the runtime's own partitioner and carry their tenant
+    (streams/kafka/records.py), one copy per addressed subject: a group OK goes to the group's
+    partition and to the member's.
 
         async with KafkaSink(settings) as sink: ...
     """
 
     def __init__(self, settings: Settings):
         self.settings = settings
+        self.naming = Naming(settings.prefix)
         self._producer = None
         self._checked: set[str] = set()
 
@@ -307,19 +303,18 @@ class KafkaSink:
     async def put(self, tenant_id: str, routed: Routed) -> None:
         if self._producer is None:
             raise RuntimeError("KafkaSink.put before start()")
-        topics = replace(self.settings, prefix=tenant_id)
-        partitions = self.settings.partitions
-        await self._check_partitions(topics.inbound, partitions)
+        inbound, partitions = self.settings.inbound, self.settings.partitions
+        await self._check_partitions(inbound, partitions)
         pending = []
         for event in routed.events:
             reply = routed.reply_tokens.get(answers(event))  # for the worker to pass on to the sender
             if reply is not None and reply[1] != event.at:
                 reply = None  # the token came with another event of this person's (the newest is kept)
             for subject in addressed(event):
-                number, key, value = event_message(subject, event, partitions, reply)
-                pending.append(await self._producer.send(topics.inbound, value, key=key, partition=number))
+                number, key, value = self.naming.event_message(tenant_id, subject, event, partitions, reply)
+                pending.append(await self._producer.send(inbound, value, key=key, partition=number))
         for record in routed.audit:
-            pending.append(await self._producer.send(audit_topic(tenant_id), codec.dumps(record),
+            pending.append(await self._producer.send(self.settings.audit, codec.dumps(record),
                                                      key=record["webhookEventId"].encode()))
         await asyncio.gather(*pending)
 

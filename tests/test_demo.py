@@ -43,3 +43,23 @@ def test_demo_runs_every_rung_of_the_ladder_and_ends_with_one_json_summary_line(
     assert summary["line_requests"]["reply"]["200"] == summary["oks"]
     assert summary["line_requests"]["multicast"]["200"] >= 2  # the day's identical cards, coalesced
     assert summary["messages_billed"] < summary["checks_sent"] + summary["resends"] + 10 * b["never"]["checks_sent"]
+
+
+def test_demo_of_three_towns_runs_them_in_one_process_and_sums_their_counts():
+    done = subprocess.run([sys.executable, "-m", "streams.cli", "demo", "--tenants", "3", "--residents", "40",
+                           "--days", "1.75", "--speed", "10000", "--exit"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(summary) == KEYS | {"tenants"} and summary["duplicates"] == 0
+    towns = summary["tenants"]
+    assert sorted(towns) == ["demo-1", "demo-2", "demo-3"]
+    for town in towns.values():   # each town's own ladder ran: checks, OKs, resends, someone called
+        assert town["checks_sent"] >= 40 and town["oks"] > 0 and town["resends"] > 0
+        assert sum(town["escalations"].values()) > 0 and town["messages_billed"] > 0
+    for key in ("checks_sent", "oks", "resends", "messages_billed"):
+        assert summary[key] == sum(town[key] for town in towns.values()), key
+    for kind in summary["escalations"]:
+        assert summary["escalations"][kind] == sum(town["escalations"][kind] for town in towns.values())
+    # each town's residents are its own: different people, different behaviours, the same rules
+    assert len({json.dumps(town["by_behaviour"], sort_keys=True) for town in towns.values()}) > 1

@@ -94,7 +94,7 @@ def metrics(consumer: ReadSideConsumer) -> dict[str, float]:
 async def _caught_up(consumer: ReadSideConsumer) -> bool:
     if await consumer.lag() != 0:
         return False
-    stored = await consumer.writer.offsets()
+    stored = await consumer.position()
     ends = await consumer.consumer.end_offsets(consumer.parts)
     # every partition with records has its last record applied (a trailing commit marker aside)
     return all(ends[tp] == 0 or stored.get((consumer.topics[tp.topic], tp.partition), -1) >= ends[tp] - 2

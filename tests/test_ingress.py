@@ -17,6 +17,7 @@ import json
 import threading
 import uuid
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import parse_qs
 
@@ -38,7 +39,7 @@ from schemas.events import Acknowledge, Follow, GroupJoined, GroupLeft, Message,
 from schemas.settings import Schedule
 from schemas.tenant import Tenant
 from streams import codec
-from streams.ingress import (KafkaSink, MemoryDedupe, MemorySink, RedisDedupe, audit_topic, create_app,
+from streams.ingress import (KafkaSink, MemoryDedupe, MemorySink, RedisDedupe, create_app,
                              signed)
 from streams.kafka.feed import event_message
 from streams.kafka.settings import Settings, partition_of
@@ -161,7 +162,7 @@ def kafka_tenant(running_services):
     """A tenant with its own 8-partition inbound and audit topics (and Redis keys), removed after."""
     base = Settings.from_env()
     tenant = Tenant(f"ingress-{uuid.uuid4().hex[:10]}", SECRET, "token-never-logged")
-    topics = [Settings(prefix=tenant.id).inbound, audit_topic(tenant.id)]
+    topics = [Settings(prefix=tenant.id).inbound, Settings(prefix=tenant.id).audit]
     asyncio.run(_create_topics(base.kafka, topics))
     try:
         yield tenant
@@ -232,7 +233,7 @@ def inbound_of(tenant: Tenant) -> list[tuple[int, bytes, dict]]:
 
 
 def audit_of(tenant: Tenant) -> list[dict]:
-    return [codec.loads(v) for _, _, v in read_topic(audit_topic(tenant.id))]
+    return [codec.loads(v) for _, _, v in read_topic(Settings(prefix=tenant.id).audit)]
 
 
 @contextmanager
@@ -241,7 +242,7 @@ def kafka_ingress(tenant: Tenant):
     base = Settings.from_env()
 
     async def build():
-        sink = KafkaSink(base)
+        sink = KafkaSink(replace(base, prefix=tenant.id))   # the home tenant: bare keys, its own topics
         await sink.start()
         redis = aioredis.from_url(base.redis)
         app = create_app({tenant.id: tenant}, sink, RedisDedupe(redis))
@@ -320,7 +321,7 @@ def test_every_event_type_is_routed_onto_the_runtimes_inbound_topic(kafka_tenant
         [Message(T0 + 2, other), Message(T0 + 3, other, group), Unfollow(T0 + 5, other)]
 
     assert audit_of(kafka_tenant) == []  # every one of these kinds is applied
-    raw = b"".join(v for _, _, v in read_topic(audit_topic(kafka_tenant.id)))
+    raw = b"".join(v for _, _, v in read_topic(Settings(prefix=kafka_tenant.id).audit))
     for personal in (member, other, group, secret_words):  # ids, chat content: none of it in the audit
         assert personal.encode() not in raw
     assert secret_words.encode() not in b"".join(v for _, _, v in

@@ -27,7 +27,7 @@ def test_batches_saved_by_drain_and_reloaded_after_revokes_give_the_simulators_e
     def load(number):
         for subject, raw in saved.items():
             if partition_of(subject, PARTITIONS) == number:
-                yield subject, codec.state_from_obj(codec.loads(raw))
+                yield "t", subject, codec.state_from_obj(codec.loads(raw))
 
     agent, rnd, effects = SubjectAgent(), random.Random(3), []
     for number, messages in messages_by_partition(loaded).items():
@@ -39,14 +39,33 @@ def test_batches_saved_by_drain_and_reloaded_after_revokes_give_the_simulators_e
             i += len(batch)
             for message in batch:
                 if "tick" in message:
-                    effects += agent.tick(number, message["tick"])
+                    effects += [e for _, e in agent.tick(number, message["tick"])]
                 else:
-                    effects += agent.apply(number, message["subject"], codec.event_from_obj(message["event"]))
-            for subject, state in agent.drain(number).items():
+                    effects += agent.apply(number, "t", message["subject"], codec.event_from_obj(message["event"]))
+            for (_, subject), state in agent.drain(number).items():
                 saved[subject] = codec.dumps(codec.state_to_obj(state))
             if rnd.random() < 0.2:  # the partition moves away and back: rebuilt from what was saved
                 agent.revoke([number])
     assert simulator.sort(effects) == simulator.run(loaded)
+
+
+def test_two_tenants_on_one_partition_keep_apart_and_one_tick_steps_both():
+    """The same member id in two tenants: two subjects, each with its own state; a tick fires both."""
+    loaded = scenario_module.load(ROOT / "examples" / "watch.yaml")
+    agent = SubjectAgent()
+    number = partition_of(loaded.registrations[0].settings.id, PARTITIONS)
+    agent.install(number, [])
+    for message in messages_by_partition(loaded)[number]:
+        for tenant in ("abiko", "kashiwa"):
+            if "tick" not in message:
+                agent.apply(number, tenant, message["subject"], codec.event_from_obj(message["event"]))
+        if "tick" in message:
+            fired = agent.tick(number, message["tick"])
+            by_tenant = {t: [(e.subject, e.effect, e.at) for tt, e in fired if tt == t] for t in ("abiko", "kashiwa")}
+            assert by_tenant["abiko"] == by_tenant["kashiwa"]
+    assert agent.partition(number, "abiko").table == agent.partition(number, "kashiwa").table
+    assert agent.partition(number, "abiko").table is not agent.partition(number, "kashiwa").table
+    assert {t for t, _ in agent.drain(number)} == {"abiko", "kashiwa"}
 
 
 def test_drain_returns_each_changed_subject_once_with_its_last_state_then_nothing():
@@ -58,7 +77,7 @@ def test_drain_returns_each_changed_subject_once_with_its_last_state_then_nothin
         if "tick" in message:
             agent.tick(number, message["tick"])
         else:
-            agent.apply(number, message["subject"], codec.event_from_obj(message["event"]))
+            agent.apply(number, "t", message["subject"], codec.event_from_obj(message["event"]))
     drained = agent.drain(number)
-    assert drained == dict(agent.partition(number).table)
+    assert drained == {("t", subject): state for subject, state in agent.partition(number, "t").table.items()}
     assert agent.drain(number) == {}

@@ -88,10 +88,12 @@ def create_user_redis(url: str, tenant: str, login: str, role: str, stdin=None, 
 
 
 def serve(host: str, port: int, env=os.environ) -> int:
-    """`anpi admin serve`: /admin for the tenant ANPI_TOPIC_PREFIX on the Kafka runtime: the read side
-    in Redis (kept by `anpi readside`), accounts and sessions in Redis, staff's Resolve onto the
-    tenant's inbound topic. ANPI_KAFKA, ANPI_REDIS, ANPI_PARTITIONS, ANPI_TIMEZONE; /metrics (the
-    open cases: streams/admin/metrics.py) on ANPI_ADMIN_METRICS_PORT, off unless set."""
+    """`anpi admin serve`: /admin/<tenant> for every tenant of the Kafka deployment (ANPI_TENANT, by
+    default ANPI_TOPIC_PREFIX, and those of the registry in Redis, followed without a restart): the
+    read side in Redis (kept by `anpi readside`), accounts and sessions in Redis, staff's Resolve onto
+    the shared inbound topic. ANPI_KAFKA, ANPI_REDIS, ANPI_PARTITIONS, ANPI_TIMEZONE (a tenant's zone
+    saved on 設定 wins); /metrics (the open cases: streams/admin/metrics.py) on ANPI_ADMIN_METRICS_PORT,
+    off unless set."""
     import asyncio
     import logging
 
@@ -104,6 +106,7 @@ def serve(host: str, port: int, env=os.environ) -> int:
     from streams.admin.metrics import OpenCases, metrics_app
     from streams.admin.redis_accounts import RedisStaff
     from streams.ingress import KafkaSink
+    from streams.tenants import registry as tenant_registry
     from streams.tenants.in_redis import RedisRegistry
     from streams.kafka.settings import Settings
 
@@ -113,7 +116,8 @@ def serve(host: str, port: int, env=os.environ) -> int:
 
     startup.port(port, host=host)
     settings = Settings.from_env(env)
-    tenant, zone = settings.prefix, startup.zone(env.get("ANPI_TIMEZONE", DEFAULT_ZONE))
+    tenant, zone = startup.tenant_id(env.get("ANPI_TENANT", settings.prefix)), startup.zone(
+        env.get("ANPI_TIMEZONE", DEFAULT_ZONE))
     metrics_port = startup.metrics_port(env, "ANPI_ADMIN_METRICS_PORT", settings.web_host)
 
     async def start() -> web.AppRunner:
@@ -122,16 +126,25 @@ def serve(host: str, port: int, env=os.environ) -> int:
         await sink.start()
         staff = RedisStaff(redis)
         readside = RedisReadSide(redis, sink, staff)
-        admin = create_kafka_app(readside, staff, RedisRegistry(redis), {tenant: zone}, lambda: int(time.time() * 1000))
+        registry, zones = RedisRegistry(redis), {tenant: zone}   # who may log in here, and their zones
+
+        async def reload() -> None:
+            for entry in [*(await registry.entries()), None]:
+                tenant_id = entry.id if entry is not None else tenant
+                stored = await registry.settings(tenant_id)
+                zones[tenant_id] = stored.timezone if stored is not None and stored.timezone else zone
+        following = asyncio.ensure_future(tenant_registry.follow(registry, reload))
+        admin = create_kafka_app(readside, staff, registry, zones, lambda: int(time.time() * 1000))
         root = web.Application()
         root.add_subapp("/admin", admin)
         metrics = None
         if metrics_port:
-            metrics = web.AppRunner(metrics_app(OpenCases(readside, [tenant])), access_log=None)
+            metrics = web.AppRunner(metrics_app(OpenCases(readside, zones)), access_log=None)
             await metrics.setup()
             await web.TCPSite(metrics, settings.web_host, metrics_port).start()
 
         async def close(_app) -> None:
+            following.cancel()
             if metrics is not None:
                 await metrics.cleanup()
             await sink.stop()

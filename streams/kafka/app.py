@@ -25,8 +25,9 @@ from agents.readmodel import label
 from agents.subject_agent import SubjectAgent
 from schemas import effects as fx
 from streams import codec, quarantine
-from streams.kafka import changelog, feed, metrics
+from streams.kafka import changelog, metrics
 from streams.kafka import quarantine as kafka_quarantine
+from streams.kafka.records import Naming, batch_end, flushed, tick
 from streams.kafka.settings import Settings
 from streams.kafka.transactions import PartitionTransactions
 from streams.redis_store import ReadModel
@@ -35,6 +36,7 @@ log = logging.getLogger("anpi.worker")
 
 # what the sender must turn into LINE messages, and what the call queue / audit must hear about
 BATCH, BATCH_WAIT = 1000, 0.01  # messages per batch at most; seconds a partial batch waits for more
+COMMIT_SECONDS = 0.25           # how often the partitions' transactions commit (Faust: 2.8 s)
 
 
 def _subject_of(event) -> str:
@@ -51,6 +53,16 @@ def _by_partition(events) -> dict[int, list]:
     for event in events:
         batches[event.message.partition].append(event)
     return batches
+
+
+def _lanes(produced: list[tuple[str, object]]) -> list[list[tuple[str, object]]]:
+    """A batch's (tenant, effect)s, one lane per tenant (in its own order), the lane with the fewest
+    LINE messages first: each lane ends with its own mark on the outbox, so the sender delivers a
+    small town's cards as soon as they are read, not after a big town's burst in the same batch."""
+    lanes: dict[str, list] = {}
+    for item in produced:
+        lanes.setdefault(item[0], []).append(item)
+    return sorted(lanes.values(), key=lambda lane: sum(1 for _, e in lane if e.effect in routes.OUTBOX))
 
 
 def _member_name(settings: Settings) -> str | None:
@@ -95,6 +107,9 @@ def create_app(settings: Settings) -> faust.App:
         # checks and escalations wait meanwhile.
         broker_session_timeout=10.0,
         broker_heartbeat_interval=3.0,
+        # what a batch wrote is seen (read_committed) once its transaction commits: four times a second,
+        # not Faust's 2.8 s, so that a check or a thanks leaves within a second of its time
+        broker_commit_interval=COMMIT_SECONDS,
         consumer_group_instance_id=_member_name(settings),
         web_host=settings.web_host,
         web_port=settings.web_port,
@@ -118,7 +133,8 @@ def create_app(settings: Settings) -> faust.App:
                                  value_serializer="raw", partitions=settings.partitions,
                                  config={"retention.ms": "-1"})
 
-    labels: dict[str, str] = {}  # read-model labels changed since the last flush to Redis
+    labels: dict[tuple[str, str], str] = {}  # (tenant, subject) -> read-model label changed since the last flush
+    naming = Naming(settings.prefix)  # every record's key and tenant (streams/kafka/records.py)
     logic = SubjectAgent()
     applied: dict[int, int] = {}  # per partition: offset of the last inbound message whose output is saved
     transactions = PartitionTransactions(app, settings.inbound)
@@ -160,7 +176,7 @@ def create_app(settings: Settings) -> faust.App:
         states = []
         for key, raw in saved.items():
             try:
-                states.append((key.decode(), codec.state_from_obj(codec.loads(raw))))
+                states.append((*naming.split(key), codec.state_from_obj(codec.loads(raw))))
             except Exception as error:  # not a state this worker can read: the rest still load
                 log.error("partition %d: a saved state was not loaded (%s)", number, type(error).__name__)
                 metrics.QUARANTINED.labels("state").inc()
@@ -175,24 +191,25 @@ def create_app(settings: Settings) -> faust.App:
         if number not in logic.partitions:  # first batch since the partition was assigned
             await _install(number)
         started = time.perf_counter()
-        produced, flushes, ticked, replies, aside = [], [], False, {}, []
+        produced, flushes, ticked, replies, aside = [], [], False, {}, []   # produced: (tenant, effect)
         fresh = [event for event in batch if event.message.offset > applied[number]]
         for event in fresh:
             offset = event.message.offset
             try:
-                record = feed.read(event.value)
+                record = naming.read(event.value)
                 if record.subject is None:
                     produced += logic.tick(number, record.event.at)
                     ticked = True
-                    aside += [_aside(number, offset, subject, feed.event_message(subject, tick, 1)[2],
-                                     quarantine.ERROR, reason)
-                              for subject, tick, reason in logic.partition(number).drain_faults()]
+                    aside += [_aside(number, offset, naming.key(tenant, subject),
+                                     naming.event_message(tenant, subject, due, 1)[2], quarantine.ERROR, reason)
+                              for tenant, subject, due, reason in logic.drain_faults(number)]
                 else:
-                    effects = logic.apply(number, record.subject, record.event)
+                    tenant = record.tenant
+                    effects = logic.apply(number, tenant, record.subject, record.event)
                     if record.reply is not None:  # answers to the person's own tap may use its reply token
                         holder = answers(record.event)
                         replies.update((e.id, list(record.reply)) for e in effects if reply_holder(e) == holder)
-                    produced += effects
+                    produced += [(tenant, e) for e in effects]
                     metrics.EVENTS_IN.labels(codec.event_name(record.event)).inc()
             except Exception as error:  # nothing of it was applied: set it aside, go on with the next
                 aside.append(_aside(number, offset, _subject_of(event), event.value, *quarantine.classify(error)))
@@ -205,22 +222,21 @@ def create_app(settings: Settings) -> faust.App:
                 logic.revoke([number])
                 return
             send = txn.producer.send
-            for effect in produced:
-                await _emit(send, effect, number, replies.get(effect.id))
-            if any(effect.effect in routes.OUTBOX for effect in produced):
-                # the sender delivers whole batches between these marks, so that after a crash it
-                # rebuilds the same requests with the same retry keys (streams/kafka/sender_app.py)
-                await send(settings.outbox, codec.dumps({"batch_end": batch[-1].message.offset}), key=b"",
-                           partition=number)
+            for lane in _lanes(produced):
+                for tenant, effect in lane:
+                    await _emit(send, tenant, effect, number, replies.get(effect.id))
+                if any(effect.effect in routes.OUTBOX for _, effect in lane):
+                    # the sender delivers whole batches between these marks, so that after a crash it
+                    # rebuilds the same requests with the same retry keys (streams/kafka/sender_app.py)
+                    await send(settings.outbox, batch_end(batch[-1].message.offset), key=b"", partition=number)
             for flush in flushes:
-                await send(settings.effects, codec.dumps({"flush": flush, "partition": number}), key=b"",
-                           partition=number)
+                await send(settings.effects, flushed(flush, number), key=b"", partition=number)
             for entry in aside:  # with the offset that passes them: a restart never applies them again
                 await send(settings.quarantine, codec.dumps(entry), key=entry["id"].encode(), partition=number)
             # states after effects: a state is never durable without the effects that led to it
-            for subject, state in states.items():
-                await send(settings.changelog, codec.dumps(codec.state_to_obj(state)), key=subject.encode(),
-                           partition=number)
+            for (tenant, subject), state in states.items():
+                await send(settings.changelog, codec.dumps(codec.state_to_obj(state)),
+                           key=naming.key(tenant, subject).encode(), partition=number)
             if fresh:
                 applied[number] = fresh[-1].message.offset
                 await send(settings.changelog, str(applied[number]).encode(), key=changelog.APPLIED,
@@ -229,8 +245,8 @@ def create_app(settings: Settings) -> faust.App:
                 await stream.ack(event)
         for entry in aside:
             metrics.QUARANTINED.labels(entry["kind"]).inc()
-        for subject, state in states.items():
-            labels[subject] = label(state)
+        for key, state in states.items():
+            labels[key] = label(state)
         if ticked or number not in lag_watched:
             _watch_tick(number)
         metrics.LATENCY.labels(str(number)).observe(time.perf_counter() - started)
@@ -252,33 +268,27 @@ def create_app(settings: Settings) -> faust.App:
                 metrics.TICK_LAG.labels(str(number)).set_function(
                     lambda n=number: time.time() - logic.last_tick.get(n, 0) / 1000)
 
-    async def _emit(send, effect, number: int, reply: list | None = None) -> None:
-        key, value = effect.subject.encode(), codec.dumps(codec.effect_to_obj(effect))
+    async def _emit(send, tenant: str, effect, number: int, reply: list | None = None) -> None:
+        key, value = naming.effect(tenant, effect)
         await send(settings.effects, value, key=key, partition=number)
         if effect.effect in routes.OUTBOX:
             if reply is not None:  # the token goes to the sender only, never to the audit topics
-                obj = codec.effect_to_obj(effect)
-                obj["reply_token"], obj["reply_token_at"] = reply
-                value = codec.dumps(obj)
+                _, value = naming.effect(tenant, effect, reply_token=reply[0], reply_token_at=reply[1])
             await send(settings.outbox, value, key=key, partition=number)
         if effect.effect in routes.ESCALATIONS:
-            await send(settings.escalations, _escalation_record(effect, number), key=key, partition=number)
+            await send(settings.escalations, _escalation_record(tenant, effect, number), key=key, partition=number)
         metrics.EFFECTS_OUT.labels(effect.effect).inc()
         if effect.effect in fx.ESCALATIONS:
             metrics.ESCALATIONS.labels(effect.effect).inc()
 
-    def _escalation_record(effect, number: int) -> bytes:
+    def _escalation_record(tenant: str, effect, number: int) -> bytes:
         """The escalations topic's record: the effect (never a reply token), and for a staff call the
         member's phone from the state this worker holds, for the call queue (streams/kafka/readside_app.py).
         Only this topic carries it: the effects and outbox records stay free of personal data."""
-        obj = codec.effect_to_obj(effect)
+        phone = None
         if effect.effect == fx.STAFF_CALL:
-            partition = logic.partitions.get(number)
-            state = partition.table.get(effect.subject) if partition is not None else None
-            phone = getattr(getattr(state, "settings", None), "phone", None)
-            if phone:
-                obj["phone"] = phone
-        return codec.dumps(obj)
+            phone = getattr(getattr(logic.state(number, tenant, effect.subject), "settings", None), "phone", None)
+        return naming.effect(tenant, effect, **({"phone": phone} if phone else {}))[1]
 
     assigned_at: dict[int, float] = {}  # per partition: monotonic time it was last assigned here
 
@@ -351,14 +361,18 @@ def create_app(settings: Settings) -> faust.App:
             import redis.asyncio as aioredis
             read_model.append(ReadModel(aioredis.from_url(settings.redis)))
         batch = dict(labels)
+        by_tenant: dict[str, dict[str, str]] = defaultdict(dict)
+        for (tenant, subject), value in batch.items():
+            by_tenant[tenant][subject] = value
         try:
-            await read_model[0].record_many(settings.prefix, batch)
+            for tenant, changed in by_tenant.items():
+                await read_model[0].record_many(tenant, changed)
         except Exception as e:  # Redis down: keep the labels and try again on the next beat
             log.warning("read model not updated (%s: %s); will retry", type(e).__name__, e)
             return
-        for subject, value in batch.items():
-            if labels.get(subject) == value:
-                del labels[subject]
+        for key, value in batch.items():
+            if labels.get(key) == value:
+                del labels[key]
 
     if settings.tick_seconds > 0:
         @app.timer(settings.tick_seconds, on_leader=True)
@@ -368,7 +382,7 @@ def create_app(settings: Settings) -> faust.App:
             # may still be on their way; ties (and near-ties) go to the resident.
             now = int((time.time() - settings.tick_grace_seconds) * 1000)
             # Outside any transaction: this worker may not own the partitions it ticks.
-            value = codec.dumps({"tick": now})
+            value = tick(now)
             sent = [await app.producer.send(settings.inbound, b"", value, number, None, None)
                     for number in range(settings.partitions)]
             await asyncio.gather(*sent)

@@ -1,18 +1,19 @@
-"""`anpi ingress`: the webhook endpoint of the Kafka runtime, for one tenant (= topic prefix).
+"""`anpi ingress`: the webhook endpoint of the Kafka runtime, for every tenant of the deployment.
 
-Events go to the tenant's inbound topic (acks=all) before LINE gets its 200; webhookEventIds are
-de-duplicated in Redis, shared by every ingress process. Settings: ANPI_KAFKA, ANPI_REDIS,
-ANPI_PARTITIONS, and the channel from the environment (streams/tenants/from_env.py), with what is
-saved in the tenant registry in Redis laid over it (the admin screen's 設定, followed without a
-restart); the tenant id defaults to ANPI_TOPIC_PREFIX. /metrics (anpi_ingress_*) on ANPI_INGRESS_METRICS_PORT (off unless
-set), never on the webhook's port, which faces the internet.
+Each tenant's webhook is /webhook/<id>; its events go onto the deployment's shared inbound topic
+(acks=all, the tenant in key and value: streams/kafka/records.py) before LINE gets its 200;
+webhookEventIds are de-duplicated in Redis, shared by every ingress process. The tenants are the
+registry's in Redis (`anpi tenant add --redis`, the admin screen's 設定), followed within a second
+without a restart, and the one of the environment (streams/tenants/from_env.py: ANPI_TENANT,
+default ANPI_TOPIC_PREFIX, and the channel's secrets) with what is saved for it laid over. Settings:
+ANPI_KAFKA, ANPI_REDIS, ANPI_PARTITIONS. /metrics (anpi_ingress_*) on ANPI_INGRESS_METRICS_PORT (off
+unless set), never on the webhook's port, which faces the internet.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
-from dataclasses import replace
 
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -29,35 +30,33 @@ from streams.tenants.in_redis import RedisRegistry
 def main(host: str, port: int) -> int:
     startup.port(port, host=host)
     settings = Settings.from_env()
-    tenant = tenant_from_env("ingress", settings.prefix)
-    if tenant is None:
+    seed = tenant_from_env("ingress", settings.prefix)
+    if seed is None:
         return 2
     metrics_port = startup.metrics_port(os.environ, "ANPI_INGRESS_METRICS_PORT", settings.web_host)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     metrics = ingress.Metrics()
     if metrics_port:
         start_http_server(metrics_port, settings.web_host, registry=metrics.registry)
-    asyncio.run(_serve(replace(settings, prefix=tenant.id), tenant, host, port, metrics))
+    asyncio.run(_serve(settings, seed, host, port, metrics))
     return 0
 
 
-async def _serve(settings: Settings, tenant, host: str, port: int, metrics: ingress.Metrics) -> None:
+async def _serve(settings: Settings, seed, host: str, port: int, metrics: ingress.Metrics) -> None:
     redis = aioredis.from_url(settings.redis)
-    tenants = {tenant.id: tenant}   # read on every webhook: a channel secret saved on 設定 applies at once
+    tenants = {seed.id: seed}   # read on every webhook: a tenant added, a secret saved, applies at once
     registry = RedisRegistry(redis)
 
     async def reload() -> None:
-        running = await tenant_registry.running_one(registry, tenant.id, tenant)
-        if running is not None:
-            tenants[tenant.id] = running.tenant
+        tenants.update({t: r.tenant for t, r in (await tenant_registry.running(registry, {seed.id: seed})).items()})
     following = asyncio.create_task(tenant_registry.follow(registry, reload), name="tenants")
     async with ingress.KafkaSink(settings) as sink:
         runner = web.AppRunner(ingress.create_app(tenants, sink, ingress.RedisDedupe(redis),
                                                   metrics=metrics), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, host, port).start()
-        print(f"anpi ingress: tenant {tenant.id}: LINE webhook URL http://{host}:{port}/webhook/{tenant.id}",
-              flush=True)
+        print(f"anpi ingress: LINE webhook URLs http://{host}:{port}/webhook/<tenant> (tenant {seed.id} and "
+              f"those added with `anpi tenant add --redis`), onto {settings.inbound}", flush=True)
         await until_stopped()
         following.cancel()
         await runner.cleanup()

@@ -11,7 +11,11 @@ group offsets, no changelog and no transactions — only "start after the offset
 plain consumer with manually assigned partitions does in a few lines. Being outside a consumer
 group, a second replica is a harmless hot standby: both apply, the offsets make the second a no-op.
 
-The tenant is the topic prefix (ANPI_TOPIC_PREFIX); days are counted in ANPI_TIMEZONE. /metrics
+The topics are the deployment's (ANPI_TOPIC_PREFIX), shared by its tenants: each partition batch is
+split by tenant (streams/kafka/records.py) and each tenant's part applied by its own script, under
+that tenant's offsets; once all of a fetch's parts are in, the deployment's position moves past it
+(`anpi:{<prefix>}:rs:position`), and a restart reads on from there (a tenant's offsets skip what it
+had). Days are counted in ANPI_TIMEZONE. /metrics
 (anpi_readside_*: records read, batches Redis did not take, whether it waits to read again, lag) on
 ANPI_READSIDE_METRICS_PORT, off unless set.
 `--from-beginning` reads both topics from their first record regardless of the stored offsets:
@@ -30,6 +34,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from agents import readside as rs
 from streams import startup
+from streams import codec
+from streams.kafka.records import Naming
 from streams.kafka.settings import Settings
 from streams.redis_readside import EFFECTS, ESCALATIONS, Writer
 
@@ -53,8 +59,11 @@ class Metrics:
 
 class ReadSideConsumer:
     def __init__(self, settings: Settings, redis, zone: str = rs.DEFAULT_ZONE, from_beginning: bool = False):
-        self.settings = settings
-        self.writer = Writer(redis, settings.prefix, zone)
+        self.settings, self.redis, self.zone = settings, redis, zone
+        self.naming = Naming(settings.prefix)
+        self.writers: dict[str, Writer] = {}      # per tenant, made at its first record
+        self.writer = self.writer_of(settings.prefix)   # the home tenant's (its offsets: a deployment of before)
+        self.position_key = f"anpi:{{{settings.prefix}}}:rs:position"
         self.from_beginning = from_beginning
         self.topics = {settings.effects: EFFECTS, settings.escalations: ESCALATIONS}
         self.parts = [TopicPartition(topic, n) for topic in self.topics for n in range(settings.partitions)]
@@ -68,7 +77,7 @@ class ReadSideConsumer:
                                          auto_offset_reset="earliest", max_partition_fetch_bytes=4 << 20)
         await self.consumer.start()
         self.consumer.assign(self.parts)
-        stored = {} if self.from_beginning else await self.writer.offsets()
+        stored = {} if self.from_beginning else await self.position()
         for tp in self.parts:
             last = stored.get((self.topics[tp.topic], tp.partition))
             if last is None:
@@ -87,7 +96,16 @@ class ReadSideConsumer:
         batches = [(self.topics[tp.topic], tp.partition, [(r.offset, r.value) for r in records])
                    for tp, records in got.items() if records]
         if batches:
-            self.applied += await self.writer.apply(batches)
+            parts: dict[str, list] = {}
+            for kind, number, records in batches:
+                for tenant, own in self._by_tenant(records).items():
+                    # under the offset of the tenant's own last record: the same whatever the fetches
+                    # were, so that a replay from the beginning changes nothing, its offsets included
+                    parts.setdefault(tenant, []).append((kind, number, own))
+            for tenant, tenant_batches in parts.items():
+                self.applied += await self.writer_of(tenant).apply(tenant_batches)
+            await self.redis.hset(self.position_key, mapping={f"{kind}:{number}": records[-1][0]
+                                                              for kind, number, records in batches})
         read = sum(len(records) for _, _, records in batches)
         self.metrics.records.inc(read)
         return read
@@ -130,8 +148,38 @@ class ReadSideConsumer:
                 self.metrics.behind.set(1)
                 await asyncio.sleep(1.0)
 
+    def writer_of(self, tenant: str) -> Writer:
+        writer = self.writers.get(tenant)
+        if writer is None:
+            writer = self.writers[tenant] = Writer(self.redis, tenant, self.zone)
+        return writer
+
+    def _by_tenant(self, records: list[tuple[int, bytes]]) -> dict[str, list[tuple[int, bytes]]]:
+        """A partition batch's records by tenant, in order (markers and unreadable ones: nobody's)."""
+        out: dict[str, list[tuple[int, bytes]]] = {}
+        for offset, value in records:
+            try:
+                obj = codec.loads(value)
+            except ValueError:
+                continue
+            if isinstance(obj, dict) and "effect" in obj:
+                out.setdefault(self.naming.tenant_of(obj), []).append((offset, value))
+        return out
+
+    async def position(self) -> dict[tuple[str, int], int]:
+        """(topic kind, partition) -> the last offset every tenant has applied: the deployment's
+        position, or (a deployment of before, one tenant per prefix) the home tenant's offsets."""
+        raw = await self.redis.hgetall(self.position_key)
+        if not raw:
+            return await self.writer.offsets()
+        out = {}
+        for field, value in raw.items():
+            kind, _, number = (field.decode() if isinstance(field, bytes) else field).partition(":")
+            out[(kind, int(number))] = int(value)
+        return out
+
     async def _rewind(self) -> None:
-        stored = await self.writer.offsets()  # raises while Redis is down: the caller waits, reads nothing
+        stored = await self.position()  # raises while Redis is down: the caller waits, reads nothing
         for tp in self.parts:
             last = stored.get((self.topics[tp.topic], tp.partition))
             if last is None:

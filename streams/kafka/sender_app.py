@@ -51,7 +51,9 @@ from streams.tenants import registry as tenant_registry
 from streams.tenants.from_env import tenant_from_env
 from streams.tenants.in_redis import RedisRegistry
 from streams.kafka.settings import Settings
-from streams.sender import Limits, Sender, redis_limiters, redis_reply_claims
+from agents.messages import Texts
+from streams.kafka.records import Naming
+from streams.sender import Limits, Metrics, Report, Sender, redis_limiters, redis_reply_claims
 
 log = logging.getLogger("anpi.sender")
 BATCHES_IN_FLIGHT = 256     # batches being delivered at once, over all partitions (ANPI_SENDER_BATCHES_IN_FLIGHT)
@@ -80,25 +82,16 @@ def create_app(settings: Settings, tenant: Tenant, line_api: str, wall: Callable
     )
     outbox = app.topic(settings.outbox, key_type=bytes, value_type=bytes, key_serializer="raw",
                        value_serializer="raw", partitions=settings.partitions)
-    sender = Sender(tenant, line_api, wall=wall)
     # a Redis that hangs must not hold a call for ever: it then counts as away (claims wait, the
     # rate limit is kept in this process)
     client = aioredis.from_url(settings.redis, socket_timeout=5, socket_connect_timeout=5)
-    # LINE's limits are per channel, whatever the number of senders: one bucket per endpoint in Redis
-    sender.limiters = redis_limiters(client, tenant.id, limits, sender.metrics.limiter_fallbacks.inc)
-    # a batch delivered again (after a crash or a rebalance) must not reply twice: claims in Redis
-    sender.claim_replies = redis_reply_claims(client, tenant.id)
-    # what staff save on the admin screen's 設定 (the access token, the wording), within a second
-    registry, base_texts = RedisRegistry(client), sender.texts
-
-    async def reload() -> None:
-        running = await tenant_registry.running_one(registry, tenant.id, tenant)
-        if running is not None:
-            sender.use(running.tenant, running.texts(base_texts))
+    sender = Senders(settings, tenant, line_api, wall, limits, client)
 
     @app.task
     async def follow_registry() -> None:
-        await tenant_registry.follow(registry, reload)
+        # tenants added with `anpi tenant add --redis`, and what staff save on 設定 (the access
+        # token, the wording): within a second
+        await tenant_registry.follow(sender.registry, sender.reload)
 
     pending: dict[int, list] = {}  # per partition: (event, record) of the batch not yet delivered
     last: dict[int, asyncio.Future] = {}  # per partition: its latest batch being delivered
@@ -202,6 +195,67 @@ def create_app(settings: Settings, tenant: Tenant, line_api: str, wall: Callable
     return app
 
 
+class Senders:
+    """The deployment's tenants' Senders (streams/sender.py), one per tenant with its own channel:
+    its access token, its wording, and its rate limits in Redis (LINE's limits are per channel,
+    whatever the number of sender replicas), its reply claims in Redis (a batch delivered again,
+    after a crash or a rebalance, must not reply twice). A batch of the outbox holds records of
+    several tenants: each tenant's part (in the batch's order, so a batch read again plans into the
+    same calls with the same retry keys) goes through its own Sender, side by side."""
+
+    def __init__(self, settings: Settings, seed: Tenant, line_api: str, wall: Callable[[], float], limits: Limits,
+                 redis):
+        self.naming, self.seed, self.line_api, self.wall = Naming(settings.prefix), seed, line_api, wall
+        self.limits, self.redis, self.registry = limits, redis, RedisRegistry(redis)
+        self.metrics = Metrics()
+        self.by_tenant: dict[str, Sender] = {}
+        self.base_texts = Texts()
+        self._add(seed)
+
+    def _add(self, tenant: Tenant) -> Sender:
+        sender = Sender(tenant, self.line_api, wall=self.wall, metrics=self.metrics)
+        sender.limiters = redis_limiters(self.redis, tenant.id, self.limits, self.metrics.limiter_fallbacks.inc)
+        sender.claim_replies = redis_reply_claims(self.redis, tenant.id)
+        self.by_tenant[tenant.id] = sender
+        return sender
+
+    async def reload(self) -> None:
+        for tenant_id, running in (await tenant_registry.running(self.registry, {self.seed.id: self.seed})).items():
+            sender = self.by_tenant.get(tenant_id) or self._add(running.tenant)
+            sender.use(running.tenant, running.texts(self.base_texts))
+
+    async def deliver(self, records: list[dict]) -> Report:
+        parts: dict[str, list[dict]] = {}
+        for record in records:
+            parts.setdefault(self.naming.tenant_of(record), []).append(record)
+        report = Report()
+        unknown = [t for t in parts if t not in self.by_tenant]
+        if unknown:   # added since the last reload: read the registry now
+            await self.reload()
+        delivering = []
+        for tenant_id, part in parts.items():
+            sender = self.by_tenant.get(tenant_id)
+            if sender is None:   # no channel to send with: given up, counted, never holding the rest
+                log.error("tenant %s: %d messages not sent: the tenant has no LINE channel here", tenant_id, len(part))
+                self.metrics.failures.labels("none", "no_channel").inc(len(part))
+                continue
+            delivering.append(sender.deliver(part))
+        for one in await asyncio.gather(*delivering):
+            _add_report(report, one)
+        return report
+
+    async def close(self) -> None:
+        for sender in self.by_tenant.values():
+            await sender.close()
+
+
+def _add_report(total: Report, one: Report) -> None:
+    for name in ("requests", "accepted", "duplicates", "retries", "replies", "recipients", "billed",
+                 "skipped_blocked"):
+        setattr(total, name, getattr(total, name) + getattr(one, name))
+    total.failed.extend(one.failed)
+
+
 def _commit_delivered(consumer, topic: str, delivered: dict[int, int]) -> None:
     """Make Faust commit, for `topic`, exactly `delivered[partition]` (the offset past the mark of
     the last batch delivered and acked there) whenever it is past the committed one, and nothing
@@ -266,7 +320,7 @@ def main(loglevel: str = "warning", wall: Callable[[], float] = time.time) -> in
                      limits)
     if metrics_port:
         from prometheus_client import start_http_server
-        start_http_server(metrics_port, settings.web_host, registry=app.anpi_sender.registry)
+        start_http_server(metrics_port, settings.web_host, registry=app.anpi_sender.metrics.registry)
     faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
     return 0
 

@@ -71,6 +71,10 @@ class Settings:
         return f"{self.prefix}-escalations"  # staff calls, contacts told, and their resolution
 
     @property
+    def audit(self) -> str:
+        return f"{self.prefix}-audit"        # the ingress's record of every webhook event taken or refused
+
+    @property
     def quarantine(self) -> str:
         return f"{self.prefix}-quarantine"   # inbound records set aside: the engine could not apply them
 

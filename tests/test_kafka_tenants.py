@@ -1,0 +1,142 @@
+"""Many municipalities on one Kafka deployment: shared topics, one worker, one sender, one read side.
+
+Two tenants with the same member id (LINE ids are per channel: the same number may be two people):
+the home tenant (named like the prefix, as a deployment of before) from the environment, and one
+added to the registry in Redis while the processes run (no restart). Each resident gets their check
+by their own channel's token, the tap of one closes only their own check, and each tenant's read
+side counts only its own. Time is virtual: the test moves linesim's clock and sends the ticks."""
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+
+import pytest
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from linesim import Channel, Config, ManualClock, run_linesim, user_id_for
+from linesim.residents import postback_event, user_source
+from schemas import effects as fx
+from schemas.events import Register
+from schemas.settings import MemberSettings, Schedule
+from schemas.tenant import Tenant
+from streams import ingress
+from streams.kafka import simulate as kafka_simulate
+from streams.kafka.readside_app import ReadSideConsumer
+from streams.kafka.records import Naming, tick_messages
+from streams.kafka.settings import Settings
+from streams.redis_readside import Reader
+from streams.tenants import registry as tenant_registry
+from streams.tenants import settings as ts
+from streams.tenants.in_redis import ENTRIES, RedisRegistry
+
+pytestmark = pytest.mark.usefixtures("running_services")
+START = 1_796_050_800  # 2026-12-01T00:00+09:00, virtual (seconds)
+HERE = os.path.dirname(os.path.abspath(__file__))
+DAILY_9 = Schedule("1d", 9 * 60, "Asia/Tokyo", None)
+
+
+async def until(condition, timeout: float = 90.0, what: str = "") -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"waited {timeout:.0f} s for {what}")
+        await asyncio.sleep(0.1)
+
+
+def test_two_tenants_share_the_topics_and_nothing_crosses():
+    resident = user_id_for("kafka-tenants-resident")   # in both towns
+
+    async def go():
+        run = kafka_simulate.KafkaRun(Settings.from_env())
+        await run.create_topics()
+        home = Tenant(run.settings.prefix, "h" * 32, "home-token-" + "h" * 30)
+        other = Tenant(f"town-{uuid.uuid4().hex[:8]}", "o" * 32, "other-token-" + "o" * 30)
+        naming, parts = Naming(run.settings.prefix), run.settings.partitions
+        redis = aioredis.from_url(run.settings.redis)
+        tenants = {home.id: home}
+        sink = ingress.KafkaSink(run.settings)
+        await sink.start()
+        runner = web.AppRunner(ingress.create_app(tenants, sink, ingress.MemoryDedupe()))
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        hook = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/webhook"
+        clock = ManualClock(START)
+        config = Config([Channel(t.id, t.channel_access_token, t.channel_secret, webhook_url=f"{hook}/{t.id}")
+                         for t in (home, other)], clock=clock)
+        sender = None
+        readside = ReadSideConsumer(run.settings, redis)
+        try:
+            async with run_linesim(config) as sim:
+                run.start_worker()
+                env = {**os.environ, **run.settings.env(), "ANPI_CHANNEL_SECRET": home.channel_secret,
+                       "ANPI_CHANNEL_ACCESS_TOKEN": home.channel_access_token, "ANPI_LINE_API": sim.base_url}
+                sender = subprocess.Popen([sys.executable, os.path.join(HERE, "sender_on_linesim_clock.py")],
+                                          env=env, start_new_session=True)
+                await readside.start()
+                reading = asyncio.ensure_future(readside.run())
+
+                def got(channel: str) -> list:
+                    return [d for d in sim.state.deliveries_to(resident) if d.channel == channel]
+
+                async def tick(at_seconds: int) -> None:
+                    clock.set(at_seconds)
+                    await run.produce(tick_messages(at_seconds * 1000, parts, uuid.uuid4().hex))
+
+                # the home town's resident, and the first check: the deployment runs
+                await run.produce([naming.event_message(home.id, resident, Register(
+                    START * 1000, MemberSettings(resident, "watch", DAILY_9, "090-1111-1111")), parts)])
+                await tick(START + 9 * 3600)
+                await until(lambda: len(got(home.id)) == 1, what="the home town's first card")
+
+                # a town joins: in the registry (as `anpi tenant add --redis` writes it), no restart
+                await RedisRegistry(redis).add(tenant_registry.new_entry(other.id, "隣町", START * 1000),
+                                               ts.merged(None, START * 1000, timezone="Asia/Tokyo",
+                                                         channel_secret=other.channel_secret,
+                                                         channel_access_token=other.channel_access_token))
+                tenants[other.id] = other   # (this test's ingress; `anpi ingress` follows the registry)
+                await run.produce([naming.event_message(other.id, resident, Register(   # day 2, 01:00
+                    (START + 25 * 3600) * 1000, MemberSettings(resident, "notify", DAILY_9, None,
+                                                               (user_id_for("kafka-tenants-family"),))), parts)])
+                await tick(START + 33 * 3600)          # day 2, 09:00: home's resend; the new town's first card
+                await until(lambda: len(got(other.id)) == 1 and len(got(home.id)) == 2, what=f"day 2's cards {sim.state.deliveries}")
+
+                # the new town's resident taps OK (in the new town's LINE): only that check closes
+                me = user_source(resident)
+                clock.set(START + 33 * 3600 + 60)
+                await sim.state.crowd.post(other.id, [postback_event(
+                    me, "action=ok", reply_token=sim.state.issue_reply_token(other.id, me),
+                    timestamp=(START + 33 * 3600 + 60) * 1000)])
+                await until(lambda: len(got(other.id)) == 2, what="the new town's thanks")
+                await tick(START + 36 * 3600)          # 12:00: the home town's staff are called
+                reader = Reader(redis)
+                for _ in range(600):
+                    if await reader.open_count(home.id, fx.STAFF_CALL):
+                        break
+                    await asyncio.sleep(0.1)
+                await asyncio.sleep(1.0)               # nothing more comes
+                reading.cancel()
+                opens = {t: await reader.open_count(t, fx.STAFF_CALL) for t in (home.id, other.id)}
+                assert len(got(other.id)) == 2 and len(got(home.id)) == 2
+                assert got(other.id)[1].endpoint == "reply" and "ありがとう" in str(got(other.id)[1].messages)
+                return sim.state, opens, (home.id, other.id)
+        finally:
+            if sender is not None:
+                sender.kill()
+                sender.wait(timeout=30)
+            run.kill_worker(signal.SIGTERM)
+            await readside.stop()
+            await runner.cleanup()
+            await sink.stop()
+            await redis.hdel(ENTRIES, other.id)
+            await redis.delete(f"anpi:{{{other.id}}}:tenant")
+            await redis.aclose()
+            await run.delete_topics()
+
+    state, opens, ids = asyncio.run(go())
+    assert state.duplicates == 0
+    assert opens == {ids[0]: 1, ids[1]: 0}                      # the home town's staff call; none in the other
+    assert {status for (_, status) in state.requests} <= {200}  # every call with its own channel's token
