@@ -16,6 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from proving_ground import until
 from linesim import Channel, Config, ManualClock, run_linesim, user_id_for
 from linesim.residents import postback_event, user_source
 from schemas import effects as fx
@@ -36,14 +37,6 @@ pytestmark = pytest.mark.usefixtures("running_services")
 START = 1_796_050_800  # 2026-12-01T00:00+09:00, virtual (seconds)
 HERE = os.path.dirname(os.path.abspath(__file__))
 DAILY_9 = Schedule("1d", 9 * 60, "Asia/Tokyo", None)
-
-
-async def until(condition, timeout: float = 90.0, what: str = "") -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError(f"waited {timeout:.0f} s for {what}")
-        await asyncio.sleep(0.1)
 
 
 def test_two_tenants_share_the_topics_and_nothing_crosses():
@@ -90,7 +83,7 @@ def test_two_tenants_share_the_topics_and_nothing_crosses():
                 await run.produce([naming.event_message(home.id, resident, Register(
                     START * 1000, MemberSettings(resident, "watch", DAILY_9, "090-1111-1111")), parts)])
                 await tick(START + 9 * 3600)
-                await until(lambda: len(got(home.id)) == 1, what="the home town's first card")
+                await until(lambda: len(got(home.id)) == 1, 90, "the home town's first card")
 
                 # a town joins: in the registry (as `anpi tenant add --redis` writes it), no restart
                 await RedisRegistry(redis).add(tenant_registry.new_entry(other.id, "隣町", START * 1000),
@@ -102,7 +95,7 @@ def test_two_tenants_share_the_topics_and_nothing_crosses():
                     (START + 25 * 3600) * 1000, MemberSettings(resident, "notify", DAILY_9, None,
                                                                (user_id_for("kafka-tenants-family"),))), parts)])
                 await tick(START + 33 * 3600)          # day 2, 09:00: home's resend; the new town's first card
-                await until(lambda: len(got(other.id)) == 1 and len(got(home.id)) == 2, what=f"day 2's cards {sim.state.deliveries}")
+                await until(lambda: len(got(other.id)) == 1 and len(got(home.id)) == 2, 90, "day 2's cards")
 
                 # the new town's resident taps OK (in the new town's LINE): only that check closes
                 me = user_source(resident)
@@ -110,13 +103,10 @@ def test_two_tenants_share_the_topics_and_nothing_crosses():
                 await sim.state.crowd.post(other.id, [postback_event(
                     me, "action=ok", reply_token=sim.state.issue_reply_token(other.id, me),
                     timestamp=(START + 33 * 3600 + 60) * 1000)])
-                await until(lambda: len(got(other.id)) == 2, what="the new town's thanks")
+                await until(lambda: len(got(other.id)) == 2, 90, "the new town's thanks")
                 await tick(START + 36 * 3600)          # 12:00: the home town's staff are called
                 reader = Reader(redis)
-                for _ in range(600):
-                    if await reader.open_count(home.id, fx.STAFF_CALL):
-                        break
-                    await asyncio.sleep(0.1)
+                await until(lambda: reader.open_count(home.id, fx.STAFF_CALL), 60, "the home town's staff call")
                 await asyncio.sleep(1.0)               # nothing more comes
                 reading.cancel()
                 opens = {t: await reader.open_count(t, fx.STAFF_CALL) for t in (home.id, other.id)}

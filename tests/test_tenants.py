@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
+from proving_ground import until
 from linesim import Channel, Config, ManualClock, run_linesim, user_id_for
 from linesim.residents import follow_event, signed_webhook
 from schemas import effects as fx
@@ -238,7 +239,7 @@ def test_a_tenant_added_to_a_running_serve_gets_its_first_checks_without_a_resta
                 added = await asyncio.to_thread(anpi, "tenant", "add", "abiko", "--name", "我孫子市", "--db", db,
                                                 stdin=f"{SECRET_B}\n{TOKEN_B}\n")
                 assert added.returncode == 0, added.stderr
-                await _until(lambda: "abiko" in runtime.towns, "the new tenant to be served")
+                await until(lambda: "abiko" in runtime.towns, 20, "the new tenant to be served")
                 # nothing crosses: A's secret on B's address, B's on A's
                 assert await webhook("abiko", SECRET_A, "abiko", resident_b) == 401
                 assert await webhook(A.id, SECRET_B, A.id, resident_a) == 401
@@ -246,7 +247,7 @@ def test_a_tenant_added_to_a_running_serve_gets_its_first_checks_without_a_resta
                     settings = MemberSettings(member, "watch", daily_9, "090-0000-0000", ())
                     store.accept(tenant, None, [(member, Register(START * 1000, settings))])
                 clock.set(START + 9 * 3600 + 60)                                       # 9:01
-                await _until(lambda: all(store.effects(t) for t in (A.id, "abiko")), "both towns' checks")
+                await until(lambda: all(store.effects(t) for t in (A.id, "abiko")), 20, "both towns' checks")
                 await runtime.drain()
                 to = {d.to: d.channel for d in sim.state.deliveries if d.delivered}
                 assert to == {resident_a: A.id, resident_b: "abiko"}   # each by its own channel's token
@@ -260,11 +261,3 @@ def test_a_tenant_added_to_a_running_serve_gets_its_first_checks_without_a_resta
 
 def _Sender(tenant: Tenant, line: list, clock, metrics) -> Sender:
     return Sender(tenant, line[0], wall=clock.now, metrics=metrics)
-
-
-async def _until(condition, what: str, timeout: float = 20.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError(f"waited {timeout:.0f} s for {what}")
-        await asyncio.sleep(0.05)
