@@ -105,13 +105,13 @@ def draft(kind: str, title: str, body: str, services: Iterable[str], unanswered:
 # --- who gets it -------------------------------------------------------------------------------------
 
 
-def selects(segment: Segment, label: str | None, active: bool = True) -> bool:
+def selects(segment: Segment, label: str | None) -> bool:
     """Whether a subject with this read-model label (agents/readmodel.py) is a recipient."""
-    if label is None or not active:
+    if label is None:
         return False
     service, _, phase = label.partition(":")
-    if service == GROUP:
-        return GROUP in segment.services and not segment.unanswered
+    if service == GROUP:   # not "group:left": the account is no longer in it
+        return GROUP in segment.services and not segment.unanswered and label in GROUP_LABELS
     if service not in segment.services or phase not in MEMBER_PHASES:
         return False               # "unfollowed": they blocked the account, LINE would deliver nothing
     return phase in UNANSWERED_PHASES if segment.unanswered else True
@@ -120,7 +120,7 @@ def selects(segment: Segment, label: str | None, active: bool = True) -> bool:
 def estimate(labels: Mapping[str, int], segment: Segment) -> tuple[int, int]:
     """(people, groups) the segment reaches, from the read side's label counts (no scan of members).
 
-    The exact list is fixed when the notice is sent; groups that left still count here."""
+    The exact list is fixed when the notice is sent."""
     people = groups = 0
     for label, n in labels.items():
         if n > 0 and selects(segment, label):

@@ -4,14 +4,14 @@ Pure, like the rest of agents/: no clock is read, so a paused member is simply "
 shows as no check being sent, not as a state of its own).
 
     member  "{service}:{phase}"  phase: idle | sent | resent | escalated, or "unfollowed"
-    group   "group:idle" | "group:posted"
+    group   "group:idle" | "group:posted", or "group:left" once the account has left the group
 """
 from __future__ import annotations
 
 from agents.group import GroupState
 from agents.member import MemberState
 
-GROUP_IDLE, GROUP_POSTED = "group:idle", "group:posted"
+GROUP_IDLE, GROUP_POSTED, GROUP_LEFT = "group:idle", "group:posted", "group:left"
 
 
 def label(state: MemberState | GroupState) -> str:
@@ -19,5 +19,7 @@ def label(state: MemberState | GroupState) -> str:
         phase = state.phase if state.following else "unfollowed"
         return f"{state.settings.service}:{phase}"
     if type(state) is GroupState:
+        if not state.active:
+            return GROUP_LEFT
         return GROUP_POSTED if state.posted_at is not None else GROUP_IDLE
     raise TypeError(f"label: not a subject state: {state!r}")

@@ -211,7 +211,8 @@ def notice_town(store: Store, n: int) -> tuple[list[str], str]:
 def test_staff_send_a_disaster_notice_and_watch_its_delivery_reach_100_percent(tmp_path, browser):  # noqa: F811
     from linesim.server import Channel, Config, run_linesim
     from schemas.tenant import Tenant
-    from streams.embedded.notices import NoticeDelivery
+    from streams.notices.delivery import NoticeDelivery
+    from streams.notices.in_sqlite import SqliteNotices
     from streams.sender import Limits, Sender
 
     path = str(tmp_path / "anpi.db")
@@ -228,7 +229,7 @@ def test_staff_send_a_disaster_notice_and_watch_its_delivery_reach_100_percent(t
         sim = state["sim"] = await state["linesim"].__aenter__()
         # one multicast a second: slow enough to watch the bar move, as a big town would at LINE's 200/s
         state["sender"] = sender = Sender(tenant, sim.base_url, limits=Limits(multicast=1.0))
-        state["delivery"] = asyncio.create_task(NoticeDelivery(store, TENANT, sender, lambda: now).run())
+        state["delivery"] = asyncio.create_task(NoticeDelivery(SqliteNotices(store), TENANT, sender, lambda: now).run())
         root = web.Application()
         root.add_subapp("/admin", create_app(store, {TENANT: ZONE}, lambda: now))
         state["runner"] = runner = web.AppRunner(root, access_log=None)

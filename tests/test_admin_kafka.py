@@ -30,6 +30,7 @@ from streams.admin.app import create_kafka_app
 from streams.admin.backends import RedisReadSide
 from streams.admin.redis_accounts import RedisStaff
 from streams.tenants.in_redis import RedisRegistry
+from streams.notices.in_redis import RedisNotices
 from streams.ingress import KafkaSink
 from streams.kafka import simulate as kafka_simulate
 from streams.kafka.feed import event_message, feed, tick_messages
@@ -233,8 +234,8 @@ def test_the_admin_screen_on_kafka_reads_the_effects_from_redis_and_staff_action
             await sink.start()
             staff = RedisStaff(redis)
             wall = [START]
-            admin = create_kafka_app(RedisReadSide(redis, sink, staff), staff, RedisRegistry(redis), {A: ZONE, B: ZONE},
-                                     lambda: NOW, lambda: wall[0])
+            admin = create_kafka_app(RedisReadSide(redis, sink, staff), staff, RedisRegistry(redis), RedisNotices(redis),
+                                     {A: ZONE, B: ZONE}, lambda: NOW, lambda: wall[0])
             root = web.Application()
             root.add_subapp("/admin", admin)
             server = TestServer(root)
@@ -261,7 +262,7 @@ def test_the_admin_screen_on_kafka_reads_the_effects_from_redis_and_staff_action
             assert today == {"sent": 1, "ok": 2, "resent": 3, "staff": 1, "contacts": 1, "posted": 1}
             assert "職員からの電話を待っている方が <strong>1人</strong>" in page
             assert "確認 4件のうち 2件が連絡前に応答" in page  # day 1: the resend answered counts there
-            assert "お知らせ配信（準備中）" in page and 'href="/admin/' + A + '/notices"' not in page
+            assert "準備中" not in page and 'href="/admin/' + A + '/notices"' in page
 
             # the call queue: the staff call, with the phone the worker added on the escalations topic
             status, page, _ = await user.get(f"/admin/{A}/calls")
@@ -271,7 +272,8 @@ def test_the_admin_screen_on_kafka_reads_the_effects_from_redis_and_staff_action
             assert status == 200 and N_SILENT in page2
             status, page3, _ = await user.get(f"/admin/{A}/groups")
             assert status == 200 and GROUP in page3 and "3人" in page3  # learned from the 23 h list
-            assert (await user.get(f"/admin/{A}/notices"))[1].count("準備中") >= 1
+            status, page4, _ = await user.get(f"/admin/{A}/notices")
+            assert status == 200 and "準備中" not in page4 and 'name="draft"' in page4
 
             # 「連絡がつき無事」: a Resolve onto the inbound topic, and the case waits for the engine
             status, _, response = await user.post(f"/admin/{A}/calls/record", {

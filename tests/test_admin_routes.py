@@ -20,17 +20,19 @@ from agents import notices as notices_rules
 from agents import readmodel
 from agents import readside as rs
 from agents.clock import HOUR, MINUTE
+from backends import Side, admin_server
 from linesim import user_id_for
 from schemas import effects as fx
 from schemas.events import Acknowledge, Ok, Register, Resolve
 from schemas.settings import GroupSettings, MemberSettings, Schedule
 from streams import cli, codec
 from streams.admin import accounts, pages
-from streams.admin.app import create_app
 from streams.demo import DEMO_LOGIN, demo_login
-from streams.embedded import notices, readside
+from streams.embedded import readside
 from streams.embedded.engine import Engine
 from streams.embedded.store import Store
+from streams.notices import book
+from streams.notices.in_sqlite import SqliteNotices
 
 START = 1_796_050_800_000  # 2026-12-01T00:00+09:00
 DAY = 24 * HOUR
@@ -103,15 +105,9 @@ def install_staff(store: Store) -> None:
 
 @asynccontextmanager
 async def serving(world: World):
-    admin = create_app(world.store, {A: "Asia/Tokyo", B: "Asia/Tokyo"}, lambda: world.now[0], lambda: world.wall[0])
-    root = web.Application()
-    root.add_subapp("/admin", admin)
-    server = TestServer(root)
-    await server.start_server()
-    try:
+    """The admin screen over the world's SQLite file (tests/backends.py has it over Redis too)."""
+    async with admin_server(Side("sqlite", world, {A: "Asia/Tokyo", B: "Asia/Tokyo"})) as (server, admin):
         yield server, admin
-    finally:
-        await server.close()
 
 
 class Browser:
@@ -333,8 +329,8 @@ FORMS = {"/{tenant}/calls/record": {"member": WATCH_SILENT, "cycle": "1", "outco
 def a_notice(world: World) -> str:
     """A notice of tenant A, sent, for the routes that show one ({notice})."""
     draft, _ = notices_rules.draft("disaster", "A市だけの避難指示", "本文", ["watch"], ok_button=True)
-    notice_id = notices.new_id()
-    notices.commit(world.store, A, notice_id, draft, [WATCH_SILENT, WATCH_LATE], [], "a-admin", START)
+    notice_id = book.new_id()
+    SqliteNotices(world.store).commit_now(A, notice_id, draft, [WATCH_SILENT, WATCH_LATE], [], "a-admin", START)
     return notice_id
 
 

@@ -7,16 +7,14 @@ Here the big town's 1,000 cards at 9:00 are eight multicasts at 1 a second (set 
 burst lasts as a million cards would at LINE's 200 a second); the small town's, due at the same
 tick, go out within a second of it."""
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 
 import pytest
 import redis.asyncio as aioredis
 
+from kafka_edges import kill, start_sender
 from linesim import Channel, Config, ManualClock, run_linesim, user_id_for
 from schemas.events import Register
 from schemas.settings import MemberSettings, Schedule
@@ -30,7 +28,6 @@ from streams.tenants.in_redis import ENTRIES, RedisRegistry
 
 pytestmark = pytest.mark.usefixtures("running_services")
 START = 1_796_050_800  # 2026-12-01T00:00+09:00, virtual (seconds)
-HERE = os.path.dirname(os.path.abspath(__file__))
 DAILY_9 = Schedule("1d", 9 * 60, "Asia/Tokyo", None)
 BIG, SMALL = 1_000, 5
 MULTICASTS_PER_SECOND = 1
@@ -53,11 +50,7 @@ def test_a_big_towns_burst_does_not_delay_a_small_towns_cards():
         try:
             async with run_linesim(config) as sim:
                 run.start_worker()
-                env = {**os.environ, **run.settings.env(), "ANPI_CHANNEL_SECRET": big.channel_secret,
-                       "ANPI_CHANNEL_ACCESS_TOKEN": big.channel_access_token, "ANPI_LINE_API": sim.base_url,
-                       "ANPI_LINE_RATE_MULTICAST": str(MULTICASTS_PER_SECOND)}
-                sender = subprocess.Popen([sys.executable, os.path.join(HERE, "sender_on_linesim_clock.py")],
-                                          env=env, start_new_session=True)
+                sender = start_sender(run.settings, big, sim.base_url, ANPI_LINE_RATE_MULTICAST=str(MULTICASTS_PER_SECOND))
                 people = [(big.id, user_id_for(f"fair-big-{i}")) for i in range(BIG)]
                 # the small town's few residents on one partition: one batch, one multicast (spread over
                 # partitions, each would be a call of its own, each waiting for the channel's low rate here)
@@ -89,9 +82,7 @@ def test_a_big_towns_burst_does_not_delay_a_small_towns_cards():
                     await asyncio.sleep(0.02)
                 return small_done, big_done, _recipients(sim, small.id), _recipients(sim, big.id), sim.state
         finally:
-            if sender is not None:
-                sender.kill()
-                sender.wait(timeout=30)
+            kill(sender)
             run.kill_worker(signal.SIGTERM)
             await redis.hdel(ENTRIES, small.id)
             await redis.delete(f"anpi:{{{small.id}}}:tenant")

@@ -2,22 +2,19 @@
 webhook → ingress → inbound topic → subject agent (worker process) → outbox → the sender (its own
 Faust worker process) → linesim. Time is virtual: the test sets linesim's clock and sends the ticks."""
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import uuid
+from contextlib import AsyncExitStack
 
 import pytest
 import redis.asyncio as aioredis
-from aiohttp import web
 
+from kafka_edges import ingress_in_process, kill, start_sender
 from linesim import Channel, Config, ManualClock, Resident, run_linesim, user_id_for
 from linesim.residents import follow_event, postback_event, user_source
 from schemas.events import Register
 from schemas.settings import MemberSettings, Schedule
 from schemas.tenant import Tenant
-from streams import ingress
 from streams.kafka import simulate as kafka_simulate
 from streams.kafka.feed import event_message, tick_messages
 from streams.kafka.settings import Settings
@@ -26,7 +23,6 @@ from streams.tenants.in_redis import RedisRegistry
 
 pytestmark = pytest.mark.usefixtures("running_services")
 START = 1_796_050_800  # 2026-12-01T00:00+09:00, in seconds: linesim's clock, which every process here reads
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 async def until(condition, timeout: float = 90.0, what: str = "") -> None:
@@ -46,13 +42,9 @@ def test_an_answer_and_an_escalation_go_all_the_way_round_through_kafka():
         run = kafka_simulate.KafkaRun(Settings.from_env())
         await run.create_topics()
         tenant = Tenant(run.settings.prefix, "s" * 32, "t" * 40)
-        sink = ingress.KafkaSink(run.settings)
-        await sink.start()
-        runner = web.AppRunner(ingress.create_app({tenant.id: tenant}, sink, ingress.MemoryDedupe()))
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        hook = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/webhook/{tenant.id}"
+        edges = AsyncExitStack()
+        hook = (await edges.enter_async_context(ingress_in_process(run.settings, {tenant.id: tenant}))).hook
+        hook += "/" + tenant.id
         clock = ManualClock(START)
         config = Config([Channel("town", tenant.channel_access_token, tenant.channel_secret, webhook_url=hook)],
                         residents=[Resident(answers, "answer", delay=600), Resident(silent, "never"),
@@ -65,11 +57,7 @@ def test_an_answer_and_an_escalation_go_all_the_way_round_through_kafka():
         try:
             async with run_linesim(config) as sim:
                 run.start_worker()
-                env = {**os.environ, **run.settings.env(), "ANPI_CHANNEL_SECRET": tenant.channel_secret,
-                       "ANPI_CHANNEL_ACCESS_TOKEN": tenant.channel_access_token, "ANPI_LINE_API": sim.base_url}
-                # the sender judges reply tokens on linesim's clock, which the test moves
-                sender = subprocess.Popen([sys.executable, os.path.join(HERE, "sender_on_linesim_clock.py")],
-                                          env=env, start_new_session=True)
+                sender = start_sender(run.settings, tenant, sim.base_url)   # on linesim's clock
                 parts = run.settings.partitions
 
                 async def tick(at_seconds: int) -> None:
@@ -107,14 +95,11 @@ def test_an_answer_and_an_escalation_go_all_the_way_round_through_kafka():
                 await asyncio.sleep(1.0)                               # nothing more comes
                 return sim.state
         finally:
-            if sender is not None:
-                sender.kill()  # SIGKILL: a crash is what the sender must survive anyway
-                sender.wait(timeout=30)
+            kill(sender)
             run.kill_worker(signal.SIGTERM)
             await redis.delete(f"anpi:{{{tenant.id}}}:tenant")
             await redis.aclose()
-            await runner.cleanup()
-            await sink.stop()
+            await edges.aclose()
             await run.delete_topics()
 
     state = asyncio.run(go())

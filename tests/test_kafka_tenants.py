@@ -6,24 +6,21 @@ added to the registry in Redis while the processes run (no restart). Each reside
 by their own channel's token, the tap of one closes only their own check, and each tenant's read
 side counts only its own. Time is virtual: the test moves linesim's clock and sends the ticks."""
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import uuid
+from contextlib import AsyncExitStack
 
 import pytest
 import redis.asyncio as aioredis
-from aiohttp import web
 
 from proving_ground import until
+from kafka_edges import ingress_in_process, kill, start_sender
 from linesim import Channel, Config, ManualClock, run_linesim, user_id_for
 from linesim.residents import postback_event, user_source
 from schemas import effects as fx
 from schemas.events import Register
 from schemas.settings import MemberSettings, Schedule
 from schemas.tenant import Tenant
-from streams import ingress
 from streams.kafka import simulate as kafka_simulate
 from streams.kafka.readside_app import ReadSideConsumer
 from streams.kafka.records import Naming, tick_messages
@@ -35,7 +32,6 @@ from streams.tenants.in_redis import ENTRIES, RedisRegistry
 
 pytestmark = pytest.mark.usefixtures("running_services")
 START = 1_796_050_800  # 2026-12-01T00:00+09:00, virtual (seconds)
-HERE = os.path.dirname(os.path.abspath(__file__))
 DAILY_9 = Schedule("1d", 9 * 60, "Asia/Tokyo", None)
 
 
@@ -50,13 +46,8 @@ def test_two_tenants_share_the_topics_and_nothing_crosses():
         naming, parts = Naming(run.settings.prefix), run.settings.partitions
         redis = aioredis.from_url(run.settings.redis)
         tenants = {home.id: home}
-        sink = ingress.KafkaSink(run.settings)
-        await sink.start()
-        runner = web.AppRunner(ingress.create_app(tenants, sink, ingress.MemoryDedupe()))
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        hook = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/webhook"
+        edges = AsyncExitStack()
+        hook = (await edges.enter_async_context(ingress_in_process(run.settings, tenants))).hook
         clock = ManualClock(START)
         config = Config([Channel(t.id, t.channel_access_token, t.channel_secret, webhook_url=f"{hook}/{t.id}")
                          for t in (home, other)], clock=clock)
@@ -65,10 +56,7 @@ def test_two_tenants_share_the_topics_and_nothing_crosses():
         try:
             async with run_linesim(config) as sim:
                 run.start_worker()
-                env = {**os.environ, **run.settings.env(), "ANPI_CHANNEL_SECRET": home.channel_secret,
-                       "ANPI_CHANNEL_ACCESS_TOKEN": home.channel_access_token, "ANPI_LINE_API": sim.base_url}
-                sender = subprocess.Popen([sys.executable, os.path.join(HERE, "sender_on_linesim_clock.py")],
-                                          env=env, start_new_session=True)
+                sender = start_sender(run.settings, home, sim.base_url)   # on linesim's clock
                 await readside.start()
                 reading = asyncio.ensure_future(readside.run())
 
@@ -114,13 +102,10 @@ def test_two_tenants_share_the_topics_and_nothing_crosses():
                 assert got(other.id)[1].endpoint == "reply" and "ありがとう" in str(got(other.id)[1].messages)
                 return sim.state, opens, (home.id, other.id)
         finally:
-            if sender is not None:
-                sender.kill()
-                sender.wait(timeout=30)
+            kill(sender)
             run.kill_worker(signal.SIGTERM)
             await readside.stop()
-            await runner.cleanup()
-            await sink.stop()
+            await edges.aclose()
             await redis.hdel(ENTRIES, other.id)
             await redis.delete(f"anpi:{{{other.id}}}:tenant")
             await redis.aclose()

@@ -10,11 +10,10 @@ and on the Kafka runtime `anpi admin serve`).
 Two clocks: `now_ms` is the engine's (virtual and sped up in the demo): "today", "time since the
 check" and the `at` of the events staff commit; `wall_ms` is real time: sessions and lockouts.
 
-The pages read through three objects (streams/admin/backends.py, streams/tenants/registry.py): the
-read side, the staff store and the tenant registry. `create_app` gives them the embedded store's
+The pages read through four objects (streams/admin/backends.py, streams/tenants/registry.py,
+streams/notices/book.py): the read side, the staff store, the tenant registry and the notices. `create_app` gives them the embedded store's
 SQLite file; `create_kafka_app` gives them Redis (the read side `anpi readside` keeps, accounts and
-sessions, the registry) and the tenant's inbound topic, and shows notices as 準備中 (they need the
-embedded store still). `tenants` is the caller's mapping, read on every request: a runtime that
+sessions, the registry, the notices `anpi sender` delivers) and the inbound topic. `tenants` is the caller's mapping, read on every request: a runtime that
 starts a new tenant adds it there.
 """
 from __future__ import annotations
@@ -27,9 +26,9 @@ from aiohttp import web
 
 from streams.admin import accounts, auth, pages, view
 from streams.admin.backends import ReadSide, SqliteReadSide, SqliteStaff, Staff
-from streams.admin.keys import CLOCK, READSIDE, REGISTRY, SETTINGS_CHANGED, STAFF, STORE, TEMPLATES, TENANTS, WALL
-from streams.embedded import notices
+from streams.admin.keys import CLOCK, NOTICES, READSIDE, REGISTRY, SETTINGS_CHANGED, STAFF, STORE, TEMPLATES, TENANTS, WALL
 from streams.embedded.store import Store
+from streams.notices.in_sqlite import SqliteNotices
 from streams.tenants.in_sqlite import SqliteRegistry
 
 
@@ -39,27 +38,27 @@ def create_app(store: Store, tenants: dict[str, str], now_ms: Callable[[], int],
     """`tenants`: tenant id -> time zone, the tenants whose staff may log in here. `on_settings(tenant)`
     is called after the settings page (設定) has committed a change: the runtime reloads them."""
     accounts.install(store.db)
-    notices.install(store.db)
-    app = _app(SqliteReadSide(store), SqliteStaff(store), SqliteRegistry(store), tenants, now_ms, wall_ms)
+    app = _app(SqliteReadSide(store), SqliteStaff(store), SqliteRegistry(store), SqliteNotices(store), tenants,
+               now_ms, wall_ms)
     app[STORE] = store
     app[SETTINGS_CHANGED] = on_settings or (lambda tenant: None)
     pages.add_routes(app.router)
     return app
 
 
-def create_kafka_app(readside: ReadSide, staff: Staff, registry, tenants: dict[str, str], now_ms: Callable[[], int],
-                     wall_ms: Callable[[], int] | None = None) -> web.Application:
-    """The admin screen of the Kafka runtime: backends.RedisReadSide, redis_accounts.RedisStaff and
-    tenants.in_redis.RedisRegistry."""
-    app = _app(readside, staff, registry, tenants, now_ms, wall_ms)
+def create_kafka_app(readside: ReadSide, staff: Staff, registry, notices, tenants: dict[str, str],
+                     now_ms: Callable[[], int], wall_ms: Callable[[], int] | None = None) -> web.Application:
+    """The admin screen of the Kafka runtime: backends.RedisReadSide, redis_accounts.RedisStaff,
+    tenants.in_redis.RedisRegistry and notices.in_redis.RedisNotices."""
+    app = _app(readside, staff, registry, notices, tenants, now_ms, wall_ms)
     app[SETTINGS_CHANGED] = lambda tenant: None
-    pages.add_routes(app.router, embedded=False)
+    pages.add_routes(app.router)
     return app
 
 
-def _app(readside, staff, registry, tenants, now_ms, wall_ms) -> web.Application:
+def _app(readside, staff, registry, notices, tenants, now_ms, wall_ms) -> web.Application:
     app = web.Application(middlewares=[auth.headers, auth.guard], client_max_size=64 * 1024)
-    app[READSIDE], app[STAFF], app[REGISTRY], app[CLOCK] = readside, staff, registry, now_ms
+    app[READSIDE], app[STAFF], app[REGISTRY], app[NOTICES], app[CLOCK] = readside, staff, registry, notices, now_ms
     app[TENANTS] = tenants
     app[WALL] = wall_ms or (lambda: int(time.time() * 1000))
     app[TEMPLATES] = jinja2.Environment(loader=jinja2.PackageLoader("streams.admin", "templates"),

@@ -109,6 +109,7 @@ def serve(host: str, port: int, env=os.environ) -> int:
     from streams.tenants import registry as tenant_registry
     from streams.tenants.in_redis import RedisRegistry
     from streams.kafka.settings import Settings
+    from streams.notices.in_redis import RedisNotices
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
@@ -134,7 +135,7 @@ def serve(host: str, port: int, env=os.environ) -> int:
                 stored = await registry.settings(tenant_id)
                 zones[tenant_id] = stored.timezone if stored is not None and stored.timezone else zone
         following = asyncio.ensure_future(tenant_registry.follow(registry, reload))
-        admin = create_kafka_app(readside, staff, registry, zones, lambda: int(time.time() * 1000))
+        admin = create_kafka_app(readside, staff, registry, RedisNotices(redis), zones, lambda: int(time.time() * 1000))
         root = web.Application()
         root.add_subapp("/admin", admin)
         metrics = None

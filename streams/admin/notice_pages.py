@@ -16,13 +16,14 @@ from __future__ import annotations
 from aiohttp import web
 
 from agents import notices as nt
-from streams.admin import accounts, auth, flex
-from streams.admin.keys import CLOCK, FORM, SESSION, STORE, TENANTS, WALL
+from streams.admin import auth, flex
+from streams.admin.keys import CLOCK, FORM, NOTICES, READSIDE, SESSION, STAFF, TENANTS, WALL
 from streams.admin.view import local_time, render
-from streams.embedded import notices, readside
+from streams.notices import book
+from streams.tenants.registry import AuditRow
 
 REFRESH_SECONDS = 2
-STATE_WORDS = {notices.SENDING: "配信中", notices.DONE: "配信済み"}
+STATE_WORDS = {book.SENDING: "配信中", book.DONE: "配信済み"}
 
 
 def add_routes(router: web.UrlDispatcher) -> None:
@@ -55,30 +56,28 @@ def _read(form) -> tuple[nt.Draft, list[str], str]:
 
 
 async def compose(request: web.Request) -> web.Response:
-    return _compose_page(request)
+    return await _compose_page(request)
 
 
-def _compose_page(request: web.Request, status: int = 200, d: nt.Draft | None = None, errors=(),
-                  draft_id: str | None = None) -> web.Response:
+async def _compose_page(request: web.Request, status: int = 200, d: nt.Draft | None = None, errors=(),
+                        draft_id: str | None = None) -> web.Response:
     tenant = request.match_info["tenant"]
     zone = request.app[TENANTS][tenant]
-    db = request.app[STORE].db
     rows = [{**n, "kind_text": nt.KINDS.get(n["kind"], n["kind"]), "segment_text": describe(n["segment"]),
              "when": local_time(n["created_at"], zone), "state_text": STATE_WORDS.get(n["state"], n["state"]),
              "percent": nt.percent(n["sent"], n["failed"], n["total"])}
-            for n in notices.recent(db, tenant)]
+            for n in await request.app[NOTICES].recent(tenant)]
     d = d or nt.Draft(nt.INFO, "", "", nt.make_segment([nt.WATCH, nt.NOTIFY, nt.GROUP]), False)
     return render(request, "notices.html", status=status, title="お知らせ配信", errors=list(errors), rows=rows,
-                  **_form(request, d, draft_id))
+                  **await _form(request, d, draft_id))
 
 
-def _form(request: web.Request, d: nt.Draft, draft_id: str | None) -> dict:
+async def _form(request: web.Request, d: nt.Draft, draft_id: str | None) -> dict:
     """What the compose form (_notice_form.html) needs: the draft, counts from the read side, a draft id."""
     tenant = request.match_info["tenant"]
-    db = request.app[STORE].db
-    labels = readside.labels(db, tenant)
-    if draft_id is None or not notices.valid_id(draft_id) or notices.get(db, tenant, draft_id) is not None:
-        draft_id = notices.new_id()   # a form from an older page: a new notice, not the old one again
+    labels = await request.app[READSIDE].labels(tenant)
+    if draft_id is None or not book.valid_id(draft_id) or await request.app[NOTICES].get(tenant, draft_id) is not None:
+        draft_id = book.new_id()   # a form from an older page: a new notice, not the old one again
     return {"d": d, "draft_id": draft_id, "csrf": request[SESSION].csrf, "kinds": nt.KINDS, "colors": nt.COLORS,
             "services": nt.SERVICES, "title_max": nt.TITLE_MAX, "body_max": nt.BODY_MAX,
             "counts": {s: sum(nt.estimate(labels, nt.make_segment([s]))) for s in nt.SERVICES},
@@ -90,18 +89,18 @@ def _form(request: web.Request, d: nt.Draft, draft_id: str | None) -> dict:
 
 async def preview(request: web.Request) -> web.Response:
     tenant = request.match_info["tenant"]
-    form, db = request[FORM], request.app[STORE].db
+    form = request[FORM]
     d, errors, draft_id = _read(form)
     if form.get("edit") == "1":
-        return _compose_page(request, d=d, draft_id=draft_id)
+        return await _compose_page(request, d=d, draft_id=draft_id)
     if errors:
-        return _compose_page(request, 400, d, errors, draft_id)
-    people, groups = nt.estimate(readside.labels(db, tenant), d.segment)
-    accounts.audit(db, tenant, request.app[WALL](), request[SESSION].login, "notice.preview",
-                   f"{nt.KINDS[d.kind]}「{d.title}」")
+        return await _compose_page(request, 400, d, errors, draft_id)
+    people, groups = nt.estimate(await request.app[READSIDE].labels(tenant), d.segment)
+    await request.app[STAFF].audit(tenant, request.app[WALL](), request[SESSION].login, "notice.preview",
+                                   f"{nt.KINDS[d.kind]}「{d.title}」")
     return render(request, "notice_preview.html", title="お知らせの確認", card=flex.render(nt.messages(d)),
                   kind_text=nt.KINDS[d.kind], segment_text=describe(d.segment), reach=_reach(people, groups),
-                  nobody=people + groups == 0, color=nt.COLORS[d.kind], **_form(request, d, draft_id))
+                  nobody=people + groups == 0, color=nt.COLORS[d.kind], **await _form(request, d, draft_id))
 
 
 # --- send ---------------------------------------------------------------------------------------------
@@ -109,29 +108,25 @@ async def preview(request: web.Request) -> web.Response:
 
 async def send(request: web.Request) -> web.Response:
     tenant = request.match_info["tenant"]
-    store, form = request.app[STORE], request[FORM]
+    notices, form = request.app[NOTICES], request[FORM]
     d, errors, draft_id = _read(form)
     if errors:
-        return _compose_page(request, 400, d, errors, draft_id)
-    if not notices.valid_id(draft_id):
-        return _compose_page(request, 400, d, ["画面の有効期限が切れました。内容を確かめて、もう一度「確認画面へ」を押してください。"])
+        return await _compose_page(request, 400, d, errors, draft_id)
+    if not book.valid_id(draft_id):
+        return await _compose_page(request, 400, d, ["画面の有効期限が切れました。内容を確かめて、もう一度「確認画面へ」を押してください。"])
     there = request.app.router["notice"].url_for(tenant=tenant, notice=draft_id)
-    if notices.get(store.db, tenant, draft_id) is not None:   # the same form again: it was sent once
+    if await notices.get(tenant, draft_id) is not None:   # the same form again: it was sent once
         return auth.see_other(there)
-    users, groups = await notices.choose(store, tenant, d.segment)
+    users, groups = await notices.choose(tenant, d.segment)
     if not users and not groups:
-        return _compose_page(request, 400, d, ["いま、この送り先に当てはまる方がいません。送り先を選び直してください。"],
-                             draft_id)
+        return await _compose_page(request, 400, d, ["いま、この送り先に当てはまる方がいません。送り先を選び直してください。"],
+                                   draft_id)
     login, wall, now = request[SESSION].login, request.app[WALL](), request.app[CLOCK]()
-    total = len(users) + len(groups)
-
-    def audit(db) -> None:
-        accounts.audit(db, tenant, wall, login, "notice.send", f"{nt.KINDS[d.kind]}「{d.title}」",
-                       f"{draft_id} {describe(d.segment)} {total}件")
-
-    if not notices.commit(store, tenant, draft_id, d, users, groups, login, now, also=audit) \
-            and notices.get(store.db, tenant, draft_id) is None:
-        return _compose_page(request, 400, d, ["この画面からは送信できません。もう一度「確認画面へ」からお進みください。"])
+    audit = AuditRow(wall, login, "notice.send", f"{draft_id} {describe(d.segment)} {len(users) + len(groups)}件",
+                     f"{nt.KINDS[d.kind]}「{d.title}」")
+    if not await notices.commit(tenant, draft_id, d, users, groups, login, now, audit) \
+            and await notices.get(tenant, draft_id) is None:
+        return await _compose_page(request, 400, d, ["この画面からは送信できません。もう一度「確認画面へ」からお進みください。"])
     return auth.see_other(there)
 
 
@@ -141,11 +136,10 @@ async def send(request: web.Request) -> web.Response:
 async def progress(request: web.Request) -> web.Response:
     tenant, notice_id = request.match_info["tenant"], request.match_info["notice"]
     zone = request.app[TENANTS][tenant]
-    db = request.app[STORE].db
-    n = notices.get(db, tenant, notice_id) if notices.valid_id(notice_id) else None
+    n = await request.app[NOTICES].get(tenant, notice_id) if book.valid_id(notice_id) else None
     if n is None:
         return auth.not_found(request)
-    sending = n["state"] == notices.SENDING
+    sending = n["state"] == book.SENDING
     return render(request, "notice.html", title="お知らせの配信状況", n=n, kind_text=nt.KINDS.get(n["kind"], n["kind"]),
                   segment_text=describe(n["segment"]), when=local_time(n["created_at"], zone),
                   finished=local_time(n["finished_at"], zone) if n["finished_at"] else None,

@@ -5,8 +5,8 @@ Each page reads the read side through app[READSIDE] (streams/admin/backends.py: 
 rs_* tables, or Redis on the Kafka runtime: a few keys or indexed rows), never the members; accounts,
 sessions and the audit log through app[STAFF]. What staff decide about a case that the engine must
 know (「連絡がつき無事」) becomes a `Resolve` event: into the embedded inbox with its audit row, or onto
-the tenant's inbound topic. Settings (設定) go through app[REGISTRY] on both runtimes. On the Kafka
-runtime notices are 準備中 still (`embedded=False`).
+the tenant's inbound topic. Settings (設定) go through app[REGISTRY], notices through app[NOTICES],
+on both runtimes alike.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from streams.admin.view import elapsed, local_time, render
 SERVICES = (("watch", "見守り"), ("notify", "安否通知"))
 PHASES = (("idle", "次の確認を待っています"), ("sent", "確認を送り、返事待ち"), ("resent", "再送して返事待ち"),
           ("escalated", "連絡中（返事なし）"), ("unfollowed", "ブロック中"))
-GROUP_PHASES = (("group:idle", "次の確認を待っています"), ("group:posted", "確認を投稿中"))
+GROUP_PHASES = (("group:idle", "次の確認を待っています"), ("group:posted", "確認を投稿中"), ("group:left", "退出済み"))
 OUTCOME_WORDS = {rs.REACHED: "連絡がつき無事", rs.NO_ANSWER: "応答なし", rs.VISIT: "訪問を依頼",
                  rs.EMERGENCY: "救急・警察に連絡", rs.RESIDENT: "ご本人から応答あり"}
 ACTION_WORDS = {"login": "ログイン", "login.failed": "ログイン失敗", "login.locked": "ログイン失敗（ロック中）",
@@ -36,8 +36,8 @@ ACTION_WORDS = {"login": "ログイン", "login.failed": "ログイン失敗", "
 ROLE_WORDS = {accounts.ADMIN: "管理者", accounts.OPERATOR: "担当者"}
 
 
-def add_routes(router: web.UrlDispatcher, embedded: bool = True) -> None:
-    """Every route; with `embedded=False` (the Kafka runtime) notices answer 準備中."""
+def add_routes(router: web.UrlDispatcher) -> None:
+    """Every route of the admin screen."""
     router.add_get("/", index, name="index")
     router.add_get("/{tenant}/login", auth.login_form, name="login")
     router.add_post("/{tenant}/login", auth.login, name="login_post")
@@ -53,34 +53,7 @@ def add_routes(router: web.UrlDispatcher, embedded: bool = True) -> None:
     router.add_post("/{tenant}/users/unlock", unlock_user, name="unlock_user")
     router.add_get("/{tenant}/audit", audit, name="audit")
     settings_pages.add_routes(router)
-    if embedded:
-        notice_pages.add_routes(router)
-    else:  # the same addresses and names (the menu links them), each saying what is not there yet
-        notice_pages.add_routes(_Preparing(router, "お知らせ配信"))
-
-
-class _Preparing:
-    """A router stand-in: registers each route it is given with a 準備中 page instead of its handler."""
-
-    def __init__(self, router: web.UrlDispatcher, what: str):
-        self.router, self.what = router, what
-
-    def _handler(self, original):
-        what = self.what
-
-        async def preparing(request: web.Request) -> web.Response:
-            return render(request, "error.html", title=f"{what}（準備中）",
-                          message=f"{what}は、この構成（Kafka）ではまだ使えません。準備中です。")
-        for mark in (auth.ROLE,):  # keep who may open it: the settings stay for administrators
-            if hasattr(original, mark):
-                setattr(preparing, mark, getattr(original, mark))
-        return preparing
-
-    def add_get(self, path, handler, **kwargs):
-        return self.router.add_get(path, self._handler(handler), **kwargs)
-
-    def add_post(self, path, handler, **kwargs):
-        return self.router.add_post(path, self._handler(handler), **kwargs)
+    notice_pages.add_routes(router)
 
 
 def _context(request: web.Request) -> tuple[str, str, int]:

@@ -6,7 +6,7 @@ from datetime import datetime
 from aiohttp import web
 
 from agents.clock import DAY, HOUR, MINUTE, zone
-from streams.admin.keys import SESSION, STORE, TEMPLATES, TENANTS
+from streams.admin.keys import SESSION, TEMPLATES, TENANTS
 
 WEEKDAYS_JA = "月火水木金土日"
 
@@ -18,7 +18,6 @@ def render(request: web.Request, template: str, status: int = 200, **context) ->
     context.setdefault("zone", request.app[TENANTS].get(tenant or "", "Asia/Tokyo"))
     context.setdefault("url", lambda name, **parts: str(request.app.router[name].url_for(**parts)))
     context.setdefault("path", request.path)
-    context.setdefault("embedded", STORE in request.app)  # notices: embedded only, for now
     page = request.app[TEMPLATES].get_template(template)
     return web.Response(text=page.render(**context), status=status, content_type="text/html", charset="utf-8")
 

@@ -32,9 +32,10 @@ from streams import scenario as scenario_module
 from streams.admin.app import create_app as admin_app
 from streams.admin.backends import SqliteReadSide
 from streams.admin.metrics import OpenCases
-from streams.embedded.notices import NoticeDelivery
 from streams.embedded.runtime import Runtime, Town
 from streams.embedded.store import Store
+from streams.notices.delivery import NoticeDelivery
+from streams.notices.in_sqlite import SqliteNotices
 from streams.runtime import until_stopped
 from streams.tenants import registry as tenant_registry
 from streams.tenants.from_env import tenant_from_env
@@ -99,7 +100,7 @@ async def _serve(store: Store, seeds: list[Tenant], host: str, port: int, roster
 
 class ServedRuntime(Runtime):
     """The embedded runtime with the admin screen under /admin and My Page under /mypage on the same
-    server, each tenant's notice delivery (streams/embedded/notices.py) through its Sender, and the
+    server, each tenant's notice delivery (streams/notices/delivery.py) through its Sender, and the
     tenant registry (streams/tenants) watched.
 
     The admin screen's "now" is the runtime's clock (virtual in the demo), so what staff commit
@@ -167,7 +168,8 @@ class ServedRuntime(Runtime):
             self.mypage.tenants[tenant.id] = tenant
             self.mypage.keys[tenant.id] = mypage_link.key_for(tenant.channel_secret)
         if self.public_url and tenant.id not in self.notices:   # started: deliver its notices
-            delivery = self.notices[tenant.id] = NoticeDelivery(self.store, tenant.id, town.sender, self.now_ms)
+            delivery = self.notices[tenant.id] = NoticeDelivery(SqliteNotices(self.store), tenant.id, town.sender,
+                                                                        self.now_ms)
             self._tasks.append(asyncio.create_task(delivery.run(), name=f"notices {tenant.id}"))
 
     def web_app(self) -> web.Application:

@@ -7,6 +7,10 @@ then acks them, mark included. After a crash the batch comes again whole, coales
 requests with the same retry keys, and LINE answers 409 to those it had accepted: nothing is sent
 twice.
 
+Notices (お知らせ配信) staff send from `anpi admin serve` are stored in Redis (streams/notices/in_redis.py);
+every sender replica runs a delivery loop per tenant (streams/notices/delivery.py) through the same
+tenant's Sender, each chunk claimed by one replica at a time.
+
 Rebalances (a sender joins or leaves: rolling restarts, scaling out). By default Faust waits, with
 no time limit, for every message a stream has taken to be acked before it lets the partitions go; the
 mark of a batch read only partway never comes once fetching has stopped, so that wait never ended:
@@ -53,6 +57,8 @@ from streams.tenants.in_redis import RedisRegistry
 from streams.kafka.settings import Settings
 from agents.messages import Texts
 from streams.kafka.records import Naming
+from streams.notices.delivery import NoticeDelivery
+from streams.notices.in_redis import RedisNotices
 from streams.sender import Limits, Metrics, Report, Sender, redis_limiters, redis_reply_claims
 
 log = logging.getLogger("anpi.sender")
@@ -92,6 +98,11 @@ def create_app(settings: Settings, tenant: Tenant, line_api: str, wall: Callable
         # tenants added with `anpi tenant add --redis`, and what staff save on 設定 (the access
         # token, the wording): within a second
         await tenant_registry.follow(sender.registry, sender.reload)
+
+    @app.task
+    async def deliver_notices() -> None:
+        # the notices staff send from `anpi admin serve` (お知らせ配信), every tenant's, chunk by chunk
+        await sender.deliver_notices()
 
     pending: dict[int, list] = {}  # per partition: (event, record) of the batch not yet delivered
     last: dict[int, asyncio.Future] = {}  # per partition: its latest batch being delivered
@@ -210,6 +221,7 @@ class Senders:
         self.metrics = Metrics()
         self.by_tenant: dict[str, Sender] = {}
         self.base_texts = Texts()
+        self.notices = RedisNotices(redis)
         self._add(seed)
 
     def _add(self, tenant: Tenant) -> Sender:
@@ -243,6 +255,22 @@ class Senders:
         for one in await asyncio.gather(*delivering):
             _add_report(report, one)
         return report
+
+    async def deliver_notices(self, every: float = tenant_registry.WATCH_SECONDS) -> None:
+        """A notice delivery loop (streams/notices/delivery.py) for each tenant with a channel here,
+        started within `every` seconds of its Sender; on every replica (a chunk is claimed by one)."""
+        loops: dict[str, asyncio.Task] = {}
+        try:
+            while True:
+                for tenant_id, sender in list(self.by_tenant.items()):
+                    if tenant_id not in loops or loops[tenant_id].done():
+                        delivery = NoticeDelivery(self.notices, tenant_id, sender, lambda: int(self.wall() * 1000))
+                        loops[tenant_id] = asyncio.create_task(delivery.run(), name=f"notices {tenant_id}")
+                await asyncio.sleep(every)
+        finally:
+            for task in loops.values():
+                task.cancel()
+            await asyncio.gather(*loops.values(), return_exceptions=True)
 
     async def close(self) -> None:
         for sender in self.by_tenant.values():

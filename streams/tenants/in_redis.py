@@ -88,7 +88,7 @@ class RedisRegistry:
                                                       "image_type": look.image_type or "",
                                                       "terms": look.terms or "", "updated_at": look.updated_at})
             if audit is not None:
-                redis_accounts.audit_commands(pipe, tenant, audit.at, audit.login, audit.action, None, audit.detail)
+                redis_accounts.audit_commands(pipe, tenant, audit.at, audit.login, audit.action, audit.target, audit.detail)
             await pipe.execute()
         await self.redis.incr(VERSION)
 

@@ -89,7 +89,7 @@ class SqliteRegistry:
                 self.db.execute("INSERT OR REPLACE INTO tenant_look VALUES (?, ?, ?, ?, ?)",
                                 (tenant, look.top_image, look.image_type, look.terms, look.updated_at))
             if audit is not None:
-                accounts.audit(self.db, tenant, audit.at, audit.login, audit.action, None, audit.detail)
+                accounts.audit(self.db, tenant, audit.at, audit.login, audit.action, audit.target, audit.detail)
             self._bump()
 
     async def version(self) -> int:

@@ -39,6 +39,7 @@ class AuditRow(NamedTuple):
     login: str
     action: str
     detail: str | None = None
+    target: str | None = None
 
 
 class Exists(ValueError):
