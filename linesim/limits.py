@@ -19,6 +19,10 @@ from zoneinfo import ZoneInfo
 class WallClock:
     """Real time."""
 
+    def pace(self) -> float:
+        """Virtual seconds per real second now (what /linesim/clock tells other processes)."""
+        return 1.0
+
     def now(self) -> float:
         return time.time()
 
@@ -32,15 +36,25 @@ class WallClock:
 class ScaledClock(WallClock):
     """Virtual time running `speed` times faster than real time, from `start` (epoch seconds)."""
 
-    def __init__(self, speed: float = 1.0, start: float | None = None):
+    def __init__(self, speed: float = 1.0, start: float | None = None, held: bool = False):
+        """`held`: standing at `start` until `run()` (the demo, while its processes start up)."""
         if speed <= 0:
             raise ValueError("speed must be positive")
         self.speed = speed
         self.start = time.time() if start is None else start
         self._t0 = time.monotonic()  # monotonic: a wall-clock jump must not move virtual time
+        self.held = held
 
     def now(self) -> float:
-        return self.start + (time.monotonic() - self._t0) * self.speed
+        return self.start if self.held else self.start + (time.monotonic() - self._t0) * self.speed
+
+    def run(self) -> None:
+        """Start running from where it stands."""
+        if self.held:
+            self._t0, self.held = time.monotonic(), False
+
+    def pace(self) -> float:
+        return 0.0 if self.held else self.speed
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds) / self.speed)
@@ -48,6 +62,9 @@ class ScaledClock(WallClock):
 
 class ManualClock(WallClock):
     """Time that moves only when told to (`advance`, `set`): for exact, instant tests."""
+
+    def pace(self) -> float:
+        return 0.0
 
     def __init__(self, start: float = 1_796_000_000.0):
         self._now = float(start)

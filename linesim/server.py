@@ -498,8 +498,11 @@ async def _stats(request: web.Request) -> web.Response:
 
 
 async def _clock(request: web.Request) -> web.Response:
-    """linesim's own time (epoch seconds): what a process under test reads to share linesim's clock."""
-    return _json({"now": request.app[STATE].clock.now()})
+    """linesim's own time (epoch seconds), how fast it runs now (`pace`: virtual seconds per real
+    second, 0 for a clock moved by hand or held) and when it runs (`speed`): what another process
+    reads to share linesim's clock (streams/shared_clock.py)."""
+    clock = request.app[STATE].clock
+    return _json({"now": clock.now(), "pace": clock.pace(), "speed": getattr(clock, "speed", clock.pace())})
 
 
 async def _deliveries(request: web.Request) -> web.Response:

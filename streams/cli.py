@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--seed", type=int, default=1, help="the residents' behaviour (default 1)")
     demo.add_argument("--tenants", type=int, default=1,
                       help="municipalities run at once, each with --residents residents (default 1)")
+    demo.add_argument("--runtime", choices=["embedded", "kafka"], default="embedded",
+                      help="embedded: one process on SQLite (default); kafka: the broker, Redis and the Kafka "
+                           "runtime's processes (started if not running)")
     demo.add_argument("--exit", action="store_true",
                       help="stop after --days and print one JSON summary line (else run until Ctrl-C)")
 
@@ -181,7 +184,7 @@ def _run(args) -> int:
             print("anpi demo: --residents, --days, --speed and --tenants must be positive", file=sys.stderr)
             return 2
         from streams.demo import main as demo_main
-        return demo_main(args.residents, args.days, args.speed, args.exit, args.seed, args.tenants)
+        return demo_main(args.residents, args.days, args.speed, args.exit, args.seed, args.tenants, args.runtime)
     if args.command == "admin":
         from streams.admin import cli as admin_cli
         if args.what == "serve":

@@ -7,7 +7,8 @@ open on the same server (a login "demo" with a fresh password, printed once). Wi
 after `days` virtual days and prints one JSON summary line (a contract checked from outside).
 With `tenants` > 1 it runs that many municipalities at once in the same process (tenants are data:
 one runtime serves them all), each with its own LINE channel and `n` residents; the summary then
-adds `tenants: {id: summary}`, and its top-level counts are their sums.
+adds `tenants: {id: summary}`, and its top-level counts are their sums. `--runtime kafka` runs the
+same towns on the Kafka runtime's processes (streams/demo_kafka.py), with the same summary.
 """
 from __future__ import annotations
 
@@ -104,12 +105,8 @@ async def demo(n: int = 300, days: float = 3, speed: float = 5000, exit_after: b
                 for t in towns]
     config = Config(channels, residents=[r for t in towns for r, _ in people[t.id]], clock=clock, seed=seed,
                     reply_token_ttl=60.0 * speed)
-    seen: Counter = Counter()  # effects since the last line printed
-
-    def show(effects) -> None:
-        seen.update(effect.effect for effect in effects)
-
-    runtime.listeners.append(show)
+    lines = HourLines(out, behind_ms=HOUR)
+    runtime.listeners.append(lines.add)
     try:
         async with run_linesim(config) as sim:
             for town in runtime.towns.values():
@@ -123,16 +120,14 @@ async def demo(n: int = 300, days: float = 3, speed: float = 5000, exit_after: b
                     password = demo_login(store, town.id)
                     print(f"anpi demo: 管理画面 {url}/admin/{town.id}/login  ログインID {DEMO_LOGIN}  "
                           f"パスワード {password}（この表示だけです）", file=out, flush=True)
-            end, hour = at + int(days * 24 * HOUR), at - at % HOUR
+            end = at + int(days * 24 * HOUR)
             while not exit_after or now_ms() < end:
                 await asyncio.sleep(0.05)
-                if now_ms() - hour >= HOUR:  # one line per virtual hour in which something happened
-                    _print_hour(hour, seen, out)
-                    hour = now_ms() - now_ms() % HOUR
+                lines.show(now_ms())
             await runtime.stop_engine()
             await runtime.drain()
             await asyncio.sleep(0.2)
-            _print_hour(hour, seen, out)
+            lines.show(now_ms(), final=True)
             summary = summarize({t.id: store.effects(t.id) for t in towns}, sim.state.stats(), behaviour_of)
     finally:
         await runtime.close()
@@ -155,12 +150,32 @@ def demo_login(store: Store, tenant: str) -> str:
     return password
 
 
-def _print_hour(slot: int, counts: Counter, out) -> None:
-    if counts:
-        when = datetime.fromtimestamp(slot / 1000, ZoneInfo(ZONE)).strftime("%m/%d %H時台")
-        parts = [f"{label} {counts[kind]}" for kind, label in LABELS if counts[kind]]
-        print(f"{when}  " + "  ".join(parts), file=out, flush=True)
-        counts.clear()
+class HourLines:
+    """The live view: one line per virtual hour in which something happened, each effect counted in
+    the hour it fell due (its own `at`), the line printed once the hour is `behind_ms` past (what a
+    runtime still has in flight for it has come by then). One that comes later still goes in the
+    next line."""
+
+    def __init__(self, out, behind_ms: int):
+        self.out, self.behind_ms = out, behind_ms
+        self.hours: dict[int, Counter] = {}
+        self.printed_until = 0   # every hour before this one has had its line
+
+    def add(self, effects) -> None:
+        for effect in effects:
+            slot = max(effect.at - effect.at % HOUR, self.printed_until)
+            self.hours.setdefault(slot, Counter())[effect.effect] += 1
+
+    def show(self, now: int, final: bool = False) -> None:
+        for slot in sorted(self.hours):
+            if not final and slot + HOUR + self.behind_ms > now:
+                break
+            counts = self.hours.pop(slot)
+            when = datetime.fromtimestamp(slot / 1000, ZoneInfo(ZONE)).strftime("%m/%d %H時台")
+            parts = [f"{label} {counts[kind]}" for kind, label in LABELS if counts[kind]]
+            if parts:
+                print(f"{when}  " + "  ".join(parts), file=self.out, flush=True)
+            self.printed_until = max(self.printed_until, slot + HOUR)
 
 
 def tally(effects) -> dict:
@@ -201,9 +216,17 @@ def _sum(parts: list[dict]) -> dict:
     return out
 
 
-def main(n: int, days: float, speed: float, exit_after: bool, seed: int = 1, tenants: int = 1) -> int:
+def main(n: int, days: float, speed: float, exit_after: bool, seed: int = 1, tenants: int = 1,
+         runtime: str = "embedded") -> int:
     try:
-        asyncio.run(demo(n, days, speed, exit_after, seed, tenants=tenants))
+        if runtime == "kafka":
+            from streams.demo_kafka import demo_on_kafka
+            asyncio.run(demo_on_kafka(n, days, speed, exit_after, seed, sys.stdout, tenants))
+        else:
+            asyncio.run(demo(n, days, speed, exit_after, seed, tenants=tenants))
     except KeyboardInterrupt:
         print("anpi demo: stopped", file=sys.stderr)
+    except RuntimeError as error:   # a process of the Kafka runtime that did not start or stopped
+        print(error, file=sys.stderr)
+        return 1
     return 0

@@ -1,6 +1,7 @@
 """The Kafka runtime's edges for the end-to-end tests: the ingress served in the test's own process
 (its KafkaSink onto the shared inbound topic), and `anpi sender` as a process of its own judging
-reply tokens by linesim's clock (tests/sender_on_linesim_clock.py)."""
+reply tokens by linesim's clock (ANPI_CLOCK_URL: a test's linesim runs on a virtual clock, and a
+token issued "at" a fixed date must not look fresh or stale depending on the day the test runs)."""
 from __future__ import annotations
 
 import os
@@ -14,9 +15,6 @@ from aiohttp import web
 from schemas.tenant import Tenant
 from streams import ingress
 from streams.kafka.settings import Settings
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-
 
 @dataclass
 class Ingress:
@@ -43,9 +41,9 @@ async def ingress_in_process(settings: Settings, tenants: dict[str, Tenant]):
 def start_sender(settings: Settings, tenant: Tenant, line_api: str, **env: str) -> subprocess.Popen:
     """`anpi sender` for `settings`, the environment's tenant `tenant`, LINE at `line_api`."""
     env = {**os.environ, **settings.env(), "ANPI_CHANNEL_SECRET": tenant.channel_secret,
-           "ANPI_CHANNEL_ACCESS_TOKEN": tenant.channel_access_token, "ANPI_LINE_API": line_api, **env}
-    return subprocess.Popen([sys.executable, os.path.join(HERE, "sender_on_linesim_clock.py")], env=env,
-                            start_new_session=True)
+           "ANPI_CHANNEL_ACCESS_TOKEN": tenant.channel_access_token, "ANPI_LINE_API": line_api,
+           "ANPI_CLOCK_URL": f"{line_api}/linesim/clock", **env}
+    return subprocess.Popen([sys.executable, "-m", "streams.kafka.sender_app"], env=env, start_new_session=True)
 
 
 def kill(process: subprocess.Popen | None) -> None:

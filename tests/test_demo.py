@@ -63,3 +63,41 @@ def test_demo_of_three_towns_runs_them_in_one_process_and_sums_their_counts():
         assert summary["escalations"][kind] == sum(town["escalations"][kind] for town in towns.values())
     # each town's residents are its own: different people, different behaviours, the same rules
     assert len({json.dumps(town["by_behaviour"], sort_keys=True) for town in towns.values()}) > 1
+
+
+# --- the same demo on the Kafka runtime ------------------------------------------------------------------------
+
+COUNTS = ("checks_sent", "oks", "resends", "escalations")
+
+
+def both_demos(*args: str) -> tuple[dict, dict, str]:
+    """The embedded demo and the Kafka one with the same arguments, side by side: their summaries,
+    and what the Kafka one printed before its summary."""
+    command = [sys.executable, "-m", "streams.cli", "demo", *args, "--exit"]
+    kafka = subprocess.Popen([*command, "--runtime", "kafka"], cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    embedded = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    out, err = kafka.communicate(timeout=600)
+    assert embedded.returncode == 0, embedded.stderr
+    assert kafka.returncode == 0, err
+    return json.loads(embedded.stdout.strip().splitlines()[-1]), json.loads(out.strip().splitlines()[-1]), out
+
+
+def test_the_demo_on_kafka_counts_what_the_embedded_demo_counts(running_services):
+    """The README's command: worker, ingress, sender, readside and admin as processes of their own."""
+    embedded, kafka, printed = both_demos("--residents", "300", "--days", "3", "--speed", "5000", "--seed", "7")
+    assert set(kafka) == KEYS and kafka["duplicates"] == 0 == embedded["duplicates"]
+    assert {k: kafka[k] for k in COUNTS} == {k: embedded[k] for k in COUNTS}
+    assert kafka["by_behaviour"] == embedded["by_behaviour"]
+    assert kafka["checks_sent"] > 600 and kafka["escalations"]["staff_call"] > 0   # three days of a real ladder
+    assert kafka["line_requests"]["reply"]["200"] == kafka["oks"]   # thanks by the free reply, on its clock
+    assert "worker, ingress, sender, readside and admin processes" in printed and "確認を送信" in printed
+
+
+def test_three_towns_on_kafka_share_its_processes_and_count_what_they_count_embedded(running_services):
+    embedded, kafka, _ = both_demos("--tenants", "3", "--residents", "60", "--days", "3", "--speed", "5000")
+    assert set(kafka) == KEYS | {"tenants"} and kafka["duplicates"] == 0
+    assert sorted(kafka["tenants"]) == ["demo-1", "demo-2", "demo-3"]
+    for town in kafka["tenants"]:
+        assert {k: kafka["tenants"][town][k] for k in COUNTS} == {k: embedded["tenants"][town][k] for k in COUNTS}
+    assert {k: kafka[k] for k in COUNTS} == {k: embedded[k] for k in COUNTS}

@@ -93,7 +93,7 @@ def serve(host: str, port: int, env=os.environ) -> int:
     read side in Redis (kept by `anpi readside`), accounts and sessions in Redis, staff's Resolve onto
     the shared inbound topic. ANPI_KAFKA, ANPI_REDIS, ANPI_PARTITIONS, ANPI_TIMEZONE (a tenant's zone
     saved on 設定 wins); /metrics (the open cases: streams/admin/metrics.py) on ANPI_ADMIN_METRICS_PORT,
-    off unless set."""
+    off unless set; ANPI_CLOCK_URL: "now" from that clock (the demo's virtual time, streams/shared_clock.py)."""
     import asyncio
     import logging
 
@@ -120,6 +120,11 @@ def serve(host: str, port: int, env=os.environ) -> int:
     tenant, zone = startup.tenant_id(env.get("ANPI_TENANT", settings.prefix)), startup.zone(
         env.get("ANPI_TIMEZONE", DEFAULT_ZONE))
     metrics_port = startup.metrics_port(env, "ANPI_ADMIN_METRICS_PORT", settings.web_host)
+    if env.get("ANPI_CLOCK_URL"):
+        from streams.shared_clock import SharedClock
+        now_ms = SharedClock(env["ANPI_CLOCK_URL"]).now_ms
+    else:
+        now_ms = lambda: int(time.time() * 1000)  # noqa: E731
 
     async def start() -> web.AppRunner:
         redis = aioredis.from_url(settings.redis)
@@ -135,7 +140,7 @@ def serve(host: str, port: int, env=os.environ) -> int:
                 stored = await registry.settings(tenant_id)
                 zones[tenant_id] = stored.timezone if stored is not None and stored.timezone else zone
         following = asyncio.ensure_future(tenant_registry.follow(registry, reload))
-        admin = create_kafka_app(readside, staff, registry, RedisNotices(redis), zones, lambda: int(time.time() * 1000))
+        admin = create_kafka_app(readside, staff, registry, RedisNotices(redis), zones, now_ms)
         root = web.Application()
         root.add_subapp("/admin", admin)
         metrics = None

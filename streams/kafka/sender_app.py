@@ -59,7 +59,8 @@ from agents.messages import Texts
 from streams.kafka.records import Naming
 from streams.notices.delivery import NoticeDelivery
 from streams.notices.in_redis import RedisNotices
-from streams.sender import Limits, Metrics, Report, Sender, redis_limiters, redis_reply_claims
+from streams.sender import REPLY_TOKEN_MAX_AGE, Limits, Metrics, Report, Sender, redis_limiters, redis_reply_claims
+from streams.shared_clock import SharedClock
 
 log = logging.getLogger("anpi.sender")
 BATCHES_IN_FLIGHT = 256     # batches being delivered at once, over all partitions (ANPI_SENDER_BATCHES_IN_FLIGHT)
@@ -67,9 +68,11 @@ RECORDS_IN_FLIGHT = 50_000  # and their records at most (memory), however many b
 
 
 def create_app(settings: Settings, tenant: Tenant, line_api: str, wall: Callable[[], float] = time.time,
-               batches_in_flight: int = BATCHES_IN_FLIGHT, limits: Limits = Limits()) -> faust.App:
-    """`wall`: the clock a reply token's age is judged by (LINE's: real time; a test's: linesim's).
-    `limits`: the channel's requests per second per endpoint, shared by every replica (Redis)."""
+               batches_in_flight: int = BATCHES_IN_FLIGHT, limits: Limits = Limits(),
+               reply_max_age: float = REPLY_TOKEN_MAX_AGE) -> faust.App:
+    """`wall`: the clock a reply token's age is judged by (LINE's: real time; a test's or the demo's:
+    linesim's), `reply_max_age` in its seconds. `limits`: the channel's requests per second per
+    endpoint, shared by every replica (Redis)."""
     app = faust.App(
         f"{settings.prefix}-sender",
         broker=f"kafka://{settings.kafka}",
@@ -91,7 +94,7 @@ def create_app(settings: Settings, tenant: Tenant, line_api: str, wall: Callable
     # a Redis that hangs must not hold a call for ever: it then counts as away (claims wait, the
     # rate limit is kept in this process)
     client = aioredis.from_url(settings.redis, socket_timeout=5, socket_connect_timeout=5)
-    sender = Senders(settings, tenant, line_api, wall, limits, client)
+    sender = Senders(settings, tenant, line_api, wall, limits, client, reply_max_age)
 
     @app.task
     async def follow_registry() -> None:
@@ -215,8 +218,9 @@ class Senders:
     same calls with the same retry keys) goes through its own Sender, side by side."""
 
     def __init__(self, settings: Settings, seed: Tenant, line_api: str, wall: Callable[[], float], limits: Limits,
-                 redis):
+                 redis, reply_max_age: float = REPLY_TOKEN_MAX_AGE):
         self.naming, self.seed, self.line_api, self.wall = Naming(settings.prefix), seed, line_api, wall
+        self.reply_max_age = reply_max_age
         self.limits, self.redis, self.registry = limits, redis, RedisRegistry(redis)
         self.metrics = Metrics()
         self.by_tenant: dict[str, Sender] = {}
@@ -225,7 +229,7 @@ class Senders:
         self._add(seed)
 
     def _add(self, tenant: Tenant) -> Sender:
-        sender = Sender(tenant, self.line_api, wall=self.wall, metrics=self.metrics)
+        sender = Sender(tenant, self.line_api, wall=self.wall, metrics=self.metrics, reply_max_age=self.reply_max_age)
         sender.limiters = redis_limiters(self.redis, tenant.id, self.limits, self.metrics.limiter_fallbacks.inc)
         sender.claim_replies = redis_reply_claims(self.redis, tenant.id)
         self.by_tenant[tenant.id] = sender
@@ -333,7 +337,13 @@ def _rewind_uncommitted(consumer, topic: str) -> None:
 
 
 def main(loglevel: str = "warning", wall: Callable[[], float] = time.time) -> int:
+    """ANPI_CLOCK_URL (the demo's, a test's: linesim's /linesim/clock): reply tokens judged by that
+    clock, their age scaled by its speed (LINE allows a minute of real time)."""
     settings = Settings.from_env()
+    reply_max_age = REPLY_TOKEN_MAX_AGE
+    if os.environ.get("ANPI_CLOCK_URL"):
+        clock = SharedClock(os.environ["ANPI_CLOCK_URL"])
+        wall, reply_max_age = clock.now, REPLY_TOKEN_MAX_AGE * clock.speed
     tenant = tenant_from_env("sender", settings.prefix)
     if tenant is None:
         return 2
@@ -345,7 +355,7 @@ def main(loglevel: str = "warning", wall: Callable[[], float] = time.time) -> in
                                                 getattr(Limits(), endpoint), float, low=0.01)
                        for endpoint in ("push", "multicast", "reply")})
     app = create_app(settings, tenant, os.environ.get("ANPI_LINE_API", "https://api.line.me"), wall, in_flight,
-                     limits)
+                     limits, reply_max_age)
     if metrics_port:
         from prometheus_client import start_http_server
         start_http_server(metrics_port, settings.web_host, registry=app.anpi_sender.metrics.registry)

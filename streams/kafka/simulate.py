@@ -32,10 +32,12 @@ from streams.simulator import sort
 class KafkaRun:
     """One isolated run: its topics, its worker process, its producer and effects reader."""
 
-    def __init__(self, settings: Settings | None = None, tick_every: int = HOUR, ticker_seconds: float = 0.0):
-        """`ticker_seconds` > 0 runs the worker's own wall-clock ticker (virtual-time runs tick themselves)."""
+    def __init__(self, settings: Settings | None = None, tick_every: int = HOUR, ticker_seconds: float = 0.0,
+                 prefix: str | None = None):
+        """`ticker_seconds` > 0 runs the worker's own wall-clock ticker (virtual-time runs tick themselves);
+        `prefix`: the run's topics' (default: anpi-run-<random>)."""
         base = settings or Settings.from_env()
-        prefix = f"anpi-run-{uuid.uuid4().hex[:12]}"
+        prefix = prefix or f"anpi-run-{uuid.uuid4().hex[:12]}"
         # one worker at a time, restarted under the same name: it takes its partitions back at once
         self.settings = replace(base, prefix=prefix, tick_seconds=ticker_seconds, web_port=_free_port(),
                                 instance=base.instance or f"{prefix}-worker")
