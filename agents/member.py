@@ -25,7 +25,7 @@ from schemas import effects as fx
 from schemas.effects import Effect
 from schemas.events import (AcceptInvite, Acknowledge, ChangeSettings, Enroll, Follow, Invite, Message, Ok, OpenMyPage, Pause, Phone,
                             Register, Resolve, Setup, Tick, Unfollow)
-from schemas.settings import NOTIFY, WATCH, MemberSettings
+from schemas.settings import NOTIFY, PHONE_KEPT, WATCH, MemberSettings
 
 IDLE, SENT, RESENT, ESCALATED = "idle", "sent", "resent", "escalated"
 RESEND_AFTER = 24 * HOUR
@@ -160,6 +160,8 @@ def _change_settings(state: MemberState, event: ChangeSettings, out: list[Effect
     was_open = state.following and state.open
     state = _sign_of_life(state, event.at, out)
     s = event.settings
+    if s.phone == PHONE_KEPT:   # built from a copy without the number (schemas/settings.py)
+        s = replace(s, phone=state.settings.phone)
     state = state._replace(settings=s, anchor=anchor(s.schedule, event.at))
     if state.phase == IDLE and state.following:
         state = _idle(state, event.at, strict=was_open)

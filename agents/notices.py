@@ -34,7 +34,7 @@ COLORS = {DISASTER: "#B3261E", IMPORTANT: "#8A4B00", INFO: "#1A7F37"}
 
 WATCH, NOTIFY, GROUP = "watch", "notify", "group"
 SERVICES = {WATCH: "見守り", NOTIFY: "安否通知", GROUP: "つながり（グループ）"}
-UNANSWERED_PHASES = frozenset({"sent", "resent", "escalated"})   # agents/readmodel.py member phases
+UNANSWERED_PHASES = frozenset({"sent", "resent", "escalated"})   # agents/readside.label member phases
 MEMBER_PHASES = ("idle", "sent", "resent", "escalated")           # "unfollowed" (blocked) gets nothing
 GROUP_LABELS = ("group:idle", "group:posted")
 
@@ -106,7 +106,7 @@ def draft(kind: str, title: str, body: str, services: Iterable[str], unanswered:
 
 
 def selects(segment: Segment, label: str | None) -> bool:
-    """Whether a subject with this read-model label (agents/readmodel.py) is a recipient."""
+    """Whether a subject with this read-model label (agents/readside.label) is a recipient."""
     if label is None:
         return False
     service, _, phase = label.partition(":")

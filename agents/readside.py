@@ -13,6 +13,12 @@ scans members: it reads small tables that each step updates in its own commit. T
     Acknowledged(member, cycle, contact, at)   a contact told answered 「見に行きます」
 
 Effect kinds this module does not know (new ones appear as the conversations grow) change nothing.
+
+Subjects are counted by their label, a function of the state only (no clock is read, so a paused
+member is simply "idle": its pause shows as no check being sent, not as a state of its own):
+
+    member  "{service}:{phase}"  phase: idle | sent | resent | escalated, or "unfollowed"
+    group   "group:idle" | "group:posted", or "group:left" once the account has left the group
 """
 from __future__ import annotations
 
@@ -21,8 +27,9 @@ from collections.abc import Iterable, Mapping
 from datetime import date
 from typing import NamedTuple
 
-from agents import readmodel
 from agents.clock import local_ordinal
+from agents.group import GroupState
+from agents.member import MemberState
 from schemas import effects as fx
 
 DEFAULT_ZONE = "Asia/Tokyo"
@@ -33,6 +40,11 @@ ANSWERED = "answered"
 DAILY = frozenset({fx.CHECK_SENT, fx.CHECK_RESENT, fx.CONFIRMED, fx.RESOLVED_AFTER_ESCALATION, fx.STAFF_CALL,
                    fx.CONTACTS_NOTIFIED, fx.GROUP_CHECK_POSTED, fx.GROUP_CONFIRMED, fx.GROUP_UNCONFIRMED,
                    fx.UNFOLLOWED, fx.FOLLOWED})
+
+# a member's own effects that My Page tells them of (streams/mypage/view.history_line), kept for it
+MEMBER_HISTORY = frozenset({fx.CHECK_SENT, fx.CHECK_RESENT, fx.CONFIRMED, fx.RESOLVED_AFTER_ESCALATION,
+                            fx.STAFF_CALL, fx.CONTACTS_NOTIFIED, fx.ENROLLED, fx.PHONE_SAVED, fx.INVITE_CREATED,
+                            fx.CONTACT_ADDED, fx.UNFOLLOWED, fx.FOLLOWED})
 
 # case outcomes: what staff recorded, or how the case closed by itself
 REACHED = "reached"          # 連絡がつき無事: closes through a Resolve event in the engine
@@ -114,12 +126,27 @@ def effect_changes(effect, zone: str) -> list:
     return out
 
 
+GROUP_IDLE, GROUP_POSTED, GROUP_LEFT = "group:idle", "group:posted", "group:left"
+
+
+def label(state: MemberState | GroupState) -> str:
+    """The label a subject is counted by (see the module's doc)."""
+    if type(state) is MemberState:
+        phase = state.phase if state.following else "unfollowed"
+        return f"{state.settings.service}:{phase}"
+    if type(state) is GroupState:
+        if not state.active:
+            return GROUP_LEFT
+        return GROUP_POSTED if state.posted_at is not None else GROUP_IDLE
+    raise TypeError(f"label: not a subject state: {state!r}")
+
+
 def safe_label(state) -> str | None:
-    """The read-model label, or None for a state the read model does not count (yet)."""
+    """The label, or None for a state the read side does not count (yet)."""
     if state is None:
         return None
     try:
-        return readmodel.label(state)
+        return label(state)
     except (TypeError, AttributeError):
         return None
 

@@ -29,6 +29,12 @@ class Schedule:
         return INTERVALS[self.interval]
 
 
+# A phone number in a ChangeSettings that says "the one the member has": the Kafka runtime's copy of
+# a state in Redis (My Page reads it) holds this instead of the number, and a change built from that
+# copy keeps the number the engine has. No phone number looks like it (scenarios and LINE refuse it).
+PHONE_KEPT = "(kept)"
+
+
 @dataclass(frozen=True, slots=True)
 class MemberSettings:
     id: str

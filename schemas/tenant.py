@@ -1,7 +1,13 @@
 """A municipality running anpi: one LINE official account (channel) and its settings."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+
+# What a tenant id may be, everywhere: part of URLs (/webhook/<id>), topic names, Redis keys and
+# their hash tags, and a session id's "<tenant>.<random>" (so no '.').
+ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+ID_RULE = "1 to 64 letters, digits, '_' or '-', starting with a letter or digit"
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from agents.clock import MINUTE
 from schemas.effects import CHECK_SENT
 from schemas.events import Ok, Register
 from schemas.settings import NOTIFY, WATCH, MemberSettings, Schedule
-from streams.runtime import tune_gc
+from streams.process import tune_gc
 from streams.simulator import simulate
 
 START = int(datetime.fromisoformat("2026-12-01T00:00:00+09:00").timestamp()) * 1000

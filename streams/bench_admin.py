@@ -186,7 +186,7 @@ class Builder:
 
     def run(self, days: int) -> dict:
         """Register everyone, then tick through the days; seconds of each part."""
-        from streams.runtime import tune_gc
+        from streams.process import tune_gc
         tune_gc()
         began = time.perf_counter()
         for first in range(0, self.n, 50_000):

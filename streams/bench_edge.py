@@ -67,7 +67,7 @@ def _bodies(n: int, seed: str) -> list[tuple[bytes, dict]]:
 def _ingress_server(kind: str, tenant_id: str, db_path: str, conn, profile_path: str | None) -> None:
     """Child process: serve the ingress with the chosen sink until told to stop; report what it stored."""
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
-    from streams.runtime import tune_gc
+    from streams.process import tune_gc
     tune_gc()
 
     async def main():
@@ -310,7 +310,7 @@ def ingress_bench(requests: int = 5000, sink: str = "sqlite", concurrency: int =
 
 def _linesim_server(conn, keep_deliveries: bool, validate: bool) -> None:
     """Child process: linesim with LINE's limits until told to stop; then a summary of what it delivered."""
-    from streams.runtime import tune_gc
+    from streams.process import tune_gc
     tune_gc()
 
     async def main():
@@ -342,7 +342,7 @@ def sender_bench(members: int = 100_000, keep_deliveries: bool = False, validate
     from schemas import effects as fx
     from schemas.effects import Effect
     from schemas.tenant import Tenant
-    from streams.runtime import tune_gc
+    from streams.process import tune_gc
     from streams.sender import Limits, Sender
 
     tenant = Tenant("bench", SECRET, TOKEN)

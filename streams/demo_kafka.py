@@ -107,6 +107,7 @@ async def demo_on_kafka(n: int, days: float, speed: float, exit_after: bool, see
                         reply_token_ttl=60.0 * speed)
         async with run_linesim(config) as sim:
             env = {**os.environ, **settings.env(), "ANPI_TENANT": towns[0].id,
+                   "ANPI_PUBLIC_URL": f"http://127.0.0.1:{ingress_port}",   # My Page, on the ingress
                    "ANPI_CHANNEL_SECRET": towns[0].channel_secret,
                    "ANPI_CHANNEL_ACCESS_TOKEN": towns[0].channel_access_token, "ANPI_TIMEZONE": d.ZONE,
                    "ANPI_LINE_API": sim.base_url, "ANPI_CLOCK_URL": f"{sim.base_url}/linesim/clock"}

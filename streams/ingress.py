@@ -300,12 +300,13 @@ class KafkaSink:
     async def __aexit__(self, *exc) -> None:
         await self.stop()
 
-    async def put(self, tenant_id: str, routed: Routed) -> None:
+    async def put(self, tenant_id: str, routed: Routed) -> list[tuple[str, object, int, int]]:
+        """On the broker when it returns; where each event went: (subject, event, partition, offset)."""
         if self._producer is None:
             raise RuntimeError("KafkaSink.put before start()")
         inbound, partitions = self.settings.inbound, self.settings.partitions
         await self._check_partitions(inbound, partitions)
-        pending = []
+        pending, placed = [], []
         for event in routed.events:
             reply = routed.reply_tokens.get(answers(event))  # for the worker to pass on to the sender
             if reply is not None and reply[1] != event.at:
@@ -313,10 +314,12 @@ class KafkaSink:
             for subject in addressed(event):
                 number, key, value = self.naming.event_message(tenant_id, subject, event, partitions, reply)
                 pending.append(await self._producer.send(inbound, value, key=key, partition=number))
+                placed.append((subject, event))
         for record in routed.audit:
             pending.append(await self._producer.send(self.settings.audit, codec.dumps(record),
                                                      key=record["webhookEventId"].encode()))
-        await asyncio.gather(*pending)
+        sent = await asyncio.gather(*pending)
+        return [(subject, event, meta.partition, meta.offset) for (subject, event), meta in zip(placed, sent)]
 
     async def _check_partitions(self, topic: str, partitions: int) -> None:
         """The worker places subjects by crc32 % its partition count: a topic of another size would

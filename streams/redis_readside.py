@@ -3,9 +3,9 @@ rs_* tables (streams/embedded/readside.py), kept here from the effects topic by 
 (streams/kafka/readside_app.py). What changes for an effect is decided by the pure agents/readside.py;
 this module turns it into small operations and applies them in Redis, exactly once.
 
-Exactly once over an at-least-once reader. The consumer reads `<prefix>-effects` and
-`<prefix>-escalations` (read_committed) and applies each partition's batch with ONE Lua script that
-also stores the offset of the last record it applied for that (topic, partition), in the same
+Exactly once over an at-least-once reader. The consumer reads `<prefix>-effects`,
+`<prefix>-escalations` and the states' changelog (read_committed) and applies each partition's
+batch with ONE Lua script that also stores the offset of the last record it applied for that (topic, partition), in the same
 script, so a change and the offset that says it is done are never apart. A record at or below the
 stored offset changes nothing: a replay from the beginning, a restart between the write and a Kafka
 commit, or two consumers on the same partition for a while cannot count twice. (The alternative, a
@@ -30,6 +30,10 @@ case hash of a staff call (closed cases expire after CLOSED_DAYS).
     anpi:{t}:rs:groups               zset of group ids (score 0: listed in id order)
     anpi:{t}:rs:group:<group>        hash: cycle posted_at confirmed roster unconfirmed_at unconfirmed
     anpi:{t}:rs:usage:<month>        messages that count against LINE's monthly quota (an estimate)
+    anpi:{t}:rs:state:<subject>      the subject's state, as the changelog has it but for the phone
+                                     number (PHONE_KEPT): My Page
+    anpi:{t}:rs:hist:<member>        zset: the member's own effects (as the effects topic has them) by
+                                     time, the last HISTORY_DAYS, at most HISTORY_KEEP (My Page)
 
 Members by service and state are the worker's own read model (streams/redis_store.py, `anpi:<t>:counts`).
 
@@ -42,13 +46,15 @@ What the effects do not say, and how it is approximated here:
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable
 
 import redis.asyncio as aioredis
 
 from agents import readside as rs
 from schemas import effects as fx
+from schemas.settings import PHONE_KEPT
+from schemas.tenant import ID as _TENANT
+from schemas.tenant import ID_RULE
 from streams import codec
 
 SENT_DAYS = 40        # how long a check's day is kept for the OK that may answer it
@@ -58,14 +64,16 @@ CLOSED_KEEP = 1000    # closed cases listed per kind (the page shows the last 20
 PENDING_PHONE_DAYS = 7  # a phone read before its case: kept this long for the case to open
 DAY_MS = 86_400_000
 
-_TENANT = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
-EFFECTS, ESCALATIONS = "effects", "escalations"
+HISTORY_DAYS = 31     # a member's own effects, for My Page (it shows 30 days)
+HISTORY_KEEP = 300    # and at most this many of them (streams/mypage/reading.HISTORY_LIMIT)
+
+EFFECTS, ESCALATIONS, STATES = "effects", "escalations", "states"   # STATES: the changelog topic
 
 
 def prefix(tenant: str) -> str:
     if not isinstance(tenant, str) or not _TENANT.fullmatch(tenant):
-        raise ValueError(f"tenant id {tenant!r}: expected 1-64 characters of letters, digits, '-' or '_'")
+        raise ValueError(f"tenant id {tenant!r}: expected " + ID_RULE)
     return f"anpi:{{{tenant}}}:rs:"
 
 
@@ -112,15 +120,40 @@ def escalation_ops(obj: dict) -> list[list]:
     return []
 
 
-def record_ops(topic_kind: str, value: bytes, zone: str) -> list[list]:
-    """The operations of one raw record; [] for markers (flush, batch_end) and unreadable records."""
+def history_ops(obj: dict) -> list[list]:
+    """A member's own effect that My Page tells them of, kept (as the topic has it) by its time."""
+    if obj.get("effect") in rs.MEMBER_HISTORY and isinstance(obj.get("at"), int) and obj.get("subject"):
+        kept = {k: v for k, v in obj.items() if k != "tenant"}
+        return [["hist", obj["subject"], obj["at"], json.dumps(kept, ensure_ascii=False, separators=(",", ":"))]]
+    return []
+
+
+def state_ops(subject: str, value: bytes | None) -> list[list]:
+    """A subject's state from the changelog ("" once it is gone), for My Page, with a member's phone
+    number replaced by PHONE_KEPT: the number stays in the changelog (and a staff call's case)."""
+    if value is None:
+        return [["state", subject, ""]]
+    try:
+        obj = codec.loads(value)
+        if isinstance(obj, list) and obj and obj[0] == "m" and isinstance(obj[1], dict) and obj[1].get("phone"):
+            obj[1]["phone"] = PHONE_KEPT
+        return [["state", subject, json.dumps(obj, ensure_ascii=False, separators=(",", ":"))]]
+    except (ValueError, IndexError, TypeError):   # not a state this read side can read: nothing
+        return []
+
+
+def record_ops(topic_kind: str, value, zone: str) -> list[list]:
+    """The operations of one raw record; [] for markers (flush, batch_end) and unreadable records.
+    A STATES record's value is (subject, state bytes or None)."""
+    if topic_kind == STATES:
+        return state_ops(*value)
     try:
         obj = codec.loads(value)
         if not isinstance(obj, dict) or "effect" not in obj:
             return []
         if topic_kind == ESCALATIONS:
             return escalation_ops(obj)
-        return effect_ops(codec.effect_from_obj(obj), zone)
+        return effect_ops(codec.effect_from_obj(obj), zone) + history_ops(obj)
     except (ValueError, KeyError, TypeError):  # a record this read side cannot read: counted as nothing
         return []
 
@@ -136,6 +169,7 @@ local done = tonumber(redis.call('HGET', KEYS[1], field) or '-1')
 if last <= done then return 0 end
 local ops = cjson.decode(ARGV[4])
 local SENT_MS, DAILY_MS, CLOSED_MS, PENDING_MS, KEEP = %(sent)d, %(daily)d, %(closed)d, %(pending)d, %(keep)d
+local HIST_MS, HIST_KEEP = %(hist)d, %(hist_keep)d
 local applied = 0
 
 local function close_case(key, id, kind, at, outcome)
@@ -199,6 +233,14 @@ for _, op in ipairs(ops) do
       local key = p .. 'acks:' .. op[3] .. ':' .. op[4]
       redis.call('HSETNX', key, op[5], op[6])
       redis.call('PEXPIRE', key, CLOSED_MS)
+    elseif name == 'state' then
+      if op[4] == '' then redis.call('DEL', p .. 'state:' .. op[3]) else redis.call('SET', p .. 'state:' .. op[3], op[4]) end
+    elseif name == 'hist' then
+      local key = p .. 'hist:' .. op[3]
+      redis.call('ZADD', key, op[4], op[5])
+      redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. (op[4] - HIST_MS))
+      redis.call('ZREMRANGEBYRANK', key, 0, -HIST_KEEP - 1)
+      redis.call('PEXPIRE', key, HIST_MS)
     elseif name == 'phone' then
       local key = p .. 'case:' .. op[3] .. ':' .. op[4]
       redis.call('HSET', key, 'phone', op[5])
@@ -243,7 +285,8 @@ end
 redis.call('HSET', KEYS[1], field, last)
 return applied
 """ % {"sent": SENT_DAYS * DAY_MS, "daily": DAILY_DAYS * DAY_MS, "closed": CLOSED_DAYS * DAY_MS,
-       "pending": PENDING_PHONE_DAYS * DAY_MS, "keep": CLOSED_KEEP}
+       "pending": PENDING_PHONE_DAYS * DAY_MS, "keep": CLOSED_KEEP, "hist": HISTORY_DAYS * DAY_MS,
+       "hist_keep": HISTORY_KEEP}
 
 # Staff recorded an outcome on an open case. KEYS[1] = the case hash; ARGV = prefix, member, cycle,
 # action, at, close ("1" / "0"). Returns 1, or 0 if the case is not open (closed meanwhile, or unknown).

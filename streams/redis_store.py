@@ -20,16 +20,18 @@ from collections.abc import Mapping
 
 import redis.asyncio as aioredis
 
+from schemas.tenant import ID as _TENANT
+from schemas.tenant import ID_RULE
+
 WEEK = 7 * 24 * 3600
 CHUNK = 1000  # (subject, label) pairs per script call: a script blocks the server while it runs
 
-_TENANT = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _EVENT_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
 def _tenant(tenant: str) -> str:
     if not isinstance(tenant, str) or not _TENANT.fullmatch(tenant):
-        raise ValueError(f"tenant id {tenant!r}: expected 1-64 characters of letters, digits, '-' or '_'")
+        raise ValueError(f"tenant id {tenant!r}: expected " + ID_RULE)
     return tenant
 
 
@@ -79,7 +81,7 @@ return changed
 
 
 class ReadModel:
-    """Per-tenant counts of subjects by label (see agents/readmodel.py), kept idempotently."""
+    """Per-tenant counts of subjects by label (agents/readside.label), kept idempotently."""
 
     def __init__(self, redis: aioredis.Redis):
         self._redis = redis

@@ -6,7 +6,7 @@ package registries. So Kafka is the `kafka_2.13` jar and its dependencies from M
 Redis is Debian's `redis-server`. Both run detached, in their own sessions, so they outlive the
 command that started them; a pid file in `$ANPI_VAR` says which process is ours.
 
-Settings, each with a local default:
+Where they are (`local()`: a `Local`), each with a local default:
   ANPI_KAFKA  host:port of the broker      127.0.0.1:9092 (the KRaft controller takes port + 1)
   ANPI_REDIS  redis://host:port/db         redis://127.0.0.1:6379/0
   ANPI_VAR    state and cache              var/ in the checkout (git-ignored)
@@ -46,10 +46,10 @@ class ServiceError(Exception):
         self.log, self.since = log, since  # the log whose tail explains it, read from byte `since`
 
 
-# --------------------------------------------------------------------------------------- settings
+# --------------------------------------------------------------------------------------- where they are
 
 @dataclass(frozen=True)
-class Settings:
+class Local:
     var: Path
     kafka_host: str
     kafka_port: int
@@ -107,7 +107,7 @@ class Settings:
         return self.redis_dir / "redis.pid"
 
 
-def settings(env: dict[str, str] | None = None) -> Settings:
+def local(env: dict[str, str] | None = None) -> Local:
     """Read ANPI_KAFKA, ANPI_REDIS and ANPI_VAR; raise ServiceError naming the bad one."""
     env = os.environ if env is None else env
     kafka = env.get("ANPI_KAFKA") or "127.0.0.1:9092"
@@ -137,7 +137,7 @@ def settings(env: dict[str, str] | None = None) -> Settings:
         if not _is_local(h):
             raise ServiceError(f"{name}={value!r} is not on this machine; `anpi services` only starts local services")
 
-    return Settings(
+    return Local(
         var=Path(var).expanduser().resolve() if var else ROOT / "var",
         kafka_host=kafka_host, kafka_port=kafka_port,
         redis_host=url.hostname, redis_port=redis_port, redis_db=int(db),
@@ -150,11 +150,11 @@ def _is_local(host: str) -> bool:
 
 # --------------------------------------------------------------------------------------- commands
 
-def up(cfg: Settings | None = None, timeout: float = 120.0, out=None) -> int:
+def up(cfg: Local | None = None, timeout: float = 120.0, out=None) -> int:
     """Start Kafka and Redis unless they already run; wait until both answer. Exit code."""
     out = out or sys.stdout
     try:
-        cfg = cfg or settings()
+        cfg = cfg or local()
         with _lock(cfg):
             return _up(cfg, timeout, out)
     except ServiceError as e:
@@ -166,11 +166,11 @@ def up(cfg: Settings | None = None, timeout: float = 120.0, out=None) -> int:
         return 130
 
 
-def down(cfg: Settings | None = None, out=None) -> int:
+def down(cfg: Local | None = None, out=None) -> int:
     """Stop our Kafka and Redis (SIGTERM, then SIGKILL after a grace period). Exit code."""
     out = out or sys.stdout
     try:
-        cfg = cfg or settings()
+        cfg = cfg or local()
         with _lock(cfg):
             for name in ("kafka", "redis"):
                 _stop(cfg, name, out)
@@ -180,13 +180,13 @@ def down(cfg: Settings | None = None, out=None) -> int:
         return 1
 
 
-def status(cfg: Settings | None = None) -> dict[str, int | None]:
+def status(cfg: Local | None = None) -> dict[str, int | None]:
     """The pid of each of our services that is running, else None."""
-    cfg = cfg or settings()
+    cfg = cfg or local()
     return {name: _running(cfg, name) for name in ("kafka", "redis")}
 
 
-def _up(cfg: Settings, timeout: float, out) -> int:
+def _up(cfg: Local, timeout: float, out) -> int:
     deadline = time.monotonic() + timeout
     kafka, redis = _running(cfg, "kafka"), _running(cfg, "redis")
     started: list[tuple[str, subprocess.Popen]] = []
@@ -234,7 +234,7 @@ def _up(cfg: Settings, timeout: float, out) -> int:
     return 0
 
 
-def _where(cfg: Settings, name: str) -> str:
+def _where(cfg: Local, name: str) -> str:
     if name == "kafka":
         return f"{cfg.kafka_host}:{cfg.kafka_port} (controller :{cfg.controller_port})"
     return f"redis://{cfg.redis_host}:{cfg.redis_port}/{cfg.redis_db}"
@@ -263,7 +263,7 @@ def _require_free(host: str, port: int, what: str) -> None:
                            f"stop it or choose another port")
 
 
-def _require_redis(cfg: Settings, out) -> str:
+def _require_redis(cfg: Local, out) -> str:
     """Path of redis-server; installs Debian's package when we may (root with apt-get), since CI must."""
     found = shutil.which("redis-server")
     if found:
@@ -287,7 +287,7 @@ def _require_redis(cfg: Settings, out) -> str:
 
 # --------------------------------------------------------------------------------------- kafka
 
-def _fetch_jars(cfg: Settings, out) -> None:
+def _fetch_jars(cfg: Local, out) -> None:
     """The broker's jars in cfg.libs, from Maven once; later calls find them and need no network.
 
     A marker file holds the hash of the pom it came from, so a changed pom (a new Kafka version)
@@ -321,7 +321,7 @@ def _fetch_jars(cfg: Settings, out) -> None:
     fresh.rename(cfg.libs)
 
 
-def kafka_properties(cfg: Settings) -> str:
+def kafka_properties(cfg: Local) -> str:
     """server.properties for a single-node KRaft broker+controller that keeps its data in var."""
     h = cfg.kafka_host
     props = {
@@ -356,7 +356,7 @@ def kafka_properties(cfg: Settings) -> str:
     return "".join(f"{k}={v.replace(chr(92), chr(92) * 2)}\n" for k, v in props.items())
 
 
-def _java(cfg: Settings, *args: str, heap: str | None = None) -> list[str]:
+def _java(cfg: Local, *args: str, heap: str | None = None) -> list[str]:
     cmd = ["java"]
     if heap:
         cmd.append(f"-Xmx{heap}")
@@ -369,7 +369,7 @@ def _java(cfg: Settings, *args: str, heap: str | None = None) -> list[str]:
     ]
 
 
-def _cluster_id(cfg: Settings) -> str:
+def _cluster_id(cfg: Local) -> str:
     """The KRaft cluster id, made once and kept in var (Kafka's own format: 22 base64url chars)."""
     path = cfg.kafka_dir / "cluster-id"
     if path.is_file():
@@ -382,7 +382,7 @@ def _cluster_id(cfg: Settings) -> str:
     return cid
 
 
-def _format_storage(cfg: Settings) -> None:
+def _format_storage(cfg: Local) -> None:
     """Write the properties; format the data dir the first time (KRaft refuses an unformatted one)."""
     cfg.kafka_logs.mkdir(parents=True, exist_ok=True)
     cfg.kafka_properties.write_text(kafka_properties(cfg))
@@ -398,7 +398,7 @@ def _format_storage(cfg: Settings) -> None:
         raise ServiceError(f"formatting Kafka's data dir {_show(cfg.kafka_data)} failed", log)
 
 
-def _start_kafka(cfg: Settings) -> subprocess.Popen:
+def _start_kafka(cfg: Local) -> subprocess.Popen:
     # The properties path names this var dir: that is how _is_ours tells our broker from others.
     return _spawn(cfg, "kafka", _java(cfg, "kafka.Kafka", str(cfg.kafka_properties), heap="512m"), cfg.kafka_out)
 
@@ -433,7 +433,7 @@ def _recv_exactly(s: socket.socket, n: int) -> bytes:
 
 # --------------------------------------------------------------------------------------- redis
 
-def _start_redis(cfg: Settings, redis_server: str) -> subprocess.Popen:
+def _start_redis(cfg: Local, redis_server: str) -> subprocess.Popen:
     cfg.redis_dir.mkdir(parents=True, exist_ok=True)
     cmd = [
         redis_server,
@@ -460,7 +460,7 @@ def redis_answers(host: str, port: int, timeout: float = 2.0) -> bool:
 
 # --------------------------------------------------------------------------------------- processes
 
-def _pid_file(cfg: Settings, name: str) -> Path:
+def _pid_file(cfg: Local, name: str) -> Path:
     return cfg.kafka_pid if name == "kafka" else cfg.redis_pid
 
 
@@ -477,7 +477,7 @@ def real_clock_env(env=os.environ) -> dict[str, str]:
     return out
 
 
-def _spawn(cfg: Settings, name: str, cmd: list[str], out: Path) -> subprocess.Popen:
+def _spawn(cfg: Local, name: str, cmd: list[str], out: Path) -> subprocess.Popen:
     """Start cmd detached: its own session (no terminal's Ctrl-C or hangup reaches it), output to a file."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w") as f:
@@ -487,7 +487,7 @@ def _spawn(cfg: Settings, name: str, cmd: list[str], out: Path) -> subprocess.Po
     return proc
 
 
-def _running(cfg: Settings, name: str) -> int | None:
+def _running(cfg: Local, name: str) -> int | None:
     """Pid of our service if it runs. The pid file is a hint; the process itself must prove it is ours."""
     path = _pid_file(cfg, name)
     try:
@@ -506,7 +506,7 @@ def _running(cfg: Settings, name: str) -> int | None:
     return None
 
 
-def _is_ours(cfg: Settings, name: str, pid: int) -> bool:
+def _is_ours(cfg: Local, name: str, pid: int) -> bool:
     if not _alive(pid):
         return False
     try:
@@ -527,7 +527,7 @@ def _alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
 
 
-def _stop(cfg: Settings, name: str, out) -> None:
+def _stop(cfg: Local, name: str, out) -> None:
     pid = _running(cfg, name)
     if pid is None:
         print(f"anpi services: {name} not running", file=out)
@@ -590,7 +590,7 @@ def _best_log(log: Path, since: int) -> Path:
 # --------------------------------------------------------------------------------------- small helpers
 
 @contextmanager
-def _lock(cfg: Settings):
+def _lock(cfg: Local):
     """One `up` or `down` at a time per var dir: two concurrent `up`s must not start two brokers."""
     cfg.var.mkdir(parents=True, exist_ok=True)
     with open(cfg.var / "services.lock", "w") as f:

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import socket
 import sys
 from collections.abc import Callable
 
+from schemas.tenant import ID as _TENANT
+from schemas.tenant import ID_RULE
 from streams.codec import known_zone
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 # a tenant id is a URL path segment (/webhook/<id>), a Kafka topic prefix and a Redis key part
-_TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 class BadSetting(ValueError):
@@ -27,8 +27,8 @@ class BadSetting(ValueError):
 
 def tenant_id(value: str, name: str = "ANPI_TENANT") -> str:
     if not _TENANT.fullmatch(value):
-        raise BadSetting(f"{name}={value!r}: a tenant id is 1 to 64 letters, digits, '.', '_' or '-' "
-                         "(it is part of URLs and topic names), starting with a letter or digit")
+        raise BadSetting(f"{name}={value!r}: a tenant id is {ID_RULE} (it is part of URLs, topic names "
+                         "and keys)")
     return value
 
 

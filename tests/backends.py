@@ -5,7 +5,7 @@
              RedisStaff, RedisRegistry and RedisNotices, as `anpi admin serve` mounts it
 
 The residents are stepped by the embedded engine in both (tests/test_admin_routes.build_world). On
-Redis, the read-model labels are then written as the Kafka worker writes them (readmodel.label of
+Redis, the read-model labels are then written as the Kafka worker writes them (readside.label of
 each state, streams/redis_store.ReadModel): `sync()` after each step. Staff accounts are created in
 the backend's own store. The Kafka processes themselves are tested end to end elsewhere
 (tests/test_kafka_notices.py)."""
@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from agents import readmodel
+from agents import readside
 from streams import services
 from streams.admin import accounts
 from streams.admin.app import create_app, create_kafka_app
@@ -34,7 +34,7 @@ KINDS = ("sqlite", "redis")
 
 
 def redis_url() -> str:
-    cfg = services.settings()
+    cfg = services.local()
     return f"redis://{cfg.redis_host}:{cfg.redis_port}/{REDIS_DB}"
 
 
@@ -69,7 +69,7 @@ class Side:
             return
         model = ReadModel(self.redis)
         for tenant in self.zones:
-            await model.record_many(tenant, {s: readmodel.label(state) for s, state in self.world.store.states(tenant)})
+            await model.record_many(tenant, {s: readside.label(state) for s, state in self.world.store.states(tenant)})
 
     async def add_staff(self, tenant: str, login: str, role: str, hashed: str, at: int) -> None:
         await self.staff.add_user(tenant, login, role, hashed, at, "(test)")

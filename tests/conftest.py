@@ -23,6 +23,6 @@ def running_services():
     started = not all(before.values())
     if started:
         assert services.up() == 0, "anpi services up failed (see its output above)"
-    yield services.settings()
+    yield services.local()
     if started:
         services.down()

@@ -40,10 +40,15 @@ async def ingress_in_process(settings: Settings, tenants: dict[str, Tenant]):
 
 def start_sender(settings: Settings, tenant: Tenant, line_api: str, **env: str) -> subprocess.Popen:
     """`anpi sender` for `settings`, the environment's tenant `tenant`, LINE at `line_api`."""
-    env = {**os.environ, **settings.env(), "ANPI_CHANNEL_SECRET": tenant.channel_secret,
+    return start(["sender"], settings, tenant, line_api, **env)
+
+
+def start(command: list[str], settings: Settings, tenant: Tenant, line_api: str, **env: str) -> subprocess.Popen:
+    """`anpi <command>` for `settings`, the environment's tenant `tenant`, LINE at `line_api` (and its clock)."""
+    env = {**os.environ, **settings.env(), "ANPI_TENANT": tenant.id, "ANPI_CHANNEL_SECRET": tenant.channel_secret,
            "ANPI_CHANNEL_ACCESS_TOKEN": tenant.channel_access_token, "ANPI_LINE_API": line_api,
            "ANPI_CLOCK_URL": f"{line_api}/linesim/clock", **env}
-    return subprocess.Popen([sys.executable, "-m", "streams.kafka.sender_app"], env=env, start_new_session=True)
+    return subprocess.Popen([sys.executable, "-m", "streams.cli", *command], env=env, start_new_session=True)
 
 
 def kill(process: subprocess.Popen | None) -> None:

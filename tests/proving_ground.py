@@ -80,12 +80,12 @@ class PrivateBroker:
     """A single-node Kafka (and a Redis) in `var`, for one test to kill and bring back."""
 
     def __init__(self, var: Path):
-        shared = services.settings()
+        shared = services.local()
         (var / "kafka").mkdir(parents=True, exist_ok=True)
         libs = var / "kafka" / "libs"
         if not libs.exists():
             libs.symlink_to(shared.libs)  # fetched once by `anpi services up`: nothing downloads here
-        self.cfg = services.settings({"ANPI_KAFKA": f"127.0.0.1:{free_port(pair=True)}",
+        self.cfg = services.local({"ANPI_KAFKA": f"127.0.0.1:{free_port(pair=True)}",
                                       "ANPI_REDIS": f"redis://127.0.0.1:{free_port()}/0", "ANPI_VAR": str(var)})
         self.kafka = f"{self.cfg.kafka_host}:{self.cfg.kafka_port}"
         self.redis = f"redis://{self.cfg.redis_host}:{self.cfg.redis_port}/0"

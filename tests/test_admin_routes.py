@@ -17,7 +17,6 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from agents import notices as notices_rules
-from agents import readmodel
 from agents import readside as rs
 from agents.clock import HOUR, MINUTE
 from backends import Side, admin_server
@@ -441,7 +440,7 @@ def test_the_read_side_agrees_with_the_engines_effects_and_states_after_real_ste
     answered = Counter(sent_day[(e.subject, e.cycle)] for e in effects if e.effect == fx.CONFIRMED)
     assert {d: k[rs.ANSWERED] for d, k in readside.daily(db, A, "2026-01-01", "2027-12-31").items()
             if rs.ANSWERED in k} == dict(answered)
-    labels = Counter(readmodel.label(s) for _, s in world.store.states(A))
+    labels = Counter(rs.label(s) for _, s in world.store.states(A))
     assert readside.labels(db, A) == dict(labels)
     assert labels["watch:escalated"] == 2 and labels["notify:escalated"] == 1 and labels["watch:idle"] == 1
     escalations = {(e.subject, e.cycle, e.effect) for e in effects if e.effect in fx.ESCALATIONS}

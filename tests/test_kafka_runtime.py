@@ -132,7 +132,7 @@ def test_the_worker_keeps_the_admin_read_model_in_redis():
     import redis.asyncio as aioredis
 
     from agents.partition import Partition
-    from agents.readmodel import label
+    from agents.readside import label
     from collections import Counter
     from streams.redis_store import ReadModel
 

@@ -657,3 +657,13 @@ def test_inside_line_the_page_signs_itself_in_with_the_liff_sdk_and_no_other_scr
             status, _, r = await browser.get("/mypage/sakura")
             assert "<script" not in page and "script-src 'none'" in r.headers["Content-Security-Policy"]
     run(main())
+
+
+def test_the_kafka_read_side_keeps_exactly_the_effects_the_history_tells():
+    """agents/readside.MEMBER_HISTORY (what `anpi readside` keeps per member) and the page's sentences agree."""
+    from agents.readside import MEMBER_HISTORY
+    from schemas.effects import Effect
+    from streams.mypage.view import history_line
+    kinds = {v for k, v in vars(fx).items() if k.isupper() and isinstance(v, str) and not k.startswith("_")}
+    told = {kind for kind in kinds if history_line(Effect(START, kind, HANA, 1, ())) is not None}
+    assert told == MEMBER_HISTORY and fx.CHECK_SENT in told and fx.MYPAGE_LINK not in told

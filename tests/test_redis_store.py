@@ -1,4 +1,4 @@
-"""streams/redis_store.py against the real Redis server (db 15), and agents/readmodel.label()."""
+"""streams/redis_store.py against the real Redis server (db 15), and agents/readside.label()."""
 import asyncio
 import os
 from collections import Counter
@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agents import group, member
-from agents.readmodel import label
+from agents.readside import label
 from schemas.events import Follow, Message, Ok, Pause, Register, Tick, Unfollow
 from schemas.settings import GroupSettings, MemberSettings, Schedule
 from streams.redis_store import ReadModel, first_delivery

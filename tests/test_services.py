@@ -163,14 +163,14 @@ def redis_command(sock_file, *args):
 # ------------------------------------------------------------------ settings: no services needed
 
 def test_defaults_are_local_and_controller_takes_the_next_port():
-    cfg = services.settings({})
+    cfg = services.local({})
     assert (cfg.kafka_host, cfg.kafka_port, cfg.controller_port) == ("127.0.0.1", 9092, 9093)
     assert (cfg.redis_host, cfg.redis_port, cfg.redis_db) == ("127.0.0.1", 6379, 0)
     assert cfg.var == ROOT / "var"
 
 
 def test_settings_come_from_the_environment(tmp_path):
-    cfg = services.settings({"ANPI_KAFKA": "localhost:19092,localhost:29092", "ANPI_REDIS": "redis://127.0.0.1:16379/3",
+    cfg = services.local({"ANPI_KAFKA": "localhost:19092,localhost:29092", "ANPI_REDIS": "redis://127.0.0.1:16379/3",
                              "ANPI_VAR": str(tmp_path)})
     assert (cfg.kafka_host, cfg.kafka_port, cfg.controller_port) == ("localhost", 19092, 19093)
     assert (cfg.redis_port, cfg.redis_db) == (16379, 3)
@@ -197,7 +197,7 @@ def test_settings_come_from_the_environment(tmp_path):
 ])
 def test_bad_settings_name_the_variable(env, names):
     with pytest.raises(services.ServiceError, match=re.escape(names)):
-        services.settings(env)
+        services.local(env)
 
 
 def test_up_without_java_fails_with_one_clear_line(tmp_path):
@@ -233,7 +233,7 @@ def running():
     """`anpi services up` once for the module; afterwards, down again unless they were up before."""
     if MISSING:
         pytest.fail(f"CI=true but this machine has no {MISSING}: .ci/run must install it")
-    cfg = services.settings()
+    cfg = services.local()
     before = services.status(cfg)
     done = anpi("services", "up")
     assert done.returncode == 0, done.stdout + done.stderr

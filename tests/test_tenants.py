@@ -38,7 +38,7 @@ TEST_DB = 9   # the Redis registry's tests own this database (flushed at their s
 
 
 def redis_url() -> str:
-    cfg = services.settings()
+    cfg = services.local()
     return f"redis://{cfg.redis_host}:{cfg.redis_port}/{TEST_DB}"
 
 
@@ -180,6 +180,7 @@ def test_tenant_add_and_list_with_the_secrets_from_stdin_or_the_environment(tmp_
 
 @pytest.mark.parametrize("args,stdin,says", [
     (["tenant", "add", "bad id"], "", "a tenant id is"),
+    (["tenant", "add", "city.a"], "", "a tenant id is"),   # '.' ends a tenant in a session id: one rule everywhere
     (["tenant", "add", "abiko", "--timezone", "Mars/Base"], "", "not a time zone"),
     (["tenant", "add", "abiko"], "", "ANPI_CHANNEL_SECRET"),
     (["tenant", "add", "abiko"], "has spaces in it\nand here\n", "チャネルシークレット"),

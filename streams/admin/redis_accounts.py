@@ -20,22 +20,22 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import re
 import secrets
 
 import redis.asyncio as aioredis
 
+from schemas.tenant import ID as _TENANT
+from schemas.tenant import ID_RULE
 from streams.admin import accounts
 from streams.admin.accounts import (BAD, IDLE_MS, LOCK_MS, LOCKED, MAX_FAILURES, MAX_SESSION_MS, OK, AccountError,
                                     Session)
 
 AUDIT_KEEP = 100_000
-_TENANT = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def _p(tenant: str) -> str:
     if not _TENANT.fullmatch(tenant or ""):
-        raise ValueError(f"tenant id {tenant!r}: expected 1-64 characters of letters, digits, '-' or '_'")
+        raise ValueError(f"tenant id {tenant!r}: expected " + ID_RULE)
     return f"anpi:{{{tenant}}}:admin:"
 
 

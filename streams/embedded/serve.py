@@ -36,7 +36,7 @@ from streams.embedded.runtime import Runtime, Town
 from streams.embedded.store import Store
 from streams.notices.delivery import NoticeDelivery
 from streams.notices.in_sqlite import SqliteNotices
-from streams.runtime import until_stopped
+from streams.process import until_stopped
 from streams.tenants import registry as tenant_registry
 from streams.tenants.from_env import tenant_from_env
 from streams.tenants.in_sqlite import SqliteRegistry

@@ -21,7 +21,7 @@ from faust.sensors.prometheus import setup_prometheus_sensors
 
 from agents import routes
 from agents.messages import answers, reply_holder
-from agents.readmodel import label
+from agents.readside import label
 from agents.subject_agent import SubjectAgent
 from schemas import effects as fx
 from streams import codec, quarantine

@@ -8,20 +8,29 @@ without a restart, and the one of the environment (streams/tenants/from_env.py: 
 default ANPI_TOPIC_PREFIX, and the channel's secrets) with what is saved for it laid over. Settings:
 ANPI_KAFKA, ANPI_REDIS, ANPI_PARTITIONS. /metrics (anpi_ingress_*) on ANPI_INGRESS_METRICS_PORT (off
 unless set), never on the webhook's port, which faces the internet.
+
+My Page (/mypage/<id>, streams/mypage) is served here too, the other page residents reach from the
+internet: states and history from the read side in Redis (`anpi readside`), changes onto the inbound
+topic. Residents get its link from the sender (ANPI_PUBLIC_URL: this server's public address), or
+by LIFF (ANPI_LIFF_CHANNEL_ID, ANPI_LIFF_ID, and ANPI_LINE_API to verify its ID tokens).
+ANPI_CLOCK_URL: the engine's "now" from that clock (the demo's virtual time).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+import time
 
 import redis.asyncio as aioredis
 from aiohttp import web
 from prometheus_client import start_http_server
 
-from streams import ingress, startup
+from agents import mypage_link
+from streams import ingress, mypage, startup
+from streams.mypage.in_redis import RedisMembers, RedisSessions
 from streams.kafka.settings import Settings
-from streams.runtime import until_stopped
+from streams.process import until_stopped
 from streams.tenants import registry as tenant_registry
 from streams.tenants.from_env import tenant_from_env
 from streams.tenants.in_redis import RedisRegistry
@@ -46,13 +55,28 @@ async def _serve(settings: Settings, seed, host: str, port: int, metrics: ingres
     redis = aioredis.from_url(settings.redis)
     tenants = {seed.id: seed}   # read on every webhook: a tenant added, a secret saved, applies at once
     registry = RedisRegistry(redis)
+    residents = None   # My Page, once mounted
 
     async def reload() -> None:
         tenants.update({t: r.tenant for t, r in (await tenant_registry.running(registry, {seed.id: seed})).items()})
+        if residents is not None:
+            for tenant in tenants.values():
+                residents.tenants[tenant.id] = tenant
+                residents.keys[tenant.id] = mypage_link.key_for(tenant.channel_secret)
     following = asyncio.create_task(tenant_registry.follow(registry, reload), name="tenants")
     async with ingress.KafkaSink(settings) as sink:
-        runner = web.AppRunner(ingress.create_app(tenants, sink, ingress.RedisDedupe(redis),
-                                                  metrics=metrics), access_log=None)
+        app = ingress.create_app(tenants, sink, ingress.RedisDedupe(redis), metrics=metrics)
+        if os.environ.get("ANPI_CLOCK_URL"):
+            from streams.shared_clock import SharedClock
+            now_ms = SharedClock(os.environ["ANPI_CLOCK_URL"]).now_ms
+        else:
+            now_ms = lambda: int(time.time() * 1000)  # noqa: E731
+        residents = mypage.mount(app, RedisMembers(redis, sink, settings.prefix), RedisSessions(redis), registry,
+                                 tenants, now_ms, line_api=os.environ.get("ANPI_LINE_API") or None,
+                                 liff_channel_id=os.environ.get("ANPI_LIFF_CHANNEL_ID") or None,
+                                 liff_id=os.environ.get("ANPI_LIFF_ID") or None)
+        await reload()
+        runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, host, port).start()
         print(f"anpi ingress: LINE webhook URLs http://{host}:{port}/webhook/<tenant> (tenant {seed.id} and "

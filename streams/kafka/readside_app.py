@@ -1,8 +1,12 @@
 """`anpi readside`: the admin screen's read side on the Kafka runtime, kept in Redis.
 
-    <prefix>-effects ─────┐  (read_committed: only what the subject agent committed)
-    <prefix>-escalations ─┴─▶ this consumer ──one Lua script per partition batch──▶ Redis
-                                                (changes + that partition's offset, atomically)
+    <prefix>-effects ───────────────────┐  (read_committed: only what the subject agent committed)
+    <prefix>-escalations ───────────────┼─▶ this consumer ──one Lua script per partition batch──▶ Redis
+    <prefix>-engine-subjects-changelog ─┘      (changes + that partition's offset, atomically)
+
+The changelog gives My Page each member's state (anpi:{t}:rs:state:<subject>) and, per partition,
+the inbound offset its states are up to (`anpi:{<prefix>}:rs:applied`, from the APPLIED record):
+a change made on My Page and not yet in them is stepped on top by the page itself.
 
 A plain aiokafka consumer, not a Faust agent. Faust's exactly-once covers Kafka outputs only, and
 this consumer's output is Redis: what makes it exactly-once is that each batch's changes and the
@@ -35,9 +39,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from agents import readside as rs
 from streams import startup
 from streams import codec
+from streams.kafka.changelog import APPLIED
 from streams.kafka.records import Naming
 from streams.kafka.settings import Settings
-from streams.redis_readside import EFFECTS, ESCALATIONS, Writer
+from streams.redis_readside import EFFECTS, ESCALATIONS, STATES, Writer
 
 log = logging.getLogger("anpi.readside")
 MAX_RECORDS = 5000
@@ -65,8 +70,9 @@ class ReadSideConsumer:
         self.writer = self.writer_of(settings.prefix)   # the home tenant's (its offsets: a deployment of before)
         self.position_key = f"anpi:{{{settings.prefix}}}:rs:position"
         self.from_beginning = from_beginning
-        self.topics = {settings.effects: EFFECTS, settings.escalations: ESCALATIONS}
-        self.parts = [TopicPartition(topic, n) for topic in self.topics for n in range(settings.partitions)]
+        self.applied_key = f"anpi:{{{settings.prefix}}}:rs:applied"   # partition -> the changelog's APPLIED
+        self.topics = {settings.effects: EFFECTS, settings.escalations: ESCALATIONS, settings.changelog: STATES}
+        self.parts: list[TopicPartition] = []   # assigned: the changelog's once the worker has made it
         self.consumer: AIOKafkaConsumer | None = None
         self.applied = 0  # operations applied since start (not counting replays that changed nothing)
         self.metrics = Metrics(settings.prefix)
@@ -76,8 +82,16 @@ class ReadSideConsumer:
                                          enable_auto_commit=False, isolation_level="read_committed",
                                          auto_offset_reset="earliest", max_partition_fetch_bytes=4 << 20)
         await self.consumer.start()
+        await self._assign(await self.position() if not self.from_beginning else {})
+
+    async def _assign(self, stored: dict[tuple[str, int], int]) -> None:
+        """Every partition of the topics that exist, each sought to just past what Redis has. The
+        changelog is the worker's to create (compacted): read before that, it would be made by the
+        broker's auto-creation, as a plain topic that deletes old states."""
+        existing = await self.consumer.topics()
+        self.parts = [TopicPartition(topic, n) for topic in self.topics if topic in existing
+                      or self.topics[topic] != STATES for n in range(self.settings.partitions)]
         self.consumer.assign(self.parts)
-        stored = {} if self.from_beginning else await self.position()
         for tp in self.parts:
             last = stored.get((self.topics[tp.topic], tp.partition))
             if last is None:
@@ -93,17 +107,26 @@ class ReadSideConsumer:
     async def step(self, timeout_ms: int = 500) -> int:
         """One fetch and its application; returns the number of records read."""
         got = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=MAX_RECORDS)
-        batches = [(self.topics[tp.topic], tp.partition, [(r.offset, r.value) for r in records])
-                   for tp, records in got.items() if records]
+        batches = [(kind, tp.partition, [(r.offset, (r.key, r.value) if kind == STATES else r.value) for r in records])
+                   for tp, records in got.items() if records for kind in (self.topics[tp.topic],)]
         if batches:
             parts: dict[str, list] = {}
+            applied: dict[str, int] = {}
             for kind, number, records in batches:
-                for tenant, own in self._by_tenant(records).items():
+                if kind == STATES:
+                    by_tenant, last_applied = self._states_by_tenant(records)
+                    if last_applied is not None:
+                        applied[str(number)] = last_applied
+                else:
+                    by_tenant = self._by_tenant(records)
+                for tenant, own in by_tenant.items():
                     # under the offset of the tenant's own last record: the same whatever the fetches
                     # were, so that a replay from the beginning changes nothing, its offsets included
                     parts.setdefault(tenant, []).append((kind, number, own))
             for tenant, tenant_batches in parts.items():
                 self.applied += await self.writer_of(tenant).apply(tenant_batches)
+            if applied:   # after the states it follows: a change My Page waits for is in them by then
+                await self.redis.hset(self.applied_key, mapping=applied)
             await self.redis.hset(self.position_key, mapping={f"{kind}:{number}": records[-1][0]
                                                               for kind, number, records in batches})
         read = sum(len(records) for _, _, records in batches)
@@ -138,6 +161,10 @@ class ReadSideConsumer:
                 await self.step()
                 if loop.time() - measured >= LAG_EVERY:
                     measured = loop.time()
+                    if len(self.parts) < len(self.topics) * self.settings.partitions:   # the changelog now?
+                        if self.settings.changelog in await self.consumer.topics():
+                            await self._assign(await self.position())
+                            log.info("read side: reading %s too", self.settings.changelog)
                     self.metrics.lag.set(await self.lag())
             except Exception as e:  # Redis down mid-batch: read again from the offsets Redis has
                 if not behind:
@@ -166,6 +193,23 @@ class ReadSideConsumer:
                 out.setdefault(self.naming.tenant_of(obj), []).append((offset, value))
         return out
 
+    def _states_by_tenant(self, records: list) -> tuple[dict[str, list], int | None]:
+        """A changelog batch's states by tenant, as (offset, (subject, state bytes or None)), and the
+        last APPLIED (the inbound offset its states are up to) of the batch, if it has one."""
+        out: dict[str, list] = {}
+        applied = None
+        for offset, (key, value) in records:
+            if key == APPLIED:
+                if value is not None:
+                    applied = int(value)
+                continue
+            try:
+                tenant, subject = self.naming.split(key)
+            except (ValueError, UnicodeDecodeError):
+                continue
+            out.setdefault(tenant, []).append((offset, (subject, value)))
+        return out, applied
+
     async def position(self) -> dict[tuple[str, int], int]:
         """(topic kind, partition) -> the last offset every tenant has applied: the deployment's
         position, or (a deployment of before, one tenant per prefix) the home tenant's offsets."""
@@ -179,13 +223,7 @@ class ReadSideConsumer:
         return out
 
     async def _rewind(self) -> None:
-        stored = await self.position()  # raises while Redis is down: the caller waits, reads nothing
-        for tp in self.parts:
-            last = stored.get((self.topics[tp.topic], tp.partition))
-            if last is None:
-                await self.consumer.seek_to_beginning(tp)
-            else:
-                self.consumer.seek(tp, last + 1)
+        await self._assign(await self.position())  # raises while Redis is down: the caller waits, reads nothing
 
 
 async def serve(settings: Settings, zone: str, from_beginning: bool = False, metrics_port: int = 0) -> None:
@@ -201,7 +239,8 @@ async def serve(settings: Settings, zone: str, from_beginning: bool = False, met
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await consumer.start()
-    log.info("read side of %s: reading %s and %s", settings.prefix, settings.effects, settings.escalations)
+    log.info("read side of %s: reading %s, %s and %s", settings.prefix, settings.effects, settings.escalations,
+             settings.changelog)
     try:
         await consumer.run(stop)
     finally:

@@ -45,10 +45,12 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import faust
 import redis.asyncio as aioredis
 
+from agents import mypage_link
 from schemas.tenant import Tenant
 from streams import codec, startup
 from streams.tenants import registry as tenant_registry
@@ -94,7 +96,8 @@ def create_app(settings: Settings, tenant: Tenant, line_api: str, wall: Callable
     # a Redis that hangs must not hold a call for ever: it then counts as away (claims wait, the
     # rate limit is kept in this process)
     client = aioredis.from_url(settings.redis, socket_timeout=5, socket_connect_timeout=5)
-    sender = Senders(settings, tenant, line_api, wall, limits, client, reply_max_age)
+    sender = Senders(settings, tenant, line_api, wall, limits, client, reply_max_age,
+                     os.environ.get("ANPI_PUBLIC_URL") or None)
 
     @app.task
     async def follow_registry() -> None:
@@ -218,9 +221,10 @@ class Senders:
     same calls with the same retry keys) goes through its own Sender, side by side."""
 
     def __init__(self, settings: Settings, seed: Tenant, line_api: str, wall: Callable[[], float], limits: Limits,
-                 redis, reply_max_age: float = REPLY_TOKEN_MAX_AGE):
+                 redis, reply_max_age: float = REPLY_TOKEN_MAX_AGE, public_url: str | None = None):
+        """`public_url`: where `anpi ingress` serves My Page; the cards then carry its signed link."""
         self.naming, self.seed, self.line_api, self.wall = Naming(settings.prefix), seed, line_api, wall
-        self.reply_max_age = reply_max_age
+        self.reply_max_age, self.public_url = reply_max_age, public_url
         self.limits, self.redis, self.registry = limits, redis, RedisRegistry(redis)
         self.metrics = Metrics()
         self.by_tenant: dict[str, Sender] = {}
@@ -232,13 +236,19 @@ class Senders:
         sender = Sender(tenant, self.line_api, wall=self.wall, metrics=self.metrics, reply_max_age=self.reply_max_age)
         sender.limiters = redis_limiters(self.redis, tenant.id, self.limits, self.metrics.limiter_fallbacks.inc)
         sender.claim_replies = redis_reply_claims(self.redis, tenant.id)
+        sender.use(tenant, self._texts(tenant, self.base_texts))
         self.by_tenant[tenant.id] = sender
         return sender
+
+    def _texts(self, tenant: Tenant, texts: Texts) -> Texts:
+        if not self.public_url:
+            return texts
+        return replace(texts, mypage=mypage_link.linker(self.public_url, tenant.id, tenant.channel_secret))
 
     async def reload(self) -> None:
         for tenant_id, running in (await tenant_registry.running(self.registry, {self.seed.id: self.seed})).items():
             sender = self.by_tenant.get(tenant_id) or self._add(running.tenant)
-            sender.use(running.tenant, running.texts(self.base_texts))
+            sender.use(running.tenant, self._texts(running.tenant, running.texts(self.base_texts)))
 
     async def deliver(self, records: list[dict]) -> Report:
         parts: dict[str, list[dict]] = {}

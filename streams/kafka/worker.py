@@ -5,7 +5,7 @@ import sys
 
 from streams import startup
 from streams.kafka.settings import Settings
-from streams.runtime import tune_gc
+from streams.process import tune_gc
 
 
 def main(loglevel: str = "warning") -> int:

@@ -7,9 +7,9 @@ history, opened from the LINE rich menu.
     GET  /mypage/{tenant}/top-image   the tenant's top image (public: it is the town's, not a person's)
     POST /mypage/{tenant}/schedule | service | pause | resume | contacts/remove | invite
 
-Every change is an engine event committed into the inbox at `now_ms()`, read and written in one
-transaction with the state it was built from (so a contact added in LINE meanwhile is never lost),
-then 303 back with a flash message. Every POST carries the session's CSRF token. The page speaks
+Every change is an engine event committed at `now_ms()` through the runtime's Members
+(streams/mypage/backends.py: the embedded inbox, read and written in one transaction with the state
+it was built from, or the Kafka runtime's inbound topic), then 303 back with a flash message. Every POST carries the session's CSRF token. The page speaks
 like the LINE chat; it never shows a LINE id, and nothing here logs tokens, session ids or numbers.
 """
 from __future__ import annotations
@@ -34,7 +34,9 @@ from schemas.events import ChangeSettings, Invite, Pause
 from schemas.settings import INTERVALS, NOTIFY, WATCH, WEEKDAYS, MemberSettings
 from schemas.tenant import Tenant
 from streams.embedded.store import Store
-from streams.mypage import forms, liff, reading, sessions, view
+from streams.mypage import forms, liff, sessions, view
+from streams.mypage.backends import Members, NotRegistered, Sessions
+from streams.mypage.in_sqlite import SqliteMembers, SqliteSessions
 from streams.tenants.in_sqlite import SqliteRegistry
 
 log = logging.getLogger("anpi.mypage")
@@ -68,23 +70,18 @@ HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Re
            "X-Frame-Options": "DENY"}
 
 
-class NotRegistered(Exception):
-    pass
-
-
 class MyPage:
-    def __init__(self, store: Store, tenants: Mapping[str, Tenant], now_ms: Callable[[], int], *,
-                 line_api: str | None, liff_channel_id: str | None, liff_id: str | None,
-                 wall_ms: Callable[[], int]):
-        self.store, self.tenants, self.now_ms, self.wall_ms = store, dict(tenants), now_ms, wall_ms
+    def __init__(self, members: Members, sessions_: Sessions, registry, tenants: Mapping[str, Tenant],
+                 now_ms: Callable[[], int], *, line_api: str | None, liff_channel_id: str | None,
+                 liff_id: str | None, wall_ms: Callable[[], int]):
+        """`registry`: the tenants' look (top image, terms): streams/tenants/registry.Registry."""
+        self.members, self.sessions, self.registry = members, sessions_, registry
+        self.tenants, self.now_ms, self.wall_ms = dict(tenants), now_ms, wall_ms
         self.line_api, self.liff_channel_id, self.liff_id = line_api, liff_channel_id, liff_id
         self.keys = {t.id: mypage_link.key_for(t.channel_secret) for t in self.tenants.values()}
         self.templates = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
                                             trim_blocks=True, lstrip_blocks=True)
         self.http: aiohttp.ClientSession | None = None
-        self.registry = SqliteRegistry(store)   # the tenant's look: top image and terms
-        for install in (sessions.install, reading.install):
-            install(store.db)
 
     # --- plumbing ---------------------------------------------------------------------------------
 
@@ -107,13 +104,14 @@ class MyPage:
     def tenant(self, request: web.Request) -> Tenant | None:
         return self.tenants.get(request.match_info["tenant"])
 
-    def session(self, request: web.Request, tenant: Tenant) -> tuple[str, sessions.Session] | None:
+    async def session(self, request: web.Request, tenant: Tenant) -> tuple[str, sessions.Session] | None:
         sid = request.cookies.get(COOKIE)
-        found = sessions.find(self.store.db, tenant.id, sid, self.wall_ms())
+        found = await self.sessions.find(tenant.id, sid, self.wall_ms())
         return (sid, found) if found else None
 
-    def start_session(self, response: web.StreamResponse, request: web.Request, tenant: Tenant, member: str) -> None:
-        sid = sessions.start(self.store.db, tenant.id, member, self.wall_ms())
+    async def start_session(self, response: web.StreamResponse, request: web.Request, tenant: Tenant,
+                            member: str) -> None:
+        sid = await self.sessions.start(tenant.id, member, self.wall_ms())
         response.set_cookie(COOKIE, sid, path=_root(tenant), httponly=True, samesite="Lax", secure=request.secure,
                             max_age=sessions.AT_MOST // 1000)
 
@@ -124,24 +122,24 @@ class MyPage:
         if tenant is None:
             return self.short_page(None, "missing", 404)
         if "t" in request.query:
-            return self.link_login(request, tenant)
-        found = self.session(request, tenant)
+            return await self.link_login(request, tenant)
+        found = await self.session(request, tenant)
         if found is None:
             return self.short_page(tenant, "session", 403)
         sid, session = found
-        state = reading.member_state(self.store, tenant.id, session.member)
+        state = await self.members.state(tenant.id, session.member)
         if state is None:
             return self.short_page(tenant, "unregistered", 200)
-        return await self.page(tenant, session, state, flash=sessions.pop_flash(self.store.db, sid))
+        return await self.page(tenant, session, state, flash=await self.sessions.pop_flash(tenant.id, sid))
 
-    def link_login(self, request: web.Request, tenant: Tenant) -> web.StreamResponse:
+    async def link_login(self, request: web.Request, tenant: Tenant) -> web.StreamResponse:
         try:
             member = mypage_link.verify(self.keys[tenant.id], request.query["t"], tenant.id, self.now_ms())
         except mypage_link.BadLink as refused:
             log.info("tenant %s: My Page link refused (%s)", tenant.id, refused)  # the reason, never the link
             return self.short_page(tenant, "link", 403)
         response = _see_other(_root(tenant))  # the token leaves the address bar and the history
-        self.start_session(response, request, tenant, member)
+        await self.start_session(response, request, tenant, member)
         log.info("tenant %s: My Page opened by link", tenant.id)
         return response
 
@@ -164,7 +162,7 @@ class MyPage:
         except liff.Refused:
             return refused
         response = web.json_response({"ok": True, "location": _root(tenant)}, headers=HEADERS)
-        self.start_session(response, request, tenant, member)
+        await self.start_session(response, request, tenant, member)
         log.info("tenant %s: My Page opened by LIFF", tenant.id)
         return response
 
@@ -180,7 +178,7 @@ class MyPage:
         zone = s.schedule.zone
         today = local_ordinal(zone, now)
         look = await self.registry.look(tenant.id)
-        effects = reading.history(self.store.db, tenant.id, session.member, now - HISTORY_DAYS * DAY, now)
+        effects = await self.members.history(tenant.id, session.member, now - HISTORY_DAYS * DAY, now)
         sch = s.schedule
         return self.render(
             "page.html", http_status,
@@ -221,13 +219,13 @@ class MyPage:
     def change(self, build: Callable[[MemberState, int, Mapping[str, str], sessions.Session], list], section: str,
                done: str = CHANGED, anchor: str = ""):
         """A POST handler: session, CSRF, then `build(state, now, form, session)` → engine events,
-        committed in one transaction with the state read; `forms.Invalid` shows its message instead."""
+        committed through Members with the state read; `forms.Invalid` shows its message instead."""
 
         async def handle(request: web.Request) -> web.StreamResponse:
             tenant = self.tenant(request)
             if tenant is None:
                 return self.short_page(None, "missing", 404)
-            found = self.session(request, tenant)
+            found = await self.session(request, tenant)
             if found is None:
                 return self.short_page(tenant, "session", 403)
             sid, session = found
@@ -237,22 +235,14 @@ class MyPage:
                 return self.short_page(tenant, "csrf", 403)
             fields = {k: v for k, v in form.items() if isinstance(v, str)}
             now = self.now_ms()
-
-            def write() -> None:  # inside the store's transaction: the state read is the state changed
-                state = reading.member_state(self.store, tenant.id, session.member)
-                if state is None:
-                    raise NotRegistered
-                events = build(state, now, fields, session)
-                self.store.enqueue(tenant.id, [(session.member, e) for e in events])
-
             try:
-                await self.store.grouped(write)
+                await self.members.change(tenant.id, session.member, lambda state: build(state, now, fields, session))
             except NotRegistered:
                 return self.short_page(tenant, "unregistered", 200)
             except forms.Invalid as invalid:
-                state = reading.member_state(self.store, tenant.id, session.member)
+                state = await self.members.state(tenant.id, session.member)
                 return await self.page(tenant, session, state, error=(section, str(invalid)), http_status=400)
-            sessions.set_flash(self.store.db, sid, done)
+            await self.sessions.set_flash(tenant.id, sid, done)
             return _see_other(_root(tenant) + anchor)
 
         return handle
@@ -305,17 +295,24 @@ def _see_other(location: str) -> web.Response:
     return web.Response(status=303, headers={**HEADERS, "Location": location})
 
 
-def add_routes(app: web.Application, store: Store, tenants: Mapping[str, Tenant], now_ms: Callable[[], int], *,
-               line_api: str | None = None, liff_channel_id: str | None = None, liff_id: str | None = None,
-               wall_ms: Callable[[], int] | None = None) -> MyPage:
-    """Mount My Page on `app` under /mypage/{tenant}.
+def add_routes(app: web.Application, store: Store, tenants: Mapping[str, Tenant], now_ms: Callable[[], int],
+               **options) -> MyPage:
+    """Mount My Page on `app` under /mypage/{tenant}, over the embedded store (`mount`'s options)."""
+    return mount(app, SqliteMembers(store), SqliteSessions(store), SqliteRegistry(store), tenants, now_ms, **options)
+
+
+def mount(app: web.Application, members: Members, sessions_: Sessions, registry, tenants: Mapping[str, Tenant],
+          now_ms: Callable[[], int], *, line_api: str | None = None, liff_channel_id: str | None = None,
+          liff_id: str | None = None, wall_ms: Callable[[], int] | None = None) -> MyPage:
+    """Mount My Page on `app` under /mypage/{tenant}, over either runtime's backends.
 
     `now_ms` is the engine's clock (links are stamped with it, events are committed at it);
     `wall_ms` (default: real time) times sessions. LIFF login needs `line_api` (LINE's API base,
     or linesim's) and `liff_channel_id` (the LINE Login channel the LIFF app belongs to);
     `liff_id` lets the page sign itself in inside LINE with the LIFF SDK.
     """
-    mypage = MyPage(store, tenants, now_ms, line_api=line_api, liff_channel_id=liff_channel_id, liff_id=liff_id,
+    mypage = MyPage(members, sessions_, registry, tenants, now_ms, line_api=line_api,
+                    liff_channel_id=liff_channel_id, liff_id=liff_id,
                     wall_ms=wall_ms or (lambda: int(time.time() * 1000)))
     r = app.router
     r.add_get("/mypage/{tenant}", mypage.open)

@@ -10,7 +10,7 @@ id: a form sent twice commits one notice). Each chunk is pending until LINE took
 `finish` records that with the notice's counts and the month's billing, once: a chunk already
 finished (a second delivery loop, a replica) changes nothing.
 
-Recipients are chosen from each subject's read-model label (agents/readmodel.py) through
+Recipients are chosen from each subject's read-model label (agents/readside.label) through
 agents/notices.selects: the embedded store reads its states, Redis the worker's label hash.
 """
 from __future__ import annotations

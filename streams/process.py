@@ -1,4 +1,4 @@
-"""Process settings shared by every runtime."""
+"""A process's life, the same in every runtime's shells: running until told to stop, the GC tuned."""
 from __future__ import annotations
 
 import asyncio
