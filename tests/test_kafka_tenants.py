@@ -115,3 +115,37 @@ def test_two_tenants_share_the_topics_and_nothing_crosses():
     assert state.duplicates == 0
     assert opens == {ids[0]: 1, ids[1]: 0}                      # the home town's staff call; none in the other
     assert {status for (_, status) in state.requests} <= {200}  # every call with its own channel's token
+
+
+def test_records_of_a_tenant_without_a_channel_are_given_up_counted_and_looked_up_once_a_second():
+    """Never holding up the batch, and never reading the whole registry again on every batch."""
+    from streams.kafka.sender_app import Senders
+    from streams.sender import Limits
+
+    async def go():
+        settings = Settings.from_env()
+        redis = aioredis.from_url(settings.redis)
+        home = Tenant(f"home-{uuid.uuid4().hex[:8]}", "h" * 32, "home-token-" + "h" * 30)
+        senders = Senders(settings, home, "http://127.0.0.1:9", lambda: START, Limits(), redis)
+        reads = []
+        entries = senders.registry.entries
+
+        async def counted():
+            reads.append(1)
+            return await entries()
+        senders.registry.entries = counted
+        ghost = {"id": "x:1:check_sent", "at": START * 1000, "effect": "check_sent", "subject": "U" + "0" * 32,
+                 "cycle": 1, "tenant": f"ghost-{uuid.uuid4().hex[:8]}"}
+        try:
+            for _ in range(3):
+                report = await senders.deliver([ghost])
+                assert report.requests == 0
+            failures = senders.metrics.registry.get_sample_value("anpi_sender_failures_total",
+                                                                 {"endpoint": "none", "status": "no_channel"})
+            return len(reads), failures
+        finally:
+            await senders.close()
+            await redis.aclose()
+
+    reads, failures = asyncio.run(go())
+    assert failures == 3 and reads == 1

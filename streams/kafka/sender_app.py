@@ -230,6 +230,7 @@ class Senders:
         self.by_tenant: dict[str, Sender] = {}
         self.base_texts = Texts()
         self.notices = RedisNotices(redis)
+        self._missing: dict[str, float] = {}   # tenant -> when the registry last had no channel for it
         self._add(seed)
 
     def _add(self, tenant: Tenant) -> Sender:
@@ -255,9 +256,12 @@ class Senders:
         for record in records:
             parts.setdefault(self.naming.tenant_of(record), []).append(record)
         report = Report()
-        unknown = [t for t in parts if t not in self.by_tenant]
-        if unknown:   # added since the last reload: read the registry now
-            await self.reload()
+        now = time.monotonic()
+        unknown = [t for t in parts if t not in self.by_tenant
+                   and now - self._missing.get(t, -tenant_registry.WATCH_SECONDS) >= tenant_registry.WATCH_SECONDS]
+        if unknown:   # added since the last reload: read the registry now (one found without a
+            await self.reload()   # channel is looked up again at most once a second, not every batch)
+            self._missing.update((t, now) for t in unknown if t not in self.by_tenant)
         delivering = []
         for tenant_id, part in parts.items():
             sender = self.by_tenant.get(tenant_id)
