@@ -71,21 +71,23 @@ COUNTS = ("checks_sent", "oks", "resends", "escalations")
 
 
 def both_demos(*args: str) -> tuple[dict, dict, str]:
-    """The embedded demo and the Kafka one with the same arguments, side by side: their summaries,
-    and what the Kafka one printed before its summary."""
+    """The embedded demo, then the Kafka one with the same arguments: their summaries, and what the
+    Kafka one printed before its summary."""
     command = [sys.executable, "-m", "streams.cli", "demo", *args, "--exit"]
-    kafka = subprocess.Popen([*command, "--runtime", "kafka"], cwd=ROOT, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
     embedded = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    out, err = kafka.communicate(timeout=600)
     assert embedded.returncode == 0, embedded.stderr
-    assert kafka.returncode == 0, err
+    kafka = subprocess.run([*command, "--runtime", "kafka"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert kafka.returncode == 0, kafka.stderr
+    out = kafka.stdout
     return json.loads(embedded.stdout.strip().splitlines()[-1]), json.loads(out.strip().splitlines()[-1]), out
 
 
 def test_the_demo_on_kafka_counts_what_the_embedded_demo_counts(running_services):
     """The README's command: worker, ingress, sender, readside and admin as processes of their own."""
-    embedded, kafka, printed = both_demos("--residents", "300", "--days", "3", "--speed", "5000", "--seed", "7")
+    # 2,000x, as the three towns below: at the README's 5,000x the Kafka runtime's second of delivery
+    # latency under the suite's load is over an hour of virtual time, and an answer to a resend
+    # can then come after its deadline (it did once in three CI runs)
+    embedded, kafka, printed = both_demos("--residents", "300", "--days", "3", "--speed", "2000", "--seed", "7")
     assert set(kafka) == KEYS and kafka["duplicates"] == 0 == embedded["duplicates"]
     assert {k: kafka[k] for k in COUNTS} == {k: embedded[k] for k in COUNTS}
     assert kafka["by_behaviour"] == embedded["by_behaviour"]
