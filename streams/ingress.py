@@ -34,7 +34,6 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry, Counter
 
-from agents.messages import answers
 from agents.subject import addressed
 from schemas.tenant import Tenant
 from streams import codec, redis_store
@@ -308,9 +307,7 @@ class KafkaSink:
         await self._check_partitions(inbound, partitions)
         pending, placed = [], []
         for event in routed.events:
-            reply = routed.reply_tokens.get(answers(event))  # for the worker to pass on to the sender
-            if reply is not None and reply[1] != event.at:
-                reply = None  # the token came with another event of this person's (the newest is kept)
+            reply = routed.reply_for(event)  # for the worker to pass on to the sender
             for subject in addressed(event):
                 number, key, value = self.naming.event_message(tenant_id, subject, event, partitions, reply)
                 pending.append(await self._producer.send(inbound, value, key=key, partition=number))

@@ -246,7 +246,7 @@ class Sender:
         self._wall, self._sleep = wall, sleep
         # (effect ids) -> those this sender may answer by reply now, never again: a reply has no retry
         # key, so a batch delivered again after a crash would reply with a spent token and fall back
-        # to a push, twice. None: the caller claims replies itself (the embedded runtime does).
+        # to a push, twice. None: nothing is answered at most once (a test's sender alone).
         # (effect ids, holder: one per claim, the same on its retries) -> those this claim won
         self.claim_replies: Callable[[list[str], str], Awaitable[set[str]]] | None = None
         self._headers = {"Authorization": f"Bearer {tenant.channel_access_token}",

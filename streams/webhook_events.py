@@ -42,7 +42,7 @@ from linebot.v3.webhooks import (DeliveryContext, Event, FollowEvent, GroupSourc
 from pydantic.v1 import ValidationError
 
 from agents import invitation, signup
-from agents.messages import ACK_ACTION
+from agents.messages import ACK_ACTION, answers
 from agents.prompts import ENROLL_ACTION, INVITE_ACTION, MYPAGE_ACTION, SETUP_ACTION
 from schemas.events import (AcceptInvite, Acknowledge, Enroll, Follow, GroupJoined, GroupLeft, Inbound, Invite, Message, Ok,
                             OpenMyPage, Phone, Roster, Setup, Unfollow)
@@ -79,6 +79,12 @@ class Routed:
     events: list[Inbound] = field(default_factory=list)
     audit: list[dict] = field(default_factory=list)
     reply_tokens: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+    def reply_for(self, event) -> tuple[str, int] | None:
+        """The reply token an answer to `event` may use: its holder's, if it came with this very
+        event (of several taps of one person's in a body, the newest token is the one kept)."""
+        reply = self.reply_tokens.get(answers(event))
+        return reply if reply is not None and reply[1] == event.at else None
 
 
 # --- parse ----------------------------------------------------------------------------------------

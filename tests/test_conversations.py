@@ -129,7 +129,9 @@ def test_a_new_friend_signs_up_by_buttons_invites_family_and_the_family_is_told(
         welcome = await t.follow(alice)
         assert "友だち追加ありがとうございます" in texts(welcome)
         assert t.seen(alice)[-1].endpoint == "reply"  # answers to her own action are free replies
-        assert store.reply_token(TENANT.id, alice) is None  # the token was used, and forgotten
+        # the token was used, and claimed: never again (a reply has no retry key)
+        welcomed = [i for (i,) in store.db.execute("SELECT id FROM effects WHERE reply IS NOT NULL")]
+        assert welcomed and store.claim_replies(TENANT.id, welcomed) == set()
         assert dict(store.states(TENANT.id)) == {}  # nothing is kept about her before she confirms
 
         interval_q = await t.tap(alice, "安否通知", welcome)

@@ -90,7 +90,7 @@ def test_a_reply_cut_off_by_a_crash_is_not_sent_again_as_a_push(tmp_path):
         async with run_linesim(Config([Channel("t", TENANT.channel_access_token, TENANT.channel_secret)])) as sim:
             token = sim.state.issue_reply_token("t", user_source(member))
             tapped = START + 9 * HOUR + 60_000
-            store.accept(TENANT.id, None, [(member, Ok(tapped, member))], replies=[(member, token, tapped)])
+            store.accept(TENANT.id, None, [(member, Ok(tapped, member), (token, tapped))])
             Engine(store, TENANT.id).step(None)  # confirmed: the thanks waits for the sender
 
             def crash(_seqs):

@@ -1,9 +1,11 @@
 """The engine loop of the embedded runtime: inbox and clock in, states and effects out, per commit.
 
-One tenant's subjects live in one `Partition`, loaded from the store at start. Each `step` applies
-the inbox rows that arrived since the last one, then a tick, and commits the changed states, the
-effects and the new position together (store.commit_step). The pure core decides everything; this
-module only moves records between it and SQLite.
+One tenant's subjects live in one partition of a `SubjectAgent`, loaded from the store at start.
+Each `step` runs the inbox rows that arrived since the last one, then a tick, through the batch
+step both runtimes share (streams/step.py), and commits what it decided — the changed states, the
+effects with their reply tokens, what was set aside, the new position — together
+(store.commit_step). The pure core decides everything; this module only moves records between it
+and SQLite.
 
 Nothing stops it: a row the engine cannot decode or apply is set aside in the same commit that
 passes it (streams/quarantine.py), and a step that fails as a whole (the disk, a lock) is retried
@@ -19,14 +21,16 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Gauge
 
-from agents.partition import Partition
-from agents.subject_agent import Tracked
+from agents.subject_agent import SubjectAgent
 from schemas.effects import Effect
+from schemas.events import Tick
 from streams import codec, quarantine
-from streams.embedded.store import Store
+from streams.embedded.store import Pending, Store
+from streams.step import Aside, Input, step
 
 log = logging.getLogger("anpi.engine")
 
+ONE = 0  # the embedded engine's one partition of the SubjectAgent
 STALE_AFTER = 30.0  # seconds without a committed step (the loop steps every half second) = unhealthy
 
 
@@ -52,42 +56,46 @@ class Engine:
 
     def load(self) -> None:
         """(Re)build the subjects and the position from what the store holds."""
-        self.part = Partition(Tracked(self.store.states(self.tenant)))
-        self.part.table.changed.clear()  # loaded, not changed
+        self.agent = SubjectAgent()  # one partition (ONE): the tenant's every subject
+        self.agent.install(ONE, ((self.tenant, subject, state) for subject, state in self.store.states(self.tenant)))
         self.inbox, self.last_tick = self.store.cursor(self.tenant)
 
     def step(self, tick_at: int | None) -> list[Effect]:
         """Apply what waits in the inbox, then tick at `tick_at` (if later than the last); commit."""
-        effects: list[Effect] = []
-        aside: list[tuple[str, str, str, str]] = []
         pending = self.store.pending(self.tenant, self.inbox)
-        for row in pending:
-            try:
-                effects += self.part.apply(row.subject, codec.event_from_obj(json.loads(row.event)))
-            except Exception as error:  # nothing of it was applied (Partition.apply changes nothing then)
-                aside.append(self._aside(f"inbox row {row.seq}", row.subject, row.event, *quarantine.classify(error)))
-        if tick_at is not None and (self.last_tick is None or tick_at > self.last_tick):
-            effects += self.part.tick(tick_at)
+        inputs: list = [(f"inbox row {row.seq}", row.subject, row) for row in pending]
+        ticks = tick_at is not None and (self.last_tick is None or tick_at > self.last_tick)
+        if ticks:
+            inputs.append(("a tick", "", Input(None, None, Tick(tick_at))))
+        done = step(self.agent, ONE, inputs, self._read)
+        if ticks:  # taken, or set aside: either way passed, as a Kafka offset is
             self.last_tick = tick_at
-            for subject, tick, reason in self.part.drain_faults():
-                aside.append(self._aside("a tick", subject, json.dumps(codec.event_to_obj(tick)), quarantine.ERROR,
-                                         reason))
         if pending:
             self.inbox = pending[-1].seq
-        table = self.part.table
-        changed, table.changed = table.changed, {}
-        if pending or changed or effects:
-            self.store.commit_step(self.tenant, self.inbox, self.last_tick, changed, effects, aside,
-                                   at=tick_at if tick_at is not None else self.last_tick)
+        aside = [self._aside(entry) for entry in done.aside]
+        effects = [effect for _, effect in done.effects]
+        if pending or done.states or effects or aside:
+            self.store.commit_step(self.tenant, self.inbox, self.last_tick,
+                                   {subject: state for (_, subject), state in done.states.items()}, effects, aside,
+                                   at=tick_at if tick_at is not None else self.last_tick, replies=done.replies)
         for _, _, kind, _ in aside:
             self.quarantined.labels(kind).inc()
         self.stepped_at = time.monotonic()
         self.last_step.set(time.time())
         return effects
 
-    def _aside(self, where: str, subject: str, record: str, kind: str, why: str) -> tuple[str, str, str, str]:
-        log.error("tenant %s: %s set aside (%s: %s); the engine goes on", self.tenant, where, kind, why)
-        return subject, record, kind, why
+    def _read(self, raw) -> Input:
+        if isinstance(raw, Pending):
+            return Input(self.tenant, raw.subject, codec.event_from_obj(json.loads(raw.event)), raw.reply)
+        return raw  # the engine's own tick
+
+    def _aside(self, entry: Aside) -> tuple[str, str, str, str]:
+        """The quarantine row (subject, record as stored, kind, reason), and the log line (the reason
+        only: the record may hold personal data)."""
+        record = entry.raw.event if isinstance(entry.raw, Pending) else json.dumps(codec.event_to_obj(entry.raw))
+        log.error("tenant %s: %s set aside (%s: %s); the engine goes on", self.tenant, entry.position, entry.kind,
+                  entry.reason)
+        return entry.subject, record, entry.kind, entry.reason
 
     def health(self) -> tuple[bool, str]:
         """(healthy, why): steps are going through, the last one less than STALE_AFTER seconds ago."""

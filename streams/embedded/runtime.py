@@ -41,9 +41,8 @@ class StoreSink:
         self.store = store
 
     async def put(self, tenant_id: str, routed: Routed) -> None:
-        events = [(subject, event) for event in routed.events for subject in addressed(event)]
-        replies = [(member, token, at) for member, (token, at) in routed.reply_tokens.items()]
-        await self.store.accept_grouped(tenant_id, events, routed.audit, replies)  # committed when it returns
+        events = [(subject, event, routed.reply_for(event)) for event in routed.events for subject in addressed(event)]
+        await self.store.accept_grouped(tenant_id, events, routed.audit)  # committed when it returns
 
 
 class StoreDedupe:
@@ -100,6 +99,7 @@ class Runtime:
     def add(self, tenant: Tenant) -> Town:
         """Serve one more tenant (its sender's loop starts now if the runtime has started)."""
         sender = self._sender_for(tenant, self.sender_metrics)
+        sender.claim_replies = self._claims(tenant.id)
         town = self.towns[tenant.id] = Town(tenant, Engine(self.store, tenant.id, self.engine_metrics), sender)
         self.tenants[tenant.id] = tenant
         if self._tasks:
@@ -187,25 +187,26 @@ class Runtime:
             if not sent:
                 await asyncio.sleep(self.step_seconds / 2)
 
+    def _claims(self, tenant: str):
+        """Sender.claim_replies over the store: each answer replied at most once, across restarts."""
+        async def claim(effect_ids: list[str], holder: str) -> set[str]:
+            return self.store.claim_replies(tenant, effect_ids)
+        return claim
+
     async def _send_one_step(self, town: Town) -> bool:
         """Deliver the earliest step's unsent messages; False when there was nothing to send."""
         tenant = town.tenant.id
         rows = self.store.unsent(tenant, routes.OUTBOX)  # unfollow / follow too, as on Kafka
         if not rows:
             return False
-        outbox, claims = [], []
-        done = self.store.replied(tenant, (e.id for _, e in rows if reply_holder(e) is not None))
+        # an answer to someone's own tap goes by the free reply API while their token is fresh
+        tokens = self.store.reply_tokens(tenant, (e.id for _, e in rows if reply_holder(e) is not None))
+        outbox = []
         for _, effect in rows:
-            if effect.id in done:
-                continue  # answered by reply before a restart: never twice
             obj = codec.effect_to_obj(effect)
-            # an answer to someone's own tap goes by the free reply API while their token is fresh
-            holder = reply_holder(effect)
-            if holder is not None and (token := self.store.reply_token(tenant, holder)):
-                obj["reply_token"], obj["reply_token_at"] = token
-                claims.append((effect.id, holder, token[0]))
+            if effect.id in tokens:
+                obj["reply_token"], obj["reply_token_at"] = tokens[effect.id]
             outbox.append(obj)
-        self.store.claim_replies(tenant, claims)
         report = await town.sender.deliver(outbox)  # LINE unreachable: raises, and the loop tries again
         for failure in report.failed:
             log.warning("tenant %s: %s gave up (%s %s)", tenant, failure.endpoint, failure.status, failure.reason)

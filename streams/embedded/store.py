@@ -4,15 +4,15 @@ What the Kafka runtime keeps in topics lives here in tables, and the same rule h
 states, its effects and the inbox position it reached commit in one transaction, so a restart
 resumes exactly where the last commit left off and nothing is applied or emitted twice.
 
-    inbox     events as ingress accepted them (committed before the webhook's 200)
+    inbox     events as ingress accepted them (committed before the webhook's 200), each with the
+              reply token that came with it, if any
     states    one row per subject: the engine's state (streams/codec.py JSON)
     cursors   per tenant: the last inbox row applied, the last tick, the number of steps committed
     effects   every effect, once (by id), with the step that decided it; `sent` marks those the
-              sender has handed to LINE
+              sender has handed to LINE; `reply` the token an answer may use (streams/step.py)
     audit     what ingress kept but the engine does not apply (joins, unknown events, …)
     webhooks  webhookEventIds already accepted (LINE may redeliver)
-    replies   the latest reply token per member, for a free thank-you
-    replied   effects answered by reply (at most once: a reply has no retry key, see claim_replies)
+    replied   answers claimed by the sender (at most once: a reply has no retry key, see claim_replies)
     quarantine inbox rows (or a subject's tick) the engine could not decode or apply, with the
               reason, set aside in the step that passed them (streams/quarantine.py)
     rs_*      the admin screen's read side, updated in each step's transaction
@@ -33,7 +33,7 @@ from streams.quarantine import Entry
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS inbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL,
-                                  subject TEXT NOT NULL, event TEXT NOT NULL);
+                                  subject TEXT NOT NULL, event TEXT NOT NULL, reply TEXT);
 CREATE TABLE IF NOT EXISTS states (tenant TEXT NOT NULL, subject TEXT NOT NULL, state TEXT NOT NULL,
                                    PRIMARY KEY (tenant, subject)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS cursors (tenant TEXT PRIMARY KEY, inbox INTEGER NOT NULL DEFAULT 0,
@@ -41,7 +41,7 @@ CREATE TABLE IF NOT EXISTS cursors (tenant TEXT PRIMARY KEY, inbox INTEGER NOT N
 CREATE TABLE IF NOT EXISTS effects (seq INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL,
                                     step INTEGER NOT NULL, id TEXT NOT NULL, kind TEXT NOT NULL,
                                     at INTEGER NOT NULL, effect TEXT NOT NULL,
-                                    sent INTEGER NOT NULL DEFAULT 0, UNIQUE (tenant, id));
+                                    sent INTEGER NOT NULL DEFAULT 0, reply TEXT, UNIQUE (tenant, id));
 CREATE INDEX IF NOT EXISTS effects_unsent ON effects (tenant, sent, step, seq);
 -- effects that are never messages (staff_call, group_confirmed, …) stay unsent forever: the sender's
 -- "earliest unsent step of these kinds" must not read them all on every call
@@ -50,22 +50,26 @@ CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, tenant 
                                   record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS webhooks (tenant TEXT NOT NULL, event_id TEXT NOT NULL,
                                      PRIMARY KEY (tenant, event_id)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS replies (tenant TEXT NOT NULL, member TEXT NOT NULL, token TEXT NOT NULL,
-                                    at INTEGER NOT NULL, PRIMARY KEY (tenant, member)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS replied (tenant TEXT NOT NULL, effect TEXT NOT NULL,
                                     PRIMARY KEY (tenant, effect)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS quarantine (id INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL,
                                        subject TEXT NOT NULL, event TEXT NOT NULL, kind TEXT NOT NULL,
                                        reason TEXT NOT NULL, at INTEGER, retried INTEGER NOT NULL DEFAULT 0);
 """
+# columns added since the first files: (table, column, type); a file without them gains them at open
+ADDED = (("inbox", "reply", "TEXT"), ("effects", "reply", "TEXT"))
+# tables no longer used: the latest reply token per member (now each event carries its own)
+DROPPED = ("replies",)
 
 
 @dataclass(frozen=True, slots=True)
 class Pending:
-    """An inbox row not yet applied: its event as stored (JSON text), decoded by the engine."""
+    """An inbox row not yet applied: its event as stored (JSON text), decoded by the engine, and the
+    reply token that came with it."""
     seq: int
     subject: str
     event: str
+    reply: tuple[str, int] | None = None
 
 
 class Store:
@@ -76,6 +80,7 @@ class Store:
         # NORMAL in WAL mode: a commit survives a crash of the process (what a restart needs);
         # only a power cut may take back the last commits, as with an unflushed disk.
         self.db.execute("PRAGMA synchronous=NORMAL")
+        self._migrate()
         self.db.executescript(SCHEMA)
         if readside.install(self.db):  # a file from before the read side: count what it already holds
             with self._transaction():
@@ -85,40 +90,45 @@ class Store:
     def close(self) -> None:
         self.db.close()
 
+    def _migrate(self) -> None:
+        """Bring a file of an earlier version to this one's tables (before SCHEMA, which only adds)."""
+        for table, column, kind in ADDED:
+            columns = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            if columns and column not in columns:
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        for table in DROPPED:
+            self.db.execute(f"DROP TABLE IF EXISTS {table}")
+
     # --- ingress ---------------------------------------------------------------------------------
 
-    def accept(self, tenant: str, event_id: str | None, events: Iterable[tuple[str, object]],
-               audit: Iterable[dict] = (), replies: Iterable[tuple[str, str, int]] = ()) -> bool:
-        """Commit one webhook event's engine events (subject, event) at once; False if seen before."""
+    def accept(self, tenant: str, event_id: str | None, events: Iterable[tuple], audit: Iterable[dict] = ()) -> bool:
+        """Commit one webhook event's engine events at once — (subject, event), or (subject, event,
+        reply token and its time) — ; False if seen before."""
         with self._transaction():
             if event_id is not None:
                 seen = self.db.execute("INSERT OR IGNORE INTO webhooks VALUES (?, ?)", (tenant, event_id))
                 if seen.rowcount == 0:
                     return False
-            self._accept_rows(tenant, events, audit, replies)
+            self._accept_rows(tenant, events, audit)
         return True
 
-    def _accept_rows(self, tenant: str, events: Iterable[tuple[str, object]], audit: Iterable[dict] = (),
-                     replies: Iterable[tuple[str, str, int]] = ()) -> None:
-        rows = [(tenant, subject, _dump(codec.event_to_obj(e))) for subject, e in events]
+    def _accept_rows(self, tenant: str, events: Iterable[tuple], audit: Iterable[dict] = ()) -> None:
+        rows = [(tenant, subject, _dump(codec.event_to_obj(e)), _dump(reply[0]) if reply and reply[0] else None)
+                for subject, e, *reply in events]
         if rows:
-            self.db.executemany("INSERT INTO inbox (tenant, subject, event) VALUES (?, ?, ?)", rows)
+            self.db.executemany("INSERT INTO inbox (tenant, subject, event, reply) VALUES (?, ?, ?, ?)", rows)
         rows = [(tenant, _dump(record)) for record in audit]
         if rows:
             self.db.executemany("INSERT INTO audit (tenant, record) VALUES (?, ?)", rows)
-        rows = [(tenant, member, token, at) for member, token, at in replies]
-        if rows:
-            self.db.executemany("INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?)", rows)
 
     def enqueue(self, tenant: str, events: Iterable[tuple[str, object]]) -> None:
         """Engine events into the inbox inside the caller's transaction (staff's Resolve commits with
         its audit row, through `grouped`)."""
         self._accept_rows(tenant, events)
 
-    async def accept_grouped(self, tenant: str, events: Iterable[tuple[str, object]], audit: Iterable[dict] = (),
-                             replies: Iterable[tuple[str, str, int]] = ()) -> None:
+    async def accept_grouped(self, tenant: str, events: Iterable[tuple], audit: Iterable[dict] = ()) -> None:
         """`accept` without a webhook id, group-committed (see `grouped`); returns once committed."""
-        rows = (list(events), list(audit), list(replies))
+        rows = (list(events), list(audit))
         await self.grouped(lambda: self._accept_rows(tenant, *rows))
 
     async def claim_webhook(self, tenant: str, event_id: str) -> bool:
@@ -169,34 +179,30 @@ class Store:
         """Release a claim whose events were not stored, so LINE's redelivery is taken."""
         self.db.execute("DELETE FROM webhooks WHERE tenant = ? AND event_id = ?", (tenant, event_id))
 
-    def reply_token(self, tenant: str, member: str) -> tuple[str, int] | None:
-        row = self.db.execute("SELECT token, at FROM replies WHERE tenant = ? AND member = ?",
-                              (tenant, member)).fetchone()
-        return (row[0], row[1]) if row else None
-
-    def claim_replies(self, tenant: str, claims: Iterable[tuple[str, str, str]]) -> None:
-        """(effect id, member, token): these effects go by reply now. Committed before the replies
-        are sent, and each token is forgotten: a reply has no retry key, so after a crash LINE could
-        not tell a repeat, and a spent token would fall back to a push: the person would get it
-        twice. A claimed effect is never sent again (at most once: a free thank-you, a question
-        they can ask again)."""
-        claims = list(claims)
-        if not claims:
-            return  # most batches (checks, notices) have no reply: no empty transaction for them
-        with self._transaction():
-            self.db.executemany("INSERT OR IGNORE INTO replied VALUES (?, ?)", [(tenant, e) for e, _, _ in claims])
-            self.db.executemany("DELETE FROM replies WHERE tenant = ? AND member = ? AND token = ?",
-                                [(tenant, m, t) for _, m, t in claims])
-
-    def replied(self, tenant: str, effect_ids: Iterable[str]) -> set[str]:
+    def reply_tokens(self, tenant: str, effect_ids: Iterable[str]) -> dict[str, tuple[str, int]]:
+        """The reply tokens the step gave these effects (streams/step.py). A token lives a minute."""
         ids = list(effect_ids)
-        out: set[str] = set()
+        out: dict[str, tuple[str, int]] = {}
         for start in range(0, len(ids), 500):
             chunk = ids[start:start + 500]
-            out.update(e for (e,) in self.db.execute(
-                f"SELECT effect FROM replied WHERE tenant = ? AND effect IN ({','.join('?' * len(chunk))})",
-                (tenant, *chunk)))
+            for effect_id, raw in self.db.execute(
+                    f"SELECT id, reply FROM effects WHERE tenant = ? AND reply IS NOT NULL AND id IN "
+                    f"({','.join('?' * len(chunk))})", (tenant, *chunk)):
+                token, at = json.loads(raw)
+                out[effect_id] = (token, at)
         return out
+
+    def claim_replies(self, tenant: str, effect_ids: Iterable[str]) -> set[str]:
+        """Those of these answers claimed now, never again: a reply has no retry key, so after a crash
+        LINE could not tell a repeat, and a spent token would fall back to a push: the person would
+        get it twice. A claimed answer is never sent again (at most once: a free thank-you, a
+        question they can ask again). Committed before it returns."""
+        won: set[str] = set()
+        with self._transaction():
+            for effect_id in effect_ids:
+                if self.db.execute("INSERT OR IGNORE INTO replied VALUES (?, ?)", (tenant, effect_id)).rowcount:
+                    won.add(effect_id)
+        return won
 
     # --- engine ----------------------------------------------------------------------------------
 
@@ -209,15 +215,17 @@ class Store:
         return (row[0], row[1]) if row else (0, None)
 
     def pending(self, tenant: str, after: int, limit: int = 1000) -> list[Pending]:
-        rows = self.db.execute("SELECT seq, subject, event FROM inbox WHERE tenant = ? AND seq > ? ORDER BY seq "
-                               "LIMIT ?", (tenant, after, limit)).fetchall()
-        return [Pending(seq, subject, raw) for seq, subject, raw in rows]
+        rows = self.db.execute("SELECT seq, subject, event, reply FROM inbox WHERE tenant = ? AND seq > ? "
+                               "ORDER BY seq LIMIT ?", (tenant, after, limit)).fetchall()
+        return [Pending(seq, subject, raw, tuple(json.loads(reply)) if reply else None)
+                for seq, subject, raw, reply in rows]
 
     def commit_step(self, tenant: str, inbox: int, tick: int | None, states: dict[str, object],
                     effects: list[Effect], quarantined: Iterable[tuple[str, str, str, str]] = (),
-                    at: int | None = None) -> None:
-        """A step's states, effects and position, all or nothing; with the rows it set aside
-        (subject, event as stored, kind, reason) at engine time `at`."""
+                    at: int | None = None, replies: dict[str, tuple[str, int]] | None = None) -> None:
+        """A step's states, effects (with the reply tokens their answers may use) and position, all or
+        nothing; with the rows it set aside (subject, event as stored, kind, reason) at engine time `at`."""
+        replies = replies or {}
         with self._transaction():
             self.db.executemany("INSERT INTO quarantine (tenant, subject, event, kind, reason, at) VALUES "
                                 "(?, ?, ?, ?, ?, ?)", [(tenant, *q, at) for q in quarantined])
@@ -226,9 +234,10 @@ class Store:
             old_labels = readside.old_labels(self.db, tenant, states)  # before the new states overwrite them
             self.db.executemany("INSERT OR REPLACE INTO states VALUES (?, ?, ?)",
                                 [(tenant, subject, _dump(codec.state_to_obj(s))) for subject, s in states.items()])
-            self.db.executemany("INSERT OR IGNORE INTO effects (tenant, step, id, kind, at, effect) "
-                                "VALUES (?, ?, ?, ?, ?, ?)",
-                                [(tenant, step, e.id, e.effect, e.at, _dump(codec.effect_to_obj(e))) for e in effects])
+            self.db.executemany("INSERT OR IGNORE INTO effects (tenant, step, id, kind, at, effect, reply) "
+                                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                [(tenant, step, e.id, e.effect, e.at, _dump(codec.effect_to_obj(e)),
+                                  _dump(list(replies[e.id])) if e.id in replies else None) for e in effects])
             if effects:  # count only the effects this step inserted: a replayed id was counted before
                 new = {i for (i,) in self.db.execute("SELECT id FROM effects WHERE tenant = ? AND sent = 0 AND step = ?",
                                                      (tenant, step))}

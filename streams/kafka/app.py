@@ -20,7 +20,6 @@ import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
 
 from agents import routes
-from agents.messages import answers, reply_holder
 from agents.readside import label
 from agents.subject_agent import SubjectAgent
 from schemas import effects as fx
@@ -30,6 +29,7 @@ from streams.kafka import quarantine as kafka_quarantine
 from streams.kafka.records import Naming, batch_end, flushed, tick
 from streams.kafka.settings import Settings
 from streams.kafka.transactions import PartitionTransactions
+from streams.step import Aside, step
 from streams.redis_store import ReadModel
 
 log = logging.getLogger("anpi.worker")
@@ -191,32 +191,12 @@ def create_app(settings: Settings) -> faust.App:
         if number not in logic.partitions:  # first batch since the partition was assigned
             await _install(number)
         started = time.perf_counter()
-        produced, flushes, ticked, replies, aside = [], [], False, {}, []   # produced: (tenant, effect)
         fresh = [event for event in batch if event.message.offset > applied[number]]
-        for event in fresh:
-            offset = event.message.offset
-            try:
-                record = naming.read(event.value)
-                if record.subject is None:
-                    produced += logic.tick(number, record.event.at)
-                    ticked = True
-                    aside += [_aside(number, offset, naming.key(tenant, subject),
-                                     naming.event_message(tenant, subject, due, 1)[2], quarantine.ERROR, reason)
-                              for tenant, subject, due, reason in logic.drain_faults(number)]
-                else:
-                    tenant = record.tenant
-                    effects = logic.apply(number, tenant, record.subject, record.event)
-                    if record.reply is not None:  # answers to the person's own tap may use its reply token
-                        holder = answers(record.event)
-                        replies.update((e.id, list(record.reply)) for e in effects if reply_holder(e) == holder)
-                    produced += [(tenant, e) for e in effects]
-                    metrics.EVENTS_IN.labels(codec.event_name(record.event)).inc()
-            except Exception as error:  # nothing of it was applied: set it aside, go on with the next
-                aside.append(_aside(number, offset, _subject_of(event), event.value, *quarantine.classify(error)))
-                continue
-            if record.flush is not None:  # a driver waits for this: everything before it on the partition is out
-                flushes.append(record.flush)
-        states = logic.drain(number)
+        done = step(logic, number, ((e.message.offset, _subject_of(e), e.value) for e in fresh), naming.read)
+        for event in done.events:
+            metrics.EVENTS_IN.labels(codec.event_name(event)).inc()
+        aside = [_aside(number, a) for a in done.aside]
+        produced, replies, states = done.effects, done.replies, done.states
         async with txn.lock:  # Faust's commit takes this lock too: it sees all of the batch or none
             if transactions.of(number) != txn:  # the partition moved while we stepped: its new owner redoes it
                 logic.revoke([number])
@@ -229,7 +209,7 @@ def create_app(settings: Settings) -> faust.App:
                     # the sender delivers whole batches between these marks, so that after a crash it
                     # rebuilds the same requests with the same retry keys (streams/kafka/sender_app.py)
                     await send(settings.outbox, batch_end(batch[-1].message.offset), key=b"", partition=number)
-            for flush in flushes:
+            for flush in done.flushes:
                 await send(settings.effects, flushed(flush, number), key=b"", partition=number)
             for entry in aside:  # with the offset that passes them: a restart never applies them again
                 await send(settings.quarantine, codec.dumps(entry), key=entry["id"].encode(), partition=number)
@@ -247,18 +227,24 @@ def create_app(settings: Settings) -> faust.App:
             metrics.QUARANTINED.labels(entry["kind"]).inc()
         for key, state in states.items():
             labels[key] = label(state)
-        if ticked or number not in lag_watched:
+        if done.ticked or number not in lag_watched:
             _watch_tick(number)
         metrics.LATENCY.labels(str(number)).observe(time.perf_counter() - started)
         last_batch[number] = time.monotonic()
 
-    def _aside(number: int, offset: int, subject: str, value: bytes | None, kind: str, reason: str) -> dict:
+    def _aside(number: int, entry: Aside) -> dict:
         """The quarantine topic's record for one message (or one subject's tick: several may share
         an offset), and the log line (the reason only: the record may hold personal data)."""
+        offset, subject, value = entry.position, entry.subject, entry.raw
+        if entry.tenant is not None:  # a subject a tick could not step: kept as its inbound message
+            subject = naming.key(entry.tenant, entry.subject)
+            value = naming.event_message(entry.tenant, entry.subject, entry.raw, 1)[2]
+        kind = entry.kind
         entry_id = f"{number}:{offset}" + (f":{subject}" if kind == quarantine.ERROR and subject else "")
-        log.error("partition %d offset %d: set aside (%s: %s); the worker goes on", number, offset, kind, reason)
+        log.error("partition %d offset %d: set aside (%s: %s); the worker goes on", number, offset, kind, entry.reason)
         return {"id": entry_id, "partition": number, "offset": offset, "subject": subject,
-                **kafka_quarantine.stored(value), "kind": kind, "reason": reason, "at": logic.last_tick.get(number)}
+                **kafka_quarantine.stored(value), "kind": kind, "reason": entry.reason,
+                "at": logic.last_tick.get(number)}
 
     def _watch_tick(number: int) -> None:
         if number in logic.last_tick:

@@ -17,13 +17,12 @@ The topics are shared by every tenant of a deployment (`<prefix>-inbound`, `-eff
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-
 from schemas.effects import Effect
 from schemas.events import Tick
 from streams import codec
 from streams.codec import Undecodable
 from streams.kafka.settings import partition_of
+from streams.step import Input
 
 Message = tuple[int, bytes, bytes]  # partition, key, value
 SEP = "\x1f"  # between tenant and subject in a key: in neither a tenant id nor a LINE id
@@ -63,7 +62,7 @@ class Naming:
             obj["reply"] = list(reply)
         return partition_of(key, partitions), key.encode(), codec.dumps(obj)
 
-    def read(self, value: bytes | None) -> "Inbound":
+    def read(self, value: bytes | None) -> Input:
         """The record an inbound message holds, or `Undecodable` (or a JSON error) saying why not."""
         if not value:
             raise Undecodable("empty message")
@@ -76,7 +75,7 @@ class Naming:
         if "tick" in obj:
             if type(obj["tick"]) is not int:
                 raise Undecodable("tick: expected an integer (epoch ms)")
-            return Inbound(None, None, Tick(obj["tick"]), None, flush)
+            return Input(None, None, Tick(obj["tick"]), None, flush)
         subject, reply, tenant = obj.get("subject"), obj.get("reply"), obj.get("tenant", self.home)
         if not isinstance(subject, str):
             raise Undecodable("subject: expected a string")
@@ -90,7 +89,7 @@ class Naming:
                     and type(reply[1]) is int):
                 raise Undecodable("reply: expected [token, epoch ms]")
             reply = (reply[0], reply[1])
-        return Inbound(tenant, subject, event, reply, flush)
+        return Input(tenant, subject, event, reply, flush)
 
     # --- what the subject agent writes ------------------------------------------------------------
 
@@ -120,16 +119,6 @@ def tick_messages(at: int, partitions: int, flush: str | None = None) -> Iterato
     value = tick(at, flush)
     for number in range(partitions):
         yield number, b"", value
-
-
-@dataclass(frozen=True, slots=True)
-class Inbound:
-    """An inbound message as the worker reads it back."""
-    tenant: str | None                  # None for a tick (every tenant of the partition)
-    subject: str | None                 # None for a tick
-    event: object                       # Tick, or an inbound event
-    reply: tuple[str, int] | None = None
-    flush: str | None = None
 
 
 def batch_end(offset: int) -> bytes:

@@ -1,0 +1,83 @@
+"""One batch of one partition's input, stepped: what both runtimes run between reading and committing.
+
+    (position, key, raw) ─▶ read ─▶ SubjectAgent: apply an event | tick ─▶ Stepped
+                             └── fails (Undecodable, Refused, a bug) ──▶ Stepped.aside; on with the next
+
+`Stepped` is all that the shell makes durable together, and nothing of it is durable before: the
+effects (with their tenant, in order), the subjects' new states, the reply tokens the answers may
+use, what was set aside and why, and the flush tokens a driver waits for. The embedded runtime
+commits it in one SQLite transaction (streams/embedded/engine.py), the Kafka runtime in one Kafka
+transaction per partition batch (streams/kafka/app.py); where each effect goes is agents/routes.py.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from agents.messages import answers, reply_holder
+from agents.subject import State
+from agents.subject_agent import SubjectAgent
+from schemas.effects import Effect
+from streams import quarantine
+
+
+@dataclass(frozen=True, slots=True)
+class Input:
+    """One input as the engine takes it: an event for one subject of one tenant, or a tick."""
+    tenant: str | None                  # None for a tick (every tenant of the partition)
+    subject: str | None                 # None for a tick
+    event: object                       # Tick, or an inbound event
+    reply: tuple[str, int] | None = None  # the reply token that came with the event, and its time
+    flush: str | None = None            # a driver's token, echoed once the batch is out
+
+
+@dataclass(frozen=True, slots=True)
+class Aside:
+    """One input set aside: where it was, under what subject, what it held, and why."""
+    position: object     # the inbox row's number, the message's offset
+    tenant: str | None   # None when the input could not be read
+    subject: str         # the input's subject (its key as stored), "" when it had none
+    raw: object          # the input as stored, or the Tick a subject could not take
+    kind: str            # quarantine.UNDECODABLE | REFUSED | ERROR
+    reason: str          # one line, no personal data (quarantine.classify)
+
+
+@dataclass(slots=True)
+class Stepped:
+    effects: list[tuple[str, Effect]] = field(default_factory=list)         # (tenant, effect)
+    states: dict[tuple[str, str], State] = field(default_factory=dict)      # (tenant, subject) -> state
+    replies: dict[str, tuple[str, int]] = field(default_factory=dict)       # effect id -> (token, at)
+    aside: list[Aside] = field(default_factory=list)
+    flushes: list[str] = field(default_factory=list)
+    events: list[object] = field(default_factory=list)                      # the events applied
+    ticked: bool = False
+
+
+def step(agent: SubjectAgent, number: int, inputs: Iterable[tuple[object, str, object]],
+         read: Callable[[object], Input]) -> Stepped:
+    """Apply `inputs` — (position, subject as stored, raw) — in order to partition `number` of
+    `agent`; `read(raw)` decodes one, or raises saying why it cannot."""
+    out = Stepped()
+    for position, key, raw in inputs:
+        try:
+            record = read(raw)
+            if record.subject is None:
+                out.effects += agent.tick(number, record.event.at)
+                out.ticked = True
+                out.aside += [Aside(position, tenant, subject, tick, quarantine.ERROR, reason)
+                              for tenant, subject, tick, reason in agent.drain_faults(number)]
+            else:
+                tenant = record.tenant
+                effects = agent.apply(number, tenant, record.subject, record.event)
+                if record.reply is not None:  # answers to the person's own tap may use its reply token
+                    holder = answers(record.event)
+                    out.replies.update((e.id, record.reply) for e in effects if reply_holder(e) == holder)
+                out.effects += [(tenant, e) for e in effects]
+                out.events.append(record.event)
+        except Exception as error:  # nothing of it was applied (Partition.apply changes nothing then)
+            out.aside.append(Aside(position, None, key, raw, *quarantine.classify(error)))
+            continue
+        if record.flush is not None:
+            out.flushes.append(record.flush)
+    out.states = agent.drain(number)
+    return out
