@@ -160,7 +160,7 @@ def _change_settings(state: MemberState, event: ChangeSettings, out: list[Effect
     was_open = state.following and state.open
     state = _sign_of_life(state, event.at, out)
     s = event.settings
-    if s.phone == PHONE_KEPT:   # built from a copy without the number (schemas/settings.py)
+    if s.phone is not None and s.phone.startswith(PHONE_KEPT):  # built from a copy without the number
         s = replace(s, phone=state.settings.phone)
     state = state._replace(settings=s, anchor=anchor(s.schedule, event.at))
     if state.phase == IDLE and state.following:

@@ -154,7 +154,7 @@ class RetryPolicy(NamedTuple):
     call it took without our hearing (a lost answer) is answered 409 for that long, and after that
     a repeat could reach the person twice. A call not taken in 24 hours has also been overtaken by
     the ladder: the check it carried was resent and escalated meanwhile."""
-    # Short waits: the rate limiters (streams/sender.py) already keep retries within LINE's limits,
+    # Short waits: the rate limiters (streams/line/sender.py) already keep retries within LINE's limits,
     # and with 30 % of calls failing the slowest of thousands fails about seven times in a row: with
     # 0.5 s doubling to 30 s that one call alone took 48 s, and the drain with it.
     base: float = 0.1                # seconds before the first retry (before jitter)

@@ -30,9 +30,15 @@ class Schedule:
 
 
 # A phone number in a ChangeSettings that says "the one the member has": the Kafka runtime's copy of
-# a state in Redis (My Page reads it) holds this instead of the number, and a change built from that
-# copy keeps the number the engine has. No phone number looks like it (scenarios and LINE refuse it).
+# a state in Redis (My Page reads it) holds this, followed by the number's last four digits (the
+# page's 「末尾 5678」), instead of the number, and a change built from that copy keeps the number the
+# engine has. No phone number starts like it (scenarios and LINE refuse it).
 PHONE_KEPT = "(kept)"
+
+
+def kept_phone(phone: str) -> str:
+    """The copy's stand-in for `phone`: PHONE_KEPT and its last four digits."""
+    return PHONE_KEPT + phone[-4:]
 
 
 @dataclass(frozen=True, slots=True)

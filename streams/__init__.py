@@ -1,1 +1,2 @@
-"""Runtimes around the pure core: the virtual-time simulator now; the Kafka and embedded runtimes later."""
+"""The shells around the pure core (agents/): the LINE edge, the two runtimes, the screens, the
+simulator and the tools. See README.md for the folders, ARCHITECTURE.md for how they fit."""

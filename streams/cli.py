@@ -141,7 +141,7 @@ def _run(args) -> int:
     if args.command == "simulate":
         return _simulate(args)
     if args.command == "bench":
-        from streams import bench as benches
+        from streams.tools import bench_core as benches
         if args.what == "kafka":
             print(benches.kafka_bench(args.members))
         elif args.what == "tick":
@@ -149,7 +149,7 @@ def _run(args) -> int:
         elif args.what == "recovery":
             print(benches.recovery_bench(args.members))
         elif args.what in ("ingress", "sender"):
-            from streams import bench_edge
+            from streams.tools import bench_edge
             if args.what == "ingress":
                 if args.requests < 1 or args.concurrency < 1:
                     print("anpi bench ingress: --requests and --concurrency must be positive", file=sys.stderr)
@@ -161,7 +161,7 @@ def _run(args) -> int:
                     return 2
                 print(bench_edge.sender_bench(args.members))
         elif args.what == "admin":
-            from streams import bench_admin
+            from streams.tools import bench_admin
             if args.members < 1 or args.days < 1 or args.requests < 1 or args.warmup < 0:
                 print("anpi bench admin: --members, --days and --requests must be positive", file=sys.stderr)
                 return 2
@@ -183,7 +183,7 @@ def _run(args) -> int:
         if args.residents < 1 or args.days <= 0 or args.speed <= 0 or args.tenants < 1:
             print("anpi demo: --residents, --days, --speed and --tenants must be positive", file=sys.stderr)
             return 2
-        from streams.demo import main as demo_main
+        from streams.demo.town import main as demo_main
         return demo_main(args.residents, args.days, args.speed, args.exit, args.seed, args.tenants, args.runtime)
     if args.command == "admin":
         from streams.admin import cli as admin_cli
@@ -207,13 +207,14 @@ def _run(args) -> int:
         from streams.kafka.worker import main as worker_main
         return worker_main()
     if args.command == "services":
-        from streams import services
+        from streams.tools import services
         return services.up(timeout=args.timeout) if args.what == "up" else services.down()
     return 2
 
 
 def _simulate(args) -> int:
-    from streams import scenario, simulator
+    from streams.simulation import scenario
+    from streams.simulation import simulator
 
     try:
         loaded = scenario.load(args.scenario)

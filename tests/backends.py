@@ -1,16 +1,18 @@
-"""The two backends of the admin screen, for feature tests that run on both (parity proven, not claimed).
+"""The two backends of the screens, for feature tests that run on both (parity proven, not claimed).
 
     sqlite   the embedded store's file: create_app, as `anpi serve` mounts it
     redis    a real Redis (its own database, emptied): create_kafka_app with RedisReadSide,
-             RedisStaff, RedisRegistry and RedisNotices, as `anpi admin serve` mounts it
+             RedisStaff, RedisRegistry and RedisNotices, as `anpi admin serve` mounts it; My Page
+             with RedisMembers and RedisSessions, as `anpi ingress` mounts it (mypage_app)
 
 The residents are stepped by the embedded engine in both (tests/test_admin_routes.build_world). On
 Redis, the read-model labels are then written as the Kafka worker writes them (readside.label of
-each state, streams/redis_store.ReadModel): `sync()` after each step. Staff accounts are created in
+each state, streams/kafka/redis_store.ReadModel): `sync()` after each step. Staff accounts are created in
 the backend's own store. The Kafka processes themselves are tested end to end elsewhere
 (tests/test_kafka_notices.py)."""
 from __future__ import annotations
 
+import json
 from contextlib import asynccontextmanager
 
 import pytest
@@ -19,15 +21,21 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from agents import readside
-from streams import services
+from agents.subject import addressed
+from streams import codec
 from streams.admin import accounts
 from streams.admin.app import create_app, create_kafka_app
 from streams.admin.backends import RedisReadSide, SqliteStaff
 from streams.admin.redis_accounts import RedisStaff
+from streams.kafka import readside as readside_store
+from streams.kafka.readside import Writer
+from streams.kafka.records import Naming
+from streams.kafka.redis_store import ReadModel
 from streams.notices.in_redis import RedisNotices
 from streams.notices.in_sqlite import SqliteNotices
-from streams.redis_store import ReadModel
 from streams.tenants.in_redis import RedisRegistry
+from streams.tenants.in_sqlite import SqliteRegistry
+from streams.tools import services
 
 REDIS_DB = 10   # these tests own this database (emptied at each start)
 KINDS = ("sqlite", "redis")
@@ -106,3 +114,78 @@ async def admin_server(side: Side):
         yield server, admin
     finally:
         await server.close()
+
+
+# --- My Page --------------------------------------------------------------------------------------
+
+MYPAGE_DEPLOYMENT = "mp-test"  # the topic prefix whose APPLIED offsets RedisMembers reads
+
+
+class StoreInbound:
+    """The inbound topic, played by the embedded store's inbox: RedisMembers' sink, placing each event
+    as KafkaSink does and saying where it went (partition 0, its inbox row as the offset). The
+    embedded engine is the worker that takes them."""
+
+    def __init__(self, store):
+        self.store = store
+
+    async def put(self, tenant: str, routed) -> list[tuple[str, object, int, int]]:
+        events = [(subject, event) for event in routed.events for subject in addressed(event)]
+
+        def write() -> list[int]:
+            self.store.enqueue(tenant, events)
+            rows = self.store.db.execute("SELECT seq FROM inbox WHERE tenant = ? ORDER BY seq DESC LIMIT ?",
+                                         (tenant, len(events))).fetchall()
+            return sorted(seq for (seq,) in rows)
+        seqs = await self.store.grouped(write) if events else []
+        return [(subject, event, 0, seq) for (subject, event), seq in zip(events, seqs)]
+
+
+class ReadSideMirror:
+    """`anpi readside`'s part for My Page, over the embedded store: each subject's state (the
+    changelog), each member's effects (the effects topic) and the inbound position the states are
+    up to (APPLIED), written by the read side's own Writer, exactly once per offset."""
+
+    def __init__(self, store, redis, zones: dict[str, str]):
+        self.store, self.redis, self.zones = store, redis, zones
+        self.naming = Naming(MYPAGE_DEPLOYMENT)
+        self.states_offset = 0
+
+    async def sync(self) -> None:
+        db = self.store.db
+        for tenant, zone in self.zones.items():
+            states = [(subject, codec.dumps(codec.state_to_obj(state))) for subject, state in self.store.states(tenant)]
+            records = [(self.states_offset + i, value) for i, value in enumerate(states)]
+            self.states_offset += len(states)
+            effects = [(seq, self.naming.effect(tenant, codec.effect_from_obj(json.loads(raw)))[1]) for seq, raw in
+                       db.execute("SELECT seq, effect FROM effects WHERE tenant = ? ORDER BY seq", (tenant,))]
+            await Writer(self.redis, tenant, zone).apply([(readside_store.STATES, 0, records),
+                                                          (readside_store.EFFECTS, 0, effects)])
+        # the last inbound row before the first one some tenant's engine has not applied yet
+        first_open = db.execute("SELECT MIN(seq) FROM inbox WHERE seq > COALESCE((SELECT inbox FROM cursors "
+                                "WHERE cursors.tenant = inbox.tenant), 0)").fetchone()[0]
+        applied = first_open - 1 if first_open is not None else db.execute(
+            "SELECT COALESCE(MAX(seq), 0) FROM inbox").fetchone()[0]
+        await self.redis.hset(f"anpi:{{{MYPAGE_DEPLOYMENT}}}:rs:applied", mapping={"0": applied})
+
+
+def mypage_app(kind: str, store, tenants, now_ms, redis=None, **options):
+    """My Page over `kind`: (the app, its registry). On Redis the read side catches up before each
+    request, as `anpi readside` keeps up in the background."""
+    from streams import mypage
+    from streams.mypage.in_redis import RedisMembers, RedisSessions
+    if kind == "sqlite":
+        app = mypage.create_app(store, tenants, now_ms, **options)
+        return app, SqliteRegistry(store)
+    mirror = ReadSideMirror(store, redis, {t.id: t.timezone for t in tenants.values()})
+
+    @web.middleware
+    async def read_side(request, handler):
+        await mirror.sync()
+        return await handler(request)
+
+    app = web.Application(client_max_size=64 * 1024, middlewares=[read_side])
+    registry = RedisRegistry(redis)
+    mypage.mount(app, RedisMembers(redis, StoreInbound(store), MYPAGE_DEPLOYMENT), RedisSessions(redis), registry,
+                 tenants, now_ms, **options)
+    return app, registry

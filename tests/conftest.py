@@ -5,7 +5,7 @@ import warnings
 
 import pytest
 
-from streams import services
+from streams.tools import services
 
 CI = os.environ.get("CI") == "true"
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import json
 
-from streams import scenario as scenario_module
-from streams import simulator
+from streams.simulation import scenario as scenario_module
+from streams.simulation import simulator
 
 
 def lines(scenario: dict) -> list[str]:

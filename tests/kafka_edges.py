@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from schemas.tenant import Tenant
-from streams import ingress
+from streams.line import ingress
 from streams.kafka.settings import Settings
 
 @dataclass

@@ -27,7 +27,9 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streams import codec, services
+from streams import codec
+
+from streams.tools import services
 
 HERE = Path(__file__).resolve().parent
 

@@ -213,7 +213,7 @@ def test_staff_send_a_disaster_notice_and_watch_its_delivery_reach_100_percent(t
     from schemas.tenant import Tenant
     from streams.notices.delivery import NoticeDelivery
     from streams.notices.in_sqlite import SqliteNotices
-    from streams.sender import Limits, Sender
+    from streams.line.sender import Limits, Sender
 
     path = str(tmp_path / "anpi.db")
     store = Store(path)

@@ -25,19 +25,19 @@ from linesim import user_id_for
 from schemas import effects as fx
 from schemas.events import Acknowledge, Resolve
 from streams import cli, codec
-from streams import scenario as scenario_module
+from streams.simulation import scenario as scenario_module
 from streams.admin.app import create_kafka_app
 from streams.admin.backends import RedisReadSide
 from streams.admin.redis_accounts import RedisStaff
 from streams.tenants.in_redis import RedisRegistry
 from streams.notices.in_redis import RedisNotices
-from streams.ingress import KafkaSink
+from streams.line.ingress import KafkaSink
 from streams.kafka import simulate as kafka_simulate
 from streams.kafka.feed import event_message, feed, tick_messages
 from streams.admin.metrics import OpenCases, metrics_app
 from streams.kafka.readside_app import ReadSideConsumer
 from streams.kafka.settings import Settings
-from streams.redis_readside import Reader
+from streams.kafka.readside import Reader
 
 pytestmark = pytest.mark.usefixtures("running_services")
 

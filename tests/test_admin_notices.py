@@ -29,7 +29,7 @@ from streams.notices import book
 from streams.notices.book import Work
 from streams.notices.delivery import NoticeDelivery
 from streams.notices.in_sqlite import SqliteNotices
-from streams.sender import Sender
+from streams.line.sender import Sender
 from test_admin_routes import (A, B, FAMILY, GROUP, NOTIFY_FORGETS, NOTIFY_SILENT, PASSWORD, START, WATCH_LATE,
                                WATCH_OK, WATCH_SILENT, Browser, World, build_world, csrf_in)
 

@@ -26,7 +26,7 @@ from schemas.events import Acknowledge, Ok, Register, Resolve
 from schemas.settings import GroupSettings, MemberSettings, Schedule
 from streams import cli, codec
 from streams.admin import accounts, pages
-from streams.demo import DEMO_LOGIN, demo_login
+from streams.demo.town import DEMO_LOGIN, demo_login
 from streams.embedded import readside
 from streams.embedded.engine import Engine
 from streams.embedded.store import Store

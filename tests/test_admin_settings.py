@@ -31,7 +31,7 @@ from streams.tenants import settings as tenant_settings
 from streams.tenants.in_sqlite import SqliteRegistry
 from streams.embedded.serve import ServedRuntime
 from streams.embedded.store import Store
-from streams.sender import Sender
+from streams.line.sender import Sender
 
 START = 1_796_050_800  # 2026-12-01T00:00+09:00 (a Tuesday), in seconds
 HOUR, DAY = 3600, 86400

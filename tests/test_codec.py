@@ -4,7 +4,7 @@ from hypothesis import HealthCheck, given, settings
 from agents.partition import Partition
 from agents.subject import addressed
 from streams import codec
-from streams import scenario as scenario_module
+from streams.simulation import scenario as scenario_module
 from strategies import examples, scenarios
 
 

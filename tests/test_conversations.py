@@ -18,7 +18,7 @@ from streams.embedded import readside
 from streams.embedded.runtime import Runtime
 from streams.embedded.serve import ServedRuntime
 from streams.embedded.store import Store
-from streams.sender import Sender
+from streams.line.sender import Sender
 
 START = 1_796_050_800  # 2026-12-01T00:00+09:00 (a Tuesday), in seconds
 HOUR, DAY = 3600, 86400  # seconds, as linesim's clock counts
@@ -267,5 +267,5 @@ def test_the_my_page_button_in_line_opens_the_residents_own_page(tmp_path):
                                           ("０９０ １２３４ ５６７８", "09012345678"), ("+81 90-1234-5678", "09012345678"),
                                           ("元気です", None), ("1234", None), ("090123456789012", None)])
 def test_phone_numbers_are_read_the_way_people_type_them(text, number):
-    from streams.webhook_events import phone_number
+    from streams.line.webhook_events import phone_number
     assert phone_number(text) == number

@@ -3,8 +3,8 @@ import random
 from pathlib import Path
 
 from agents.subject import addressed
-from streams import scenario as scenario_module
-from streams import simulator
+from streams.simulation import scenario as scenario_module
+from streams.simulation import simulator
 from streams.embedded.engine import Engine
 from streams.embedded.store import Store
 

@@ -10,7 +10,7 @@ from schemas.settings import MemberSettings, Schedule
 from schemas.tenant import Tenant
 from streams.embedded.engine import Engine
 from streams.embedded.store import Store
-from streams.sender import Limits, Sender
+from streams.line.sender import Limits, Sender
 
 START = 1_796_050_800_000  # 2026-12-01T00:00+09:00
 TENANT = Tenant("t", "secret-" + "s" * 20, "token-" + "t" * 30)

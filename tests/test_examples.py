@@ -8,7 +8,7 @@ import yaml
 
 import engine
 import oracle
-from streams.scenario import _Loader
+from streams.simulation.scenario import _Loader
 
 EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.yaml"))
 

@@ -17,7 +17,7 @@ import uuid
 import pytest
 import redis.asyncio as aioredis
 
-from streams import scenario as scenario_module
+from streams.simulation import scenario as scenario_module
 from streams.kafka import simulate as kafka_simulate
 from streams.kafka.feed import feed
 from streams.kafka import readside_app

@@ -37,8 +37,8 @@ from linesim import Channel, Config
 from linesim.limits import Rate
 from schemas.tenant import Tenant
 from streams import codec
-from streams import scenario as scenario_module
-from streams import simulator
+from streams.simulation import scenario as scenario_module
+from streams.simulation import simulator
 from streams.kafka import simulate as kafka_simulate
 from streams.kafka.feed import feed
 from streams.kafka.settings import Settings

@@ -39,11 +39,11 @@ from schemas.events import Acknowledge, Follow, GroupJoined, GroupLeft, Message,
 from schemas.settings import Schedule
 from schemas.tenant import Tenant
 from streams import codec
-from streams.ingress import (KafkaSink, MemoryDedupe, MemorySink, RedisDedupe, create_app,
+from streams.line.ingress import (KafkaSink, MemoryDedupe, MemorySink, RedisDedupe, create_app,
                              signed)
 from streams.kafka.feed import event_message
 from streams.kafka.settings import Settings, partition_of
-from streams.webhook_events import Routed, parse, phone_number, route
+from streams.line.webhook_events import Routed, parse, phone_number, route
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "linesim" / "specs" / "webhook.yml"

@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 import engine
 from agents.partition import Partition
 from agents.subject import addressed
-from streams import scenario as scenario_module
-from streams import simulator
+from streams.simulation import scenario as scenario_module
+from streams.simulation import simulator
 from strategies import examples, scenarios
 
 SETTINGS = settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -28,7 +28,7 @@ from streams.kafka import simulate as kafka_simulate
 from streams.kafka.readside_app import ReadSideConsumer
 from streams.kafka.records import Naming, tick_messages
 from streams.kafka.settings import Settings
-from streams.redis_readside import prefix as rs_prefix
+from streams.kafka.readside import prefix as rs_prefix
 
 pytestmark = pytest.mark.usefixtures("running_services")
 START = 1_796_050_800  # 2026-12-01T00:00+09:00, virtual (seconds)

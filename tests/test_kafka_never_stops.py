@@ -22,8 +22,9 @@ from dataclasses import replace
 import pytest
 
 from schemas import effects as fx
-from streams import cli, codec, simulator
-from streams import scenario as scenario_module
+from streams import cli, codec
+from streams.simulation import simulator
+from streams.simulation import scenario as scenario_module
 from streams.kafka import quarantine as kafka_quarantine
 from streams.kafka import simulate as kafka_simulate
 from streams.kafka.feed import event_message, feed, tick_messages

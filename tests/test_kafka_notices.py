@@ -31,7 +31,7 @@ from streams.kafka import simulate as kafka_simulate
 from streams.kafka.records import Naming, tick_messages
 from streams.kafka.settings import Settings
 from streams.notices.in_redis import RedisNotices, prefix
-from streams.redis_store import ReadModel
+from streams.kafka.redis_store import ReadModel
 from streams.tenants.in_redis import RedisRegistry
 
 pytestmark = pytest.mark.usefixtures("running_services")

@@ -12,8 +12,8 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 
-from streams import scenario as scenario_module
-from streams import simulator
+from streams.simulation import scenario as scenario_module
+from streams.simulation import simulator
 from streams.kafka import simulate as kafka_simulate
 from streams.kafka.feed import feed
 from streams.kafka.settings import Settings
@@ -134,7 +134,7 @@ def test_the_worker_keeps_the_admin_read_model_in_redis():
     from agents.partition import Partition
     from agents.readside import label
     from collections import Counter
-    from streams.redis_store import ReadModel
+    from streams.kafka.redis_store import ReadModel
 
     loaded = scenario_module.load(ROOT / "examples" / "danchi.yaml")
     part = Partition()

@@ -25,7 +25,7 @@ from streams.kafka import simulate as kafka_simulate
 from streams.kafka.readside_app import ReadSideConsumer
 from streams.kafka.records import Naming, tick_messages
 from streams.kafka.settings import Settings
-from streams.redis_readside import Reader
+from streams.kafka.readside import Reader
 from streams.tenants import registry as tenant_registry
 from streams.tenants import settings as ts
 from streams.tenants.in_redis import ENTRIES, RedisRegistry
@@ -120,7 +120,7 @@ def test_two_tenants_share_the_topics_and_nothing_crosses():
 def test_records_of_a_tenant_without_a_channel_are_given_up_counted_and_looked_up_once_a_second():
     """Never holding up the batch, and never reading the whole registry again on every batch."""
     from streams.kafka.sender_app import Senders
-    from streams.sender import Limits
+    from streams.line.sender import Limits
 
     async def go():
         settings = Settings.from_env()

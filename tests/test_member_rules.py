@@ -188,14 +188,16 @@ def test_a_check_time_that_daylight_saving_skips_keeps_its_wall_time_afterwards(
 
 
 def test_a_change_built_without_the_phone_number_keeps_the_one_the_member_has():
-    """The Kafka runtime's copy of a state (My Page reads it) holds PHONE_KEPT, never the number."""
+    """The Kafka runtime's copy of a state (My Page reads it) holds PHONE_KEPT and the last four
+    digits, never the number."""
     from agents import subject as m
     from schemas.events import ChangeSettings, Register
-    from schemas.settings import PHONE_KEPT, MemberSettings, Schedule
+    from schemas.settings import PHONE_KEPT, MemberSettings, Schedule, kept_phone
     daily = Schedule("1d", 9 * 60, "Asia/Tokyo", None)
     state, _ = m.step(None, Register(0, MemberSettings("U001", "watch", daily, "090-1111-2222")))
+    assert kept_phone("090-1111-2222") == PHONE_KEPT + "2222"
     later = Schedule("1d", 18 * 60, "Asia/Tokyo", None)
-    state, _ = m.step(state, ChangeSettings(1000, MemberSettings("U001", "watch", later, PHONE_KEPT)))
+    state, _ = m.step(state, ChangeSettings(1000, MemberSettings("U001", "watch", later, kept_phone("09011112222"))))
     assert state.settings == MemberSettings("U001", "watch", later, "090-1111-2222")
     state, _ = m.step(state, ChangeSettings(2000, MemberSettings("U001", "watch", later, "03-1234-5678")))
     assert state.settings.phone == "03-1234-5678"   # a number typed anew replaces it

@@ -1,4 +1,4 @@
-"""streams/redis_store.py against the real Redis server (db 15), and agents/readside.label()."""
+"""streams/kafka/redis_store.py against the real Redis server (db 15), and agents/readside.label()."""
 import asyncio
 import os
 from collections import Counter
@@ -15,7 +15,7 @@ from agents import group, member
 from agents.readside import label
 from schemas.events import Follow, Message, Ok, Pause, Register, Tick, Unfollow
 from schemas.settings import GroupSettings, MemberSettings, Schedule
-from streams.redis_store import ReadModel, first_delivery
+from streams.kafka.redis_store import ReadModel, first_delivery
 
 TEST_DB = 15
 

@@ -12,14 +12,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from streams import services
+from streams.tools import services
 
 from agents import outbound as ob
 from schemas import effects as fx
 from schemas.effects import Effect
 from schemas.tenant import Tenant
 from streams.codec import effect_to_obj
-from streams.sender import Limits, LocalLimiter, RedisLimiter, Sender
+from streams.line.sender import Limits, LocalLimiter, RedisLimiter, Sender
 
 JST = ZoneInfo("Asia/Tokyo")
 AT = int(datetime(2026, 12, 1, 9, 0, tzinfo=JST).timestamp() * 1000)
@@ -404,7 +404,7 @@ def test_a_batch_delivered_again_replies_once_and_pushes_nothing():
     import redis.asyncio as aioredis
 
     from streams.kafka.settings import Settings
-    from streams.sender import redis_reply_claims
+    from streams.line.sender import redis_reply_claims
 
     tenant = f"claims-{uuid.uuid4().hex[:8]}"
 
@@ -439,7 +439,7 @@ def test_a_claim_redis_took_without_its_answer_reaching_us_is_won_on_its_retry_a
     from redis import exceptions as redis_errors
 
     from streams.kafka.settings import Settings
-    from streams.sender import redis_reply_claims
+    from streams.line.sender import redis_reply_claims
 
     tenant = f"claims-{uuid.uuid4().hex[:8]}"
 
@@ -557,7 +557,7 @@ def test_redis_down_holds_an_answer_until_its_claim_is_made_and_a_late_repeat_se
     token has aged goes by push only if its claim is still free."""
     import redis.asyncio as aioredis
 
-    from streams.sender import redis_reply_claims
+    from streams.line.sender import redis_reply_claims
 
     port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
     tenant = f"claims-{uuid.uuid4().hex[:8]}"

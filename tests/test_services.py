@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from streams import services
+from streams.tools import services
 
 ROOT = Path(__file__).resolve().parent.parent
 ANPI = [sys.executable, "-m", "streams.cli"]

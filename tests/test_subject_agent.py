@@ -4,8 +4,8 @@ from pathlib import Path
 
 from agents.subject_agent import SubjectAgent
 from streams import codec
-from streams import scenario as scenario_module
-from streams import simulator
+from streams.simulation import scenario as scenario_module
+from streams.simulation import simulator
 from streams.kafka.feed import feed
 from streams.kafka.settings import partition_of
 

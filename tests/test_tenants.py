@@ -19,10 +19,10 @@ from schemas import effects as fx
 from schemas.events import Register
 from schemas.settings import MemberSettings, Schedule
 from schemas.tenant import Tenant
-from streams import services
+from streams.tools import services
 from streams.embedded.serve import ServedRuntime
 from streams.embedded.store import Store
-from streams.sender import Sender
+from streams.line.sender import Sender
 from streams.tenants import look as looks
 from streams.tenants import registry as tenant_registry
 from streams.tenants import settings as ts

@@ -6,7 +6,7 @@
     redis_accounts.py  the same in Redis (the Kafka runtime)
     backends.py  what the pages read and write through: the read side and the staff store, per runtime
     pages.py     the pages, reading the read side (SQLite: streams/embedded/readside.py; Redis:
-                 streams/redis_readside.py) through app[READSIDE]
+                 streams/kafka/readside.py) through app[READSIDE]
     chart.py     the 30-day chart's geometry (pure)
     view.py      templates to responses; times and durations in Japanese
     cli.py       `anpi admin create-user` (SQLite, or Redis with --redis) and `anpi admin serve` (Kafka)

@@ -6,7 +6,7 @@
 
     embedded (`anpi serve`, `anpi demo`)   SqliteReadSide, SqliteStaff: the store's SQLite file
                                            (streams/embedded/readside.py, streams/admin/accounts.py)
-    Kafka    (`anpi admin serve`)          RedisReadSide (streams/redis_readside.py, kept by `anpi
+    Kafka    (`anpi admin serve`)          RedisReadSide (streams/kafka/readside.py, kept by `anpi
                                            readside`), RedisStaff (streams/admin/redis_accounts.py);
                                            a Resolve goes onto the tenant's inbound topic (KafkaSink)
 
@@ -169,8 +169,8 @@ class RedisReadSide:
     (streams/ingress.KafkaSink: the runtime's own partitioner, acks from all replicas)."""
 
     def __init__(self, redis, sink, staff: Staff):
-        from streams.redis_readside import Reader
-        from streams.redis_store import ReadModel
+        from streams.kafka.readside import Reader
+        from streams.kafka.redis_store import ReadModel
 
         self.redis, self.sink, self.staff = redis, sink, staff
         self.reader = Reader(redis)
@@ -205,7 +205,7 @@ class RedisReadSide:
         row = await self.reader.case(tenant, member, cycle)
         if row is None or row["kind"] != fx.STAFF_CALL or row["status"] != "open":
             return False
-        # The engine's state is not here; its read-model label is (the worker's, streams/redis_store.py).
+        # The engine's state is not here; its read-model label is (the worker's, streams/kafka/redis_store.py).
         # Escalated (or still "resent" for the half second before the worker's label reaches Redis):
         # the engine still holds the case open, so it must resolve it. Blocked, or a new cycle since
         # (which only an unfollow and a follow make): the engine has let it go; it closes here.
@@ -216,7 +216,7 @@ class RedisReadSide:
         if resolve:
             # First, so that a failure records nothing; a repeat (staff try again) is harmless: the
             # engine resolves only a cycle that is still escalated.
-            from streams.webhook_events import Routed
+            from streams.line.webhook_events import Routed
             await self.sink.put(tenant, Routed(events=[Resolve(now, member)]))
         if not await self.reader.record_action(tenant, member, cycle, outcome, now, close_here):
             return False

@@ -105,7 +105,7 @@ def serve(host: str, port: int, env=os.environ) -> int:
     from streams.admin.backends import RedisReadSide
     from streams.admin.metrics import OpenCases, metrics_app
     from streams.admin.redis_accounts import RedisStaff
-    from streams.ingress import KafkaSink
+    from streams.line.ingress import KafkaSink
     from streams.tenants import registry as tenant_registry
     from streams.tenants.in_redis import RedisRegistry
     from streams.kafka.settings import Settings

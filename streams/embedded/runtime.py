@@ -1,9 +1,9 @@
 """`anpi serve`: webhook ingress, engines and senders in one process over one SQLite file, for every
 tenant the file serves.
 
-    LINE ─webhook─▶ ingress (streams/ingress.py) ─commit─▶ inbox ─▶ engine loop ─commit─▶ states,
-                                                                   (streams/embedded/engine.py)  effects
-    LINE ◀──────── sender (streams/sender.py) ◀── effects not yet sent ◀───────────────────────────┘
+    LINE ─webhook─▶ ingress (streams/line/ingress.py) ─commit─▶ inbox ─▶ engine loop ─commit─▶ states,
+                                                                        (streams/embedded/engine.py)  effects
+    LINE ◀──────── sender (streams/line/sender.py) ◀── effects not yet sent ◀───────────────────────────┘
 
 Every hop is a committed row, so a restart resumes where the last commit left off: the engine from
 its cursor, the sender from the effects not marked sent (it rebuilds the same requests with the
@@ -23,13 +23,14 @@ from agents.messages import reply_holder
 from agents.subject import addressed
 from schemas.effects import Effect
 from schemas.tenant import Tenant
-from streams import codec, ingress
+from streams import codec
+from streams.line import ingress
 from streams.embedded.engine import Engine, run_engines
 from streams.embedded.engine import Metrics as EngineMetrics
 from streams.embedded.store import Store
-from streams.sender import Metrics as SenderMetrics
-from streams.sender import Sender
-from streams.webhook_events import Routed
+from streams.line.sender import Metrics as SenderMetrics
+from streams.line.sender import Sender
+from streams.line.webhook_events import Routed
 
 log = logging.getLogger("anpi.serve")
 

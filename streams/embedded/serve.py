@@ -28,7 +28,7 @@ from aiohttp import web
 from agents import mypage_link
 from schemas.tenant import Tenant
 from streams import mypage, startup
-from streams import scenario as scenario_module
+from streams.simulation import scenario as scenario_module
 from streams.admin.app import create_app as admin_app
 from streams.admin.backends import SqliteReadSide
 from streams.admin.metrics import OpenCases

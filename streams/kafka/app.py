@@ -30,7 +30,7 @@ from streams.kafka.records import Naming, batch_end, flushed, tick
 from streams.kafka.settings import Settings
 from streams.kafka.transactions import PartitionTransactions
 from streams.step import Aside, step
-from streams.redis_store import ReadModel
+from streams.kafka.redis_store import ReadModel
 
 log = logging.getLogger("anpi.worker")
 

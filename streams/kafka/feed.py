@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 from agents.subject import addressed
 from streams.kafka.records import Message, event_message, tick_messages
-from streams.scenario import Scenario
+from streams.simulation.scenario import Scenario
 
 
 def feed(scenario: Scenario, partitions: int, tick_every: int, flush: str) -> Iterator[Message]:

@@ -27,7 +27,8 @@ from aiohttp import web
 from prometheus_client import start_http_server
 
 from agents import mypage_link
-from streams import ingress, mypage, startup
+from streams import mypage, startup
+from streams.line import ingress
 from streams.mypage.in_redis import RedisMembers, RedisSessions
 from streams.kafka.settings import Settings
 from streams.process import until_stopped

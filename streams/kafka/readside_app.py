@@ -10,7 +10,7 @@ a change made on My Page and not yet in them is stepped on top by the page itsel
 
 A plain aiokafka consumer, not a Faust agent. Faust's exactly-once covers Kafka outputs only, and
 this consumer's output is Redis: what makes it exactly-once is that each batch's changes and the
-offset they reach are written by one script (streams/redis_readside.py), so the consumer needs no
+offset they reach are written by one script (streams/kafka/readside.py), so the consumer needs no
 group offsets, no changelog and no transactions — only "start after the offset Redis has", which a
 plain consumer with manually assigned partitions does in a few lines. Being outside a consumer
 group, a second replica is a harmless hot standby: both apply, the offsets make the second a no-op.
@@ -42,7 +42,7 @@ from streams import codec
 from streams.kafka.changelog import APPLIED
 from streams.kafka.records import Naming
 from streams.kafka.settings import Settings
-from streams.redis_readside import EFFECTS, ESCALATIONS, STATES, Writer
+from streams.kafka.readside import EFFECTS, ESCALATIONS, STATES, Writer
 
 log = logging.getLogger("anpi.readside")
 MAX_RECORDS = 5000

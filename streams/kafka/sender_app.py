@@ -2,7 +2,7 @@
 
 The subject agent writes each batch's LINE-bound effects to the outbox, then a `batch_end` mark, in
 one transaction. This agent gathers a partition's effects up to the mark, delivers them as one
-batch (streams/sender.py: coalesced multicasts, rate limits, retries with the same key), and only
+batch (streams/line/sender.py: coalesced multicasts, rate limits, retries with the same key), and only
 then acks them, mark included. After a crash the batch comes again whole, coalesces into the same
 requests with the same retry keys, and LINE answers 409 to those it had accepted: nothing is sent
 twice.
@@ -61,7 +61,7 @@ from agents.messages import Texts
 from streams.kafka.records import Naming
 from streams.notices.delivery import NoticeDelivery
 from streams.notices.in_redis import RedisNotices
-from streams.sender import REPLY_TOKEN_MAX_AGE, Limits, Metrics, Report, Sender, redis_limiters, redis_reply_claims
+from streams.line.sender import REPLY_TOKEN_MAX_AGE, Limits, Metrics, Report, Sender, redis_limiters, redis_reply_claims
 from streams.shared_clock import SharedClock
 
 log = logging.getLogger("anpi.sender")
@@ -213,7 +213,7 @@ def create_app(settings: Settings, tenant: Tenant, line_api: str, wall: Callable
 
 
 class Senders:
-    """The deployment's tenants' Senders (streams/sender.py), one per tenant with its own channel:
+    """The deployment's tenants' Senders (streams/line/sender.py), one per tenant with its own channel:
     its access token, its wording, and its rate limits in Redis (LINE's limits are per channel,
     whatever the number of sender replicas), its reply claims in Redis (a batch delivered again,
     after a crash or a rebalance, must not reply twice). A batch of the outbox holds records of

@@ -25,8 +25,8 @@ from schemas.effects import Effect
 from streams import codec
 from streams.kafka.feed import feed
 from streams.kafka.settings import Settings
-from streams.scenario import Scenario
-from streams.simulator import sort
+from streams.simulation.scenario import Scenario
+from streams.simulation.simulator import sort
 
 
 class KafkaRun:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from datetime import date
 
 from schemas.settings import INTERVALS, NOTIFY, SERVICES, WATCH, WEEKDAYS, MemberSettings, Schedule
-from streams.webhook_events import phone_number
+from streams.line.webhook_events import phone_number
 
 WEEKLY = ("weekly", "biweekly")
 MINUTES = tuple(range(0, 60, 5))   # offered in the select; any whole minute is accepted

@@ -26,11 +26,12 @@ import redis.asyncio as aioredis
 
 from agents import subject
 from agents.member import MemberState
-from streams import codec, redis_readside
+from streams import codec
+from streams.kafka import readside
 from streams.mypage import reading
 from streams.mypage.backends import NotRegistered
 from streams.mypage.sessions import AT_MOST, IDLE, Session
-from streams.webhook_events import Routed
+from streams.line.webhook_events import Routed
 
 PENDING_MS = 3_600_000
 
@@ -40,7 +41,7 @@ def _s(v) -> str:
 
 
 def _mp(tenant: str) -> str:
-    return redis_readside.prefix(tenant)[:-len("rs:")] + "mp:"
+    return readside.prefix(tenant)[:-len("rs:")] + "mp:"
 
 
 class RedisMembers:
@@ -51,7 +52,7 @@ class RedisMembers:
         self.applied_key = f"anpi:{{{deployment}}}:rs:applied"
 
     async def state(self, tenant, member):
-        raw = await self.redis.get(redis_readside.prefix(tenant) + "state:" + member)
+        raw = await self.redis.get(readside.prefix(tenant) + "state:" + member)
         state = codec.state_from_obj(json.loads(raw)) if raw else None
         pending = await self.redis.lrange(_mp(tenant) + "pending:" + member, 0, -1)
         if pending:
@@ -66,7 +67,7 @@ class RedisMembers:
         return state if type(state) is MemberState else None
 
     async def history(self, tenant, member, since, until):
-        rows = await self.redis.zrevrangebyscore(redis_readside.prefix(tenant) + "hist:" + member, until, since,
+        rows = await self.redis.zrevrangebyscore(readside.prefix(tenant) + "hist:" + member, until, since,
                                                  start=0, num=reading.HISTORY_LIMIT)
         return [codec.effect_from_obj(json.loads(row)) for row in rows]
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from agents import notices as nt
 from agents import outbound as ob
 from streams.notices.book import Notices, Work
-from streams.sender import Report
+from streams.line.sender import Report
 
 log = logging.getLogger("anpi.notices")
 CLAIM_MS = 30_000   # a replica that died holds its chunks this long; one slower is harmless (409)

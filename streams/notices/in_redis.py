@@ -11,7 +11,7 @@ notice, its audit row and its billing are written together):
     anpi:{t}:notices:pending        zset "<id>:<chunk, 6 digits>" by created_at: what is left to deliver
     anpi:{t}:notices:claim:<id>:<chunk>   the replica delivering it (expires: CLAIM_MS)
 
-Recipients are chosen from the worker's read model (streams/redis_store.py: subject -> label), the
+Recipients are chosen from the worker's read model (streams/kafka/redis_store.py: subject -> label), the
 same labels the embedded store computes from its states.
 """
 from __future__ import annotations
@@ -24,10 +24,10 @@ from redis.exceptions import WatchError
 
 from agents import notices as nt
 from agents import readside as rs
-from streams import redis_readside
+from streams.kafka import readside
 from streams.admin import redis_accounts
 from streams.notices.book import COLUMNS, DONE, FAILED, PENDING, SENDING, SENT, Work, segment_record
-from streams.redis_store import ReadModel
+from streams.kafka.redis_store import ReadModel
 from streams.tenants.registry import AuditRow
 
 SCAN = 5_000   # labels per HSCAN call
@@ -69,7 +69,7 @@ _INTS = ("created_at", "total", "sent", "failed", "finished_at")
 
 
 def prefix(tenant: str) -> str:
-    return redis_readside.prefix(tenant)[:-len("rs:")] + "notices:"
+    return readside.prefix(tenant)[:-len("rs:")] + "notices:"
 
 
 def _s(v) -> str:
@@ -176,14 +176,14 @@ class RedisNotices:
         return bool(await self._claim([key], [self.owner, ttl_ms]))
 
     async def finish(self, tenant, work, accepted, status, at):
-        p, rsp = prefix(tenant), redis_readside.prefix(tenant)
+        p, rsp = prefix(tenant), readside.prefix(tenant)
         group = ""
         if work.endpoint == "push":
             group = (await self.recipients(tenant, work) or [""])[0]
         await self._finish([p + "c:" + work.notice, p + "n:" + work.notice, p + "pending",
                             rsp + "usage:" + rs.month_of(at), rsp + "group:" + group],
                            [str(work.chunk), SENT if accepted else FAILED, "" if status is None else status, at,
-                            _member(work), redis_readside.DAILY_DAYS * 86_400_000])
+                            _member(work), readside.DAILY_DAYS * 86_400_000])
 
     async def chunk_states(self, tenant, notice_id):
         states: dict[str, int] = {}

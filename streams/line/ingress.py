@@ -3,7 +3,7 @@
   POST /webhook/{tenant}   unknown tenant 404; X-Line-Signature checked on the raw bytes before
                            anything reads them (401, nothing stored); body parsed (400 + reason);
                            events LINE already delivered dropped (webhookEventId); the rest routed
-                           (streams/webhook_events.py) and handed to the sink; 200 only once the
+                           (streams/line/webhook_events.py) and handed to the sink; 200 only once the
                            sink has them durably, 500 otherwise (LINE redelivers, and we accept it)
   GET /metrics             not here: `Metrics` (anpi_ingress_*) are served by `anpi serve` on its
                            /metrics, by `anpi ingress` on ANPI_INGRESS_METRICS_PORT, off the
@@ -36,10 +36,11 @@ from prometheus_client import CollectorRegistry, Counter
 
 from agents.subject import addressed
 from schemas.tenant import Tenant
-from streams import codec, redis_store
+from streams import codec
+from streams.kafka import redis_store
 from streams.kafka.records import Naming
 from streams.kafka.settings import Settings
-from streams.webhook_events import Malformed, Routed, parse, route
+from streams.line.webhook_events import Malformed, Routed, parse, route
 
 log = logging.getLogger("anpi.ingress")
 

@@ -13,7 +13,7 @@ from agents.partition import Partition
 from agents.subject import addressed
 from schemas.effects import Effect
 from schemas.events import Inbound
-from streams.scenario import Scenario
+from streams.simulation.scenario import Scenario
 
 
 def run(scenario: Scenario) -> list[Effect]:

@@ -31,11 +31,11 @@ case hash of a staff call (closed cases expire after CLOSED_DAYS).
     anpi:{t}:rs:group:<group>        hash: cycle posted_at confirmed roster unconfirmed_at unconfirmed
     anpi:{t}:rs:usage:<month>        messages that count against LINE's monthly quota (an estimate)
     anpi:{t}:rs:state:<subject>      the subject's state, as the changelog has it but for the phone
-                                     number (PHONE_KEPT): My Page
+                                     number (kept_phone: its last four digits): My Page
     anpi:{t}:rs:hist:<member>        zset: the member's own effects (as the effects topic has them) by
                                      time, the last HISTORY_DAYS, at most HISTORY_KEEP (My Page)
 
-Members by service and state are the worker's own read model (streams/redis_store.py, `anpi:<t>:counts`).
+Members by service and state are the worker's own read model (streams/kafka/redis_store.py, `anpi:<t>:counts`).
 
 What the effects do not say, and how it is approximated here:
   - days are counted in the tenant's zone (ANPI_TIMEZONE), not each member's schedule zone;
@@ -52,7 +52,7 @@ import redis.asyncio as aioredis
 
 from agents import readside as rs
 from schemas import effects as fx
-from schemas.settings import PHONE_KEPT
+from schemas.settings import kept_phone
 from schemas.tenant import ID as _TENANT
 from schemas.tenant import ID_RULE
 from streams import codec
@@ -136,7 +136,7 @@ def state_ops(subject: str, value: bytes | None) -> list[list]:
     try:
         obj = codec.loads(value)
         if isinstance(obj, list) and obj and obj[0] == "m" and isinstance(obj[1], dict) and obj[1].get("phone"):
-            obj[1]["phone"] = PHONE_KEPT
+            obj[1]["phone"] = kept_phone(obj[1]["phone"])
         return [["state", subject, json.dumps(obj, ensure_ascii=False, separators=(",", ":"))]]
     except (ValueError, IndexError, TypeError):   # not a state this read side can read: nothing
         return []

@@ -1,6 +1,6 @@
 """`anpi bench ingress` and `anpi bench sender`: the LINE edge, over real HTTP.
 
-ingress  signed webhooks per second into streams/ingress.py, each body one postback OK from a
+ingress  signed webhooks per second into streams/line/ingress.py, each body one postback OK from a
          distinct member with a distinct webhookEventId, `concurrency` requests in flight on
          keep-alive connections (aiohttp client). The server runs in a child process (its own core);
          every 200 comes after the sink has the event durably: a committed SQLite row (StoreSink +
@@ -74,7 +74,7 @@ def _ingress_server(kind: str, tenant_id: str, db_path: str, conn, profile_path:
         from aiohttp import web
 
         from schemas.tenant import Tenant
-        from streams import ingress
+        from streams.line import ingress
 
         tenant = Tenant(tenant_id, SECRET, TOKEN)
         closers = []
@@ -343,7 +343,7 @@ def sender_bench(members: int = 100_000, keep_deliveries: bool = False, validate
     from schemas.effects import Effect
     from schemas.tenant import Tenant
     from streams.process import tune_gc
-    from streams.sender import Limits, Sender
+    from streams.line.sender import Limits, Sender
 
     tenant = Tenant("bench", SECRET, TOKEN)
     at = OK_AT

@@ -8,7 +8,7 @@ after `days` virtual days and prints one JSON summary line (a contract checked f
 With `tenants` > 1 it runs that many municipalities at once in the same process (tenants are data:
 one runtime serves them all), each with its own LINE channel and `n` residents; the summary then
 adds `tenants: {id: summary}`, and its top-level counts are their sums. `--runtime kafka` runs the
-same towns on the Kafka runtime's processes (streams/demo_kafka.py), with the same summary.
+same towns on the Kafka runtime's processes (streams/demo/on_kafka.py), with the same summary.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from schemas.tenant import Tenant
 from streams.admin import accounts
 from streams.embedded.serve import ServedRuntime
 from streams.embedded.store import Store
-from streams.sender import Sender
+from streams.line.sender import Sender
 
 ZONE = "Asia/Tokyo"
 # who the simulated residents are: most answer, some forget the first card, a few never answer
@@ -220,7 +220,7 @@ def main(n: int, days: float, speed: float, exit_after: bool, seed: int = 1, ten
          runtime: str = "embedded") -> int:
     try:
         if runtime == "kafka":
-            from streams.demo_kafka import demo_on_kafka
+            from streams.demo.on_kafka import demo_on_kafka
             asyncio.run(demo_on_kafka(n, days, speed, exit_after, seed, sys.stdout, tenants))
         else:
             asyncio.run(demo(n, days, speed, exit_after, seed, tenants=tenants))

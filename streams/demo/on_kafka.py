@@ -1,4 +1,4 @@
-"""`anpi demo --runtime kafka`: the demo's simulated towns (streams/demo.py) on the Kafka runtime.
+"""`anpi demo --runtime kafka`: the demo's simulated towns (streams/demo/town.py) on the Kafka runtime.
 
 The broker and Redis are started if they are not running (and stopped again at the end if the demo
 started them); then the worker, the ingress, the sender, the read side and the admin screen each run
@@ -40,7 +40,8 @@ from linesim import Channel, Config, run_linesim
 from linesim.limits import ScaledClock
 from schemas.events import Register
 from schemas.tenant import Tenant
-from streams import codec, services
+from streams import codec
+from streams.tools import services
 from streams.admin import accounts
 from streams.admin.redis_accounts import RedisStaff
 from streams.kafka.records import Naming, tick_messages
@@ -56,7 +57,7 @@ READY_SECONDS = 180.0   # for the processes to start and take their partitions
 
 
 async def demo_on_kafka(n: int, days: float, speed: float, exit_after: bool, seed: int, out, tenants: int) -> dict:
-    from streams import demo as d   # the towns, the summary and the hourly lines: the embedded demo's own
+    from streams.demo import town as d  # the towns, the summary and the hourly lines: the embedded demo's own
 
     folder = tempfile.mkdtemp(prefix="anpi-demo-kafka-")
     logging.basicConfig(filename=os.path.join(folder, "anpi.log"), level=logging.INFO,

@@ -16,7 +16,7 @@ from schemas.effects import CHECK_SENT
 from schemas.events import Ok, Register
 from schemas.settings import NOTIFY, WATCH, MemberSettings, Schedule
 from streams.process import tune_gc
-from streams.simulator import simulate
+from streams.simulation.simulator import simulate
 
 START = int(datetime.fromisoformat("2026-12-01T00:00:00+09:00").timestamp()) * 1000
 

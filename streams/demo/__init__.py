@@ -1,0 +1,1 @@
+"""`anpi demo`: simulated towns on either runtime."""

@@ -1,0 +1,1 @@
+"""The scenario format and the virtual-time simulator (`anpi simulate`)."""
