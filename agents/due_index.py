@@ -49,15 +49,25 @@ class DueIndex:
         if self._entries > 2 * len(current) + 1024:
             self.rebuild(list(current.items()))  # too many stale entries: keep memory bounded
 
-    def pop_due(self, now: int) -> list[str]:
-        """Subjects due at or before `now`, by (due, subject). They leave the index; set() them again."""
+    def pop_due(self, now: int, limit: int | None = None) -> list[str]:
+        """Subjects due at or before `now`, by (due, subject), at most `limit` of them (the others stay
+        due, for the next call). They leave the index; set() them again."""
         times, buckets, current, out = self._times, self._buckets, self._due, []
         while times and times[0] <= now:
-            due = heapq.heappop(times)
-            bucket = buckets.pop(due)
-            del self._live[due]
-            self._entries -= len(bucket)
+            due = times[0]
+            bucket = buckets[due]
             ready = sorted({subject for subject in bucket if current.get(subject) == due})
+            if limit is not None and len(out) + len(ready) > limit:  # this instant's subjects, in part
+                taken = ready[:limit - len(out)]
+                buckets[due] = ready[len(taken):]   # live, sorted, once each
+                self._live[due] = len(ready) - len(taken)
+                self._entries -= len(bucket) - len(buckets[due])
+                for subject in taken:
+                    del current[subject]
+                return out + taken
+            heapq.heappop(times)
+            del buckets[due], self._live[due]
+            self._entries -= len(bucket)
             for subject in ready:
                 del current[subject]
             out += ready

@@ -21,6 +21,7 @@ class Partition:
         # (subject, tick, reason) of subjects a tick could not step: kept as they were and left out
         # of the due-index until their next event; the shell quarantines these (drain_faults)
         self.faults: list[tuple[str, Tick, str]] = []
+        self.ticked = 0  # subjects the last tick stepped (or tried to)
 
     def apply(self, subject: str, event: Event) -> list[Effect]:
         """Step one subject with an inbound event, or raise `Refused` and change nothing. An unknown
@@ -38,12 +39,15 @@ class Partition:
         self.due.set(subject, state.due)
         return effects
 
-    def tick(self, at: int) -> list[Effect]:
-        """The clock reached `at`: step every subject with a timer due by then."""
+    def tick(self, at: int, limit: int | None = None) -> list[Effect]:
+        """The clock reached `at`: step every subject with a timer due by then, or the first `limit`
+        of them (by due instant): the others stay due, for the next tick (`behind`)."""
         out: list[Effect] = []
         table, due, clock = self.table, self.due, Tick(at)
         admit("", None, clock)  # a time the calendar can take, or Refused before anything moves
-        for subject in due.pop_due(at):
+        subjects = due.pop_due(at, limit)
+        self.ticked = len(subjects)
+        for subject in subjects:
             state = table[subject]
             try:
                 state, effects = _STEP[type(state)](state, clock)
@@ -61,6 +65,11 @@ class Partition:
 
     def next_due(self) -> int | None:
         return self.due.peek()
+
+    def behind(self, at: int) -> bool:
+        """Subjects due by `at` that a tick with a limit left for the next one."""
+        earliest = self.due.peek()
+        return earliest is not None and earliest <= at
 
 
 _STEP = {member.MemberState: member.step, group.GroupState: group.step}  # subject.step without its checks

@@ -54,11 +54,32 @@ class SubjectAgent:
     def apply(self, number: int, tenant: str, subject: str, event) -> list[Effect]:
         return self.partition(number, tenant).apply(subject, event)
 
-    def tick(self, number: int, at: int) -> list[tuple[str, Effect]]:
-        """(tenant, effect) of every subject due by `at` on the partition, tenant by tenant."""
+    def tick(self, number: int, at: int, budget: int | None = None) -> list[tuple[str, Effect]]:
+        """(tenant, effect) of every subject due by `at` on the partition, tenant by tenant; with a
+        `budget`, of that many subjects at most, shared fairly: the tenants take turns, a slice of
+        the budget each, so that a tenant with a few checks due has them all in this batch however
+        many another tenant has. What the budget leaves stays due for the next tick (`behind`)."""
         # A tick older than one already processed (a replay after a crash) changes nothing.
         self.last_tick[number] = max(at, self.last_tick.get(number, at))
-        return [(tenant, effect) for tenant, part in self.partitions[number].items() for effect in part.tick(at)]
+        parts = self.partitions[number]
+        if budget is None:
+            return [(tenant, effect) for tenant, part in parts.items() for effect in part.tick(at)]
+        out: list[tuple[str, Effect]] = []
+        waiting = [(tenant, part) for tenant, part in parts.items() if part.behind(at)]
+        while waiting and budget > 0:
+            share = max(1, budget // len(waiting))
+            for tenant, part in waiting:
+                out += [(tenant, effect) for effect in part.tick(at, min(share, budget))]
+                budget -= max(1, part.ticked)
+                if budget <= 0:
+                    break
+            waiting = [(tenant, part) for tenant, part in waiting if part.behind(at)]
+        return out
+
+    def behind(self, number: int) -> bool:
+        """Subjects of the partition due by its last tick that a budget left for the next one."""
+        at = self.last_tick.get(number)
+        return at is not None and any(part.behind(at) for part in self.partitions.get(number, {}).values())
 
     def drain(self, number: int) -> dict[tuple[str, str], State]:
         """The states written since the last drain (the last one per subject): what must be saved."""

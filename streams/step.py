@@ -51,18 +51,27 @@ class Stepped:
     flushes: list[str] = field(default_factory=list)
     events: list[object] = field(default_factory=list)                      # the events applied
     ticked: bool = False
+    behind: bool = False  # a tick's budget left subjects due: the shell ticks again at once
+
+
+# Subjects a tick steps at most per batch (about half a second of the core's time): a big tenant's
+# thousands of checks due at once go out over several batches, each committed, and a small tenant on
+# the same partition has all of its checks in the first (SubjectAgent.tick shares the budget out).
+TICK_BUDGET = 5_000
 
 
 def step(agent: SubjectAgent, number: int, inputs: Iterable[tuple[object, str, object]],
-         read: Callable[[object], Input]) -> Stepped:
+         read: Callable[[object], Input], budget: int | None = TICK_BUDGET) -> Stepped:
     """Apply `inputs` — (position, subject as stored, raw) — in order to partition `number` of
-    `agent`; `read(raw)` decodes one, or raises saying why it cannot."""
+    `agent`; `read(raw)` decodes one, or raises saying why it cannot. A tick steps `budget`
+    subjects at most (None: all that are due), but a tick with a flush token all of them: a
+    driver that waits for it expects every effect up to its time."""
     out = Stepped()
     for position, key, raw in inputs:
         try:
             record = read(raw)
             if record.subject is None:
-                out.effects += agent.tick(number, record.event.at)
+                out.effects += agent.tick(number, record.event.at, budget if record.flush is None else None)
                 out.ticked = True
                 out.aside += [Aside(position, tenant, subject, tick, quarantine.ERROR, reason)
                               for tenant, subject, tick, reason in agent.drain_faults(number)]
@@ -80,4 +89,5 @@ def step(agent: SubjectAgent, number: int, inputs: Iterable[tuple[object, str, o
         if record.flush is not None:
             out.flushes.append(record.flush)
     out.states = agent.drain(number)
+    out.behind = out.ticked and agent.behind(number)
     return out

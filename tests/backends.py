@@ -20,12 +20,13 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from agents import readside
+from agents import readside, routes
 from agents.subject import addressed
+from schemas import effects as fx
 from streams import codec
 from streams.admin import accounts
 from streams.admin.app import create_app, create_kafka_app
-from streams.admin.backends import RedisReadSide, SqliteStaff
+from streams.admin.backends import RedisReadSide, SqliteReadSide, SqliteStaff
 from streams.admin.redis_accounts import RedisStaff
 from streams.kafka import readside as readside_store
 from streams.kafka.readside import Writer
@@ -54,30 +55,49 @@ def backend(request) -> str:
 
 
 class Side:
-    """One backend around a test world: its notices, staff and the admin app over them."""
+    """One backend around a test world: its read side, notices and staff, and the screens over them.
+
+    On Redis, `sync()` plays the Kafka processes that keep Redis from the engine's output: the
+    worker's read-model labels, and `anpi readside` (ReadSideMirror); the screens' apps run it
+    before every request, as those processes keep up in the background. What the screens send
+    to the engine (a Resolve, a change on My Page) goes into the world's inbox (StoreInbound),
+    where the embedded engine takes it, as the worker takes the inbound topic."""
 
     def __init__(self, kind: str, world, zones: dict[str, str], redis=None):
         self.kind, self.world, self.zones, self.redis = kind, world, zones, redis
         if redis is None:
             self.notices, self.staff = SqliteNotices(world.store), SqliteStaff(world.store)
+            self.read = SqliteReadSide(world.store)
         else:
             self.notices, self.staff = RedisNotices(redis), RedisStaff(redis)
+            self.inbound = StoreInbound(world.store)
+            self.mirror = ReadSideMirror(world.store, redis, zones)
+            self.read = RedisReadSide(redis, self.inbound, self.staff)
 
     def app(self) -> web.Application:
         now, wall = (lambda: self.world.now[0]), (lambda: self.world.wall[0])
         if self.redis is None:
             return create_app(self.world.store, self.zones, now, wall)
         staff = RedisStaff(self.redis)
-        return create_kafka_app(RedisReadSide(self.redis, None, staff), staff, RedisRegistry(self.redis),
-                                RedisNotices(self.redis), self.zones, now, wall)
+        app = create_kafka_app(RedisReadSide(self.redis, self.inbound, staff), staff, RedisRegistry(self.redis),
+                               RedisNotices(self.redis), self.zones, now, wall)
+        app.middlewares.append(self._caught_up)
+        return app
+
+    @web.middleware
+    async def _caught_up(self, request, handler):
+        await self.sync()
+        return await handler(request)
 
     async def sync(self) -> None:
-        """Redis: every subject's read-model label, as the worker writes it after a batch."""
+        """Redis: every subject's read-model label, as the worker writes it after a batch, and the
+        read side, as `anpi readside` keeps it."""
         if self.redis is None:
             return
         model = ReadModel(self.redis)
         for tenant in self.zones:
             await model.record_many(tenant, {s: readside.label(state) for s, state in self.world.store.states(tenant)})
+        await self.mirror.sync()
 
     async def add_staff(self, tenant: str, login: str, role: str, hashed: str, at: int) -> None:
         await self.staff.add_user(tenant, login, role, hashed, at, "(test)")
@@ -116,7 +136,7 @@ async def admin_server(side: Side):
         await server.close()
 
 
-# --- My Page --------------------------------------------------------------------------------------
+# --- the Kafka processes, played over the world's store --------------------------------------------
 
 MYPAGE_DEPLOYMENT = "mp-test"  # the topic prefix whose APPLIED offsets RedisMembers reads
 
@@ -142,31 +162,45 @@ class StoreInbound:
 
 
 class ReadSideMirror:
-    """`anpi readside`'s part for My Page, over the embedded store: each subject's state (the
-    changelog), each member's effects (the effects topic) and the inbound position the states are
-    up to (APPLIED), written by the read side's own Writer, exactly once per offset."""
+    """`anpi readside` over the embedded store: each subject's state (the changelog), every effect
+    (the effects topic), the escalations (with a staff call's phone) and the inbound position the
+    states are up to (APPLIED), written by the read side's own Writer, exactly once per offset."""
 
     def __init__(self, store, redis, zones: dict[str, str]):
         self.store, self.redis, self.zones = store, redis, zones
         self.naming = Naming(MYPAGE_DEPLOYMENT)
         self.states_offset = 0
+        self.sent: dict[tuple[str, str], bytes] = {}  # (tenant, subject) -> the state last written
 
     async def sync(self) -> None:
         db = self.store.db
         for tenant, zone in self.zones.items():
             states = [(subject, codec.dumps(codec.state_to_obj(state))) for subject, state in self.store.states(tenant)]
-            records = [(self.states_offset + i, value) for i, value in enumerate(states)]
+            states = [(subject, value) for subject, value in states if self.sent.get((tenant, subject)) != value]
+            self.sent.update(((tenant, subject), value) for subject, value in states)  # a changelog: changes only
+            records = [(self.states_offset + i, record) for i, record in enumerate(states)]
             self.states_offset += len(states)
-            effects = [(seq, self.naming.effect(tenant, codec.effect_from_obj(json.loads(raw)))[1]) for seq, raw in
+            effects = [(seq, codec.effect_from_obj(json.loads(raw))) for seq, raw in
                        db.execute("SELECT seq, effect FROM effects WHERE tenant = ? ORDER BY seq", (tenant,))]
-            await Writer(self.redis, tenant, zone).apply([(readside_store.STATES, 0, records),
-                                                          (readside_store.EFFECTS, 0, effects)])
+            await Writer(self.redis, tenant, zone).apply([
+                (readside_store.STATES, 0, records),
+                (readside_store.EFFECTS, 0, [(seq, self.naming.effect(tenant, e)[1]) for seq, e in effects]),
+                (readside_store.ESCALATIONS, 0, [(seq, self._escalation(tenant, e)) for seq, e in effects
+                                                 if e.effect in routes.ESCALATIONS])])
         # the last inbound row before the first one some tenant's engine has not applied yet
         first_open = db.execute("SELECT MIN(seq) FROM inbox WHERE seq > COALESCE((SELECT inbox FROM cursors "
                                 "WHERE cursors.tenant = inbox.tenant), 0)").fetchone()[0]
         applied = first_open - 1 if first_open is not None else db.execute(
             "SELECT COALESCE(MAX(seq), 0) FROM inbox").fetchone()[0]
         await self.redis.hset(f"anpi:{{{MYPAGE_DEPLOYMENT}}}:rs:applied", mapping={"0": applied})
+
+    def _escalation(self, tenant: str, effect) -> bytes:
+        """The escalations topic's record, with a staff call's phone from the state, as the worker has it."""
+        phone = None
+        if effect.effect == fx.STAFF_CALL:
+            state = dict(self.store.states(tenant)).get(effect.subject)
+            phone = getattr(getattr(state, "settings", None), "phone", None)
+        return self.naming.effect(tenant, effect, **({"phone": phone} if phone else {}))[1]
 
 
 def mypage_app(kind: str, store, tenants, now_ms, redis=None, **options):

@@ -1,4 +1,5 @@
-"""The admin screen over real HTTP: accounts, sessions, CSRF, tenant isolation on every route, the
+"""The admin screen over real HTTP, on both backends (tests/backends.py: the embedded store's file, or
+Redis as `anpi admin serve` reads it): accounts, sessions, CSRF, tenant isolation on every route, the
 read side after real engine steps, and a call-queue outcome that the engine acts on."""
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from aiohttp.test_utils import TestServer
 from agents import notices as notices_rules
 from agents import readside as rs
 from agents.clock import HOUR, MINUTE
-from backends import Side, admin_server
+from backends import admin_server, backend, side_of  # noqa: F401 (backend: the fixture)
 from linesim import user_id_for
 from schemas import effects as fx
 from schemas.events import Acknowledge, Ok, Register, Resolve
@@ -31,7 +32,6 @@ from streams.embedded import readside
 from streams.embedded.engine import Engine
 from streams.embedded.store import Store
 from streams.notices import book
-from streams.notices.in_sqlite import SqliteNotices
 
 START = 1_796_050_800_000  # 2026-12-01T00:00+09:00
 DAY = 24 * HOUR
@@ -54,6 +54,7 @@ class World:
     """Two tenants in one store, the engine of tenant A, and two clocks the tests move."""
     store: Store
     engine: Engine
+    side: object = None  # the backend the test runs on (tests/backends.Side), once serving
     now: list[int] = field(default_factory=lambda: [START])          # the engine's time
     wall: list[int] = field(default_factory=lambda: [START])         # real time: sessions, lockouts
 
@@ -94,19 +95,30 @@ def build_world(path: str, days: int = 2) -> World:
     return world
 
 
-def install_staff(store: Store) -> None:
-    """admin and operator of tenant A, admin of tenant B (one hash: argon2 is slow on purpose)."""
-    hashed = accounts.hash_password(PASSWORD)
-    accounts.install(store.db)
-    for tenant, login, role in ((A, "a-admin", "admin"), (A, "a-operator", "operator"), (B, "b-admin", "admin")):
-        accounts.add_hashed(store.db, tenant, login, role, hashed, START)
+HASHED = accounts.hash_password(PASSWORD)  # one hash for every account: argon2 is slow on purpose
 
 
 @asynccontextmanager
-async def serving(world: World):
-    """The admin screen over the world's SQLite file (tests/backends.py has it over Redis too)."""
-    async with admin_server(Side("sqlite", world, {A: "Asia/Tokyo", B: "Asia/Tokyo"})) as (server, admin):
-        yield server, admin
+async def serving(world: World, kind: str):
+    """The admin screen of backend `kind` over the world, with an admin and an operator of tenant A
+    and an admin of tenant B; `world.side` is the backend (its read side, staff, notices)."""
+    async with side_of(kind, world, {A: "Asia/Tokyo", B: "Asia/Tokyo"}) as side:
+        for tenant, login, role in ((A, "a-admin", "admin"), (A, "a-operator", "operator"), (B, "b-admin", "admin")):
+            await side.add_staff(tenant, login, role, HASHED, START)
+        world.side = side
+        async with admin_server(side) as (server, admin):
+            yield server, admin
+
+
+async def case_row(world: World, member: str, cycle: int = 1) -> dict | None:
+    """The call queue's row of a case, as the backend's read side has it once it has caught up."""
+    await world.side.sync()
+    return await world.side.read.case(A, member, cycle)
+
+
+async def audit_log(world: World) -> list[dict]:
+    """Tenant A's audit log, newest first, without the rows of the accounts the test began with."""
+    return [r for r in await world.side.audit_log(A) if r["login"] != "(test)"]
 
 
 class Browser:
@@ -148,13 +160,12 @@ def csrf_in(page: str) -> str:
 
 
 def run(test):
-    """Run `test(world, server, admin_app)` against a fresh world of tenants A and B."""
-    def wrapper(tmp_path, *args, **kwargs):
+    """Run `test(world, server, admin_app)` against a fresh world of tenants A and B, on each backend."""
+    def wrapper(tmp_path, backend, *args, **kwargs):
         world = build_world(str(tmp_path / "anpi.db"))
-        install_staff(world.store)
 
         async def go():
-            async with serving(world) as (server, app):
+            async with serving(world, backend) as (server, app):
                 await test(world, server, app, *args, **kwargs)
         asyncio.run(go())
         world.store.close()
@@ -193,7 +204,7 @@ async def test_a_wrong_password_or_an_unknown_login_is_refused_and_only_known_lo
     assert status == 401
     status, _, _ = await user.login(A, "b-admin")  # tenant B's account does not open tenant A
     assert status == 401
-    log = accounts.audit_log(world.store.db, A)
+    log = await audit_log(world)
     assert [r["login"] for r in log] == ["(不明なID)", "(不明なID)", "a-admin"]
     assert all("secret" not in json.dumps(r, ensure_ascii=False) for r in log)
     assert (await user.get("/admin/city-a/overview"))[0] == 302  # still not logged in
@@ -215,7 +226,7 @@ async def test_five_wrong_passwords_lock_the_account_for_fifteen_minutes(world, 
     world.wall[0] += MINUTE
     fresh = Browser(server)
     assert (await fresh.login(A, "a-operator"))[0] == 303
-    assert accounts.users(world.store.db, A)[1]["failed"] == 0
+    assert (await world.side.staff.users(A))[1]["failed"] == 0
     await user.close()
     await fresh.close()
 
@@ -272,7 +283,7 @@ async def test_a_session_ends_after_thirty_idle_minutes(world, server, app):
 async def test_a_post_without_the_sessions_csrf_token_changes_nothing(world, server, app):
     user = Browser(server)
     await user.login(A, "a-admin")
-    before = (len(inbox(world.store, A)), len(accounts.audit_log(world.store.db, A)))
+    before = len(inbox(world.store, A))
     case = {"member": WATCH_SILENT, "cycle": "1", "outcome": rs.REACHED}
     for form in (case, {**case, "csrf": "forged"}, {**case, "csrf": ""}):
         status, page, _ = await user.post("/admin/city-a/calls/record", form)
@@ -283,9 +294,9 @@ async def test_a_post_without_the_sessions_csrf_token_changes_nothing(world, ser
     assert status == 403
     status, _, _ = await user.post("/admin/city-a/users", {"login": "intruder", "role": "admin"})
     assert status == 403
-    assert readside.case(world.store.db, A, WATCH_SILENT, 1)["last_action"] is None
-    assert len(inbox(world.store, A)) == before[0]
-    assert not accounts.exists(world.store.db, A, "intruder")
+    assert (await case_row(world, WATCH_SILENT))["last_action"] is None
+    assert len(inbox(world.store, A)) == before
+    assert not await world.side.staff.exists(A, "intruder")
     # the login form has its own token (a double-submit cookie): a cross-site login is refused
     fresh = Browser(server)
     status, _, _ = await fresh.post("/admin/city-a/login", {"login": "a-admin", "password": PASSWORD, "csrf": "x"})
@@ -325,11 +336,11 @@ FORMS = {"/{tenant}/calls/record": {"member": WATCH_SILENT, "cycle": "1", "outco
                                      "channel_access_token": "stranger-token-0123456789abcdef"}}
 
 
-def a_notice(world: World) -> str:
+async def a_notice(world: World) -> str:
     """A notice of tenant A, sent, for the routes that show one ({notice})."""
     draft, _ = notices_rules.draft("disaster", "A市だけの避難指示", "本文", ["watch"], ok_button=True)
     notice_id = book.new_id()
-    SqliteNotices(world.store).commit_now(A, notice_id, draft, [WATCH_SILENT, WATCH_LATE], [], "a-admin", START)
+    await world.side.notices.commit(A, notice_id, draft, [WATCH_SILENT, WATCH_LATE], [], "a-admin", START)
     return notice_id
 
 
@@ -343,18 +354,16 @@ def test_every_admin_route_but_the_front_door_is_per_tenant_and_only_the_login_i
 
 
 @pytest.mark.parametrize("method,path", GUARDED, ids=[f"{m} {p}" for m, p in GUARDED])
-def test_a_user_of_another_tenant_gets_not_found_on_every_route(tmp_path, method, path):
+def test_a_user_of_another_tenant_gets_not_found_on_every_route(tmp_path, backend, method, path):
     world = build_world(str(tmp_path / "anpi.db"), days=2)
-    install_staff(world.store)
-    db = world.store.db
-    notice_id = a_notice(world)
 
     async def go():
-        async with serving(world) as (server, app):
+        async with serving(world, backend) as (server, app):
+            notice_id = await a_notice(world)
             stranger = Browser(server)
             assert (await stranger.login(B, "b-admin"))[0] == 303
             token = await stranger.csrf(B)   # a valid token of the stranger's own session
-            before = _tenant_a_rows(world)
+            before = await _tenant_a_rows(world)
             url = "/admin" + path.replace("{tenant}", A).replace("{notice}", notice_id)
             if method == "GET":
                 status, page, _ = await stranger.get(url)
@@ -366,7 +375,7 @@ def test_a_user_of_another_tenant_gets_not_found_on_every_route(tmp_path, method
             if "{notice}" in path:   # nor through the stranger's own tenant's address
                 status, page, _ = await stranger.get("/admin" + path.replace("{tenant}", B).replace("{notice}", notice_id))
                 assert status == 404 and "A市だけの避難指示" not in page
-            assert _tenant_a_rows(world) == before     # nothing of tenant A changed
+            assert await _tenant_a_rows(world) == before     # nothing of tenant A changed
             # and without any session: GETs go to the login page, POSTs are refused
             anonymous = Browser(server)
             if method == "GET":
@@ -375,7 +384,7 @@ def test_a_user_of_another_tenant_gets_not_found_on_every_route(tmp_path, method
             else:
                 status, _, _ = await anonymous.post(url, FORMS.get(path, {}))
                 assert status == 403
-            assert _tenant_a_rows(world) == before
+            assert await _tenant_a_rows(world) == before
             # the tenant's own staff do reach it (the route is real, not refused for everyone)
             own = Browser(server)
             await own.login(A, "a-admin")
@@ -385,10 +394,12 @@ def test_a_user_of_another_tenant_gets_not_found_on_every_route(tmp_path, method
                 await u.close()
     asyncio.run(go())
     world.store.close()
-    assert db is not None
 
 
-def _tenant_a_rows(world: World) -> tuple:
+async def _tenant_a_rows(world: World) -> tuple:
+    """Everything tenant A has: its inbox, and the backend's rows (SQLite) or keys (Redis) of it."""
+    if world.side.redis is not None:
+        return len(inbox(world.store, A)), await _keys_of(world.side.redis, A)
     db = world.store.db
     return (len(inbox(world.store, A)),
             db.execute("SELECT COUNT(*) FROM admin_audit WHERE tenant = ? AND action NOT LIKE 'login%'", (A,)).fetchone(),
@@ -398,6 +409,25 @@ def _tenant_a_rows(world: World) -> tuple:
             db.execute("SELECT COUNT(*) FROM notice_recipients").fetchone(),
             db.execute("SELECT * FROM tenant_look WHERE tenant = ?", (A,)).fetchall(),
             db.execute("SELECT * FROM tenant_settings WHERE tenant = ?", (A,)).fetchall())
+
+
+async def _keys_of(redis, tenant: str) -> dict:
+    """Every Redis key of `tenant` with its content (a session of the tenant's own staff left out:
+    none is opened by these tests before they look)."""
+    out = {}
+    async for key in redis.scan_iter(match=f"anpi:{{{tenant}}}:*"):
+        kind = (await redis.type(key)).decode()
+        if kind == "string":
+            out[key] = await redis.get(key)
+        elif kind == "hash":
+            out[key] = await redis.hgetall(key)
+        elif kind == "list":
+            out[key] = await redis.lrange(key, 0, -1)
+        elif kind == "set":
+            out[key] = await redis.smembers(key)
+        elif kind == "zset":
+            out[key] = await redis.zrange(key, 0, -1, withscores=True)
+    return out
 
 
 @run
@@ -410,7 +440,7 @@ async def test_operators_work_the_queue_but_only_administrators_manage_accounts(
         assert status == 403 and "管理者だけ" in page
     status, _, _ = await operator.post("/admin/city-a/users", {"csrf": await operator.csrf(A), "login": "x",
                                                                "role": "admin"})
-    assert status == 403 and not accounts.exists(world.store.db, A, "x")
+    assert status == 403 and not await world.side.staff.exists(A, "x")
     admin = Browser(server)
     await admin.login(A, "a-admin")
     status, page, _ = await admin.post("/admin/city-a/users", {"csrf": await admin.csrf(A), "login": "new-staff",
@@ -506,24 +536,24 @@ async def test_reached_and_fine_commits_a_resolve_and_the_engine_closes_the_case
         "csrf": csrf_in(page), "member": WATCH_SILENT, "cycle": "1", "outcome": rs.REACHED})
     assert status == 303 and "done=reached" in response.headers["Location"]
     assert inbox(world.store, A)[-1] == Resolve(world.now[0], WATCH_SILENT)
-    row = readside.case(world.store.db, A, WATCH_SILENT, 1)
+    row = await case_row(world, WATCH_SILENT)
     assert row["status"] == "open" and row["last_action"] == rs.REACHED  # until the engine has it
     assert "反映中" in (await user.get("/admin/city-a/calls"))[1]
     effects = world.step(world.now[0] + 1_000)
     assert [e.effect for e in effects if e.subject == WATCH_SILENT] == [fx.RESOLVED_AFTER_ESCALATION]
-    row = readside.case(world.store.db, A, WATCH_SILENT, 1)
+    row = await case_row(world, WATCH_SILENT)
     assert row["status"] == "closed" and row["outcome"] == rs.REACHED
     page = (await user.get("/admin/city-a/calls"))[1]
     closed = page.split('id="closed-cases"')[1]
     assert WATCH_SILENT in closed and "連絡がつき無事" in closed
     assert WATCH_SILENT not in page.split('id="open-cases"')[1].split("</table>")[0]
-    log = accounts.audit_log(world.store.db, A)
+    log = await audit_log(world)
     assert log[0]["login"] == "a-operator" and log[0]["action"] == "case.reached"
     assert log[0]["target"] == f"{WATCH_SILENT}:1"
     # recording on a closed case changes nothing
     status, _, response = await user.post("/admin/city-a/calls/record", {
         "csrf": csrf_in(page), "member": WATCH_SILENT, "cycle": "1", "outcome": rs.NO_ANSWER})
-    assert "gone=1" in response.headers["Location"] and len(accounts.audit_log(world.store.db, A)) == len(log)
+    assert "gone=1" in response.headers["Location"] and len(await audit_log(world)) == len(log)
     await user.close()
 
 
@@ -536,14 +566,14 @@ async def test_no_answer_and_a_visit_keep_the_case_open_and_emergency_services_c
     for outcome in (rs.NO_ANSWER, rs.VISIT):
         await user.post("/admin/city-a/calls/record", {"csrf": csrf, "member": WATCH_LATE, "cycle": "1",
                                                        "outcome": outcome})
-        row = readside.case(world.store.db, A, WATCH_LATE, 1)
+        row = await case_row(world, WATCH_LATE)
         assert row["status"] == "open" and row["last_action"] == outcome
     await user.post("/admin/city-a/calls/record", {"csrf": csrf, "member": WATCH_LATE, "cycle": "1",
                                                    "outcome": rs.EMERGENCY})
-    row = readside.case(world.store.db, A, WATCH_LATE, 1)
+    row = await case_row(world, WATCH_LATE)
     assert row["status"] == "closed" and row["outcome"] == rs.EMERGENCY
     assert len(inbox(world.store, A)) == queued  # handed over: nothing for the engine to do
-    actions = [r["action"] for r in accounts.audit_log(world.store.db, A)][:3]
+    actions = [r["action"] for r in await audit_log(world)][:3]
     assert actions == ["case.emergency", "case.visit", "case.no_answer"]
     page = (await user.get("/admin/city-a/audit"))[1]
     assert "対応を記録：救急・警察に連絡" in page and PASSWORD not in page
@@ -567,11 +597,11 @@ async def test_the_notify_page_shows_how_many_of_those_told_will_go_and_look(wor
 async def test_a_resident_who_answers_after_the_call_closes_the_case_by_themselves(world, server, app):
     world.ok(WATCH_SILENT, world.now[0])
     world.step(world.now[0] + 1_000)
-    row = readside.case(world.store.db, A, WATCH_SILENT, 1)
+    row = await case_row(world, WATCH_SILENT)
     assert row["status"] == "closed" and row["outcome"] == rs.RESIDENT
     world.ok(NOTIFY_SILENT, world.now[0])
     world.step(world.now[0] + 1_000)
-    assert readside.case(world.store.db, A, NOTIFY_SILENT, 1)["status"] == "closed"
+    assert (await case_row(world, NOTIFY_SILENT))["status"] == "closed"
     user = Browser(server)
     await user.login(A, "a-operator")
     page = (await user.get("/admin/city-a/escalations"))[1]

@@ -81,3 +81,30 @@ def test_drain_returns_each_changed_subject_once_with_its_last_state_then_nothin
     drained = agent.drain(number)
     assert drained == {("t", subject): state for subject, state in agent.partition(number, "t").table.items()}
     assert agent.drain(number) == {}
+
+
+def test_a_budgeted_tick_gives_a_small_tenant_all_its_checks_at_once_and_the_big_one_the_rest_later():
+    """A tick with a budget (streams/step.TICK_BUDGET on both runtimes) shares it out by turns: a
+    tenant with a few subjects due has them all in the first batch, whatever another has; what is
+    left stays due and the next ticks fire it, each effect at the instant it fell due."""
+    from schemas.events import Register
+    from schemas.settings import MemberSettings, Schedule
+    daily = Schedule("1d", 9 * 60, "Asia/Tokyo", None)
+    start = 1_796_050_800_000  # 2026-12-01T00:00+09:00; the first checks at 09:00
+    agent = SubjectAgent()
+    agent.install(0, [])
+    for tenant, n in (("big", 1_000), ("small", 5)):
+        for i in range(n):
+            member = f"U{tenant}{i:04d}"
+            agent.apply(0, tenant, member, Register(start, MemberSettings(member, "notify", daily, None, ("Ufamily",))))
+    nine = start + 9 * 3_600_000
+    first = agent.tick(0, nine + 60_000, budget=100)
+    sent = lambda fired, t: sorted(e.subject for tenant, e in fired if tenant == t)  # noqa: E731
+    assert sent(first, "small") == [f"Usmall{i:04d}" for i in range(5)]
+    assert len(sent(first, "big")) == 95 and agent.behind(0)
+    rest = []
+    while agent.behind(0):
+        rest += agent.tick(0, nine + 120_000, budget=100)
+    assert sorted(sent(first, "big") + sent(rest, "big")) == [f"Ubig{i:04d}" for i in range(1_000)]
+    assert {e.at for _, e in first + rest} == {nine}   # each check at the instant it fell due
+    assert agent.tick(0, nine + 180_000, budget=100) == [] and not agent.behind(0)

@@ -211,6 +211,8 @@ def create_app(settings: Settings) -> faust.App:
                     await send(settings.outbox, batch_end(batch[-1].message.offset), key=b"", partition=number)
             for flush in done.flushes:
                 await send(settings.effects, flushed(flush, number), key=b"", partition=number)
+            if done.behind:  # the tick's budget left subjects due: this partition's next batch goes on
+                await send(settings.inbound, tick(logic.last_tick[number]), key=b"", partition=number)
             for entry in aside:  # with the offset that passes them: a restart never applies them again
                 await send(settings.quarantine, codec.dumps(entry), key=entry["id"].encode(), partition=number)
             # states after effects: a state is never durable without the effects that led to it

@@ -135,6 +135,11 @@ class Builder:
             self._step(None)
 
     def _step(self, at: int | None) -> None:
+        self._one_step(at)
+        while self.engine.behind:  # a tick steps TICK_BUDGET subjects at most; the rest at once, as `anpi serve`
+            self._one_step(at)
+
+    def _one_step(self, at: int | None) -> None:
         effects = self.engine.step(at)
         self.steps += 1
         self.effects += len(effects)
