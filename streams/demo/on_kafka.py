@@ -54,6 +54,7 @@ from streams.tenants.in_redis import RedisRegistry
 log = logging.getLogger("anpi.demo")
 DEMO_DB = 11            # the demo's Redis database, emptied at its start
 READY_SECONDS = 180.0   # for the processes to start and take their partitions
+PARTITIONS = 2          # a few hundred residents a town: fewer transactions and sender batches per tick
 
 
 async def demo_on_kafka(n: int, days: float, speed: float, exit_after: bool, seed: int, out, tenants: int) -> dict:
@@ -69,7 +70,7 @@ async def demo_on_kafka(n: int, days: float, speed: float, exit_after: bool, see
             raise SystemExit("anpi demo: Kafka and Redis did not start (try `anpi services up`)")
     base = Settings.from_env()
     prefix = f"anpi-demo-{uuid.uuid4().hex[:8]}"
-    settings = replace(base, redis=_database(base.redis, DEMO_DB), tick_seconds=0.0)
+    settings = replace(base, redis=_database(base.redis, DEMO_DB), tick_seconds=0.0, partitions=PARTITIONS)
     run = KafkaRun(settings, prefix=prefix)
     run.log_path = os.path.join(folder, "worker.log")
     settings = run.settings
