@@ -47,6 +47,17 @@ def redis_url() -> str:
     return f"redis://{cfg.redis_host}:{cfg.redis_port}/{REDIS_DB}"
 
 
+async def redis_contents(client) -> str:
+    """Every key of the database and what it holds, as one text (to look for what must not be there)."""
+    out = []
+    async for key in client.scan_iter():
+        kind = (await client.type(key)).decode()
+        read = {"string": client.get, "hash": client.hgetall, "set": client.smembers,
+                "list": lambda k: client.lrange(k, 0, -1), "zset": lambda k: client.zrange(k, 0, -1)}.get(kind)
+        out.append(f"{key!r} {await read(key)!r}" if read else repr(key))
+    return "\n".join(out)
+
+
 @pytest.fixture(params=KINDS)
 def backend(request) -> str:
     if request.param == "redis":

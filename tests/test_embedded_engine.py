@@ -80,3 +80,38 @@ def test_a_step_that_fails_to_commit_leaves_the_store_as_it_was(tmp_path):
     else:
         raise AssertionError("the failing commit was not reported")
     assert store.cursor("t") == (0, None) and list(store.states("t")) == []
+
+
+def test_a_file_from_before_reply_tokens_rode_with_events_opens_and_its_inbox_is_applied(tmp_path):
+    """A file of the earlier schema (inbox and effects without `reply`, a per-member `replies` table)
+    gains the columns when it is opened, loses the old table, and its waiting rows are applied."""
+    import json
+    import sqlite3
+
+    from schemas.events import Register
+    from schemas.settings import MemberSettings, Schedule
+    from streams import codec
+    path = str(tmp_path / "old.db")
+    old = sqlite3.connect(path)
+    old.executescript("""
+        CREATE TABLE inbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL, subject TEXT NOT NULL,
+                            event TEXT NOT NULL);
+        CREATE TABLE effects (seq INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL, step INTEGER NOT NULL,
+                              id TEXT NOT NULL, kind TEXT NOT NULL, at INTEGER NOT NULL, effect TEXT NOT NULL,
+                              sent INTEGER NOT NULL DEFAULT 0, UNIQUE (tenant, id));
+        CREATE TABLE replies (tenant TEXT NOT NULL, member TEXT NOT NULL, token TEXT NOT NULL, at INTEGER NOT NULL,
+                              PRIMARY KEY (tenant, member)) WITHOUT ROWID;
+    """)
+    settings = MemberSettings("U1", "watch", Schedule("1d", 9 * 60, "Asia/Tokyo", None), "090-0000-0001")
+    old.execute("INSERT INTO inbox (tenant, subject, event) VALUES ('t', 'U1', ?)",
+                (json.dumps(codec.event_to_obj(Register(1_796_050_800_000, settings))),))
+    old.execute("INSERT INTO replies VALUES ('t', 'U1', 'token', 1)")
+    old.commit()
+    old.close()
+    store = Store(path)
+    Engine(store, "t").step(1_796_050_800_000 + 10 * 3_600_000)
+    assert [e.effect for e in store.effects("t")] == ["check_sent"]
+    tables = {name for (name,) in store.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "replies" not in tables
+    assert {row[1] for row in store.db.execute("PRAGMA table_info(inbox)")} >= {"reply"}
+    store.close()

@@ -36,7 +36,7 @@ from streams.embedded.engine import Engine
 from streams.embedded.store import Store
 from streams.mypage import reading
 
-from backends import backend, mypage_app, redis_url  # noqa: F401  (backend: a fixture)
+from backends import backend, mypage_app, redis_contents, redis_url  # noqa: F401  (backend: a fixture)
 
 START = 1_796_050_800_000  # 2026-12-01T00:00+09:00 (a Tuesday)
 ZONE = "Asia/Tokyo"
@@ -350,6 +350,11 @@ def test_switching_to_watch_takes_a_phone_number_and_drops_the_contacts(store):
             assert status == 200 and "見守り・毎日 午前9時" in text(page) and "末尾 6666" in text(page)
             status, page = await browser.change(SAKURA, "service", page, service="watch", phone="")  # keeps it
             assert status == 200 and "末尾 6666" in text(page)
+            if store.backend == "redis":  # the number goes to the engine; Redis keeps its last four digits
+                client = aioredis.from_url(redis_url())
+                held = await redis_contents(client)
+                await client.aclose()
+                assert "6666" in held and "5555" not in held
     run(main())
     Engine(store, "sakura").step(at(1, 8))
     assert state_of(store, "sakura", HANA).settings == MemberSettings(HANA, "watch", DAILY_9, "09055556666", ())

@@ -4,7 +4,8 @@
     anpi:{t}:rs:hist:<member>       their own effects by time (the effects topic, the last 31 days)
     anpi:{<prefix>}:rs:applied      partition -> the inbound offset those states are up to
     anpi:{t}:mp:pending:<member>    the changes made here, with where they went on the inbound
-                                    topic (partition, offset), for an hour
+                                    topic (partition, offset), for an hour (a phone number typed
+                                    here: its last four digits only, as in the state)
     anpi:{t}:mp:session:<sha256>    a session: member, csrf, started, seen, flash
 
 A change goes onto the inbound topic (streams/ingress.KafkaSink) and waits there for the worker;
@@ -21,11 +22,14 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from dataclasses import replace
 
 import redis.asyncio as aioredis
 
 from agents import subject
 from agents.member import MemberState
+from schemas.events import ChangeSettings
+from schemas.settings import PHONE_KEPT, kept_phone
 from streams import codec
 from streams.kafka import readside
 from streams.mypage import reading
@@ -61,9 +65,11 @@ class RedisMembers:
                 change = json.loads(item)
                 if change["o"] > applied.get(str(change["p"]), -1):   # not in the state yet
                     try:
-                        state, _ = subject.step(state, codec.event_from_obj(change["e"]), member)
+                        event = codec.event_from_obj(change["e"])
+                        state, _ = subject.step(state, event, member)
                     except Exception:  # the engine will set it aside (streams/quarantine.py): it changes nothing
                         continue
+                    state = _with_kept_phone(state, event)
         return state if type(state) is MemberState else None
 
     async def history(self, tenant, member, since, until):
@@ -77,7 +83,7 @@ class RedisMembers:
             raise NotRegistered
         events = build(state)
         placed = await self.sink.put(tenant, Routed(events=list(events)))
-        mine = [json.dumps({"p": p, "o": o, "e": codec.event_to_obj(e)}, ensure_ascii=False)
+        mine = [json.dumps({"p": p, "o": o, "e": codec.event_to_obj(_masked(e))}, ensure_ascii=False)
                 for who, e, p, o in placed if who == member]
         if mine:
             key = _mp(tenant) + "pending:" + member
@@ -85,6 +91,25 @@ class RedisMembers:
                 pipe.rpush(key, *mine)
                 pipe.pexpire(key, PENDING_MS)
                 await pipe.execute()
+
+
+def _masked(event):
+    """The change as the page keeps it meanwhile: a number typed anew only as its last four digits
+    (the engine has it whole, from the inbound topic)."""
+    settings = getattr(event, "settings", None)
+    phone = getattr(settings, "phone", None)
+    if type(event) is ChangeSettings and phone and not phone.startswith(PHONE_KEPT):
+        return replace(event, settings=replace(settings, phone=kept_phone(phone)))
+    return event
+
+
+def _with_kept_phone(state, event):
+    """A masked change stepped on the masked copy: the engine's rule keeps the number it has, and
+    this copy has the new number's last four digits."""
+    phone = getattr(getattr(event, "settings", None), "phone", None)
+    if type(event) is ChangeSettings and type(state) is MemberState and phone and phone.startswith(PHONE_KEPT):
+        return state._replace(settings=replace(state.settings, phone=phone))
+    return state
 
 
 class RedisSessions:
