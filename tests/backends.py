@@ -47,15 +47,30 @@ def redis_url() -> str:
     return f"redis://{cfg.redis_host}:{cfg.redis_port}/{REDIS_DB}"
 
 
+async def key_contents(redis, key):
+    """What one Redis key holds, read by its type (None for a type these tests do not use)."""
+    kind = (await redis.type(key)).decode()
+    if kind == "string":
+        return await redis.get(key)
+    if kind == "hash":
+        return await redis.hgetall(key)
+    if kind == "list":
+        return await redis.lrange(key, 0, -1)
+    if kind == "set":
+        return await redis.smembers(key)
+    if kind == "zset":
+        return await redis.zrange(key, 0, -1, withscores=True)
+    return None
+
+
+async def keys_of(redis, match: str = "*") -> dict:
+    """Every key matching `match`, with what it holds."""
+    return {key: await key_contents(redis, key) async for key in redis.scan_iter(match=match, count=1000)}
+
+
 async def redis_contents(client) -> str:
     """Every key of the database and what it holds, as one text (to look for what must not be there)."""
-    out = []
-    async for key in client.scan_iter():
-        kind = (await client.type(key)).decode()
-        read = {"string": client.get, "hash": client.hgetall, "set": client.smembers,
-                "list": lambda k: client.lrange(k, 0, -1), "zset": lambda k: client.zrange(k, 0, -1)}.get(kind)
-        out.append(f"{key!r} {await read(key)!r}" if read else repr(key))
-    return "\n".join(out)
+    return "\n".join(f"{key!r} {value!r}" for key, value in (await keys_of(client)).items())
 
 
 @pytest.fixture(params=KINDS)
@@ -182,21 +197,26 @@ class ReadSideMirror:
         self.naming = Naming(MYPAGE_DEPLOYMENT)
         self.states_offset = 0
         self.sent: dict[tuple[str, str], bytes] = {}  # (tenant, subject) -> the state last written
+        self.effects_seq: dict[str, int] = {}         # tenant -> the last effect row written
 
     async def sync(self) -> None:
         db = self.store.db
         for tenant, zone in self.zones.items():
-            states = [(subject, codec.dumps(codec.state_to_obj(state))) for subject, state in self.store.states(tenant)]
+            decoded = dict(self.store.states(tenant))
+            states = [(subject, codec.dumps(codec.state_to_obj(state))) for subject, state in decoded.items()]
             states = [(subject, value) for subject, value in states if self.sent.get((tenant, subject)) != value]
             self.sent.update(((tenant, subject), value) for subject, value in states)  # a changelog: changes only
             records = [(self.states_offset + i, record) for i, record in enumerate(states)]
             self.states_offset += len(states)
             effects = [(seq, codec.effect_from_obj(json.loads(raw))) for seq, raw in
-                       db.execute("SELECT seq, effect FROM effects WHERE tenant = ? ORDER BY seq", (tenant,))]
+                       db.execute("SELECT seq, effect FROM effects WHERE tenant = ? AND seq > ? ORDER BY seq",
+                                  (tenant, self.effects_seq.get(tenant, 0)))]
+            if effects:
+                self.effects_seq[tenant] = effects[-1][0]
             await Writer(self.redis, tenant, zone).apply([
                 (readside_store.STATES, 0, records),
                 (readside_store.EFFECTS, 0, [(seq, self.naming.effect(tenant, e)[1]) for seq, e in effects]),
-                (readside_store.ESCALATIONS, 0, [(seq, self._escalation(tenant, e)) for seq, e in effects
+                (readside_store.ESCALATIONS, 0, [(seq, self._escalation(tenant, e, decoded)) for seq, e in effects
                                                  if e.effect in routes.ESCALATIONS])])
         # the last inbound row before the first one some tenant's engine has not applied yet
         first_open = db.execute("SELECT MIN(seq) FROM inbox WHERE seq > COALESCE((SELECT inbox FROM cursors "
@@ -205,11 +225,11 @@ class ReadSideMirror:
             "SELECT COALESCE(MAX(seq), 0) FROM inbox").fetchone()[0]
         await self.redis.hset(f"anpi:{{{MYPAGE_DEPLOYMENT}}}:rs:applied", mapping={"0": applied})
 
-    def _escalation(self, tenant: str, effect) -> bytes:
+    def _escalation(self, tenant: str, effect, states: dict) -> bytes:
         """The escalations topic's record, with a staff call's phone from the state, as the worker has it."""
         phone = None
         if effect.effect == fx.STAFF_CALL:
-            state = dict(self.store.states(tenant)).get(effect.subject)
+            state = states.get(effect.subject)
             phone = getattr(getattr(state, "settings", None), "phone", None)
         return self.naming.effect(tenant, effect, **({"phone": phone} if phone else {}))[1]
 

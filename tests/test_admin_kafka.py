@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from agents import readside as rs
 from agents.clock import HOUR, MINUTE
+from backends import key_contents, keys_of
 from linesim import user_id_for
 from schemas import effects as fx
 from schemas.events import Acknowledge, Resolve
@@ -125,18 +126,7 @@ async def catch_up(consumer: ReadSideConsumer, timeout: float = 60.0) -> None:
 
 async def snapshot(redis, tenant: str) -> dict:
     """Every read-side key of the tenant and its value (offsets included)."""
-    out = {}
-    async for key in redis.scan_iter(match=f"anpi:{{{tenant}}}:rs:*", count=1000):
-        kind = (await redis.type(key)).decode()
-        if kind == "hash":
-            out[key] = await redis.hgetall(key)
-        elif kind == "string":
-            out[key] = await redis.get(key)
-        elif kind == "zset":
-            out[key] = await redis.zrange(key, 0, -1, withscores=True)
-        elif kind == "set":
-            out[key] = await redis.smembers(key)
-    return out
+    return await keys_of(redis, f"anpi:{{{tenant}}}:rs:*")
 
 
 async def inbound_events(settings: Settings) -> list:
@@ -362,8 +352,7 @@ def test_the_admin_screen_on_kafka_reads_the_effects_from_redis_and_staff_action
             assert keys and all(k.startswith((f"anpi:{{{A}}}:", f"anpi:{A}:")) for k in keys)
             for key in keys:
                 assert not any(p in key for p in PHONES.values()) and "a-admin" not in key and "operator" not in key
-                kind = (await redis.type(key)).decode()
-                text = repr(await snapshot_one(redis, key, kind))
+                text = repr(await key_contents(redis, key))
                 holds = [m for m, p in PHONES.items() if p in text]
                 if key == f"anpi:{{{A}}}:rs:case:{W_SILENT}:1":
                     assert holds == [W_SILENT] and (await redis.hget(key, "phone")).decode() == PHONES[W_SILENT]
@@ -386,17 +375,3 @@ def test_the_admin_screen_on_kafka_reads_the_effects_from_redis_and_staff_action
             await redis.aclose()
 
     asyncio.run(go())
-
-
-async def snapshot_one(redis, key, kind: str):
-    if kind == "hash":
-        return await redis.hgetall(key)
-    if kind == "string":
-        return await redis.get(key)
-    if kind == "zset":
-        return await redis.zrange(key, 0, -1, withscores=True)
-    if kind == "set":
-        return await redis.smembers(key)
-    if kind == "list":
-        return await redis.lrange(key, 0, -1)
-    return None

@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestServer
 from agents import notices as notices_rules
 from agents import readside as rs
 from agents.clock import HOUR, MINUTE
-from backends import admin_server, backend, side_of  # noqa: F401 (backend: the fixture)
+from backends import admin_server, backend, keys_of, side_of  # noqa: F401 (backend: the fixture)
 from linesim import user_id_for
 from schemas import effects as fx
 from schemas.events import Acknowledge, Ok, Register, Resolve
@@ -399,7 +399,7 @@ def test_a_user_of_another_tenant_gets_not_found_on_every_route(tmp_path, backen
 async def _tenant_a_rows(world: World) -> tuple:
     """Everything tenant A has: its inbox, and the backend's rows (SQLite) or keys (Redis) of it."""
     if world.side.redis is not None:
-        return len(inbox(world.store, A)), await _keys_of(world.side.redis, A)
+        return len(inbox(world.store, A)), await keys_of(world.side.redis, f"anpi:{{{A}}}:*")
     db = world.store.db
     return (len(inbox(world.store, A)),
             db.execute("SELECT COUNT(*) FROM admin_audit WHERE tenant = ? AND action NOT LIKE 'login%'", (A,)).fetchone(),
@@ -409,25 +409,6 @@ async def _tenant_a_rows(world: World) -> tuple:
             db.execute("SELECT COUNT(*) FROM notice_recipients").fetchone(),
             db.execute("SELECT * FROM tenant_look WHERE tenant = ?", (A,)).fetchall(),
             db.execute("SELECT * FROM tenant_settings WHERE tenant = ?", (A,)).fetchall())
-
-
-async def _keys_of(redis, tenant: str) -> dict:
-    """Every Redis key of `tenant` with its content (a session of the tenant's own staff left out:
-    none is opened by these tests before they look)."""
-    out = {}
-    async for key in redis.scan_iter(match=f"anpi:{{{tenant}}}:*"):
-        kind = (await redis.type(key)).decode()
-        if kind == "string":
-            out[key] = await redis.get(key)
-        elif kind == "hash":
-            out[key] = await redis.hgetall(key)
-        elif kind == "list":
-            out[key] = await redis.lrange(key, 0, -1)
-        elif kind == "set":
-            out[key] = await redis.smembers(key)
-        elif kind == "zset":
-            out[key] = await redis.zrange(key, 0, -1, withscores=True)
-    return out
 
 
 @run
