@@ -1,13 +1,26 @@
 """見守り (watch) and 安否通知 (notify): one resident's ladder, as a pure step function.
 
-    idle ──slot──▶ sent ──+24h──▶ resent ──+3h──▶ escalated
-      ▲              │              │                 │
-      └── confirmed ◀┴──────────────┘   resolved_after_escalation (sign of life, or staff resolve)
+    idle ──slot──▶ sent ──+24h──▶ resent ──+3h──▶ escalated ──▶ (a sign of life, or staff resolve)
+      ▲              │              │              │
+      └── confirmed ◀┴──────────────┘              └─ resolved_after_escalation (+ all_clear)
+
+Nobody is left waiting: an escalated cycle ends only when a person has been reached.
+
+    escalated by contacts_notified ──+3h, nobody 「見に行きます」──▶ staff_call (unclaimed)
+    any staff_call at S ──▶ staff_reminder n at S + 6h × n, until the cycle closes
+    help (「助けてほしい」) ──▶ help_requested and, at once, staff_call (help) or contacts_notified
+    a 見守り resident unfollows ──▶ staff_call (unfollowed): staff must phone them
+    a cycle that told contacts closes ──▶ all_clear to the same contacts
+
+`held`: from a help, or a 見守り resident's unfollow, the cycle closes only by `resolve` (a tap on
+OK cannot tell staff that the person who asked for help is safe). A cycle has at most one staff call
+(`called`: its instant, which the reminders count from). `told`: who the cycle's contacts_notified
+went to; only they may acknowledge, and the all clear goes to them.
 
 Every event first catches the member's timers up to its instant (strictly before it for inbound
-events, so ties go to the resident; up to and including it for ticks). That makes the outcome
-independent of how often ticks arrive: one tick a minute or one a day gives the same effects,
-each stamped with the instant it fell due.
+events, so ties go to the resident and to contacts; up to and including it for ticks). That makes
+the outcome independent of how often ticks arrive: one tick a minute or one a day gives the same
+effects, each stamped with the instant it fell due.
 
 A member's clock never runs backwards: an event stamped before the latest instant already applied
 to the member (`last_at`: a webhook redelivered or held up on the way, after a tick had moved on)
@@ -23,15 +36,17 @@ from agents import signup
 from agents.schedule import anchor, next_slot
 from schemas import effects as fx
 from schemas.effects import Effect
-from schemas.events import (AcceptInvite, Acknowledge, ChangeSettings, Enroll, Follow, Invite, Message, Ok, OpenMyPage, Pause, Phone,
-                            Register, Resolve, Setup, Tick, Unfollow)
+from schemas.events import (AcceptInvite, Acknowledge, ChangeSettings, Enroll, Follow, Help, Invite, Message, Ok,
+                            OpenMyPage, Pause, Phone, Register, Resolve, Setup, Tick, Unfollow)
 from schemas.settings import NOTIFY, PHONE_KEPT, WATCH, MemberSettings
 
 IDLE, SENT, RESENT, ESCALATED = "idle", "sent", "resent", "escalated"
 RESEND_AFTER = 24 * HOUR
+ESCALATE_AFTER = 3 * HOUR
+UNCLAIMED_AFTER = 3 * HOUR   # contacts told, none will go and look: staff are called
+REMIND_EVERY = 6 * HOUR      # an open staff call is raised again this often
 # A NamedTuple's own __new__ is a Python function; tuple.__new__ skips it on the hot path (~0.6 µs each).
 _new = tuple.__new__
-ESCALATE_AFTER = 3 * HOUR
 INVITE_VALID_FOR = 3 * DAY   # long enough to reach a busy relative, short enough that a lost code dies
 MAX_CONTACTS = 20
 CLOSED_BY_STAFF = "staff"   # in a `resolved_after_escalation` effect's data: nobody heard from the resident in LINE
@@ -43,12 +58,17 @@ class MemberState(NamedTuple):  # immutable; a tuple because the hot path builds
     anchor: int                      # local date ordinal of slot 0 of the lattice
     cycle: int = 0                   # number of the open (or last) cycle
     phase: str = IDLE
-    due: int | None = None           # next timer: the slot (idle), resend (sent), escalation (resent)
+    due: int | None = None           # next timer: the slot (idle), resend (sent), escalation (resent),
+                                     # unclaimed or the next reminder (escalated)
     following: bool = True
     paused_until: int | None = None  # epoch ms: no check before this instant
     invite: str | None = None        # the one open invitation code for a contact (安否通知)
     invite_until: int | None = None  # epoch ms: the code works until then
     last_at: int = 0                 # epoch ms: the latest instant applied (a late event acts at it)
+    told: tuple[str, ...] | None = None  # the open cycle's contacts_notified `to`
+    acked: tuple[str, ...] = ()      # of those, who answered 「見に行きます」
+    called: int | None = None        # epoch ms: the open cycle's staff call
+    held: bool = False               # the open cycle closes only by resolve (help, a 見守り unfollow)
 
     @property
     def open(self) -> bool:
@@ -81,14 +101,16 @@ def step(state: MemberState, event) -> tuple[MemberState, list[Effect]]:
     elif kind is Resolve:
         if state.phase == ESCALATED:
             state = _close(state, event.at, out, by=CLOSED_BY_STAFF)
+    elif kind is Help:
+        state = _help(state, event.at, out)
     elif kind is Unfollow:
-        if state.following:
-            out.append(Effect(event.at, fx.UNFOLLOWED, state.settings.id))
-            state = state._replace(phase=IDLE, due=None, following=False)
+        state = _unfollow(state, event.at, out)
     elif kind is Follow:
         if not state.following:
             out.append(Effect(event.at, fx.FOLLOWED, state.settings.id))
-            state = _idle(state._replace(following=True), event.at, strict=True)
+            state = state._replace(following=True)
+            if not state.open:  # a cycle held open waits for staff; the next check comes after it
+                state = _idle(state, event.at, strict=True)
     elif kind is ChangeSettings:
         state = _change_settings(state, event, out)
     elif kind is Register:
@@ -104,7 +126,7 @@ def step(state: MemberState, event) -> tuple[MemberState, list[Effect]]:
     elif kind is AcceptInvite:
         state = _accept_invite(state, event, out)
     elif kind is Acknowledge:
-        _acknowledge(state, event, out)
+        state = _acknowledge(state, event, out)
     elif kind is OpenMyPage:
         out.append(Effect(event.at, fx.MYPAGE_LINK, state.settings.id))
     else:
@@ -113,28 +135,43 @@ def step(state: MemberState, event) -> tuple[MemberState, list[Effect]]:
 
 
 def _fire(state: MemberState, out: list[Effect]) -> MemberState:
-    at, me = state.due, state.settings.id
-    if state.phase == IDLE:
+    at, me, phase = state.due, state.settings.id, state.phase
+    if phase == IDLE:
         cycle = state.cycle + 1
         out.append(_new(Effect, (at, fx.CHECK_SENT, me, cycle, None, None, None, None)))
         return _new(MemberState, (state.settings, state.anchor, cycle, SENT, at + RESEND_AFTER, state.following,
-                                  state.paused_until, state.invite, state.invite_until, state.last_at))
-    if state.phase == SENT:
+                                  state.paused_until, state.invite, state.invite_until, state.last_at,
+                                  None, (), None, False))
+    if phase == SENT:
         out.append(Effect(at, fx.CHECK_RESENT, me, state.cycle))
         return _new(MemberState, (state.settings, state.anchor, state.cycle, RESENT, at + ESCALATE_AFTER,
                                   state.following, state.paused_until, state.invite, state.invite_until,
-                                  state.last_at))
+                                  state.last_at, None, (), None, False))
+    if phase == RESENT:
+        return _escalate(state, at, fx.NO_ANSWER, out)
+    if state.called is None:  # contacts were told 3 h ago and nobody will go: staff
+        return _call_staff(state, at, fx.UNCLAIMED, out)
+    n = (at - state.called) // REMIND_EVERY
+    out.append(Effect(at, fx.STAFF_REMINDER, me, state.cycle, data=str(n)))
+    return state._replace(due=at + REMIND_EVERY)
+
+
+def _escalate(state: MemberState, at: int, reason: str, out: list[Effect]) -> MemberState:
+    """The open cycle escalates at `at`: its contacts are told (安否通知 with contacts), else staff."""
     contacts = state.settings.contacts
     if state.settings.service == NOTIFY and contacts:
-        out.append(Effect(at, fx.CONTACTS_NOTIFIED, me, state.cycle, to=contacts))
-    else:  # watch, or notify with nobody to tell: staff must not be left out
-        out.append(Effect(at, fx.STAFF_CALL, me, state.cycle))
-    return _new(MemberState, (state.settings, state.anchor, state.cycle, ESCALATED, None, state.following,
-                              state.paused_until, state.invite, state.invite_until, state.last_at))
+        out.append(Effect(at, fx.CONTACTS_NOTIFIED, state.settings.id, state.cycle, to=contacts))
+        return state._replace(phase=ESCALATED, due=at + UNCLAIMED_AFTER, told=contacts, acked=())
+    return _call_staff(state, at, reason, out)  # watch, or notify with nobody to tell
+
+
+def _call_staff(state: MemberState, at: int, reason: str, out: list[Effect]) -> MemberState:
+    out.append(Effect(at, fx.STAFF_CALL, state.settings.id, state.cycle, data=reason))
+    return state._replace(phase=ESCALATED, due=at + REMIND_EVERY, called=at)
 
 
 def _sign_of_life(state: MemberState, at: int, out: list[Effect]) -> MemberState:
-    if state.following and state.open:
+    if state.following and state.open and not state.held:
         return _close(state, at, out)
     return state
 
@@ -143,7 +180,39 @@ def _close(state: MemberState, at: int, out: list[Effect], by: str | None = None
     """`by`: None when the resident answered; CLOSED_BY_STAFF when staff (or a contact) closed the case."""
     kind = fx.RESOLVED_AFTER_ESCALATION if state.phase == ESCALATED else fx.CONFIRMED
     out.append(_new(Effect, (at, kind, state.settings.id, state.cycle, None, None, None, by)))
+    if state.told:
+        out.append(Effect(at, fx.ALL_CLEAR, state.settings.id, state.cycle, to=tuple(sorted(state.told))))
     return _idle(state, at, strict=True)
+
+
+def _help(state: MemberState, at: int, out: list[Effect]) -> MemberState:
+    """「助けてほしい」: the open cycle (or a new one, with no check) escalates now and is held."""
+    if not state.following:
+        return state  # nobody can answer them in LINE: a tap from there cannot be trusted to arrive
+    if not state.open:
+        state = state._replace(cycle=state.cycle + 1, phase=RESENT, due=None)
+    out.append(Effect(at, fx.HELP_REQUESTED, state.settings.id, state.cycle))
+    if state.phase != ESCALATED:
+        state = _escalate(state, at, fx.HELP, out)
+    return state._replace(held=True)
+
+
+def _unfollow(state: MemberState, at: int, out: list[Effect]) -> MemberState:
+    """A blocked account is not an answer. A 見守り resident is phoned by staff; a 安否通知 resident
+    chose to leave, and the open cycle closes with nothing more (unless they had asked for help)."""
+    if not state.following:
+        return state
+    out.append(Effect(at, fx.UNFOLLOWED, state.settings.id))
+    state = state._replace(following=False)
+    if state.settings.service == WATCH:
+        if not state.open:
+            state = state._replace(cycle=state.cycle + 1)
+        if state.called is None:
+            state = _call_staff(state, at, fx.UNFOLLOWED_WATCH, out)
+        return state._replace(held=True)
+    if state.held:
+        return state
+    return state._replace(phase=IDLE, due=None, told=None, acked=(), called=None)
 
 
 def _pause(state: MemberState, event: Pause, out: list[Effect]) -> MemberState:
@@ -177,7 +246,8 @@ def _idle(state: MemberState, after: int, strict: bool) -> MemberState:
             after, strict = paused, False
         due = next_slot(state.settings.schedule, state.anchor, after, strict)
     return _new(MemberState, (state.settings, state.anchor, state.cycle, IDLE, due, state.following,
-                              state.paused_until, state.invite, state.invite_until, state.last_at))
+                              state.paused_until, state.invite, state.invite_until, state.last_at,
+                              None, (), None, False))
 
 
 
@@ -245,14 +315,21 @@ def _accept_invite(state: MemberState, event: AcceptInvite, out: list[Effect]) -
     return state._replace(settings=settings, invite=None, invite_until=None)  # one use only
 
 
-def _acknowledge(state: MemberState, event: Acknowledge, out: list[Effect]) -> None:
-    """Only someone told about this member may answer; the case they answer must still be open."""
-    if event.contact not in state.settings.contacts:
-        return
-    if state.phase == ESCALATED and state.cycle == event.cycle:
-        out.append(Effect(event.at, fx.CONTACT_ACKNOWLEDGED, state.settings.id, event.cycle, member=event.contact))
-    else:
-        out.append(Effect(event.at, fx.ACK_NOT_NEEDED, state.settings.id, event.cycle, member=event.contact))
+def _acknowledge(state: MemberState, event: Acknowledge, out: list[Effect]) -> MemberState:
+    """「見に行きます」 from a contact told this cycle, while it is open: once per contact; the first
+    one means staff need not be called. Not a sign of life of the member. A tap on an older card
+    (it names its cycle) is answered that the case has closed; anything else changes nothing."""
+    contact, told = event.contact, state.told
+    if told and contact in told and event.cycle in (None, state.cycle):
+        if contact in state.acked:
+            return state
+        out.append(Effect(event.at, fx.CONTACT_ACKNOWLEDGED, state.settings.id, state.cycle, member=contact))
+        due = None if state.called is None else state.due  # rule 1 is off; reminders stand
+        return state._replace(acked=(*state.acked, contact), due=due)
+    closed = event.cycle != state.cycle or not state.open
+    if event.cycle is not None and closed and contact in state.settings.contacts:
+        out.append(Effect(event.at, fx.ACK_NOT_NEEDED, state.settings.id, event.cycle, member=contact))
+    return state
 
 
 def refused(event: AcceptInvite) -> Effect:

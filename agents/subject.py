@@ -6,7 +6,7 @@ from agents.clock import EARLIEST, LATEST
 from schemas.effects import Effect
 from schemas import effects as fx
 from schemas.events import (AcceptInvite, Acknowledge, ChangeSettings, Enroll, Event, Follow, GroupJoined, GroupLeft,
-                            Invite, Message, Ok, OpenMyPage, Pause, Phone, Register, Resolve, Roster, Setup, Tick,
+                            Help, Invite, Message, Ok, OpenMyPage, Pause, Phone, Register, Resolve, Roster, Setup, Tick,
                             Unfollow)
 from schemas.settings import GroupSettings, MemberSettings
 
@@ -20,7 +20,7 @@ class Refused(Exception):
 
 
 # what each kind of subject takes (everything else is refused, never half applied)
-MEMBER_EVENTS = frozenset({Tick, Register, ChangeSettings, Ok, Message, Pause, Resolve, Unfollow, Follow, Setup,
+MEMBER_EVENTS = frozenset({Tick, Register, ChangeSettings, Ok, Message, Pause, Resolve, Help, Unfollow, Follow, Setup,
                            Enroll, Phone, Invite, AcceptInvite, Acknowledge, OpenMyPage})
 GROUP_EVENTS = frozenset({Tick, Register, Ok, Message, GroupJoined, GroupLeft, Roster})
 _TAKES = {member.MemberState: MEMBER_EVENTS, group.GroupState: GROUP_EVENTS}

@@ -12,6 +12,9 @@ CONFIRMED = "confirmed"
 RESOLVED_AFTER_ESCALATION = "resolved_after_escalation"
 UNFOLLOWED = "unfollowed"
 FOLLOWED = "followed"
+HELP_REQUESTED = "help_requested"      # the resident asked for help (「助けてほしい」)
+STAFF_REMINDER = "staff_reminder"      # data: n (1, 2, …): a staff call still open 6 h × n after it
+ALL_CLEAR = "all_clear"                # to: the contacts told this cycle (sorted): the resident is well
 # group (つながり)
 GROUP_CHECK_POSTED = "group_check_posted"
 GROUP_CONFIRMED = "group_confirmed"
@@ -32,6 +35,15 @@ MYPAGE_LINK = "mypage_link"            # a signed link to the member's My Page (
 
 ESCALATIONS = (STAFF_CALL, CONTACTS_NOTIFIED)
 
+# why staff are called: a staff_call's `data`
+NO_ANSWER = "no_answer"      # the ladder ran out (check, resend, +3 h)
+UNCLAIMED = "unclaimed"      # the contacts told did not answer 「見に行きます」 within 3 h
+HELP = "help"                # the resident asked for help
+UNFOLLOWED_WATCH = "unfollowed"   # a 見守り resident blocked the account: staff must phone
+REASONS = (NO_ANSWER, UNCLAIMED, HELP, UNFOLLOWED_WATCH)
+# kinds that may come more than once in a cycle: their instant is part of their id
+REPEATS = frozenset({HELP_REQUESTED, STAFF_REMINDER})
+
 
 class Effect(NamedTuple):  # a tuple: cheap to make, and the engine makes millions
     at: int                                # epoch ms: the instant it fell due, not when a runtime noticed
@@ -41,10 +53,10 @@ class Effect(NamedTuple):  # a tuple: cheap to make, and the engine makes millio
     to: tuple[str, ...] | None = None       # contacts_notified
     member: str | None = None               # group_confirmed
     members: tuple[str, ...] | None = None  # group_unconfirmed (sorted)
-    data: str | None = None                 # the conversations: what to show (see above)
+    data: str | None = None                 # what to show: the conversations', a staff call's reason, …
 
     @property
     def id(self) -> str:
         """Deterministic: a replay after a crash re-emits the same id, so consumers drop duplicates."""
-        tail = f":{self.member}" if self.member is not None else ""
+        tail = f":{self.member}" if self.member is not None else f":{self.at}" if self.effect in REPEATS else ""
         return f"{self.subject}:{self.cycle}:{self.effect}{tail}" if self.cycle else f"{self.subject}:{self.at}:{self.effect}{tail}"

@@ -62,6 +62,13 @@ class Resolve:
 
 
 @dataclass(frozen=True, slots=True)
+class Help:
+    """The resident asks for help (「助けてほしい」, confirmed): staff or contacts are called at once."""
+    at: int
+    member: str
+
+
+@dataclass(frozen=True, slots=True)
 class Unfollow:
     """The member blocked or unfollowed the account: an event of its own, never silence."""
     at: int
@@ -145,11 +152,12 @@ class Roster:
 
 @dataclass(frozen=True, slots=True)
 class Acknowledge:
-    """A contact told about `member` answered 「見に行きます」 (they will go and look) for that cycle."""
+    """A contact told about `member` answered 「見に行きます」 (they will go and look) for that cycle.
+    `cycle` None: whatever cycle is open (a scenario's `ack`; a tap in LINE names the cycle it answers)."""
     at: int
     member: str
     contact: str
-    cycle: int
+    cycle: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,5 +169,5 @@ class OpenMyPage:
 
 Conversation = (Setup | Enroll | Phone | Invite | AcceptInvite | Acknowledge | GroupJoined | GroupLeft | Roster
                 | OpenMyPage)
-Inbound = Register | ChangeSettings | Ok | Message | Pause | Resolve | Unfollow | Follow | Conversation
+Inbound = Register | ChangeSettings | Ok | Message | Pause | Resolve | Help | Unfollow | Follow | Conversation
 Event = Inbound | Tick

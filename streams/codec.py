@@ -10,7 +10,7 @@ import json
 from agents.group import GroupState
 from agents.member import MemberState
 from schemas.effects import Effect
-from schemas.events import (AcceptInvite, Acknowledge, ChangeSettings, Enroll, Follow, GroupJoined, GroupLeft, Invite, Message, Ok,
+from schemas.events import (AcceptInvite, Acknowledge, ChangeSettings, Enroll, Follow, GroupJoined, GroupLeft, Help, Invite, Message, Ok,
                             OpenMyPage, Pause, Phone, Register, Resolve, Roster, Setup, Tick, Unfollow)
 from agents.clock import zone
 from schemas.settings import INTERVALS, SERVICES, GroupSettings, MemberSettings, Schedule
@@ -49,7 +49,7 @@ _CONVERSATION = {Setup: "setup", Phone: "phone", Invite: "invite", AcceptInvite:
                  GroupJoined: "group_joined", GroupLeft: "group_left", Roster: "roster", OpenMyPage: "mypage",
                  Acknowledge: "acknowledge"}
 _CONVERSATION_BY_NAME = {name: kind for kind, name in _CONVERSATION.items()}
-_PLAIN = {Ok: "ok", Message: "message", Resolve: "resolve", Unfollow: "unfollow", Follow: "follow"}
+_PLAIN = {Ok: "ok", Message: "message", Resolve: "resolve", Help: "help", Unfollow: "unfollow", Follow: "follow"}
 _PLAIN_BY_NAME = {name: kind for kind, name in _PLAIN.items()}
 _NAMES = {**_SETTINGS, **_CONVERSATION, **_PLAIN, Pause: "pause", Tick: "tick"}
 
@@ -104,8 +104,13 @@ def event_from_obj(obj) -> object:
                 values.append(_schedule(f"{kind}.schedule", _field(obj, kind, name, dict)))
             elif name in ("joined", "left"):
                 values.append(_ids(obj.get(name, []), f"{kind}.{name}"))
+            elif name == "cycle":  # None: the open cycle (a scenario's ack)
+                cycle = obj.get("cycle")
+                if cycle is not None and type(cycle) is not int:
+                    raise Undecodable(f"{kind}.cycle: expected an integer")
+                values.append(cycle)
             else:
-                values.append(_field(obj, kind, name, int if name == "cycle" else str))
+                values.append(_field(obj, kind, name, str))
         return cls(at, *values)
     if kind == "pause":
         return Pause(at, _field(obj, kind, "member", str), _field(obj, kind, "until", int))
@@ -198,7 +203,11 @@ def state_from_obj(obj: list):
         _, settings, anchor, roster, cycle, posted_at, confirmed, due, *later = obj  # `active`, `last_at` came later
         return GroupState(settings_from_obj(settings), anchor, frozenset(roster), cycle, posted_at,
                           frozenset(confirmed), due, *later)
-    return MemberState(settings_from_obj(obj[1]), *obj[2:])
+    fields = obj[2:]  # told, acked, called, held came later: an older record has fewer
+    for i in (9, 10):  # told, acked: tuples
+        if len(fields) > i and fields[i] is not None:
+            fields[i] = tuple(fields[i])
+    return MemberState(settings_from_obj(obj[1]), *fields)
 
 
 # --- effects --------------------------------------------------------------------------------------

@@ -23,6 +23,9 @@ Interpretation choices where the rules leave room (kept in one place):
     time and >= the recorded pause midnight (the latter never binds in
     practice, see rules).
   * A group with an empty roster posts nothing at P+23h (no one is missing).
+  * Nobody is left waiting (issue 12): `ack` and `help`, staff calls with a reason, reminders every
+    6 h while a staff call stays open, the all clear to the contacts told; a cycle held by a help
+    or a 見守り unfollow closes only by `resolve`.
   * Output is sorted by (instant, subject, effect); the instant is compared as
     an epoch (identical to comparing `at` strings for fixed-offset zones such
     as Asia/Tokyo).
@@ -130,7 +133,9 @@ class Member:
         self.lattice = Lattice(start, cfg["interval"], cfg["time"], cfg.get("weekday"), tz)
         self.following = True
         self.cycle = 0
-        self.open = None  # dict(S=..., resent=bool, escalated=bool) while a cycle is open
+        # while a cycle is open: dict(S=..., resent=bool, escalated=bool, told=list|None, told_at=...,
+        # acked=set, called=epoch|None, held=bool)
+        self.open = None
         self.next = self.lattice.first_at_or_after(start)  # scheduled check (None if unfollowed)
         self.pause_midnight = None
 
@@ -187,20 +192,43 @@ def simulate(scenario: dict) -> list[dict]:
         d = {"at": _fmt(at, tz), "effect": effect, "subject": subject}
         if cycle is not None:
             d["cycle"] = cycle
-        for key in ("to", "member", "members"):
+        for key in ("to", "member", "members", "reason", "n"):
             if key in extra:
                 d[key] = extra[key]
         out.append((at, d))
 
     # ---- member-level inbound handling ----
 
+    def new_cycle(m: Member, start):
+        m.cycle += 1
+        m.open = {"S": start, "resent": False, "escalated": False, "told": None, "told_at": None,
+                  "acked": set(), "called": None, "held": False}
+
+    def close(m: Member, t: int):
+        o = m.open
+        emit(t, "resolved_after_escalation" if o["escalated"] else "confirmed", m.id, m.cycle)
+        if o["told"]:
+            emit(t, "all_clear", m.id, m.cycle, to=sorted(o["told"]))
+        m.open = None
+
+    def call_staff(m: Member, t: int, reason: str):
+        m.open["escalated"] = True
+        m.open["called"] = t
+        emit(t, "staff_call", m.id, m.cycle, reason=reason)
+
+    def escalate(m: Member, t: int, reason: str):
+        if m.service == "notify" and m.contacts:
+            m.open["escalated"] = True
+            m.open["told"], m.open["told_at"] = list(m.contacts), t
+            emit(t, "contacts_notified", m.id, m.cycle, to=list(m.contacts))
+        else:
+            call_staff(m, t, reason)
+
     def close_by_sign_of_life(m: Member, t: int) -> bool:
         """Close an open cycle at t because of a sign of life.  Returns True if closed."""
-        if m.open is None:
+        if m.open is None or m.open["held"]:
             return False
-        kind = "resolved_after_escalation" if m.open["escalated"] else "confirmed"
-        emit(t, kind, m.id, m.cycle)
-        m.open = None
+        close(m, t)
         return True
 
     def member_ok_or_message(m: Member, t: int):
@@ -223,24 +251,49 @@ def simulate(scenario: dict) -> list[dict]:
     def member_resolve(m: Member, t: int):
         if m.open is None or not m.open["escalated"]:
             return
-        emit(t, "resolved_after_escalation", m.id, m.cycle)
-        m.open = None
-        m.next = m.next_after_close(t)
+        close(m, t)
+        m.next = m.next_after_close(t) if m.following else None
 
     def member_unfollow(m: Member, t: int):
         if not m.following:
             return
         emit(t, "unfollowed", m.id)
         m.following = False
-        m.open = None  # closes silently
         m.next = None
+        if m.service == "watch":  # staff must phone them
+            if m.open is None:
+                new_cycle(m, None)
+            if m.open["called"] is None:
+                call_staff(m, t, "unfollowed")
+            m.open["held"] = True
+        elif m.open is not None and not m.open["held"]:
+            m.open = None  # closes silently: the resident chose to leave
 
     def member_follow(m: Member, t: int):
         if m.following:
             return
         emit(t, "followed", m.id)
         m.following = True
-        m.next = m.next_after_close(t)  # > follow instant, >= pause midnight
+        if m.open is None:
+            m.next = m.next_after_close(t)  # > follow instant, >= pause midnight
+        # else: the held cycle's close sets the next check (strictly after the close, so after this)
+
+    def member_help(m: Member, t: int):
+        if not m.following:
+            return
+        if m.open is None:
+            new_cycle(m, None)
+        emit(t, "help_requested", m.id, m.cycle)
+        if not m.open["escalated"]:
+            escalate(m, t, "help")
+        m.open["held"] = True
+
+    def member_ack(m: Member, contact: str, t: int):
+        o = m.open
+        if o is None or not o["told"] or contact not in o["told"] or contact in o["acked"]:
+            return
+        o["acked"].add(contact)
+        emit(t, "contact_acknowledged", m.id, m.cycle, member=contact)
 
     # ---- group inbound handling ----
 
@@ -283,6 +336,12 @@ def simulate(scenario: dict) -> list[dict]:
             elif kind == "follow":
                 if m is not None:
                     member_follow(m, t)
+            elif kind == "help":
+                if m is not None:
+                    member_help(m, t)
+            elif kind == "ack":
+                if m is not None:
+                    member_ack(m, str(ev["contact"]), t)
             else:
                 raise ValueError(f"unknown event type {kind!r}")
 
@@ -291,19 +350,18 @@ def simulate(scenario: dict) -> list[dict]:
             if m.open is not None:
                 o = m.open
                 if o["escalated"]:
-                    pass  # stays open, nothing more until a sign of life / resolve
+                    if o["called"] is None:
+                        if not o["acked"] and t == o["told_at"] + 3 * HOUR:
+                            call_staff(m, t, "unclaimed")
+                    elif t > o["called"] and (t - o["called"]) % (6 * HOUR) == 0:
+                        emit(t, "staff_reminder", m.id, m.cycle, n=(t - o["called"]) // (6 * HOUR))
                 elif not o["resent"] and t == o["S"] + 24 * HOUR:
                     emit(t, "check_resent", m.id, m.cycle)
                     o["resent"] = True
                 elif o["resent"] and t == o["S"] + 27 * HOUR:
-                    o["escalated"] = True
-                    if m.service == "notify" and m.contacts:
-                        emit(t, "contacts_notified", m.id, m.cycle, to=list(m.contacts))
-                    else:
-                        emit(t, "staff_call", m.id, m.cycle)
+                    escalate(m, t, "no_answer")
             elif m.following and m.next == t:
-                m.cycle += 1
-                m.open = {"S": t, "resent": False, "escalated": False}
+                new_cycle(m, t)
                 emit(t, "check_sent", m.id, m.cycle)
 
         for g in groups.values():
@@ -346,7 +404,8 @@ def _watch(**kw):
 
 def test_oracle_watch_never_answers():
     # (a) no answer: check, resend at +24h, staff call at +27h, then the
-    # escalated cycle stays open, so no further checks are sent.
+    # escalated cycle stays open, so no further checks are sent; staff are
+    # reminded every 6 h.
     sc = {
         "start": "2026-12-01T00:00:00+09:00",
         "end": "2026-12-04T00:00:00+09:00",
@@ -356,7 +415,12 @@ def test_oracle_watch_never_answers():
     assert simulate(sc) == [
         _e("2026-12-01T09:00:00+09:00", "check_sent", "U001", 1),
         _e("2026-12-02T09:00:00+09:00", "check_resent", "U001", 1),
-        _e("2026-12-02T12:00:00+09:00", "staff_call", "U001", 1),
+        _e("2026-12-02T12:00:00+09:00", "staff_call", "U001", 1, reason="no_answer"),
+        _e("2026-12-02T18:00:00+09:00", "staff_reminder", "U001", 1, n=1),
+        _e("2026-12-03T00:00:00+09:00", "staff_reminder", "U001", 1, n=2),
+        _e("2026-12-03T06:00:00+09:00", "staff_reminder", "U001", 1, n=3),
+        _e("2026-12-03T12:00:00+09:00", "staff_reminder", "U001", 1, n=4),
+        _e("2026-12-03T18:00:00+09:00", "staff_reminder", "U001", 1, n=5),
     ]
 
 
@@ -398,7 +462,10 @@ def test_oracle_notify_contacts_notified():
         _e("2026-12-02T09:00:00+09:00", "check_resent", "U002", 1),
         _e("2026-12-02T09:00:00+09:00", "check_resent", "U003", 1),
         _e("2026-12-02T12:00:00+09:00", "contacts_notified", "U002", 1, to=["U901", "U900"]),
-        _e("2026-12-02T12:00:00+09:00", "staff_call", "U003", 1),
+        _e("2026-12-02T12:00:00+09:00", "staff_call", "U003", 1, reason="no_answer"),
+        _e("2026-12-02T15:00:00+09:00", "staff_call", "U002", 1, reason="unclaimed"),
+        _e("2026-12-02T18:00:00+09:00", "staff_reminder", "U003", 1, n=1),
+        _e("2026-12-02T21:00:00+09:00", "staff_reminder", "U002", 1, n=1),
     ]
 
 
@@ -472,7 +539,8 @@ def test_oracle_pause_unfollow_follow_resolve():
     sc = {
         "start": "2026-12-01T00:00:00+09:00",
         "end": "2026-12-12T00:00:00+09:00",
-        "members": [_watch(interval="2d")],  # slots 12-01, 03, 05, 07, 09, 11
+        # 安否通知 with nobody to tell: staff are called, and an unfollow closes the cycle
+        "members": [{"id": "U001", "service": "notify", "interval": "2d", "time": "09:00"}],  # slots 12-01, 03, …
         "events": [
             # cycle 1 (12-01 09:00) closed by pause; no checks before 12-05 00:00
             {"at": "2026-12-01T12:00:00+09:00", "type": "pause", "member": "U001", "until": "2026-12-05"},
@@ -493,7 +561,7 @@ def test_oracle_pause_unfollow_follow_resolve():
         _e("2026-12-01T12:00:00+09:00", "confirmed", "U001", 1),
         _e("2026-12-05T09:00:00+09:00", "check_sent", "U001", 2),
         _e("2026-12-06T09:00:00+09:00", "check_resent", "U001", 2),
-        _e("2026-12-06T12:00:00+09:00", "staff_call", "U001", 2),
+        _e("2026-12-06T12:00:00+09:00", "staff_call", "U001", 2, reason="no_answer"),
         _e("2026-12-06T13:00:00+09:00", "resolved_after_escalation", "U001", 2),
         _e("2026-12-07T09:00:00+09:00", "check_sent", "U001", 3),
         _e("2026-12-07T10:00:00+09:00", "unfollowed", "U001"),

@@ -70,7 +70,8 @@ def scenarios(draw, max_members=4, max_groups=2, max_events=40, max_days=20):
         at = _iso((start + offset).astimezone(tz))
         choices = []
         if member_ids:
-            choices += ["ok", "ok", "ok", "message", "pause", "resolve", "resolve", "unfollow", "follow"]
+            choices += ["ok", "ok", "ok", "message", "pause", "resolve", "resolve", "unfollow", "follow",
+                        "help", "ack", "ack"]
         if groups:
             choices += ["group_ok", "group_ok", "group_ok", "group_message"]
         kind = draw(st.sampled_from(choices))
@@ -81,6 +82,9 @@ def scenarios(draw, max_members=4, max_groups=2, max_events=40, max_days=20):
         elif kind == "pause":
             until = (start + offset + timedelta(days=draw(st.integers(-1, 6)))).date().isoformat()
             events.append({"at": at, "type": "pause", "member": draw(st.sampled_from(member_ids)), "until": until})
+        elif kind == "ack":  # mostly a contact told; sometimes someone who is not one
+            contact = draw(st.sampled_from(["U900", "U901", "U902", "U777"]))
+            events.append({"at": at, "type": "ack", "member": draw(st.sampled_from(member_ids)), "contact": contact})
         else:
             events.append({"at": at, "type": kind, "member": draw(st.sampled_from(member_ids))})
 

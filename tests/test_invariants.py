@@ -16,6 +16,9 @@ SETTINGS = settings(max_examples=examples(300), deadline=None, suppress_health_c
 HOUR = 3600
 ESCALATIONS = {"staff_call", "contacts_notified"}
 SIGNS_OF_LIFE = {"ok", "message", "pause", "settings"}
+# effects a cycle may have more than once: one per contact or group member, one per reminder or help
+REPEATED = {"group_confirmed", "contact_acknowledged", "staff_reminder", "help_requested"}
+CLOSES = {"confirmed", "resolved_after_escalation"}
 
 
 def epoch(iso: str) -> int:
@@ -38,7 +41,7 @@ def test_an_escalation_never_follows_a_sign_of_life_in_its_window(scenario):
     sent = {(r["subject"], r["cycle"]): epoch(r["at"]) for r in records if r["effect"] == "check_sent"}
     events = member_events(scenario)
     for r in records:
-        if r["effect"] in ESCALATIONS:
+        if r["effect"] == "contacts_notified" and (r["subject"], r["cycle"]) in sent or r.get("reason") == "no_answer":
             window = (sent[r["subject"], r["cycle"]], epoch(r["at"]))
             assert not [e for e in events[r["subject"]]
                         if e[1] in SIGNS_OF_LIFE | {"unfollow"} and window[0] < e[0] <= window[1]]
@@ -51,40 +54,54 @@ def test_every_unanswered_cycle_is_resent_and_escalated_exactly_once(scenario):
     end = epoch(scenario["end"])
     events = member_events(scenario)
     per_cycle = Counter((r["subject"], r["cycle"], r["effect"]) for r in records if "cycle" in r)
-    assert all(n == 1 for (_, _, effect), n in per_cycle.items() if effect != "group_confirmed")
+    assert all(n == 1 for (_, _, effect), n in per_cycle.items() if effect not in REPEATED)
     for r in records:
         if r["effect"] != "check_sent":
             continue
         slot, me, cycle = epoch(r["at"]), r["subject"], r["cycle"]
         deadline = slot + 27 * HOUR
-        answered = [e for e in events[me] if e[1] in SIGNS_OF_LIFE | {"unfollow"} and slot < e[0] <= deadline]
+        answered = [e for e in events[me] if e[1] in SIGNS_OF_LIFE | {"unfollow", "help"} and slot < e[0] <= deadline]
         if not answered and deadline < end:
             resent = [x for x in records if x["subject"] == me and x.get("cycle") == cycle and x["effect"] == "check_resent"]
             escalated = [x for x in records if x["subject"] == me and x.get("cycle") == cycle and x["effect"] in ESCALATIONS]
             assert [epoch(x["at"]) for x in resent] == [slot + 24 * HOUR]
-            assert [epoch(x["at"]) for x in escalated] == [deadline]
+            assert [epoch(x["at"]) for x in escalated][:1] == [deadline]
 
 
 @SETTINGS
 @given(scenarios())
 def test_at_most_one_member_cycle_is_open_and_cycles_count_up_from_one(scenario):
     # (a group's cycle also closes silently when its last member confirms: the oracle test covers groups)
-    members = {m["id"] for m in scenario["members"]}
-    opened = {}
-    for r in engine.records(scenario):
+    # A cycle opens with a check, a help, or a 見守り resident's unfollow (staff must phone them).
+    services = {m["id"]: m["service"] for m in scenario["members"]}
+    opened, held = {}, set()
+    # in the order decided: within an instant, a cycle before the next, and a help before what it calls
+    decided = sorted(engine.records(scenario), key=lambda r: (
+        epoch(r["at"]), r["subject"], r.get("cycle", 1 << 30), r["effect"] != "help_requested"))
+    for r in decided:
         me, effect = r["subject"], r["effect"]
-        if me not in members:
+        if me not in services:
             continue
         cycle, is_open = opened.get(me, (0, False))
-        if effect == "check_sent":
+        opens = effect == "check_sent" or not is_open and (
+            effect == "help_requested" or effect == "staff_call" and r["reason"] == "unfollowed")
+        if opens:
             assert not is_open, f"{me}: a check stacked on an open cycle"
             assert r["cycle"] == cycle + 1
             opened[me] = (r["cycle"], True)
-        elif effect in ("confirmed", "resolved_after_escalation", "unfollowed"):
-            assert is_open or effect == "unfollowed"
+            held.discard(me)
+        elif effect in CLOSES:
+            assert is_open
             opened[me] = (cycle, False)
-        elif effect in ("check_resent", "staff_call", "contacts_notified"):
-            assert is_open and r["cycle"] == cycle
+        elif effect == "unfollowed":
+            if services[me] == "watch":
+                held.add(me)
+            elif me not in held:
+                opened[me] = (cycle, False)  # 安否通知: the resident chose to leave
+        elif "cycle" in r:
+            assert is_open and r["cycle"] == cycle, r
+        if effect == "help_requested":
+            held.add(me)
 
 
 @SETTINGS
@@ -127,3 +144,71 @@ def test_ticks_at_any_rate_give_the_same_effects_and_leave_nothing_due_behind(sc
     tick_until(loaded.end)
     out.extend(part.tick(loaded.end - 1))
     assert simulator.sort(out) == expected
+
+
+# --- nobody is left waiting (issue 12) ------------------------------------------------------------
+
+
+def _by_cycle(records):
+    out = defaultdict(list)
+    for r in records:
+        if "cycle" in r:
+            out[r["subject"], r["cycle"]].append(r)
+    return out
+
+
+@SETTINGS
+@given(scenarios())
+def test_every_open_escalation_is_followed_by_a_reminder_or_a_close_within_6h(scenario):
+    records, end = engine.records(scenario), epoch(scenario["end"])
+    services = {m["id"]: m["service"] for m in scenario["members"]}
+    unfollowed = defaultdict(list)  # a 安否通知 cycle not held also ends when the resident leaves
+    for r in records:
+        if r["effect"] == "unfollowed":
+            unfollowed[r["subject"]].append(epoch(r["at"]))
+    for (me, _), rows in _by_cycle(records).items():
+        if me not in services:
+            continue
+        acked = any(r["effect"] == "contact_acknowledged" for r in rows)
+        for r in rows:
+            at = epoch(r["at"])
+            if r["effect"] in ("staff_call", "staff_reminder"):
+                within = 6 * HOUR
+            elif r["effect"] == "contacts_notified" and not acked:
+                within = 3 * HOUR
+            else:
+                continue
+            if at + within >= end:
+                continue
+            later = [epoch(x["at"]) for x in rows
+                     if x["effect"] in {"staff_reminder", "staff_call"} | CLOSES and epoch(x["at"]) > at]
+            later += [u for u in unfollowed[me] if u >= at and services[me] == "notify"]
+            assert later and min(later) <= at + within, (me, r)
+
+
+@SETTINGS
+@given(scenarios())
+def test_an_ack_never_changes_another_member(scenario):
+    without = {**scenario, "events": [e for e in scenario["events"] if e["type"] != "ack"]}
+    acked = {e["member"] for e in scenario["events"] if e["type"] == "ack"}
+    others = lambda records: [r for r in records if r["subject"] not in acked]
+    assert others(engine.records(scenario)) == others(engine.records(without))
+    # and for the member acknowledged, only the unclaimed call and its reminders can go
+    mine = [r for r in engine.records(scenario) if r["subject"] in acked]
+    theirs = [r for r in engine.records(without) if r["subject"] in acked]
+    dropped = [r for r in theirs if r not in mine]
+    assert all(r["effect"] == "staff_reminder" or r.get("reason") == "unclaimed" for r in dropped)
+    assert all(r["effect"] == "contact_acknowledged" for r in mine if r not in theirs)
+
+
+@SETTINGS
+@given(scenarios())
+def test_the_all_clear_goes_exactly_to_those_told_whenever_a_cycle_that_told_them_closes(scenario):
+    for rows in _by_cycle(engine.records(scenario)).values():
+        told = [r["to"] for r in rows if r["effect"] == "contacts_notified"]
+        clears = [r for r in rows if r["effect"] == "all_clear"]
+        closes = [r for r in rows if r["effect"] in CLOSES]
+        if told and closes:
+            assert [(c["at"], c["to"]) for c in clears] == [(closes[0]["at"], sorted(told[0]))]
+        else:
+            assert not clears

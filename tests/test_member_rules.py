@@ -3,11 +3,12 @@ from timeline import member, run
 
 
 def test_unanswered_watch_check_is_resent_after_24h_then_staff_are_called_3h_later():
-    assert run(members=[member()], end="12-04 00:00") == [
+    assert run(members=[member()], end="12-03 00:00") == [
         ("12-01 09:00", "check_sent", "U001", 1),
         ("12-02 09:00", "check_resent", "U001", 1),
-        ("12-02 12:00", "staff_call", "U001", 1),
-        # escalated: the cycle stays open, no new check stacks on it
+        ("12-02 12:00", "staff_call", "U001", 1, "no_answer"),
+        # escalated: the cycle stays open, no new check stacks on it; staff are reminded (rule 3)
+        ("12-02 18:00", "staff_reminder", "U001", 1, 1),
     ]
 
 
@@ -44,7 +45,7 @@ def test_notify_tells_the_chosen_contacts_and_falls_back_to_staff_without_any():
     out = run(members=[member(service="notify", contacts=["U901", "U900"]), member("U002", service="notify")],
               end="12-02 13:00")
     assert ("12-02 12:00", "contacts_notified", "U001", 1, ["U901", "U900"]) in out
-    assert ("12-02 12:00", "staff_call", "U002", 1) in out
+    assert ("12-02 12:00", "staff_call", "U002", 1, "no_answer") in out
 
 
 def test_after_escalation_an_ok_tells_staff_the_person_answered_and_checks_resume():
@@ -52,11 +53,15 @@ def test_after_escalation_an_ok_tells_staff_the_person_answered_and_checks_resum
                events=[{"at": "12-03 08:00", "type": "ok", "member": "U001"}]) == [
         ("12-01 09:00", "check_sent", "U001", 1),
         ("12-02 09:00", "check_resent", "U001", 1),
-        ("12-02 12:00", "staff_call", "U001", 1),
+        ("12-02 12:00", "staff_call", "U001", 1, "no_answer"),
+        ("12-02 18:00", "staff_reminder", "U001", 1, 1),
+        ("12-03 00:00", "staff_reminder", "U001", 1, 2),
+        ("12-03 06:00", "staff_reminder", "U001", 1, 3),
         ("12-03 08:00", "resolved_after_escalation", "U001", 1),
         ("12-03 09:00", "check_sent", "U001", 2),
         ("12-04 09:00", "check_resent", "U001", 2),
-        ("12-04 12:00", "staff_call", "U001", 2),
+        ("12-04 12:00", "staff_call", "U001", 2, "no_answer"),
+        ("12-04 18:00", "staff_reminder", "U001", 2, 1),
     ]
 
 
@@ -68,7 +73,7 @@ def test_resolve_closes_only_an_escalated_cycle():
     assert out == [
         ("12-01 09:00", "check_sent", "U001", 1),
         ("12-02 09:00", "check_resent", "U001", 1),
-        ("12-02 12:00", "staff_call", "U001", 1),
+        ("12-02 12:00", "staff_call", "U001", 1, "no_answer"),
         ("12-02 15:00", "resolved_after_escalation", "U001", 1),
         ("12-03 09:00", "check_sent", "U001", 2),
     ]
@@ -97,7 +102,7 @@ def test_weekly_and_biweekly_go_on_the_weekday():
 
 
 def test_pause_is_a_sign_of_life_and_holds_checks_until_local_midnight_of_until():
-    out = run(members=[member()], end="12-07 00:00", events=[
+    out = run(members=[member()], end="12-06 18:00", events=[
         {"at": "12-01 12:00", "type": "pause", "member": "U001", "until": "2026-12-04"},
         {"at": "12-04 09:01", "type": "ok", "member": "U001"},
     ])
@@ -108,7 +113,7 @@ def test_pause_is_a_sign_of_life_and_holds_checks_until_local_midnight_of_until(
         ("12-04 09:01", "confirmed", "U001", 2),
         ("12-05 09:00", "check_sent", "U001", 3),
         ("12-06 09:00", "check_resent", "U001", 3),
-        ("12-06 12:00", "staff_call", "U001", 3),
+        ("12-06 12:00", "staff_call", "U001", 3, "no_answer"),
     ]
 
 
@@ -121,8 +126,8 @@ def test_a_later_pause_replaces_an_earlier_one_even_a_longer_one():
     assert [e[0] for e in out if e[1] == "check_sent"] == ["12-01 09:00", "12-04 09:00"]
 
 
-def test_unfollow_closes_the_cycle_silently_and_follow_resumes_at_the_next_slot_after_it():
-    out = run(members=[member()], end="12-06 00:00", events=[
+def test_a_notify_unfollow_closes_the_cycle_silently_and_follow_resumes_at_the_next_slot_after_it():
+    out = run(members=[member(service="notify", contacts=["U900"])], end="12-06 00:00", events=[
         {"at": "12-01 10:00", "type": "unfollow", "member": "U001"},
         {"at": "12-01 11:00", "type": "unfollow", "member": "U001"},  # already unfollowed: ignored
         {"at": "12-02 10:00", "type": "ok", "member": "U001"},        # cannot happen on LINE: ignored
@@ -141,7 +146,7 @@ def test_unfollow_closes_the_cycle_silently_and_follow_resumes_at_the_next_slot_
 
 
 def test_settings_change_is_a_sign_of_life_and_re_anchors_the_lattice():
-    out = run(members=[member()], end="12-07 00:00", events=[
+    out = run(members=[member()], end="12-06 01:00", events=[
         {"at": "12-01 10:00", "type": "settings", "member": "U001", "interval": "2d", "time": "18:00"},
         {"at": "12-01 18:05", "type": "ok", "member": "U001"},
         {"at": "12-03 18:05", "type": "ok", "member": "U001"},
@@ -160,6 +165,7 @@ def test_settings_change_is_a_sign_of_life_and_re_anchors_the_lattice():
         ("12-04 18:00", "check_sent", "U001", 4),
         ("12-05 18:00", "check_resent", "U001", 4),
         ("12-05 21:00", "contacts_notified", "U001", 4, ["U900"]),
+        ("12-06 00:00", "staff_call", "U001", 4, "unclaimed"),   # nobody said 「見に行きます」 by +3 h
     ]
 
 

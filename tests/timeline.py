@@ -26,6 +26,6 @@ def run(**kwargs) -> list[tuple]:
     out = []
     for r in engine.records(scenario(**kwargs)):
         row = (r["at"][5:16].replace("T", " "), r["effect"], r["subject"], r.get("cycle"))
-        extra = r.get("to", r.get("member", r.get("members")))
+        extra = next((r[k] for k in ("to", "member", "members", "reason", "n") if k in r), None)
         out.append(row + ((extra,) if extra is not None else ()))
     return out

@@ -14,7 +14,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from agents.clock import EARLIEST, LATEST, zone
-from schemas.events import ChangeSettings, Follow, Inbound, Message, Ok, Pause, Register, Resolve, Unfollow
+from schemas.events import (Acknowledge, ChangeSettings, Follow, Help, Inbound, Message, Ok, Pause, Register, Resolve,
+                            Unfollow)
 from schemas.settings import INTERVALS, NOTIFY, SERVICES, WATCH, WEEKDAYS, GroupSettings, MemberSettings, Schedule
 
 GROUP_LIMIT = 500  # a LINE group holds at most 500 people
@@ -76,6 +77,8 @@ _EVENT_KEYS = {
     "resolve": {"member"},
     "unfollow": {"member"},
     "follow": {"member"},
+    "ack": {"member", "contact"},
+    "help": {"member"},
     "settings": {"member"} | _SETTING_KEYS,
 }
 
@@ -145,6 +148,10 @@ def parse(data) -> Scenario:
             events.append(Unfollow(at, who))
         elif kind == "follow":
             events.append(Follow(at, who))
+        elif kind == "help":
+            events.append(Help(at, who))
+        elif kind == "ack":
+            events.append(Acknowledge(at, who, _id(_required(raw, "contact", where), f"{where}.contact")))
         else:
             merged = _member(_merge(current[who], raw), where, tz)
             current[who] = merged

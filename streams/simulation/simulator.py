@@ -11,6 +11,7 @@ from heapq import heappop, heappush
 from agents.clock import iso
 from agents.partition import Partition
 from agents.subject import addressed
+from schemas import effects as fx
 from schemas.effects import Effect
 from schemas.events import Inbound
 from streams.simulation.scenario import Scenario
@@ -71,4 +72,8 @@ def to_json(effect: Effect, zone_name: str) -> str:
         record["member"] = effect.member
     if effect.members is not None:
         record["members"] = list(effect.members)
+    if effect.effect == fx.STAFF_CALL and effect.data is not None:
+        record["reason"] = effect.data
+    elif effect.effect == fx.STAFF_REMINDER:
+        record["n"] = int(effect.data)
     return json.dumps(record, ensure_ascii=False)
