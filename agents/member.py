@@ -36,8 +36,8 @@ from agents import signup
 from agents.schedule import anchor, next_slot
 from schemas import effects as fx
 from schemas.effects import Effect
-from schemas.events import (AcceptInvite, Acknowledge, ChangeSettings, Enroll, Follow, Help, Invite, Message, Ok,
-                            OpenMyPage, Pause, Phone, Register, Resolve, Setup, Tick, Unfollow)
+from schemas.events import (AcceptInvite, Acknowledge, AskHelp, ChangeSettings, Enroll, Follow, Help, Invite, Message,
+                            Ok, OpenMyPage, Pause, Phone, Register, Resolve, Setup, Tick, Unfollow)
 from schemas.settings import NOTIFY, PHONE_KEPT, WATCH, MemberSettings
 
 IDLE, SENT, RESENT, ESCALATED = "idle", "sent", "resent", "escalated"
@@ -98,8 +98,8 @@ def step(state: MemberState, event) -> tuple[MemberState, list[Effect]]:
         state = _sign_of_life(state, event.at, out)
     elif kind is Pause:
         state = _pause(state, event, out)
-    elif kind is Resolve:
-        if state.phase == ESCALATED:
+    elif kind is Resolve:  # staff name the case they closed: a later one is not theirs to close
+        if state.phase == ESCALATED and event.cycle in (None, state.cycle):
             state = _close(state, event.at, out, by=CLOSED_BY_STAFF)
     elif kind is Help:
         state = _help(state, event.at, out)
@@ -129,6 +129,11 @@ def step(state: MemberState, event) -> tuple[MemberState, list[Effect]]:
         state = _acknowledge(state, event, out)
     elif kind is OpenMyPage:
         out.append(Effect(event.at, fx.MYPAGE_LINK, state.settings.id))
+    elif kind is AskHelp:
+        if state.following:
+            s = state.settings
+            whom = fx.HELP_TO_CONTACTS if s.service == NOTIFY and s.contacts else fx.HELP_TO_STAFF
+            out.append(Effect(event.at, fx.HELP_CONFIRM, s.id, data=whom))
     else:
         raise TypeError(f"member step: unknown event {event!r}")
     return (state._replace(last_at=now) if state.last_at < now else state), out
@@ -191,9 +196,13 @@ def _help(state: MemberState, at: int, out: list[Effect]) -> MemberState:
         return state  # nobody can answer them in LINE: a tap from there cannot be trusted to arrive
     if not state.open:
         state = state._replace(cycle=state.cycle + 1, phase=RESENT, due=None)
-    out.append(Effect(at, fx.HELP_REQUESTED, state.settings.id, state.cycle))
+    asked = len(out)
+    out.append(None)  # help_requested, once it is known whom it called
     if state.phase != ESCALATED:
         state = _escalate(state, at, fx.HELP, out)
+    whom = (fx.HELP_TO_STAFF if not state.told else fx.HELP_TO_CONTACTS if state.called is None
+            else fx.HELP_TO_BOTH)
+    out[asked] = Effect(at, fx.HELP_REQUESTED, state.settings.id, state.cycle, data=whom)
     return state._replace(held=True)
 
 

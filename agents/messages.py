@@ -24,9 +24,23 @@ from schemas.events import AcceptInvite, Acknowledge, Enroll, GroupJoined
 # what the ingress reads back from a tap (postback data); keep in step with it
 OK_DATA = "action=ok"
 ACK_ACTION = "ack"
+HELP_ACTION = "help"
+HELP_DATA = "action=help"              # the first tap: asks to confirm
+HELP_SURE_DATA = "action=help&sure=1"  # the confirmation: calls someone
 
 CHECK_TEXT = "お元気ですか？"
 OK_LABEL = "元気です"
+HELP_LABEL = "助けてほしい"
+HELP_SURE_LABEL = "はい、助けてほしい"
+HELP_NOT_LABEL = "いいえ、元気です"
+HELP_ASK_TEXT = {fx.HELP_TO_STAFF: "担当の職員に、すぐ知らせます。\nよろしいですか？",
+                 fx.HELP_TO_CONTACTS: "ご家族など、連絡先の方に、すぐ知らせます。\nよろしいですか？"}
+HELP_SENT_TEXT = {
+    fx.HELP_TO_STAFF: "担当の職員に知らせました。\n職員から、お電話するか、うかがいます。",
+    fx.HELP_TO_CONTACTS: "ご家族など、連絡先の方に知らせました。\n様子を見に来てもらえるよう、お願いしています。",
+    fx.HELP_TO_BOTH: "ご家族など連絡先の方と、担当の職員に知らせました。\nだれかが、連絡するか、うかがいます。",
+}
+EMERGENCY_NOTE = "急ぐときは、119番に電話してください。"
 ACK_LABEL = "見に行きます"
 THANKS_TEXT = "お返事ありがとうございます。今日もよい一日を。"
 RESOLVED_TEXT = "お返事ありがとうございます。ご無事で安心しました。今日もよい一日を。"
@@ -107,12 +121,41 @@ def _quote_block(quote: str) -> list[dict]:
 
 
 def check_card(texts: Texts, day: date, *, resend: bool = False, group: bool = False) -> dict:
-    """The 「お元気ですか？」 card: big question, a short note, today's quote, one big OK button."""
+    """The 「お元気ですか？」 card: big question, a short note, today's quote, one big OK button, and
+    under it a smaller 「助けてほしい」 (one person's card only: help is asked for oneself)."""
     question = GROUP_CHECK_TEXT if group and texts.check == CHECK_TEXT else texts.check
     note = GROUP_NOTE if group else (RESEND_NOTE if resend else CHECK_NOTE)
     body = [_text(question, size="xxl", weight="bold", align="center"), _text(note, size="lg")]
     body += _quote_block(quote_of_the_day(texts.quotes, day))
-    return card(texts.check, body, [button(postback(OK_LABEL, OK_DATA, OK_LABEL))])
+    buttons = [button(postback(OK_LABEL, OK_DATA, OK_LABEL))]
+    if not group:
+        buttons.append(help_button())
+    return card(texts.check, body, buttons, spacing="lg" if not group else None)
+
+
+def help_button() -> dict:
+    return {**button(postback(HELP_LABEL, HELP_DATA, HELP_LABEL), primary=False), "height": "sm"}
+
+
+def help_confirm(effect: Effect) -> dict:
+    """Asked once, so that a slip of the finger sends nobody out."""
+    ask = HELP_ASK_TEXT.get(effect.data or "", HELP_ASK_TEXT[fx.HELP_TO_STAFF])
+    body = [_text(ask, size="xl", weight="bold"), _text(EMERGENCY_NOTE, size="md", color=MUTED_COLOR)]
+    return card(ask.replace("\n", ""), body, [
+        button(postback(HELP_SURE_LABEL, HELP_SURE_DATA, HELP_SURE_LABEL)),
+        button(postback(HELP_NOT_LABEL, OK_DATA, HELP_NOT_LABEL), primary=False),  # the same as 「元気です」
+    ], spacing="lg")
+
+
+def help_sent(effect: Effect) -> dict:
+    told = HELP_SENT_TEXT.get(effect.data or "", HELP_SENT_TEXT[fx.HELP_TO_STAFF])
+    return {"type": "text", "text": f"{told}\n{EMERGENCY_NOTE}"}
+
+
+def all_clear(texts: Texts, effect: Effect) -> dict:
+    """To the contacts told earlier: the resident answered. Only the name they chose to show."""
+    who = f"{texts.names[effect.subject]}さん" if effect.subject in texts.names else "あなたを連絡先に選んだ方"
+    return {"type": "text", "text": f"{who}から応答がありました。ご安心ください。\nお知らせへのご協力、ありがとうございました。"}
 
 
 def ack_data(member: str, cycle: int | None) -> str:
@@ -179,7 +222,7 @@ def unconfirmed_list(members: tuple[str, ...]) -> list[dict]:
 def recipients(effect: Effect) -> tuple[str, ...]:
     if effect.effect in prompts.TO_MEMBER:
         return (effect.member,)
-    if effect.effect == fx.CONTACTS_NOTIFIED:
+    if effect.effect == fx.CONTACTS_NOTIFIED or effect.effect == fx.ALL_CLEAR:
         return tuple(effect.to or ())
     if effect.effect == fx.GROUP_UNCONFIRMED and not effect.members:
         return ()
@@ -194,6 +237,12 @@ def messages_for(effect: Effect, texts: Texts, zone: str) -> list[dict]:
                            group=kind == fx.GROUP_CHECK_POSTED)]
     if kind == fx.CONTACTS_NOTIFIED:
         return [contacts_notice(texts, effect, zone)]
+    if kind == fx.ALL_CLEAR:
+        return [all_clear(texts, effect)]
+    if kind == fx.HELP_CONFIRM:
+        return [help_confirm(effect)]
+    if kind == fx.HELP_REQUESTED:
+        return [help_sent(effect)]
     if kind in (fx.CONFIRMED, fx.RESOLVED_AFTER_ESCALATION):
         return [thanks(effect)]
     if kind == fx.GROUP_UNCONFIRMED:
@@ -202,9 +251,10 @@ def messages_for(effect: Effect, texts: Texts, zone: str) -> list[dict]:
 
 
 SENDS_MESSAGES = frozenset({fx.CHECK_SENT, fx.CHECK_RESENT, fx.CONTACTS_NOTIFIED, fx.CONFIRMED,
-                            fx.RESOLVED_AFTER_ESCALATION, fx.GROUP_CHECK_POSTED, fx.GROUP_UNCONFIRMED}) | prompts.KINDS
+                            fx.RESOLVED_AFTER_ESCALATION, fx.GROUP_CHECK_POSTED, fx.GROUP_UNCONFIRMED,
+                            fx.ALL_CLEAR, fx.HELP_CONFIRM, fx.HELP_REQUESTED}) | prompts.KINDS
 # answers to someone's own tap or message: a reply token of theirs may be at hand (free to answer with)
-REPLYABLE = frozenset({fx.CONFIRMED, fx.RESOLVED_AFTER_ESCALATION}) | prompts.KINDS
+REPLYABLE = frozenset({fx.CONFIRMED, fx.RESOLVED_AFTER_ESCALATION, fx.HELP_CONFIRM, fx.HELP_REQUESTED}) | prompts.KINDS
 
 
 def answers(event) -> str | None:

@@ -8,7 +8,10 @@ scans members: it reads small tables that each step updates in its own commit. T
     Answered(member, cycle)      an OK before anyone was called: +1 "answered" on the day that
                                  cycle's check went out (the shell looks that day up), so the
                                  confirmation rate of a day is answered / check_sent of that day
-    OpenCase(member, cycle, …)   a staff call (見守り) or a contacts notice (安否通知): a row to work
+    OpenCase(member, cycle, …)   a staff call (見守り) or a contacts notice (安否通知): a row to work;
+                                 a staff call on a cycle that told contacts (unclaimed, or a help)
+                                 turns that case into a staff call: one case per cycle
+    Reminded(member, cycle, n, at)   the case is still open 6 h × n after the staff call
     CloseCase(member, at)        the resident answered, or staff resolved the case in the engine
     Acknowledged(member, cycle, contact, at)   a contact told answered 「見に行きます」
 
@@ -17,7 +20,8 @@ Effect kinds this module does not know (new ones appear as the conversations gro
 Subjects are counted by their label, a function of the state only (no clock is read, so a paused
 member is simply "idle": its pause shows as no check being sent, not as a state of its own):
 
-    member  "{service}:{phase}"  phase: idle | sent | resent | escalated, or "unfollowed"
+    member  "{service}:{phase}"  phase: idle | sent | resent | escalated, or "unfollowed" (with no
+                                 case open: a 見守り resident who blocked the account is a case)
     group   "group:idle" | "group:posted", or "group:left" once the account has left the group
 """
 from __future__ import annotations
@@ -43,8 +47,8 @@ DAILY = frozenset({fx.CHECK_SENT, fx.CHECK_RESENT, fx.CONFIRMED, fx.RESOLVED_AFT
 
 # a member's own effects that My Page tells them of (streams/mypage/view.history_line), kept for it
 MEMBER_HISTORY = frozenset({fx.CHECK_SENT, fx.CHECK_RESENT, fx.CONFIRMED, fx.RESOLVED_AFTER_ESCALATION,
-                            fx.STAFF_CALL, fx.CONTACTS_NOTIFIED, fx.ENROLLED, fx.PHONE_SAVED, fx.INVITE_CREATED,
-                            fx.CONTACT_ADDED, fx.UNFOLLOWED, fx.FOLLOWED})
+                            fx.STAFF_CALL, fx.CONTACTS_NOTIFIED, fx.HELP_REQUESTED, fx.ALL_CLEAR, fx.ENROLLED,
+                            fx.PHONE_SAVED, fx.INVITE_CREATED, fx.CONTACT_ADDED, fx.UNFOLLOWED, fx.FOLLOWED})
 
 # case outcomes: what staff recorded, or how the case closed by itself
 REACHED = "reached"          # 連絡がつき無事: closes through a Resolve event in the engine
@@ -73,6 +77,14 @@ class OpenCase(NamedTuple):
     kind: str      # staff_call | contacts_notified
     at: int
     told: int      # how many contacts were told (0 for a staff call)
+    reason: str | None = None   # a staff call's: no_answer | unclaimed | help | unfollowed
+
+
+class Reminded(NamedTuple):
+    member: str
+    cycle: int
+    n: int
+    at: int
 
 
 class CloseCase(NamedTuple):
@@ -95,6 +107,9 @@ class GroupRow(NamedTuple):
     confirmed: int
 
 
+URGENT = fx.HELP   # the call queue lists help first, then by age
+
+
 def day_of(at: int, zone: str) -> str:
     return date.fromordinal(local_ordinal(zone, at)).isoformat()
 
@@ -114,13 +129,16 @@ def effect_changes(effect, zone: str) -> list:
     kind = effect.effect
     if kind == fx.CONTACT_ACKNOWLEDGED:
         return [Acknowledged(effect.subject, effect.cycle, effect.member, effect.at)]
+    if kind == fx.STAFF_REMINDER:
+        return [Reminded(effect.subject, effect.cycle, int(effect.data or 0), effect.at)]
     if kind not in DAILY:
         return []
     out: list = [Count(day_of(effect.at, zone), kind)]
     if kind == fx.CONFIRMED and effect.cycle is not None:
         out.append(Answered(effect.subject, effect.cycle))
     elif kind in fx.ESCALATIONS and effect.cycle is not None:
-        out.append(OpenCase(effect.subject, effect.cycle, kind, effect.at, len(effect.to or ())))
+        out.append(OpenCase(effect.subject, effect.cycle, kind, effect.at, len(effect.to or ()),
+                            effect.data if kind == fx.STAFF_CALL else None))
     elif kind == fx.RESOLVED_AFTER_ESCALATION:
         out.append(CloseCase(effect.subject, effect.at))
     return out
@@ -132,7 +150,7 @@ GROUP_IDLE, GROUP_POSTED, GROUP_LEFT = "group:idle", "group:posted", "group:left
 def label(state: MemberState | GroupState) -> str:
     """The label a subject is counted by (see the module's doc)."""
     if type(state) is MemberState:
-        phase = state.phase if state.following else "unfollowed"
+        phase = state.phase if state.following or state.open else "unfollowed"
         return f"{state.settings.service}:{phase}"
     if type(state) is GroupState:
         if not state.active:

@@ -32,6 +32,7 @@ GROUP_WELCOME = "group_welcome"        # the account joined a group: how つな�
 CONTACT_ACKNOWLEDGED = "contact_acknowledged"  # member: the contact who will go and look (cycle: which case)
 ACK_NOT_NEEDED = "ack_not_needed"      # member: a contact who offered to go, but the resident has answered
 MYPAGE_LINK = "mypage_link"            # a signed link to the member's My Page (made by the sender)
+HELP_CONFIRM = "help_confirm"          # data: whom a help would call (HELP_TO_*): asked once, so a slip sends nobody
 
 ESCALATIONS = (STAFF_CALL, CONTACTS_NOTIFIED)
 
@@ -41,6 +42,8 @@ UNCLAIMED = "unclaimed"      # the contacts told did not answer 「見に行き�
 HELP = "help"                # the resident asked for help
 UNFOLLOWED_WATCH = "unfollowed"   # a 見守り resident blocked the account: staff must phone
 REASONS = (NO_ANSWER, UNCLAIMED, HELP, UNFOLLOWED_WATCH)
+# whom a help calls: a help_confirm's and a help_requested's `data`
+HELP_TO_STAFF, HELP_TO_CONTACTS, HELP_TO_BOTH = "staff", "contacts", "both"
 # kinds that may come more than once in a cycle: their instant is part of their id
 REPEATS = frozenset({HELP_REQUESTED, STAFF_REMINDER})
 

@@ -56,9 +56,10 @@ class Pause:
 
 @dataclass(frozen=True, slots=True)
 class Resolve:
-    """Staff or a contact closes an escalated case."""
+    """Staff or a contact closes an escalated case: `cycle`'s, or (None) whichever is escalated."""
     at: int
     member: str
+    cycle: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +162,13 @@ class Acknowledge:
 
 
 @dataclass(frozen=True, slots=True)
+class AskHelp:
+    """The first tap on 「助けてほしい」: the resident is asked to confirm (nothing is called yet)."""
+    at: int
+    member: str
+
+
+@dataclass(frozen=True, slots=True)
 class OpenMyPage:
     """The resident asks for their My Page (the rich menu's button, where LIFF is not available)."""
     at: int
@@ -168,6 +176,6 @@ class OpenMyPage:
 
 
 Conversation = (Setup | Enroll | Phone | Invite | AcceptInvite | Acknowledge | GroupJoined | GroupLeft | Roster
-                | OpenMyPage)
+                | OpenMyPage | AskHelp)
 Inbound = Register | ChangeSettings | Ok | Message | Pause | Resolve | Help | Unfollow | Follow | Conversation
 Event = Inbound | Tick

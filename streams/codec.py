@@ -10,7 +10,7 @@ import json
 from agents.group import GroupState
 from agents.member import MemberState
 from schemas.effects import Effect
-from schemas.events import (AcceptInvite, Acknowledge, ChangeSettings, Enroll, Follow, GroupJoined, GroupLeft, Help, Invite, Message, Ok,
+from schemas.events import (AcceptInvite, Acknowledge, AskHelp, ChangeSettings, Enroll, Follow, GroupJoined, GroupLeft, Help, Invite, Message, Ok,
                             OpenMyPage, Pause, Phone, Register, Resolve, Roster, Setup, Tick, Unfollow)
 from agents.clock import zone
 from schemas.settings import INTERVALS, SERVICES, GroupSettings, MemberSettings, Schedule
@@ -47,7 +47,7 @@ def settings_from_obj(obj: dict) -> MemberSettings | GroupSettings:
 _SETTINGS = {Register: "register", ChangeSettings: "settings", Enroll: "enroll"}
 _CONVERSATION = {Setup: "setup", Phone: "phone", Invite: "invite", AcceptInvite: "accept_invite",
                  GroupJoined: "group_joined", GroupLeft: "group_left", Roster: "roster", OpenMyPage: "mypage",
-                 Acknowledge: "acknowledge"}
+                 Acknowledge: "acknowledge", AskHelp: "ask_help"}
 _CONVERSATION_BY_NAME = {name: kind for kind, name in _CONVERSATION.items()}
 _PLAIN = {Ok: "ok", Message: "message", Resolve: "resolve", Help: "help", Unfollow: "unfollow", Follow: "follow"}
 _PLAIN_BY_NAME = {name: kind for kind, name in _PLAIN.items()}
@@ -76,6 +76,8 @@ def event_to_obj(event) -> dict:
     obj = {"type": _PLAIN[kind], "at": event.at, "member": event.member}
     if getattr(event, "group", None) is not None:
         obj["group"] = event.group
+    if kind is Resolve and event.cycle is not None:
+        obj["cycle"] = event.cycle
     return obj
 
 
@@ -119,6 +121,11 @@ def event_from_obj(obj) -> object:
         if group is not None and not isinstance(group, str):
             raise Undecodable(f"{kind}.group: expected a string")
         return _PLAIN_BY_NAME[kind](at, _field(obj, kind, "member", str), group)
+    if kind == "resolve":
+        cycle = obj.get("cycle")
+        if cycle is not None and type(cycle) is not int:
+            raise Undecodable("resolve.cycle: expected an integer")
+        return Resolve(at, _field(obj, kind, "member", str), cycle)
     if kind in _PLAIN_BY_NAME:
         return _PLAIN_BY_NAME[kind](at, _field(obj, kind, "member", str))
     raise Undecodable("event.type: not a type this engine knows")

@@ -269,7 +269,7 @@ def test_the_admin_screen_on_kafka_reads_the_effects_from_redis_and_staff_action
             status, _, response = await user.post(f"/admin/{A}/calls/record", {
                 "csrf": csrf_in(page), "member": W_SILENT, "cycle": "1", "outcome": rs.REACHED})
             assert status == 303 and "done=reached" in response.headers["Location"]
-            assert (W_SILENT, Resolve(NOW, W_SILENT)) in await inbound_events(run.settings)
+            assert (W_SILENT, Resolve(NOW, W_SILENT, 1)) in await inbound_events(run.settings)
             row = await reader.case(A, W_SILENT, 1)
             assert row["status"] == "open" and row["last_action"] == rs.REACHED
             assert "反映中" in (await user.get(f"/admin/{A}/calls"))[1]

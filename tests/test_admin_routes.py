@@ -445,7 +445,8 @@ def test_the_read_side_agrees_with_the_engines_effects_and_states_after_real_ste
             by_day[(rs.day_of(e.at, "Asia/Tokyo"), e.effect)] += 1
     stored = {(day, kind): n for day, kinds in readside.daily(db, A, "2026-01-01", "2027-12-31").items()
               for kind, n in kinds.items() if kind != rs.ANSWERED}
-    assert stored == dict(by_day) and by_day[("2026-12-02", fx.STAFF_CALL)] == 2
+    # two 見守り calls at 12:00, and at 15:00 the 安否通知 case nobody in the family took up
+    assert stored == dict(by_day) and by_day[("2026-12-02", fx.STAFF_CALL)] == 3
     # answered before escalation, counted on the day the check went out
     sent_day = {(e.subject, e.cycle): rs.day_of(e.at, "Asia/Tokyo") for e in effects if e.effect == fx.CHECK_SENT}
     answered = Counter(sent_day[(e.subject, e.cycle)] for e in effects if e.effect == fx.CONFIRMED)
@@ -454,9 +455,12 @@ def test_the_read_side_agrees_with_the_engines_effects_and_states_after_real_ste
     labels = Counter(rs.label(s) for _, s in world.store.states(A))
     assert readside.labels(db, A) == dict(labels)
     assert labels["watch:escalated"] == 2 and labels["notify:escalated"] == 1 and labels["watch:idle"] == 1
-    escalations = {(e.subject, e.cycle, e.effect) for e in effects if e.effect in fx.ESCALATIONS}
+    escalations = {}  # one case per cycle: a staff call on a cycle that told contacts takes it over
+    for e in effects:
+        if e.effect in fx.ESCALATIONS and escalations.get((e.subject, e.cycle)) != fx.STAFF_CALL:
+            escalations[(e.subject, e.cycle)] = e.effect
     rows = db.execute("SELECT member, cycle, kind FROM rs_cases WHERE tenant = ?", (A,)).fetchall()
-    assert set(rows) == escalations
+    assert set(rows) == {(*key, kind) for key, kind in escalations.items()}
     assert readside.labels(db, B) == {"watch:sent": 1}  # tenants are counted apart
     # an older file without the read side gets it rebuilt, to the same numbers, when opened
     before = [db.execute(f"SELECT * FROM {t} ORDER BY 1, 2, 3").fetchall() for t in readside.TABLES]
@@ -516,7 +520,7 @@ async def test_reached_and_fine_commits_a_resolve_and_the_engine_closes_the_case
     status, _, response = await user.post("/admin/city-a/calls/record", {
         "csrf": csrf_in(page), "member": WATCH_SILENT, "cycle": "1", "outcome": rs.REACHED})
     assert status == 303 and "done=reached" in response.headers["Location"]
-    assert inbox(world.store, A)[-1] == Resolve(world.now[0], WATCH_SILENT)
+    assert inbox(world.store, A)[-1] == Resolve(world.now[0], WATCH_SILENT, 1)
     row = await case_row(world, WATCH_SILENT)
     assert row["status"] == "open" and row["last_action"] == rs.REACHED  # until the engine has it
     assert "反映中" in (await user.get("/admin/city-a/calls"))[1]
@@ -570,7 +574,81 @@ async def test_the_notify_page_shows_how_many_of_those_told_will_go_and_look(wor
     world.store.accept(A, None, [(NOTIFY_SILENT, Acknowledge(world.now[0], NOTIFY_SILENT, FAMILY, 1))])
     world.step(world.now[0] + 1_000)
     page = (await user.get("/admin/city-a/escalations"))[1]
-    assert 'class="acks">1人（' in page
+    assert 'class="acks">1人<br><span class="muted">12月2日（水）13:00</span>' in page
+    await user.close()
+
+
+# --- nobody is left waiting: reasons, reminders, help first, 安否通知 cases closed by staff --------------
+
+
+def open_rows(page: str, table: str = "open-cases") -> list[str]:
+    """The members of an open table's rows, top to bottom."""
+    body = page.split(f'id="{table}"')[1].split("</table>")[0] if f'id="{table}"' in page else ""
+    return re.findall(r'<tr data-member="([^"]+)"', body)
+
+
+@run
+async def test_a_family_that_does_not_go_brings_the_case_to_the_call_queue_with_reminders(world, server, app):
+    user = Browser(server)
+    await user.login(A, "a-operator")
+    assert NOTIFY_SILENT in open_rows((await user.get("/admin/city-a/escalations"))[1], "open-notices")
+    day2 = START + DAY
+    effects = world.step(day2 + 15 * HOUR)   # told at 12:00, nobody said 「見に行きます」 by 15:00
+    assert [(e.effect, e.data) for e in effects if e.subject == NOTIFY_SILENT] == [(fx.STAFF_CALL, fx.UNCLAIMED)]
+    page = (await user.get("/admin/city-a/calls"))[1]
+    assert NOTIFY_SILENT in open_rows(page) and "連絡先の方が動けていません" in page and "連絡先1人に通知済み" in page
+    assert NOTIFY_SILENT not in open_rows((await user.get("/admin/city-a/escalations"))[1], "open-notices")
+    world.step(day2 + 18 * HOUR)   # the 見守り calls of 12:00 are reminded at 18:00
+    world.step(day2 + 21 * HOUR)   # and this one at 21:00
+    row = await case_row(world, NOTIFY_SILENT)
+    assert (row["kind"], row["reason"], row["reminders"]) == (fx.STAFF_CALL, fx.UNCLAIMED, 1)
+    assert [(await case_row(world, m))["reminders"] for m in (WATCH_SILENT, WATCH_LATE)] == [1, 1]
+    assert "再通知 1回" in (await user.get("/admin/city-a/calls"))[1]
+    await user.close()
+
+
+@run
+async def test_a_help_goes_to_the_top_of_the_call_queue_and_an_ok_does_not_close_it(world, server, app):
+    from schemas.events import Help
+    at = world.now[0]
+    world.store.accept(A, None, [(WATCH_OK, Help(at, WATCH_OK))])
+    effects = world.step(at + 1_000)
+    assert [(e.effect, e.data) for e in effects if e.subject == WATCH_OK] == [
+        (fx.HELP_REQUESTED, fx.HELP_TO_STAFF), (fx.STAFF_CALL, fx.HELP)]
+    world.ok(WATCH_OK, at + 2_000)   # a tap on OK cannot say that someone who asked for help is safe
+    world.step(at + 3_000)
+    user = Browser(server)
+    await user.login(A, "a-operator")
+    page = (await user.get("/admin/city-a/calls"))[1]
+    assert open_rows(page)[0] == WATCH_OK and open_rows(page)[1:] == [WATCH_SILENT, WATCH_LATE]
+    assert '<span class="badge danger">助けを求めています</span>' in page and PHONES[WATCH_OK] in page
+    cycle = 3  # a new cycle: today's check (cycle 2) was answered
+    status, _, response = await user.post("/admin/city-a/calls/record", {
+        "csrf": csrf_in(page), "member": WATCH_OK, "cycle": str(cycle), "outcome": rs.REACHED})
+    assert status == 303 and inbox(world.store, A)[-1] == Resolve(world.now[0], WATCH_OK, cycle)
+    effects = world.step(world.now[0] + 1_000)
+    assert [e.effect for e in effects if e.subject == WATCH_OK] == [fx.RESOLVED_AFTER_ESCALATION]
+    assert (await case_row(world, WATCH_OK, cycle))["outcome"] == rs.REACHED
+    await user.close()
+
+
+@run
+async def test_staff_close_a_notify_case_and_the_family_is_told_all_is_well(world, server, app):
+    user = Browser(server)
+    await user.login(A, "a-operator")
+    page = (await user.get("/admin/city-a/escalations"))[1]
+    status, _, response = await user.post("/admin/city-a/calls/record", {
+        "csrf": csrf_in(page), "member": NOTIFY_SILENT, "cycle": "1", "outcome": rs.REACHED, "back": "escalations"})
+    assert status == 303 and response.headers["Location"].startswith("/admin/city-a/escalations?done=reached")
+    assert inbox(world.store, A)[-1] == Resolve(world.now[0], NOTIFY_SILENT, 1)
+    assert "無事を記録済み・反映中" in (await user.get("/admin/city-a/escalations"))[1]
+    effects = world.step(world.now[0] + 1_000)
+    mine = [(e.effect, e.to) for e in effects if e.subject == NOTIFY_SILENT]
+    assert mine == [(fx.RESOLVED_AFTER_ESCALATION, None), (fx.ALL_CLEAR, (FAMILY,))]
+    row = await case_row(world, NOTIFY_SILENT)
+    assert (row["status"], row["outcome"]) == ("closed", rs.REACHED)
+    page = (await user.get("/admin/city-a/escalations"))[1]
+    assert NOTIFY_SILENT not in open_rows(page, "open-notices") and "連絡がつき無事" in page
     await user.close()
 
 

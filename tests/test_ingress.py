@@ -35,7 +35,7 @@ from hypothesis_jsonschema import from_schema
 
 from agents import invitation
 from agents.subject import addressed
-from schemas.events import Acknowledge, Follow, GroupJoined, GroupLeft, Message, Ok, Roster, Unfollow
+from schemas.events import Acknowledge, AskHelp, Follow, GroupJoined, GroupLeft, Help, Message, Ok, Roster, Unfollow
 from schemas.settings import Schedule
 from schemas.tenant import Tenant
 from streams import codec
@@ -282,7 +282,7 @@ def ids_apart(prefix: str, other: str) -> str:
 
 
 def test_every_event_type_is_routed_onto_the_runtimes_inbound_topic(kafka_tenant):
-    member, other = "U" + "a" * 32, "U" + "b" * 32
+    member, other, third = "U" + "a" * 32, "U" + "b" * 32, "U" + "c" * 32
     group = ids_apart("C", member)
     secret_words = "ひみつの言葉"  # must reach neither topic nor log
     events = [
@@ -298,6 +298,8 @@ def test_every_event_type_is_routed_onto_the_runtimes_inbound_topic(kafka_tenant
         event("leave", in_group(group), at=T0 + 9),
         event("postback", user(other), at=T0 + 10, replyToken="r",
               postback={"data": f"action=ack&member={member}&cycle=3"}),
+        event("postback", user(third), at=T0 + 11, postback={"data": "action=help"}),         # 助けてほしい
+        event("postback", user(third), at=T0 + 12, postback={"data": "action=help&sure=1"}),  # はい
     ]
     body = body_of(*events)
     with kafka_ingress(kafka_tenant) as host:
@@ -307,7 +309,7 @@ def test_every_event_type_is_routed_onto_the_runtimes_inbound_topic(kafka_tenant
                Follow(T0 + 4, member), Unfollow(T0 + 5, other),
                GroupJoined(T0 + 6, group, Schedule("1d", 9 * 60, "Asia/Tokyo")),
                Roster(T0 + 7, group, joined=(member,)), Roster(T0 + 8, group, left=(other,)), GroupLeft(T0 + 9, group),
-               Acknowledge(T0 + 10, member, other, 3)]
+               Acknowledge(T0 + 10, member, other, 3), AskHelp(T0 + 11, third), Help(T0 + 12, third)]
     inbound = inbound_of(kafka_tenant)
     # each event carries its own reply token, where one answers the person (or the group joined);
     # only a person's newest token is kept: the member's is the follow's, the other's the 見に行きます tap's
@@ -669,7 +671,8 @@ def from_a_person(branch: dict) -> dict:
             "type": "string", "enum": ["action=ok", "action=ok&cycle=2", "action=ack&member=U1&cycle=3",
                                        "action=setup", "action=setup&s=watch&i=weekly",
                                        "action=enroll&s=notify&i=1d&t=540", "action=enroll&s=watch",
-                                       "action=enroll&s=nope&i=1d&t=540", "action=invite", "action=mypage"]}
+                                       "action=enroll&s=nope&i=1d&t=540", "action=invite", "action=mypage",
+                                       "action=help", "action=help&sure=1"]}
     return branch
 
 

@@ -47,6 +47,12 @@ EFFECTS = [
     Effect(AT, fx.MYPAGE_LINK, "U001"),
     Effect(AT, fx.CONTACT_ACKNOWLEDGED, "U001", 1, member="U900"),
     Effect(AT, fx.ACK_NOT_NEEDED, "U001", 1, member="U900"),
+    # nobody is left waiting
+    Effect(AT, fx.ALL_CLEAR, "U001", 1, to=("U900", "U901")),
+    Effect(AT, fx.ALL_CLEAR, "U002", 1, to=("U900",)),   # no name known
+    *(Effect(AT, fx.HELP_CONFIRM, "U001", data=d) for d in (fx.HELP_TO_STAFF, fx.HELP_TO_CONTACTS)),
+    *(Effect(AT, fx.HELP_REQUESTED, "U001", 2, data=d) for d in (fx.HELP_TO_STAFF, fx.HELP_TO_CONTACTS,
+                                                                  fx.HELP_TO_BOTH)),
 ]
 
 
@@ -93,18 +99,23 @@ def test_every_message_is_a_valid_push_body_in_kind_japanese(effect):
 
 
 def test_no_message_for_what_is_not_a_line_message():
-    for kind in (fx.STAFF_CALL, fx.GROUP_CONFIRMED, fx.UNFOLLOWED, fx.FOLLOWED):
+    for kind in (fx.STAFF_CALL, fx.STAFF_REMINDER, fx.GROUP_CONFIRMED, fx.UNFOLLOWED, fx.FOLLOWED):
         assert m.messages_for(Effect(AT, kind, "U001", 1), TEXTS, "Asia/Tokyo") == []
 
 
-def test_the_check_card_has_one_big_ok_button_that_the_ingress_understands():
+def test_the_check_card_has_one_big_ok_button_and_a_smaller_help_that_the_ingress_understands():
     for kind in (fx.CHECK_SENT, fx.CHECK_RESENT, fx.GROUP_CHECK_POSTED):
         [card] = m.messages_for(Effect(AT, kind, "U001", 1), TEXTS, "Asia/Tokyo")
         assert card["type"] == "flex" and card["altText"] == "お元気ですか？"
-        [action] = list(_actions(card))
-        assert action == {"type": "postback", "label": "元気です", "data": "action=ok", "displayText": "元気です"}
-        [button] = card["contents"]["footer"]["contents"]
-        assert button["style"] == "primary"
+        ok, *help_ = list(_actions(card))
+        assert ok == {"type": "postback", "label": "元気です", "data": "action=ok", "displayText": "元気です"}
+        big, *small = card["contents"]["footer"]["contents"]
+        assert big["style"] == "primary" and big["height"] == "md"
+        if kind == fx.GROUP_CHECK_POSTED:  # help is asked for oneself, not in a group
+            assert help_ == [] and small == []
+        else:
+            assert [a["data"] for a in help_] == ["action=help"] and help_[0]["label"] == "助けてほしい"
+            assert small[0]["style"] == "secondary" and small[0]["height"] == "sm"
         texts = list(_texts(card))
         assert m.quote_of_the_day(m.QUOTES, date(2026, 12, 1)) in texts
     resend = m.messages_for(EFFECTS[1], TEXTS, "Asia/Tokyo")[0]
@@ -306,3 +317,27 @@ def test_the_my_page_button_opens_a_signed_link_for_that_member_only():
         mypage_link.verify(mypage_link.key_for("another-secret"), token, "town", AT)
     [plain] = m.messages_for(Effect(AT, fx.MYPAGE_LINK, "U001"), m.Texts(), "Asia/Tokyo")
     assert "まだご用意できていません" in plain["text"]  # where no My Page is served
+
+
+def test_help_is_asked_once_and_its_two_answers_are_a_help_and_an_ok():
+    from streams.line.webhook_events import postback_action
+    [ask] = m.messages_for(Effect(AT, fx.HELP_CONFIRM, "U001", data=fx.HELP_TO_STAFF), TEXTS, "Asia/Tokyo")
+    assert "担当の職員に、すぐ知らせます。" in "".join(_texts(ask)) and "119番" in "".join(_texts(ask))
+    sure, not_ = list(_actions(ask))
+    assert (sure["label"], sure["data"]) == ("はい、助けてほしい", "action=help&sure=1")
+    assert (not_["label"], not_["data"]) == ("いいえ、元気です", "action=ok")   # the same as the OK button
+    assert postback_action(sure["data"]) == "help"
+    [family] = m.messages_for(Effect(AT, fx.HELP_CONFIRM, "U001", data=fx.HELP_TO_CONTACTS), TEXTS, "Asia/Tokyo")
+    assert "ご家族など、連絡先の方に、すぐ知らせます。" in "".join(_texts(family))
+    [told] = m.messages_for(Effect(AT, fx.HELP_REQUESTED, "U001", 1, data=fx.HELP_TO_STAFF), TEXTS, "Asia/Tokyo")
+    assert told["text"].startswith("担当の職員に知らせました。") and m.reply_holder(
+        Effect(AT, fx.HELP_REQUESTED, "U001", 1)) == "U001"
+
+
+def test_the_all_clear_goes_to_the_contacts_told_with_only_the_name_the_resident_shows():
+    effect = Effect(AT, fx.ALL_CLEAR, "U001", 1, to=("U900", "U901"))
+    assert m.recipients(effect) == ("U900", "U901")
+    [message] = m.messages_for(effect, TEXTS, "Asia/Tokyo")
+    assert message["text"].startswith("山田 花子さんから応答がありました。")
+    [unnamed] = m.messages_for(Effect(AT, fx.ALL_CLEAR, "U002", 1, to=("U900",)), TEXTS, "Asia/Tokyo")
+    assert "U002" not in unnamed["text"] and unnamed["text"].startswith("あなたを連絡先に選んだ方から応答がありました。")

@@ -105,7 +105,7 @@ class SqliteReadSide:
     async def record_outcome(self, tenant, member, cycle, outcome, now, wall, login):
         store = self.store
         row = sqlite_rs.case(store.db, tenant, member, cycle)
-        if row is None or row["kind"] != fx.STAFF_CALL or row["status"] != "open":
+        if row is None or row["kind"] not in fx.ESCALATIONS or row["status"] != "open":
             return False
         state = sqlite_rs.state_of(store.db, tenant, member)
         # The engine can resolve only the escalation it still has open; a case it has already let go of
@@ -117,7 +117,7 @@ class SqliteReadSide:
             sqlite_rs.record_action(store.db, tenant, member, cycle, outcome, now, close=close_here)
             accounts.audit(store.db, tenant, wall, login, f"case.{outcome}", f"{member}:{cycle}")
             if resolve:
-                store.enqueue(tenant, [(member, Resolve(now, member))])
+                store.enqueue(tenant, [(member, Resolve(now, member, cycle))])
 
         await store.grouped(write)
         return True
@@ -203,12 +203,13 @@ class RedisReadSide:
 
     async def record_outcome(self, tenant, member, cycle, outcome, now, wall, login):
         row = await self.reader.case(tenant, member, cycle)
-        if row is None or row["kind"] != fx.STAFF_CALL or row["status"] != "open":
+        if row is None or row["kind"] not in fx.ESCALATIONS or row["status"] != "open":
             return False
         # The engine's state is not here; its read-model label is (the worker's, streams/kafka/redis_store.py).
         # Escalated (or still "resent" for the half second before the worker's label reaches Redis):
-        # the engine still holds the case open, so it must resolve it. Blocked, or a new cycle since
-        # (which only an unfollow and a follow make): the engine has let it go; it closes here.
+        # the engine still holds the case open, so it must resolve it (that cycle only: the Resolve
+        # names it). Blocked with no case held open (a 安否通知 resident who left): the engine has let
+        # it go; it closes here.
         label = await self.redis.hget(self.model.keys(tenant)[0], member)
         phase = (label.decode() if isinstance(label, bytes) else label or "").rpartition(":")[2]
         resolve = outcome == rs.REACHED and phase in ("escalated", "resent")
@@ -217,7 +218,7 @@ class RedisReadSide:
             # First, so that a failure records nothing; a repeat (staff try again) is harmless: the
             # engine resolves only a cycle that is still escalated.
             from streams.line.webhook_events import Routed
-            await self.sink.put(tenant, Routed(events=[Resolve(now, member)]))
+            await self.sink.put(tenant, Routed(events=[Resolve(now, member, cycle)]))
         if not await self.reader.record_action(tenant, member, cycle, outcome, now, close_here):
             return False
         await self.staff.audit(tenant, wall, login, f"case.{outcome}", f"{member}:{cycle}")

@@ -34,6 +34,8 @@ ACTION_WORDS = {"login": "ログイン", "login.failed": "ログイン失敗", "
                 "notice.preview": "お知らせを確認画面で表示", "notice.send": "お知らせを配信",
                 **settings_pages.ACTION_WORDS}
 ROLE_WORDS = {accounts.ADMIN: "管理者", accounts.OPERATOR: "担当者"}
+REASON_WORDS = {fx.HELP: "助けを求めています", fx.NO_ANSWER: "返事がありません",
+                fx.UNCLAIMED: "連絡先の方が動けていません", fx.UNFOLLOWED_WATCH: "LINEをブロックしました"}
 
 
 def add_routes(router: web.UrlDispatcher) -> None:
@@ -132,6 +134,8 @@ def _case_view(zone: str, now: int, row: dict) -> dict:
             "last_action_text": OUTCOME_WORDS.get(row["last_action"] or ""),
             "last_action_at_text": local_time(row["last_action_at"], zone),
             "outcome_text": OUTCOME_WORDS.get(row["outcome"] or "", "完了"),
+            "reason_text": REASON_WORDS.get(row.get("reason") or "", ""), "urgent": row.get("reason") == rs.URGENT,
+            "reminders": row.get("reminders") or 0, "reminded_at_text": local_time(row.get("reminded_at"), zone),
             "resolving": row["status"] == "open" and row["last_action"] == rs.REACHED}
 
 
@@ -142,6 +146,8 @@ async def record(request: web.Request) -> web.Response:
     form, login = request[FORM], request[SESSION].login
     back = request.app.router["calls"].url_for(tenant=tenant)
     member, outcome = str(form.get("member", "")), str(form.get("outcome", ""))
+    if form.get("back") == "escalations":
+        back = request.app.router["escalations"].url_for(tenant=tenant)
     try:
         cycle = int(str(form.get("cycle", "")))
     except ValueError:
@@ -162,15 +168,19 @@ async def escalations(request: web.Request) -> web.Response:
     open_rows = await reads.cases(tenant, fx.CONTACTS_NOTIFIED, "open")
     closed = await reads.cases(tenant, fx.CONTACTS_NOTIFIED, "closed", limit=20)
     acks = await reads.acknowledged(tenant, [(r["member"], r["cycle"]) for r in open_rows + closed])
+    done = request.query.get("done")
     return render(request, "escalations.html", title="安否通知（ご家族などへの連絡）",
                   open_rows=[_with_acks(zone, _case_view(zone, now, r), acks) for r in open_rows],
-                  closed=[_with_acks(zone, _case_view(zone, now, r), acks) for r in closed])
+                  closed=[_with_acks(zone, _case_view(zone, now, r), acks) for r in closed],
+                  csrf=request[SESSION].csrf, outcomes=[(k, OUTCOME_WORDS[k]) for k in rs.OUTCOMES],
+                  done=OUTCOME_WORDS.get(done), gone=request.query.get("gone") == "1")
 
 
 def _with_acks(zone: str, case: dict, acks: dict) -> dict:
     """Who of those told answered 「見に行きます」, and when (the contacts stay unnamed here)."""
     times = acks.get((case["member"], case["cycle"]), [])
-    return {**case, "acks": len(times), "first_ack_text": local_time(times[0], zone) if times else ""}
+    return {**case, "acks": len(times), "first_ack_text": local_time(times[0], zone) if times else "",
+            "ack_times": [local_time(t, zone) for t in times]}
 
 
 async def groups(request: web.Request) -> web.Response:

@@ -44,7 +44,8 @@ ZONE = "Asia/Tokyo"
 BEHAVIOURS = (("answer", 0.70), ("forget", 0.14), ("never", 0.10), ("block", 0.06))
 LABELS = ((fx.CHECK_SENT, "確認を送信"), (fx.CONFIRMED, "OK"), (fx.CHECK_RESENT, "再送"),
           (fx.STAFF_CALL, "職員へ連絡"), (fx.CONTACTS_NOTIFIED, "家族へ連絡"),
-          (fx.RESOLVED_AFTER_ESCALATION, "連絡後に応答"), (fx.UNFOLLOWED, "ブロック"))
+          (fx.STAFF_REMINDER, "職員へ再通知"), (fx.RESOLVED_AFTER_ESCALATION, "連絡後に応答"),
+          (fx.ALL_CLEAR, "家族へ応答を連絡"), (fx.UNFOLLOWED, "ブロック"))
 
 
 def residents(n: int, seed: int, town: str | None = None) -> list[tuple[Resident, MemberSettings]]:

@@ -7,8 +7,9 @@ agents/readside.py; this module only reads and writes rows.
 
     rs_daily   (tenant, day, kind) -> n   per local day: checks sent, OKs, resends, escalations, …
     rs_labels  (tenant, label) -> n       members and groups by service and state
-    rs_cases   one row per escalation (staff call or contacts told): open until the resident answers,
-               the engine resolves it, or staff close it
+    rs_cases   one row per escalated cycle (staff call or contacts told): open until the resident
+               answers, the engine resolves it, or staff close it; a staff call on a cycle that told
+               contacts moves its row to the call queue; `reminders`: how many times staff were reminded
     rs_groups  one row per つながり group: its current check
     rs_usage   (tenant, month) -> messages handed to LINE that count against the quota (an estimate)
     rs_acks    (tenant, member, cycle, contact) -> when that contact answered 「見に行きます」
@@ -33,6 +34,7 @@ CREATE TABLE IF NOT EXISTS rs_cases (tenant TEXT NOT NULL, member TEXT NOT NULL,
                                      kind TEXT NOT NULL, at INTEGER NOT NULL, told INTEGER NOT NULL DEFAULT 0,
                                      status TEXT NOT NULL DEFAULT 'open', last_action TEXT,
                                      last_action_at INTEGER, closed_at INTEGER, outcome TEXT,
+                                     reason TEXT, reminders INTEGER NOT NULL DEFAULT 0, reminded_at INTEGER,
                                      PRIMARY KEY (tenant, member, cycle));
 CREATE INDEX IF NOT EXISTS rs_cases_by_status ON rs_cases (tenant, kind, status, at);
 CREATE INDEX IF NOT EXISTS rs_cases_closed ON rs_cases (tenant, kind, status, closed_at);
@@ -53,7 +55,14 @@ def install(db: sqlite3.Connection) -> bool:
     """Create the tables; True if they are new (an older file: rebuild them from what it holds)."""
     have = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     db.executescript(SCHEMA)
+    columns = {row[1] for row in db.execute("PRAGMA table_info(rs_cases)")}
+    for name, kind in ADDED_CASE_COLUMNS:  # a file from before they existed
+        if name not in columns:
+            db.execute(f"ALTER TABLE rs_cases ADD COLUMN {name} {kind}")
     return "rs_daily" not in have
+
+
+ADDED_CASE_COLUMNS = (("reason", "TEXT"), ("reminders", "INTEGER NOT NULL DEFAULT 0"), ("reminded_at", "INTEGER"))
 
 
 # --- writing (inside the store's transactions) ------------------------------------------------------
@@ -97,7 +106,7 @@ def apply_step(db: sqlite3.Connection, tenant: str, old: Mapping[str, str | None
             if type(change) is rs.Count:
                 counts[(change.day, change.kind)] += change.n
             elif type(change) is rs.OpenCase:
-                opens.append((tenant, change.member, change.cycle, change.kind, change.at, change.told))
+                opens.append((tenant, change.member, change.cycle, change.kind, change.at, change.told, change.reason))
             else:
                 if opens:  # a case opened earlier in this step may be the one this closes
                     _open(db, opens)
@@ -120,6 +129,10 @@ def _write(db: sqlite3.Connection, tenant: str, change, zone: str, counts: Count
     elif kind is rs.Acknowledged:
         db.execute("INSERT OR IGNORE INTO rs_acks VALUES (?, ?, ?, ?, ?)",
                    (tenant, change.member, change.cycle, change.contact, change.at))
+    elif kind is rs.Reminded:
+        db.execute("UPDATE rs_cases SET reminders = ?, reminded_at = ? WHERE tenant = ? AND member = ? AND cycle = ? "
+                   "AND status = 'open' AND reminders < ?",
+                   (change.n, change.at, tenant, change.member, change.cycle, change.n))
     elif kind is rs.CloseCase:
         # staff who reached the person asked the engine to resolve: keep their word as the outcome
         db.execute("UPDATE rs_cases SET status = 'closed', closed_at = ?, outcome = CASE WHEN last_action = ? "
@@ -128,8 +141,11 @@ def _write(db: sqlite3.Connection, tenant: str, change, zone: str, counts: Count
 
 
 def _open(db: sqlite3.Connection, opens: list[tuple]) -> None:
-    db.executemany("INSERT OR IGNORE INTO rs_cases (tenant, member, cycle, kind, at, told) VALUES (?, ?, ?, ?, ?, ?)",
-                   opens)
+    # a replay changes nothing; a staff call on an open contacts case takes it to the call queue
+    db.executemany("INSERT INTO rs_cases (tenant, member, cycle, kind, at, told, reason) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                   f"ON CONFLICT (tenant, member, cycle) DO UPDATE SET kind = excluded.kind, reason = excluded.reason "
+                   f"WHERE rs_cases.status = 'open' AND rs_cases.kind != excluded.kind "
+                   f"AND excluded.kind = '{fx.STAFF_CALL}'", opens)
     opens.clear()
 
 
@@ -216,12 +232,12 @@ def usage(db: sqlite3.Connection, tenant: str, month: str) -> int:
 
 
 CASE_COLUMNS = ("member", "cycle", "kind", "at", "told", "status", "last_action", "last_action_at", "closed_at",
-                "outcome")
+                "outcome", "reason", "reminders", "reminded_at")
 
 
 def cases(db: sqlite3.Connection, tenant: str, kind: str, status: str, limit: int = 200) -> list[dict]:
-    """Open cases oldest first (the longest wait on top); closed ones newest first."""
-    order = "at ASC" if status == "open" else "closed_at DESC"
+    """Open cases by urgency (a help first, then the longest wait); closed ones newest first."""
+    order = f"reason IS '{rs.URGENT}' DESC, at ASC" if status == "open" else "closed_at DESC"
     rows = db.execute(f"SELECT {', '.join(CASE_COLUMNS)} FROM rs_cases WHERE tenant = ? AND kind = ? AND status = ? "
                       f"ORDER BY {order} LIMIT ?", (tenant, kind, status, limit))
     return [dict(zip(CASE_COLUMNS, row)) for row in rows]

@@ -22,8 +22,10 @@ case hash of a staff call (closed cases expire after CLOSED_DAYS).
     anpi:{t}:rs:sent:<member>        "cycle|day|at" of the member's last check (TTL SENT_DAYS): an OK
                                      counts as answered on the day its cycle's check went out
     anpi:{t}:rs:case:<member>:<cycle>  hash: member cycle kind at told status last_action
-                                     last_action_at closed_at outcome sent_at [phone]
-    anpi:{t}:rs:open:<kind>          zset "<member>:<cycle>" by escalation time (oldest first)
+                                     last_action_at closed_at outcome sent_at reason reminders
+                                     reminded_at [phone]
+    anpi:{t}:rs:open:<kind>          zset "<member>:<cycle>" by urgency: escalation time, less
+                                     URGENT_FIRST for a help (a help on top, then the oldest)
     anpi:{t}:rs:closed:<kind>        zset "<member>:<cycle>" by closing time (the last CLOSED_KEEP)
     anpi:{t}:rs:mopen:<member>       set of the member's open case cycles (CloseCase closes them all)
     anpi:{t}:rs:acks:<member>:<cycle>  hash contact -> when they answered 「見に行きます」
@@ -63,6 +65,7 @@ CLOSED_DAYS = 90      # a closed case (with the phone of a staff call) is forgot
 CLOSED_KEEP = 1000    # closed cases listed per kind (the page shows the last 20)
 PENDING_PHONE_DAYS = 7  # a phone read before its case: kept this long for the case to open
 DAY_MS = 86_400_000
+URGENT_FIRST = 10 ** 13   # ms (over 300 years): what a help's score in an open zset is brought forward by
 
 
 HISTORY_DAYS = 31     # a member's own effects, for My Page (it shows 30 days)
@@ -90,7 +93,10 @@ def effect_ops(effect, zone: str) -> list[list]:
         elif kind is rs.Answered:
             ops.append(["ans", change.member, change.cycle])
         elif kind is rs.OpenCase:
-            ops.append(["open", change.member, change.cycle, change.kind, change.at, change.told])
+            ops.append(["open", change.member, change.cycle, change.kind, change.at, change.told, change.reason or "",
+                        change.at - URGENT_FIRST if change.reason == rs.URGENT else change.at])
+        elif kind is rs.Reminded:
+            ops.append(["remind", change.member, change.cycle, change.n, change.at])
         elif kind is rs.CloseCase:
             ops.append(["close", change.member, change.at])
         elif kind is rs.Acknowledged:
@@ -201,10 +207,17 @@ for _, op in ipairs(ops) do
         end
       end
     elseif name == 'open' then
-      local member, cycle, kind, at, told = op[3], op[4], op[5], op[6], op[7]
+      local member, cycle, kind, at, told, reason, score = op[3], op[4], op[5], op[6], op[7], op[8] or '', op[9] or op[6]
       local id = member .. ':' .. cycle
       local key = p .. 'case:' .. id
-      if redis.call('HEXISTS', key, 'kind') == 0 then
+      local f = redis.call('HMGET', key, 'kind', 'status')
+      if f[1] and f[2] == 'open' and f[1] ~= kind and kind == 'staff_call' then
+        -- a staff call on a cycle that told contacts: the case goes to the call queue
+        local since = tonumber(redis.call('HGET', key, 'at'))
+        redis.call('ZREM', p .. 'open:' .. f[1], id)
+        redis.call('ZADD', p .. 'open:' .. kind, (reason == 'help') and (since - %(urgent)d) or since, id)
+        redis.call('HSET', key, 'kind', kind, 'reason', reason)
+      elseif not f[1] then
         local sent_at = ''
         local v = redis.call('GET', p .. 'sent:' .. member)
         if v then
@@ -212,9 +225,9 @@ for _, op in ipairs(ops) do
           if tonumber(c) == cycle then sent_at = a end
         end
         redis.call('HSET', key, 'member', member, 'cycle', cycle, 'kind', kind, 'at', at, 'told', told,
-                   'status', 'open', 'sent_at', sent_at)
+                   'status', 'open', 'sent_at', sent_at, 'reason', reason, 'reminders', 0)
         redis.call('PERSIST', key)
-        redis.call('ZADD', p .. 'open:' .. kind, at, id)
+        redis.call('ZADD', p .. 'open:' .. kind, score, id)
         redis.call('SADD', p .. 'mopen:' .. member, cycle)
       end
     elseif name == 'close' then
@@ -229,6 +242,12 @@ for _, op in ipairs(ops) do
         end
       end
       redis.call('DEL', mkey)
+    elseif name == 'remind' then
+      local key = p .. 'case:' .. op[3] .. ':' .. op[4]
+      local f = redis.call('HMGET', key, 'status', 'reminders')
+      if f[1] == 'open' and tonumber(f[2] or '0') < op[5] then
+        redis.call('HSET', key, 'reminders', op[5], 'reminded_at', op[6])
+      end
     elseif name == 'ack' then
       local key = p .. 'acks:' .. op[3] .. ':' .. op[4]
       redis.call('HSETNX', key, op[5], op[6])
@@ -286,7 +305,7 @@ redis.call('HSET', KEYS[1], field, last)
 return applied
 """ % {"sent": SENT_DAYS * DAY_MS, "daily": DAILY_DAYS * DAY_MS, "closed": CLOSED_DAYS * DAY_MS,
        "pending": PENDING_PHONE_DAYS * DAY_MS, "keep": CLOSED_KEEP, "hist": HISTORY_DAYS * DAY_MS,
-       "hist_keep": HISTORY_KEEP}
+       "hist_keep": HISTORY_KEEP, "urgent": URGENT_FIRST}
 
 # Staff recorded an outcome on an open case. KEYS[1] = the case hash; ARGV = prefix, member, cycle,
 # action, at, close ("1" / "0"). Returns 1, or 0 if the case is not open (closed meanwhile, or unknown).
@@ -353,9 +372,9 @@ class Writer:
 # --- reading (the admin pages) ------------------------------------------------------------------------
 
 CASE_FIELDS = ("member", "cycle", "kind", "at", "told", "status", "last_action", "last_action_at", "closed_at",
-               "outcome", "sent_at", "phone")
+               "outcome", "sent_at", "phone", "reason", "reminders", "reminded_at")
 _INTS = {"cycle", "at", "told", "last_action_at", "closed_at", "sent_at", "posted_at", "confirmed", "roster",
-         "unconfirmed_at", "unconfirmed"}
+         "unconfirmed_at", "unconfirmed", "reminders", "reminded_at"}
 
 
 def _text(v) -> str:

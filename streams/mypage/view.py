@@ -60,7 +60,9 @@ def status(state: MemberState, now: int) -> Status:
     paused = None
     if state.paused_until is not None and state.paused_until > now:
         paused = day_label(local_ordinal(zone, state.paused_until))
-    if not state.following:
+    if state.held and state.phase == ESCALATED:
+        sentence = "担当の職員（またはご家族など）が、様子を確かめに連絡します。確かめ終わると、またお送りします。"
+    elif not state.following:
         sentence = "LINEの友だち登録が解除されているため、いまはお送りしていません。"
     elif state.phase == IDLE and state.due is not None:
         sentence = f"次は {when_label(zone, state.due)} ごろにお送りします。"
@@ -122,6 +124,11 @@ def _share_url(node) -> str:
 # --- history -------------------------------------------------------------------------------------
 
 
+STAFF_CALL_LINES = {fx.HELP: "担当の職員に、助けが必要なことをお知らせしました",
+                    fx.UNCLAIMED: "ご家族などからお返事がなかったので、担当の職員にお知らせしました",
+                    fx.UNFOLLOWED_WATCH: "LINEの友だち登録が解除されたので、担当の職員にお知らせしました"}
+
+
 def history_line(e: Effect) -> str | None:
     """One effect of the member's own as a plain sentence; None for what is not worth telling."""
     kind = e.effect
@@ -135,7 +142,11 @@ def history_line(e: Effect) -> str | None:
         return ("職員が確認を終えました" if e.data == CLOSED_BY_STAFF
                 else "お返事をいただきました（お知らせした方にも伝わります）")
     if kind == fx.STAFF_CALL:
-        return "お返事がなかったので、担当の職員にお知らせしました"
+        return STAFF_CALL_LINES.get(e.data or "", "お返事がなかったので、担当の職員にお知らせしました")
+    if kind == fx.HELP_REQUESTED:
+        return "「助けてほしい」を受け取りました"
+    if kind == fx.ALL_CLEAR:
+        return f"お知らせしたご家族など（{len(e.to or ())}人）に、お返事があったことを伝えました"
     if kind == fx.CONTACTS_NOTIFIED:
         return f"お返事がなかったので、ご家族など（{len(e.to or ())}人）にお知らせしました"
     if kind == fx.ENROLLED:
