@@ -9,6 +9,7 @@ ALT_TEXT_MAX = 400
 # Colours chosen for contrast with white text (WCAG AA), not LINE's lighter brand green.
 BUTTON_COLOR = "#1A7F37"
 MUTED_COLOR = "#555555"
+WARN_COLOR = "#B42318"   # a warning: dark red, readable on white
 
 
 def text(value: str, **style) -> dict:

@@ -10,14 +10,14 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from agents import invitation, signup
-from agents.blocks import MUTED_COLOR, card
+from agents.blocks import MUTED_COLOR, WARN_COLOR, card
 from agents.blocks import button as _button
 from agents.blocks import text as _text
 from agents.member import INVITE_VALID_FOR, NEEDS_PHONE
 from agents.clock import DAY
 from schemas import effects as fx
 from schemas.effects import Effect
-from schemas.settings import NOTIFY, WATCH
+from schemas.settings import EIGHT_DAY_WARNING, NOTIFY, WATCH, past_the_eight_day_line
 
 SETUP_ACTION, ENROLL_ACTION, INVITE_ACTION, MYPAGE_ACTION = "setup", "enroll", "invite", "mypage"
 QUICK_REPLY_MAX = 13
@@ -120,6 +120,9 @@ def confirm_card(choices: signup.Choices) -> dict:
             _text(f"サービス：{SERVICE_NAMES[choices.service]}", size="lg"),
             _text(SERVICE_HELP[choices.service], size="md", color=MUTED_COLOR),
             _text(f"お送りする日時：{schedule_label(choices)}", size="lg")]
+    if past_the_eight_day_line(choices.interval):
+        rows.append(_text(f"ご注意：この間隔では、{EIGHT_DAY_WARNING}。毎日か数日ごとがおすすめです。",
+                          size="md", color=WARN_COLOR))
     enroll = _postback("登録する", f"action={ENROLL_ACTION}&{signup.encode(choices)}")
     again = _postback("やり直す", f"action={SETUP_ACTION}")
     alt = f"この内容で登録します：{SERVICE_NAMES[choices.service]}、{schedule_label(choices)}"

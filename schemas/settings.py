@@ -9,6 +9,16 @@ SERVICES = (WATCH, NOTIFY)
 
 # interval name -> days between slots
 INTERVALS = {"1d": 1, "2d": 2, "3d": 3, "5d": 5, "30d": 30, "weekly": 7, "biweekly": 14}
+# The 8-day line: the police count a 孤立死 found after 8 days or more as the mark of failure. An
+# unanswered check reaches someone 27 h after it went out; a schedule whose gap plus those 27 h
+# passes 7 days can leave a fall unnoticed for 8 days or more.
+NOTICED_AFTER_HOURS = 27
+EIGHT_DAY_WARNING = "8日以上、誰にも気づかれない可能性があります"
+
+
+def past_the_eight_day_line(interval: str) -> bool:
+    """True for schedules where a person could lie unnoticed 8 days or more (weekly, biweekly, 30d)."""
+    return INTERVALS[interval] * 24 + NOTICED_AFTER_HOURS > 7 * 24
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index = date.weekday()
 
 

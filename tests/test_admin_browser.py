@@ -176,6 +176,81 @@ def test_staff_log_in_read_the_overview_and_work_a_call_to_closed(tmp_path, brow
         assert (SHOTS / name).stat().st_size > 10_000
 
 
+def test_staff_work_a_help_case_and_a_case_the_family_did_not_take_up_through_the_queue(tmp_path, browser):  # noqa: F811
+    """A help sits on top of the queue, whatever its age; a 安否通知 case nobody in the family took up
+    within 3 h comes to the queue with its reason; both close only when staff record them."""
+    from schemas.events import Help
+    path = str(tmp_path / "anpi.db")
+    store = Store(path)
+    schedule = Schedule("1d", 9 * 60, ZONE, None)
+    helper, silent, lonely, family = (user_id_for(f"queue-{n}") for n in ("help", "silent", "lonely", "family"))
+    for settings in (MemberSettings(helper, "watch", schedule, "090-3000-0001", ()),
+                     MemberSettings(silent, "watch", schedule, "090-3000-0002", ()),
+                     MemberSettings(lonely, "notify", Schedule("1d", 8 * 60, ZONE, None), None, (family,))):
+        store.accept(TENANT, None, [(settings.id, Register(START, settings))])
+    engine = Engine(store, TENANT)
+    engine.step(START + 9 * HOUR)                                 # day 1's checks
+    store.accept(TENANT, None, [(helper, Ok(START + 9 * HOUR + 5 * MINUTE, helper))])
+    engine.step(START + DAY + 15 * HOUR)           # resends; family told at 11:00, unclaimed at 14:00; a call at 12:00
+    now = START + DAY + 16 * HOUR
+    store.accept(TENANT, None, [(helper, Help(now, helper))])     # the newest case, and the most urgent
+    engine.step(now)
+    accounts.install(store.db)
+    accounts.create_user(store.db, TENANT, LOGIN, accounts.OPERATOR, PASSWORD, START)
+
+    server, stop, state = ServerThread(), asyncio.Event(), {}
+
+    async def setup() -> str:
+        root = web.Application()
+        root.add_subapp("/admin", create_app(store, {TENANT: ZONE}, lambda: now))
+        state["runner"] = runner = web.AppRunner(root, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        state["engine"] = asyncio.create_task(engine.run(lambda: now, 0, 0.05, stop))
+        return f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+
+    async def teardown() -> None:
+        stop.set()
+        await state["engine"]
+        await state["runner"].cleanup()
+
+    base = server.start(setup)
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="ja-JP")
+    page = context.new_page()
+    try:
+        page.goto(f"{base}/admin/{TENANT}/login")
+        page.fill("#login", LOGIN)
+        page.fill("#password", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url(f"**/admin/{TENANT}/overview")
+        page.click("text=職員の連絡待ち（見守り）")
+        page.wait_for_url(f"**/admin/{TENANT}/calls")
+        rows = page.locator("#open-cases tbody tr")
+        # the help first, though newest; then the longest wait (the family was told at 11:00)
+        assert [r.get_attribute("data-member") for r in rows.all()] == [helper, lonely, silent]
+        assert "助けを求めています" in rows.nth(0).inner_text() and "090-3000-0001" in rows.nth(0).inner_text()
+        assert "連絡先の方が動けていません" in rows.nth(1).inner_text() and "連絡先1人に通知済み" in rows.nth(1).inner_text()
+        page.screenshot(path=str(SHOTS / "admin-call-queue-help.png"), full_page=True)
+        for member in (helper, lonely):
+            row = page.locator(f'#open-cases tr[data-member="{member}"]')
+            row.locator("button", has_text="連絡がつき無事").click()
+            page.wait_for_url(re.compile(r".*/calls\?done=reached$"))
+            closed_row = page.locator(f'#closed-cases tr[data-member="{member}"]')
+            deadline = time.monotonic() + 10
+            while closed_row.count() == 0 and time.monotonic() < deadline:
+                time.sleep(0.1)
+                page.reload()
+            assert closed_row.count() == 1 and "連絡がつき無事" in closed_row.inner_text()
+        assert [r.get_attribute("data-member") for r in page.locator("#open-cases tbody tr").all()] == [silent]
+    finally:
+        context.close()
+        server.stop(teardown)
+    told = [e for e in store.effects(TENANT) if e.effect == fx.ALL_CLEAR]
+    store.close()
+    assert [(e.subject, e.to) for e in told] == [(lonely, (family,))]   # the family hears all is well
+
+
 def _today_counts(store: Store, now: int) -> dict[str, int]:
     """Today's numbers straight from the effects table (not the read side), as the overview shows them."""
     today = rs.day_of(now, ZONE)

@@ -341,3 +341,14 @@ def test_the_all_clear_goes_to_the_contacts_told_with_only_the_name_the_resident
     assert message["text"].startswith("山田 花子さんから応答がありました。")
     [unnamed] = m.messages_for(Effect(AT, fx.ALL_CLEAR, "U002", 1, to=("U900",)), TEXTS, "Asia/Tokyo")
     assert "U002" not in unnamed["text"] and unnamed["text"].startswith("あなたを連絡先に選んだ方から応答がありました。")
+
+
+def test_sign_up_warns_of_the_8_day_line_for_weekly_biweekly_and_30_day_schedules():
+    from schemas.settings import past_the_eight_day_line
+    assert [i for i in ("1d", "2d", "3d", "5d", "weekly", "biweekly", "30d") if past_the_eight_day_line(i)] == \
+        ["weekly", "biweekly", "30d"]   # 5 days + 27 h is 6 days and 3 hours; 7 days + 27 h passes the line
+    for data, warned in (("s=watch&i=weekly&w=mon&t=540", True), ("s=notify&i=30d&t=540", True),
+                         ("s=watch&i=5d&t=540", False), ("s=notify&i=1d&t=540", False)):
+        [card] = m.messages_for(Effect(AT, fx.SETUP_PROMPT, "U001", data=data), TEXTS, "Asia/Tokyo")
+        said = "".join(_texts(card))
+        assert ("8日以上、誰にも気づかれない可能性があります" in said) is warned, data

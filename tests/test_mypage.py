@@ -332,9 +332,12 @@ def test_a_weekly_schedule_needs_its_weekday_and_bad_input_commits_nothing(store
                 assert status == 400, (path, form)
                 assert message in text(page) and "変更できませんでした" in text(page), (path, form)
             assert len(inbox(store, "sakura")) == before
+            assert "8日以上、誰にも気づかれない" not in text(page).split("お送りする日時を変える")[0]   # daily
             status, page = await browser.change(SAKURA, "schedule", page, interval="weekly", weekday="fri",
                                                 hour="10", minute="5")
             assert status == 200 and "安否通知・毎週 金曜日 午前10時5分" in text(page)
+            # the 8-day line: a weekly check can leave a fall unnoticed 7 days + 27 hours
+            assert "ご注意：いまの間隔では、8日以上、誰にも気づかれない可能性があります" in text(page)
     run(main())
     Engine(store, "sakura").step(at(1, 9))
     assert state_of(store, "sakura", HANA).due == at(4, 10, 5)  # Friday, December 4

@@ -31,7 +31,7 @@ from agents import invitation, mypage_link, prompts
 from agents.clock import DAY, local_ordinal
 from agents.member import MAX_CONTACTS, MemberState
 from schemas.events import ChangeSettings, Invite, Pause
-from schemas.settings import INTERVALS, NOTIFY, WATCH, WEEKDAYS, MemberSettings
+from schemas.settings import EIGHT_DAY_WARNING, INTERVALS, NOTIFY, WATCH, WEEKDAYS, MemberSettings, past_the_eight_day_line
 from schemas.tenant import Tenant
 from streams.embedded.store import Store
 from streams.mypage import forms, liff, sessions, view
@@ -187,7 +187,10 @@ class MyPage:
             terms=(look.terms if look and look.terms else DEFAULT_TERMS),
             status=view.status(state, now), service=s.service, watch=WATCH, notify=NOTIFY,
             services=[(k, prompts.SERVICE_NAMES[k], prompts.SERVICE_HELP[k]) for k in (WATCH, NOTIFY)],
-            intervals=[(k, prompts.INTERVAL_NAMES[k]) for k in INTERVALS],
+            intervals=[(k, prompts.INTERVAL_NAMES[k] + ("（8日以上気づかれないことがあります）"
+                                                        if past_the_eight_day_line(k) else ""))
+                       for k in INTERVALS],
+            eight_days=past_the_eight_day_line(sch.interval), eight_day_warning=EIGHT_DAY_WARNING,
             weekdays=[(k, prompts.WEEKDAY_NAMES[k]) for k in WEEKDAYS],
             hours=[(h, prompts.clock_label(h * 60)) for h in range(24)],
             minutes=sorted({*forms.MINUTES, sch.minute % 60}),
