@@ -36,8 +36,8 @@ from agents import signup
 from agents.schedule import anchor, next_slot
 from schemas import effects as fx
 from schemas.effects import Effect
-from schemas.events import (AcceptInvite, Acknowledge, AskHelp, ChangeSettings, Enroll, Follow, Help, Invite, Message,
-                            Ok, OpenMyPage, Pause, Phone, Register, Resolve, Setup, Tick, Unfollow)
+from schemas.events import (AcceptInvite, Acknowledge, AskHelp, ChangeSettings, Enroll, Follow, Help, Invite,
+                            LeaveContact, Message, Ok, OpenMyPage, Pause, Phone, Register, Resolve, Setup, Tick, Unfollow)
 from schemas.settings import NOTIFY, PHONE_KEPT, WATCH, MemberSettings
 
 IDLE, SENT, RESENT, ESCALATED = "idle", "sent", "resent", "escalated"
@@ -129,6 +129,8 @@ def step(state: MemberState, event) -> tuple[MemberState, list[Effect]]:
         state = _acknowledge(state, event, out)
     elif kind is OpenMyPage:
         out.append(Effect(event.at, fx.MYPAGE_LINK, state.settings.id))
+    elif kind is LeaveContact:
+        state = _leave_contact(state, event, out)
     elif kind is AskHelp:
         if state.following:
             s = state.settings
@@ -339,6 +341,19 @@ def _acknowledge(state: MemberState, event: Acknowledge, out: list[Effect]) -> M
     if event.cycle is not None and closed and contact in state.settings.contacts:
         out.append(Effect(event.at, fx.ACK_NOT_NEEDED, state.settings.id, event.cycle, member=contact))
     return state
+
+
+def _leave_contact(state: MemberState, event: LeaveContact, out: list[Effect]) -> MemberState:
+    """A contact withdraws: they are told no more (not even this cycle's all clear), and the resident
+    learns of it. With nobody left to tell, the next escalation goes to staff."""
+    s, contact = state.settings, event.contact
+    out.append(Effect(event.at, fx.LEFT_AS_CONTACT, s.id, member=contact))
+    if contact not in s.contacts:
+        return state
+    out.append(Effect(event.at, fx.CONTACT_LEFT, s.id, member=contact))
+    settings = MemberSettings(s.id, s.service, s.schedule, s.phone, tuple(c for c in s.contacts if c != contact))
+    told = tuple(c for c in state.told if c != contact) if state.told else state.told
+    return state._replace(settings=settings, told=told)
 
 
 def refused(event: AcceptInvite) -> Effect:

@@ -49,6 +49,12 @@ CONTACT_ADDED_TEXT = ("連絡先に登録しました。ありがとうござい
                       "お返事がないときは、このLINEでお知らせします。")
 ACKNOWLEDGED_TEXT = ("ありがとうございます。よろしくお願いいたします。\n"
                      "ご本人と連絡がつかず心配なときは、ためらわずに110番・119番へご連絡ください。")
+LEAVE_LABEL = "連絡先をやめる"
+LEAVE_ACTION = "leave"
+LEFT_AS_CONTACT_TEXT = ("連絡先をやめました。これからは、お知らせをお送りしません。\n"
+                        "また連絡先になるときは、ご本人から招待を送ってもらってください。")
+CONTACT_LEFT_TEXT = ("連絡先の方が1人、連絡先をやめました。\n"
+                     "ほかの方を連絡先にするときは、「家族を招待する」から招待を送ってください。")
 ACK_NOT_NEEDED_TEXT = "ご本人から、すでにお返事がありました。ご安心ください。お気づかい、ありがとうございます。"
 MYPAGE_UNAVAILABLE = "マイページは、まだご用意できていません。お手数ですが、市の窓口にお問い合わせください。"
 INVITE_REFUSED_TEXT = ("この招待は使えませんでした。期限が過ぎたか、すでに使われています。\n"
@@ -205,8 +211,14 @@ def messages(effect: Effect, friend_url: str = "", mypage=None) -> list[dict]:
         return [{"type": "text", "text": PHONE_SAVED_TEXT}]
     if kind == fx.INVITE_CREATED:
         return [invitation_card(effect.data or "", friend_url)]
-    if kind == fx.CONTACT_ADDED:
-        return [{"type": "text", "text": CONTACT_ADDED_TEXT}]
+    if kind == fx.CONTACT_ADDED:  # to the new contact: and how to stop, should they wish to
+        leave = _postback(LEAVE_LABEL, f"action={LEAVE_ACTION}&member={effect.subject}")
+        return [_card(CONTACT_ADDED_TEXT.replace("\n", ""), [_text(CONTACT_ADDED_TEXT, size="lg")],
+                      [_button(leave, primary=False)])]
+    if kind == fx.LEFT_AS_CONTACT:
+        return [{"type": "text", "text": LEFT_AS_CONTACT_TEXT}]
+    if kind == fx.CONTACT_LEFT:
+        return [{"type": "text", "text": CONTACT_LEFT_TEXT}]
     if kind == fx.INVITE_REFUSED:
         return [{"type": "text", "text": INVITE_REFUSED_TEXT}]
     if kind == fx.GROUP_WELCOME:
@@ -219,6 +231,7 @@ def messages(effect: Effect, friend_url: str = "", mypage=None) -> list[dict]:
 
 
 KINDS = frozenset({fx.WELCOME, fx.SETUP_PROMPT, fx.ENROLLED, fx.PHONE_SAVED, fx.INVITE_CREATED,
-                   fx.CONTACT_ADDED, fx.INVITE_REFUSED, fx.GROUP_WELCOME, fx.MYPAGE_LINK,
-                   fx.CONTACT_ACKNOWLEDGED, fx.ACK_NOT_NEEDED})
-TO_MEMBER = frozenset({fx.CONTACT_ADDED, fx.INVITE_REFUSED, fx.CONTACT_ACKNOWLEDGED, fx.ACK_NOT_NEEDED})  # told to the one who sent the code
+                   fx.CONTACT_ADDED, fx.INVITE_REFUSED, fx.GROUP_WELCOME, fx.MYPAGE_LINK, fx.LEFT_AS_CONTACT,
+                   fx.CONTACT_LEFT, fx.CONTACT_ACKNOWLEDGED, fx.ACK_NOT_NEEDED})
+TO_MEMBER = frozenset({fx.CONTACT_ADDED, fx.INVITE_REFUSED, fx.CONTACT_ACKNOWLEDGED, fx.ACK_NOT_NEEDED,
+                       fx.LEFT_AS_CONTACT})  # told to the one who sent the code

@@ -48,7 +48,8 @@ DAILY = frozenset({fx.CHECK_SENT, fx.CHECK_RESENT, fx.CONFIRMED, fx.RESOLVED_AFT
 # a member's own effects that My Page tells them of (streams/mypage/view.history_line), kept for it
 MEMBER_HISTORY = frozenset({fx.CHECK_SENT, fx.CHECK_RESENT, fx.CONFIRMED, fx.RESOLVED_AFTER_ESCALATION,
                             fx.STAFF_CALL, fx.CONTACTS_NOTIFIED, fx.HELP_REQUESTED, fx.ALL_CLEAR, fx.ENROLLED,
-                            fx.PHONE_SAVED, fx.INVITE_CREATED, fx.CONTACT_ADDED, fx.UNFOLLOWED, fx.FOLLOWED})
+                            fx.PHONE_SAVED, fx.INVITE_CREATED, fx.CONTACT_ADDED, fx.CONTACT_LEFT, fx.UNFOLLOWED,
+                            fx.FOLLOWED})
 
 # case outcomes: what staff recorded, or how the case closed by itself
 REACHED = "reached"          # 連絡がつき無事: closes through a Resolve event in the engine

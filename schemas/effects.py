@@ -32,6 +32,8 @@ GROUP_WELCOME = "group_welcome"        # the account joined a group: how つな�
 CONTACT_ACKNOWLEDGED = "contact_acknowledged"  # member: the contact who will go and look (cycle: which case)
 ACK_NOT_NEEDED = "ack_not_needed"      # member: a contact who offered to go, but the resident has answered
 MYPAGE_LINK = "mypage_link"            # a signed link to the member's My Page (made by the sender)
+CONTACT_LEFT = "contact_left"          # member: a contact who chose to stop being one (told to the resident)
+LEFT_AS_CONTACT = "left_as_contact"    # member: the same contact, answered that they are no longer one
 HELP_CONFIRM = "help_confirm"          # data: whom a help would call (HELP_TO_*): asked once, so a slip sends nobody
 
 ESCALATIONS = (STAFF_CALL, CONTACTS_NOTIFIED)

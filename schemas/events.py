@@ -162,6 +162,14 @@ class Acknowledge:
 
 
 @dataclass(frozen=True, slots=True)
+class LeaveContact:
+    """`contact` no longer wants to be told about `member` (「連絡先をやめる」): consent goes both ways."""
+    at: int
+    member: str
+    contact: str
+
+
+@dataclass(frozen=True, slots=True)
 class AskHelp:
     """The first tap on 「助けてほしい」: the resident is asked to confirm (nothing is called yet)."""
     at: int
@@ -176,6 +184,6 @@ class OpenMyPage:
 
 
 Conversation = (Setup | Enroll | Phone | Invite | AcceptInvite | Acknowledge | GroupJoined | GroupLeft | Roster
-                | OpenMyPage | AskHelp)
+                | OpenMyPage | AskHelp | LeaveContact)
 Inbound = Register | ChangeSettings | Ok | Message | Pause | Resolve | Help | Unfollow | Follow | Conversation
 Event = Inbound | Tick

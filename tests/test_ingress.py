@@ -35,7 +35,8 @@ from hypothesis_jsonschema import from_schema
 
 from agents import invitation
 from agents.subject import addressed
-from schemas.events import Acknowledge, AskHelp, Follow, GroupJoined, GroupLeft, Help, Message, Ok, Roster, Unfollow
+from schemas.events import (Acknowledge, AskHelp, Follow, GroupJoined, GroupLeft, Help, LeaveContact, Message, Ok,
+                            Roster, Unfollow)
 from schemas.settings import Schedule
 from schemas.tenant import Tenant
 from streams import codec
@@ -300,6 +301,7 @@ def test_every_event_type_is_routed_onto_the_runtimes_inbound_topic(kafka_tenant
               postback={"data": f"action=ack&member={member}&cycle=3"}),
         event("postback", user(third), at=T0 + 11, postback={"data": "action=help"}),         # 助けてほしい
         event("postback", user(third), at=T0 + 12, postback={"data": "action=help&sure=1"}),  # はい
+        event("postback", user(third), at=T0 + 13, postback={"data": f"action=leave&member={member}"}),  # 連絡先をやめる
     ]
     body = body_of(*events)
     with kafka_ingress(kafka_tenant) as host:
@@ -309,7 +311,8 @@ def test_every_event_type_is_routed_onto_the_runtimes_inbound_topic(kafka_tenant
                Follow(T0 + 4, member), Unfollow(T0 + 5, other),
                GroupJoined(T0 + 6, group, Schedule("1d", 9 * 60, "Asia/Tokyo")),
                Roster(T0 + 7, group, joined=(member,)), Roster(T0 + 8, group, left=(other,)), GroupLeft(T0 + 9, group),
-               Acknowledge(T0 + 10, member, other, 3), AskHelp(T0 + 11, third), Help(T0 + 12, third)]
+               Acknowledge(T0 + 10, member, other, 3), AskHelp(T0 + 11, third), Help(T0 + 12, third),
+               LeaveContact(T0 + 13, member, third)]
     inbound = inbound_of(kafka_tenant)
     # each event carries its own reply token, where one answers the person (or the group joined);
     # only a person's newest token is kept: the member's is the follow's, the other's the 見に行きます tap's
@@ -672,7 +675,7 @@ def from_a_person(branch: dict) -> dict:
                                        "action=setup", "action=setup&s=watch&i=weekly",
                                        "action=enroll&s=notify&i=1d&t=540", "action=enroll&s=watch",
                                        "action=enroll&s=nope&i=1d&t=540", "action=invite", "action=mypage",
-                                       "action=help", "action=help&sure=1"]}
+                                       "action=help", "action=help&sure=1", "action=leave&member=U1"]}
     return branch
 
 

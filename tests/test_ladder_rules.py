@@ -246,3 +246,31 @@ def test_after_a_resolve_while_unfollowed_the_next_check_follows_the_follow():
         ("12-03 09:00", "followed", "U001", None),
         ("12-04 09:00", "check_sent", "U001", 2),   # strictly after the follow
     ]
+
+
+# --- consent both ways: a contact may stop being one ------------------------------------------------
+
+
+def test_a_contact_who_leaves_is_told_no_more_and_the_resident_learns_of_it():
+    from agents.partition import Partition
+    from schemas import effects as fx
+    from schemas.events import LeaveContact, Ok, Register
+    from schemas.settings import MemberSettings, Schedule
+    part = Partition()
+    at = 1_796_050_800_000  # 2026-12-01T00:00+09:00
+    part.apply("U001", Register(at, MemberSettings("U001", "notify", Schedule("1d", 540, "Asia/Tokyo"), None,
+                                                   ("U900", "U901"))))
+    part.tick(at + 36 * 3600_000)  # check, resend, the contacts told at 12-02 12:00
+    left = part.apply("U001", LeaveContact(at + 36 * 3600_000 + 1, "U001", "U900"))
+    assert [(e.effect, e.member) for e in left] == [(fx.LEFT_AS_CONTACT, "U900"), (fx.CONTACT_LEFT, "U900")]
+    state = part.table["U001"]
+    assert state.settings.contacts == ("U901",) and state.told == ("U901",)
+    again = part.apply("U001", LeaveContact(at + 36 * 3600_000 + 2, "U001", "U900"))   # a second tap
+    assert [e.effect for e in again] == [fx.LEFT_AS_CONTACT]   # answered again; the resident is not
+    closed = part.apply("U001", Ok(at + 37 * 3600_000, "U001"))
+    [clear] = [e for e in closed if e.effect == fx.ALL_CLEAR]
+    assert clear.to == ("U901",)   # not to the one who left
+    part.apply("U001", LeaveContact(at + 38 * 3600_000, "U001", "U901"))
+    later = part.tick(at + 4 * 86_400_000)  # nobody left to tell: staff are called
+    assert [e.data for e in later if e.effect == fx.STAFF_CALL] == ["no_answer"]
+    assert all(e.effect != fx.CONTACTS_NOTIFIED for e in later)

@@ -41,6 +41,8 @@ EFFECTS = [
     Effect(AT, fx.PHONE_SAVED, "U001"),
     Effect(AT, fx.INVITE_CREATED, "U001", data="VTAwMQ.abcdefghijkl"),
     Effect(AT, fx.CONTACT_ADDED, "U001", member="U900"),
+    Effect(AT, fx.LEFT_AS_CONTACT, "U001", member="U900"),
+    Effect(AT, fx.CONTACT_LEFT, "U001", member="U900"),
     Effect(AT, fx.INVITE_REFUSED, "U001", member="U900"),
     Effect(AT, fx.GROUP_WELCOME, "C001", data="i=1d&t=540"),
     Effect(AT + 30 * 3600_000, fx.RESOLVED_AFTER_ESCALATION, "U001", 1, data="staff"),

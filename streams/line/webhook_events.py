@@ -16,6 +16,7 @@ reason in the audit, before it can reach a subject it does not fit):
   postback "action=ok" from a person      Ok(at, member, group if given in a group)
   postback "action=ack" (見に行きます)      Acknowledge(at, member, contact, cycle), one-to-one only
   postback "action=help" (助けてほしい)    AskHelp (asks to confirm); with "sure=1" Help; one-to-one only
+  postback "action=leave" (連絡先をやめる)  LeaveContact(at, member, contact), one-to-one only
   any message from a person               Message(at, member, group if written in a group)
     … in a one-to-one chat, also:           a phone number → Phone; 「招待 <code>」 → AcceptInvite
   follow / unfollow                       Follow / Unfollow
@@ -44,8 +45,8 @@ from pydantic.v1 import ValidationError
 
 from agents import invitation, signup
 from agents.messages import ACK_ACTION, HELP_ACTION, answers
-from agents.prompts import ENROLL_ACTION, INVITE_ACTION, MYPAGE_ACTION, SETUP_ACTION
-from schemas.events import (AcceptInvite, Acknowledge, AskHelp, Enroll, Help, Follow, GroupJoined, GroupLeft, Inbound, Invite, Message, Ok,
+from agents.prompts import ENROLL_ACTION, INVITE_ACTION, LEAVE_ACTION, MYPAGE_ACTION, SETUP_ACTION
+from schemas.events import (AcceptInvite, Acknowledge, AskHelp, Enroll, Help, LeaveContact, Follow, GroupJoined, GroupLeft, Inbound, Invite, Message, Ok,
                             OpenMyPage, Phone, Roster, Setup, Unfollow)
 from schemas.settings import Schedule
 
@@ -266,6 +267,11 @@ def _postback(event: PostbackEvent, member: str, group: str | None, one_to_one: 
         if not is_person(ack[0]):
             return [], "ack_not_for_a_person"  # only a person's case can be taken up, never a group's
         return [Acknowledge(at, ack[0], member, ack[1])], ""
+    if action == LEAVE_ACTION and one_to_one:
+        whose = parse_qs(data).get("member", [""])[-1]
+        if not _ID.fullmatch(whose) or not is_person(whose):
+            return [], "postback"
+        return [LeaveContact(at, whose, member)], ""
     if action == HELP_ACTION and one_to_one:
         sure = parse_qs(data).get("sure", [""])[-1] == "1"
         return [Help(at, member) if sure else AskHelp(at, member)], ""

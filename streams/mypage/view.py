@@ -157,6 +157,8 @@ def history_line(e: Effect) -> str | None:
         return "招待を作りました"
     if kind == fx.CONTACT_ADDED:
         return "ご家族など（連絡先）が1人増えました"
+    if kind == fx.CONTACT_LEFT:
+        return "ご家族など（連絡先）の1人が、連絡先をやめました"
     if kind == fx.UNFOLLOWED:
         return "LINEの友だち登録が解除されました"
     if kind == fx.FOLLOWED:
