@@ -427,6 +427,31 @@ def test_a_new_time_zone_applies_to_the_next_sign_up_in_line(tmp_path):
     served(story, members=(MemberSettings(RESIDENT, "notify", DAILY_9, None, ()),))(tmp_path)
 
 
+def test_the_staff_call_limit_is_saved_checked_audited_and_read_by_the_alert(tmp_path):
+    from streams.admin.backends import SqliteReadSide
+    from streams.admin.metrics import OpenCases
+
+    async def story(t: Town):
+        admin = t.staff()
+        await admin.login(TENANT.id, "town-admin")
+        status, page = await admin.get("/admin/town/settings")
+        assert 'id="limit-hours" name="limit" min="1" max="168" value="12"' in page
+        csrf = csrf_in(page)
+        for bad in ("0", "169", "半日", ""):
+            status, page, _ = await admin.post("/admin/town/settings/limit", {"csrf": csrf, "limit": bad})
+            assert status == 400 and "上限は 1 から 168 までの時間" in page, bad
+        assert SqliteRegistry(t.store).settings_now(TENANT.id) is None
+        status, _, _ = await admin.post("/admin/town/settings/limit", {"csrf": csrf, "limit": "２４"})
+        assert status == 303 and SqliteRegistry(t.store).settings_now(TENANT.id).staff_call_limit_hours == 24
+        assert audit_rows(t.store)[-1][1:] == ("settings.limit", None, "12時間 → 24時間")
+        metrics = OpenCases(SqliteReadSide(t.store), [TENANT.id], settings=SqliteRegistry(t.store))
+        await metrics.refresh()
+        assert metrics.limit.labels(TENANT.id)._value.get() == 24 * 3600
+        await admin.close()
+
+    served(story, members=(MemberSettings(RESIDENT, "notify", DAILY_9, None, ()),))(tmp_path)
+
+
 # --- the LINE channel's credentials: in use at once, never shown again ------------------------------------
 
 

@@ -21,7 +21,8 @@ DAY_MS = 86_400_000
 
 def test_anpi_serve_counts_the_open_cases_of_its_call_queue_on_metrics(tmp_path):
     """Three watched residents and two with family never answer: after the check, the resend and
-    the hours after it, /metrics has three staff calls and two family notices open."""
+    the hours after it, /metrics has five staff calls open (the family, told, did not go within 3 h),
+    the oldest as old as the first escalation, and the tenant's limit for them."""
     store = Store(str(tmp_path / "anpi.db"))
     start = (int(time.time() * 1000) // DAY_MS) * DAY_MS  # a midnight (UTC): the check is at 09:00 JST
     watched = [user_id_for(f"metrics-watch-{i}") for i in range(3)]
@@ -47,7 +48,7 @@ def test_anpi_serve_counts_the_open_cases_of_its_call_queue_on_metrics(tmp_path)
                     first, _ = await open_cases()
                     clock[0] = start + 3 * DAY_MS  # checks, resends and escalations all fall due
                     deadline = time.monotonic() + 60
-                    while (now := await open_cases())[0] != {fx.STAFF_CALL: 3.0, fx.CONTACTS_NOTIFIED: 2.0}:
+                    while (now := await open_cases())[0] != {fx.STAFF_CALL: 5.0, fx.CONTACTS_NOTIFIED: 0.0}:
                         assert time.monotonic() < deadline, now[0]
                         await asyncio.sleep(0.1)
                     return first, now[1]
@@ -57,3 +58,6 @@ def test_anpi_serve_counts_the_open_cases_of_its_call_queue_on_metrics(tmp_path)
     first, text = asyncio.run(go())
     assert first == {fx.STAFF_CALL: 0.0, fx.CONTACTS_NOTIFIED: 0.0}
     assert "# TYPE anpi_ingress_webhooks_total counter" in text  # the ingress's series, on the same page
+    # escalated 27 h after the check at `start`, read 3 days after it: 45 h; the default limit is 12 h
+    assert f'anpi_oldest_open_case_age_seconds{{kind="staff_call",tenant="{A}"}} 162000.0' in text
+    assert f'anpi_staff_call_limit_seconds{{tenant="{A}"}} 43200.0' in text

@@ -35,6 +35,9 @@ class ReadSide(Protocol):
 
     async def open_count(self, tenant: str, kind: str) -> int: ...
 
+    async def oldest_open(self, tenant: str, kind: str) -> int | None:
+        """When the oldest open case of `kind` escalated (epoch ms), or None with none open."""
+
     async def cases(self, tenant: str, kind: str, status: str, limit: int = 200) -> list[dict]:
         """Rows with sqlite_rs.CASE_COLUMNS plus `phone` (staff calls) and `sent_at` (the cycle's check)."""
 
@@ -82,6 +85,9 @@ class SqliteReadSide:
 
     async def open_count(self, tenant, kind):
         return sqlite_rs.open_count(self.store.db, tenant, kind)
+
+    async def oldest_open(self, tenant, kind):
+        return sqlite_rs.oldest_open(self.store.db, tenant, kind)
 
     async def cases(self, tenant, kind, status, limit=200):
         db = self.store.db
@@ -184,6 +190,9 @@ class RedisReadSide:
 
     async def open_count(self, tenant, kind):
         return await self.reader.open_count(tenant, kind)
+
+    async def oldest_open(self, tenant, kind):
+        return await self.reader.oldest_open(tenant, kind)
 
     async def cases(self, tenant, kind, status, limit=200):
         return await self.reader.cases(tenant, kind, status, limit)

@@ -145,7 +145,8 @@ def serve(host: str, port: int, env=os.environ) -> int:
         root.add_subapp("/admin", admin)
         metrics = None
         if metrics_port:
-            metrics = web.AppRunner(metrics_app(OpenCases(readside, zones)), access_log=None)
+            metrics = web.AppRunner(metrics_app(OpenCases(readside, zones, settings=registry, now_ms=now_ms)),
+                                    access_log=None)
             await metrics.setup()
             await web.TCPSite(metrics, settings.web_host, metrics_port).start()
 

@@ -6,6 +6,7 @@ page as for アカウント and 操作の記録: 「この画面は管理者だ�
     POST /{tenant}/settings/look        My Page's top image (multipart upload) and terms of use → Look
     POST /{tenant}/settings/message     the check card's question and the quote list → TenantSettings
     POST /{tenant}/settings/timezone    the zone of new sign-ups and new schedules → TenantSettings
+    POST /{tenant}/settings/limit       how long a staff call may wait before the SRE's alert → TenantSettings
     POST /{tenant}/settings/line        the LINE channel secret and access token (write-only) → TenantSettings
 
 Each form is checked in full before anything is written (streams/tenants: settings.merged,
@@ -42,9 +43,11 @@ UPLOAD_MAX = tenant_look.MAX_IMAGE_BYTES + 512 * 1024   # the image, the terms a
 ACTION_WORDS = {"settings.look": "設定を変更：マイページの画像・利用規約",
                 "settings.message": "設定を変更：確認の文言・名言",
                 "settings.timezone": "設定を変更：タイムゾーン",
+                "settings.limit": "設定を変更：職員の連絡待ちの上限",
                 "settings.line": "設定を変更：LINEチャネルの認証情報"}
 DONE_WORDS = {"look": "マイページの画像と利用規約を保存しました。", "message": "確認の文言と名言を保存しました。",
               "timezone": "タイムゾーンを保存しました。", "line": "LINEチャネルの認証情報を保存しました。",
+              "limit": "職員の連絡待ちの上限を保存しました。",
               "none": "変更はありませんでした。"}
 
 
@@ -54,6 +57,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_post("/{tenant}/settings/look", save_look, name="settings_look")
     router.add_post("/{tenant}/settings/message", save_message, name="settings_message")
     router.add_post("/{tenant}/settings/timezone", save_timezone, name="settings_timezone")
+    router.add_post("/{tenant}/settings/limit", save_limit, name="settings_limit")
     router.add_post("/{tenant}/settings/line", save_line, name="settings_line")
 
 
@@ -97,6 +101,9 @@ async def _page(request: web.Request, status: int = 200, *, errors: dict[str, st
         card=flex.render([check_card(texts, today)]),
         # the time zone
         zones=zones, current_zone=typed.get("timezone", current_zone),
+        # the staff call limit (the alert)
+        limit=typed.get("limit", stored.staff_call_limit_hours or tenant_settings.STAFF_CALL_LIMIT_HOURS),
+        limit_range=tenant_settings.STAFF_CALL_LIMIT_RANGE,
         # LINE
         secret=_credential(stored.channel_secret, stored.secret_updated_at, zone),
         token=_credential(stored.channel_access_token, stored.token_updated_at, zone))
@@ -233,6 +240,22 @@ async def save_timezone(request: web.Request) -> web.Response:
                             settings=lambda wall: tenant_settings.merged(stored, wall, timezone=zone))
     request.app[TENANTS][tenant] = zone   # this screen's times and "today", in the tenant's zone
     return response
+
+
+@auth.admin_only
+async def save_limit(request: web.Request) -> web.Response:
+    tenant = request.match_info["tenant"]
+    raw = str(request[FORM].get("limit", ""))
+    try:
+        hours = tenant_settings.clean_limit(raw)
+    except tenant_settings.Invalid as e:
+        return await _page(request, 400, errors={"limit": str(e)}, typed={"limit": raw})
+    stored = await _stored(request)
+    old = (stored.staff_call_limit_hours if stored else None) or tenant_settings.STAFF_CALL_LIMIT_HOURS
+    if hours == old:
+        return auth.see_other(f'{request.app.router["settings"].url_for(tenant=tenant).with_query(done="none")}#limit')
+    return await _saved(request, "limit", "settings.limit", f"{old}時間 → {hours}時間",
+                        settings=lambda wall: tenant_settings.merged(stored, wall, staff_call_limit_hours=hours))
 
 
 @auth.admin_only

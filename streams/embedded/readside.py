@@ -260,6 +260,11 @@ def open_count(db: sqlite3.Connection, tenant: str, kind: str) -> int:
                       (tenant, kind)).fetchone()[0]
 
 
+def oldest_open(db: sqlite3.Connection, tenant: str, kind: str) -> int | None:
+    return db.execute("SELECT MIN(at) FROM rs_cases WHERE tenant = ? AND kind = ? AND status = 'open'",
+                      (tenant, kind)).fetchone()[0]
+
+
 def check_sent_at(db: sqlite3.Connection, tenant: str, member: str, cycle: int) -> int | None:
     row = db.execute("SELECT at FROM effects WHERE tenant = ? AND id = ?",
                      (tenant, f"{member}:{cycle}:{fx.CHECK_SENT}")).fetchone()

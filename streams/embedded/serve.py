@@ -124,7 +124,8 @@ class ServedRuntime(Runtime):
         self.public_url = ""
         self.mypage = None
         self.notices: dict[str, NoticeDelivery] = {}
-        open_cases = OpenCases(SqliteReadSide(self.store), self.tenants)  # the call queue, on /metrics
+        open_cases = OpenCases(SqliteReadSide(self.store), self.tenants,  # the call queue, on /metrics
+                               settings=self.registry, now_ms=now_ms)
         self.registries.append(open_cases.registry)
         self.refreshers.append(open_cases.refresh)
 

@@ -433,6 +433,17 @@ class Reader:
     async def open_count(self, tenant: str, kind: str) -> int:
         return int(await self.redis.zcard(prefix(tenant) + "open:" + kind))
 
+    async def oldest_open(self, tenant: str, kind: str) -> int | None:
+        """The oldest open case's time: the first score of the help cases (brought forward by
+        URGENT_FIRST) or of the others, whichever is earlier."""
+        key = prefix(tenant) + "open:" + kind
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrangebyscore(key, "-inf", "(0", start=0, num=1, withscores=True)
+            pipe.zrangebyscore(key, 0, "+inf", start=0, num=1, withscores=True)
+            urgent, other = await pipe.execute()
+        times = [int(score) + URGENT_FIRST for _, score in urgent] + [int(score) for _, score in other]
+        return min(times) if times else None
+
     async def cases(self, tenant: str, kind: str, status: str, limit: int = 200) -> list[dict]:
         """Open cases oldest first; closed ones newest first (as the embedded read side)."""
         p = prefix(tenant)

@@ -24,20 +24,23 @@ CREATE TABLE IF NOT EXISTS tenants (id TEXT PRIMARY KEY, name TEXT NOT NULL, cre
 CREATE TABLE IF NOT EXISTS tenant_settings (tenant TEXT PRIMARY KEY, check_text TEXT, quotes TEXT, timezone TEXT,
                                             channel_secret TEXT, channel_access_token TEXT,
                                             secret_updated_at INTEGER, token_updated_at INTEGER,
-                                            updated_at INTEGER NOT NULL) WITHOUT ROWID;
+                                            updated_at INTEGER NOT NULL, staff_call_limit_hours INTEGER)
+                                            WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS tenant_look (tenant TEXT PRIMARY KEY, top_image BLOB, image_type TEXT, terms TEXT,
                                         updated_at INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS tenant_version (one INTEGER PRIMARY KEY CHECK (one = 1), n INTEGER NOT NULL);
 INSERT OR IGNORE INTO tenant_version VALUES (1, 0);
 """
 SETTINGS_COLUMNS = ("check_text", "quotes", "timezone", "channel_secret", "channel_access_token",
-                    "secret_updated_at", "token_updated_at", "updated_at")
+                    "secret_updated_at", "token_updated_at", "updated_at", "staff_call_limit_hours")
 
 
 class SqliteRegistry:
     def __init__(self, store: Store):
         self.store, self.db = store, store.db
         self.db.executescript(SCHEMA)
+        if "staff_call_limit_hours" not in {row[1] for row in self.db.execute("PRAGMA table_info(tenant_settings)")}:
+            self.db.execute("ALTER TABLE tenant_settings ADD COLUMN staff_call_limit_hours INTEGER")  # an older file
         accounts.install(self.db)
 
     async def entries(self) -> list[Entry]:
@@ -98,7 +101,8 @@ class SqliteRegistry:
     def _put_settings(self, tenant: str, s: ts.TenantSettings) -> None:
         obj = {column: None for column in SETTINGS_COLUMNS} | ts.to_obj(s)
         obj["quotes"] = json.dumps(obj["quotes"], ensure_ascii=False) if obj["quotes"] else None
-        self.db.execute("INSERT OR REPLACE INTO tenant_settings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        self.db.execute(f"INSERT OR REPLACE INTO tenant_settings (tenant, {', '.join(SETTINGS_COLUMNS)}) "
+                        f"VALUES ({', '.join('?' * (1 + len(SETTINGS_COLUMNS)))})",
                         (tenant, *(obj[c] for c in SETTINGS_COLUMNS)))
 
     def _bump(self) -> None:

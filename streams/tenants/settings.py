@@ -52,6 +52,7 @@ class TenantSettings:
     secret_updated_at: int | None = None
     token_updated_at: int | None = None
     updated_at: int = 0
+    staff_call_limit_hours: int | None = None   # the alert's: a staff call open longer than this (None: default)
 
 
 
@@ -92,6 +93,23 @@ def clean_timezone(name: str) -> str:
     return name
 
 
+STAFF_CALL_LIMIT_HOURS = 12          # the default: two reminders gone by and nobody has closed it
+STAFF_CALL_LIMIT_RANGE = (1, 168)    # an hour to a week
+
+
+def clean_limit(value: str) -> int:
+    raw = str(value).strip().translate(str.maketrans("０１２３４５６７８９", "0123456789"))
+    lo, hi = STAFF_CALL_LIMIT_RANGE
+    if not raw.isdigit() or not lo <= int(raw) <= hi:
+        raise Invalid(f"上限は {lo} から {hi} までの時間（整数）で入力してください。")
+    return int(raw)
+
+
+def staff_call_limit_ms(s: "TenantSettings | None") -> int:
+    hours = s.staff_call_limit_hours if s is not None and s.staff_call_limit_hours else STAFF_CALL_LIMIT_HOURS
+    return hours * 3_600_000
+
+
 def clean_secret(value: str) -> str:
     value = (value or "").strip()
     if not SECRET_PATTERN.match(value):
@@ -115,7 +133,7 @@ _KEEP = object()
 
 
 def merged(old: TenantSettings | None, at: int, *, check_text=_KEEP, quotes=_KEEP, timezone=_KEEP,
-           channel_secret=_KEEP, channel_access_token=_KEEP) -> TenantSettings:
+           channel_secret=_KEEP, channel_access_token=_KEEP, staff_call_limit_hours=_KEEP) -> TenantSettings:
     """`old` with the parts passed replaced (None clears one back to its default); the rest is kept.
     Every value is checked: `Invalid` means nothing is to be written."""
     new = old or TenantSettings(updated_at=at)
@@ -130,6 +148,9 @@ def merged(old: TenantSettings | None, at: int, *, check_text=_KEEP, quotes=_KEE
     if channel_secret is not _KEEP:
         new = replace(new, channel_secret=None if channel_secret is None else clean_secret(channel_secret),
                       secret_updated_at=at)
+    if staff_call_limit_hours is not _KEEP:
+        new = replace(new, staff_call_limit_hours=None if staff_call_limit_hours is None
+                      else clean_limit(staff_call_limit_hours))
     if channel_access_token is not _KEEP:
         new = replace(new, channel_access_token=None if channel_access_token is None
                       else clean_token(channel_access_token), token_updated_at=at)
@@ -141,7 +162,7 @@ def to_obj(s: TenantSettings) -> dict:
     obj = {"check_text": s.check_text, "quotes": list(s.quotes) if s.quotes else None, "timezone": s.timezone,
            "channel_secret": s.channel_secret, "channel_access_token": s.channel_access_token,
            "secret_updated_at": s.secret_updated_at, "token_updated_at": s.token_updated_at,
-           "updated_at": s.updated_at}
+           "updated_at": s.updated_at, "staff_call_limit_hours": s.staff_call_limit_hours}
     return {k: v for k, v in obj.items() if v is not None}
 
 
@@ -149,7 +170,7 @@ def from_obj(obj: dict) -> TenantSettings:
     quotes = obj.get("quotes")
     return TenantSettings(obj.get("check_text"), tuple(quotes) if quotes else None, obj.get("timezone"),
                           obj.get("channel_secret"), obj.get("channel_access_token"), obj.get("secret_updated_at"),
-                          obj.get("token_updated_at"), obj.get("updated_at") or 0)
+                          obj.get("token_updated_at"), obj.get("updated_at") or 0, obj.get("staff_call_limit_hours"))
 
 
 # --- what the runtime uses -----------------------------------------------------------------------------
