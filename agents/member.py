@@ -188,7 +188,7 @@ def _close(state: MemberState, at: int, out: list[Effect], by: str | None = None
     kind = fx.RESOLVED_AFTER_ESCALATION if state.phase == ESCALATED else fx.CONFIRMED
     out.append(_new(Effect, (at, kind, state.settings.id, state.cycle, None, None, None, by)))
     if state.told:
-        out.append(Effect(at, fx.ALL_CLEAR, state.settings.id, state.cycle, to=tuple(sorted(state.told))))
+        out.append(Effect(at, fx.ALL_CLEAR, state.settings.id, state.cycle, to=tuple(sorted(state.told)), data=by))
     return _idle(state, at, strict=True)
 
 

@@ -155,7 +155,8 @@ def help_sent(effect: Effect) -> dict:
 def all_clear(texts: Texts, effect: Effect) -> dict:
     """To the contacts told earlier: the resident answered. Only the name they chose to show."""
     who = f"{texts.names[effect.subject]}さん" if effect.subject in texts.names else "あなたを連絡先に選んだ方"
-    return {"type": "text", "text": f"{who}から応答がありました。ご安心ください。\nお知らせへのご協力、ありがとうございました。"}
+    said = f"{who}の無事を、担当の職員が確かめました。" if effect.data == CLOSED_BY_STAFF else f"{who}から応答がありました。"
+    return {"type": "text", "text": f"{said}ご安心ください。\nお知らせへのご協力、ありがとうございました。"}
 
 
 def ack_data(member: str, cycle: int | None) -> str:

@@ -332,6 +332,7 @@ FORMS = {"/{tenant}/calls/record": {"member": WATCH_SILENT, "cycle": "1", "outco
          "/{tenant}/settings/look": {"terms": "よその自治体が書いた利用規約"},
          "/{tenant}/settings/message": {"check_text": "乗っ取りました", "quotes": "よその名言"},
          "/{tenant}/settings/timezone": {"timezone": "America/New_York"},
+         "/{tenant}/settings/limit": {"limit": "168"},
          "/{tenant}/settings/line": {"channel_secret": "stranger-secret-0123456789",
                                      "channel_access_token": "stranger-token-0123456789abcdef"}}
 

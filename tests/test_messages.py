@@ -52,6 +52,7 @@ EFFECTS = [
     # nobody is left waiting
     Effect(AT, fx.ALL_CLEAR, "U001", 1, to=("U900", "U901")),
     Effect(AT, fx.ALL_CLEAR, "U002", 1, to=("U900",)),   # no name known
+    Effect(AT, fx.ALL_CLEAR, "U001", 1, to=("U900",), data="staff"),
     *(Effect(AT, fx.HELP_CONFIRM, "U001", data=d) for d in (fx.HELP_TO_STAFF, fx.HELP_TO_CONTACTS)),
     *(Effect(AT, fx.HELP_REQUESTED, "U001", 2, data=d) for d in (fx.HELP_TO_STAFF, fx.HELP_TO_CONTACTS,
                                                                   fx.HELP_TO_BOTH)),
@@ -343,6 +344,8 @@ def test_the_all_clear_goes_to_the_contacts_told_with_only_the_name_the_resident
     assert message["text"].startswith("山田 花子さんから応答がありました。")
     [unnamed] = m.messages_for(Effect(AT, fx.ALL_CLEAR, "U002", 1, to=("U900",)), TEXTS, "Asia/Tokyo")
     assert "U002" not in unnamed["text"] and unnamed["text"].startswith("あなたを連絡先に選んだ方から応答がありました。")
+    [by_staff] = m.messages_for(Effect(AT, fx.ALL_CLEAR, "U001", 1, to=("U900",), data="staff"), TEXTS, "Asia/Tokyo")
+    assert by_staff["text"].startswith("山田 花子さんの無事を、担当の職員が確かめました。")
 
 
 def test_sign_up_warns_of_the_8_day_line_for_weekly_biweekly_and_30_day_schedules():
