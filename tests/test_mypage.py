@@ -518,7 +518,9 @@ def test_the_history_tells_this_members_last_30_days_only(store):
     assert "12月5日 午前9時10分 お返事をいただきました（お知らせした方にも伝わります）" in hana
     mine = [e for e in effects if e.subject == HANA and e.effect == fx.CHECK_SENT]
     assert hana.count("「お元気ですか？」をお送りしました") == len(mine) == 3
-    assert "職員にお知らせしました" not in hana  # that is Jiro's
+    # nobody in Hana's family said 「見に行きます」 within 3 hours: staff were called for her too
+    assert "12月4日 午後3時 ご家族などからお返事がなかったので、担当の職員にお知らせしました" in hana
+    assert "12月2日 お昼の12時 お返事がなかったので" not in hana  # that is Jiro's
     assert jiro.count("なかったので、担当の職員にお知らせしました") == 1 and "ご家族など（2人）" not in jiro
     assert "12月2日 お昼の12時 お返事がなかったので、担当の職員にお知らせしました" in jiro
     assert hana.index("12月5日 午前9時10分") < hana.index("12月1日 午前9時")  # newest first

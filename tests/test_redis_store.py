@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from agents import group, member
 from agents.readside import label
-from schemas.events import Follow, Message, Ok, Pause, Register, Tick, Unfollow
+from schemas.events import Follow, Message, Ok, Pause, Register, Resolve, Tick, Unfollow
 from schemas.settings import GroupSettings, MemberSettings, Schedule
 from streams.kafka.redis_store import ReadModel, first_delivery
 
@@ -231,11 +231,17 @@ def test_label_of_a_member_follows_its_ladder(service):
 
 
 def test_label_of_an_unfollowed_member():
+    # a 見守り resident who blocks the account is a case for staff (rule 6), not a count of blocked ones
     state, _ = member.step(a_member(), Tick(at("12-01 09:00")))
     state, _ = member.step(state, Unfollow(at("12-01 10:00"), "U001"))
-    assert label(state) == "watch:unfollowed"
+    assert label(state) == "watch:escalated"
     state, _ = member.step(state, Follow(at("12-01 11:00"), "U001"))
+    assert label(state) == "watch:escalated"   # until staff resolve it
+    state, _ = member.step(state, Resolve(at("12-01 12:00"), "U001"))
     assert label(state) == "watch:idle"
+    state, _ = member.step(state, Unfollow(at("12-01 13:00"), "U001"))
+    state, _ = member.step(state, Resolve(at("12-01 14:00"), "U001"))
+    assert label(state) == "watch:unfollowed"   # resolved while blocked: no case, no checks
 
 
 def test_a_paused_member_is_idle():

@@ -140,11 +140,14 @@ class Builder:
             self._one_step(at)
 
     def _one_step(self, at: int | None) -> None:
+        from schemas import effects as fx
         effects = self.engine.step(at)
         self.steps += 1
         self.effects += len(effects)
         for e in effects:
             self.kinds[e.effect] += 1
+            if e.effect == fx.STAFF_CALL:  # and why: a call on a cycle that told contacts takes over its case
+                self.kinds[f"{e.effect}:{e.data}"] += 1
         self._respond(effects)
         if any(e.effect in self.sends for e in effects):
             # what the sender does once LINE took them (the month's message count): this step's rows,
