@@ -292,7 +292,7 @@ def test_the_admin_screen_on_kafka_reads_the_effects_from_redis_and_staff_action
             # the staff call closed; the family's 「見に行きます」 answers their case but does not close it
             assert await open_cases(metrics, A) == {fx.STAFF_CALL: 0.0, fx.CONTACTS_NOTIFIED: 1.0}
             await metrics.close()
-            assert 'class="acks">1人（' in (await user.get(f"/admin/{A}/escalations"))[1]
+            assert 'class="acks">1人<br><span class="muted">' in (await user.get(f"/admin/{A}/escalations"))[1]
             log = await staff.audit_log(A)
             assert log[0]["action"] == "case.reached" and log[0]["login"] == "a-operator"
             assert log[0]["target"] == f"{W_SILENT}:1"
