@@ -78,6 +78,30 @@ def simulated_town(store: Store, n: int, days: int, seed: int) -> tuple[Engine, 
     return engine, t
 
 
+def admin_and_engine(store: Store, engine: Engine, now):
+    """(server thread, setup, teardown) of the admin screen over `store`, with the engine stepping
+    as in `anpi serve`, so that staff's Resolve is applied within a beat."""
+    server, state = ServerThread(), {}
+
+    async def setup() -> str:
+        state["stop"] = stop = asyncio.Event()
+        root = web.Application()
+        root.add_subapp("/admin", create_app(store, {TENANT: ZONE}, now))
+        state["runner"] = runner = web.AppRunner(root, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        state["engine"] = asyncio.create_task(engine.run(now, 0, 0.05, stop))
+        return f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+
+    async def teardown() -> None:
+        state["stop"].set()
+        await state["engine"]
+        await state["runner"].cleanup()
+
+    return server, setup, teardown
+
+
 def test_staff_log_in_read_the_overview_and_work_a_call_to_closed(tmp_path, browser):  # noqa: F811
     path = str(tmp_path / "anpi.db")
     store = Store(path)
@@ -93,27 +117,7 @@ def test_staff_log_in_read_the_overview_and_work_a_call_to_closed(tmp_path, brow
                                   "'open' ORDER BY at", (TENANT, fx.STAFF_CALL)).fetchall()
     assert len(open_cases) >= 2, "the town should leave staff some calls to make"
 
-    server, stop = ServerThread(), asyncio.Event()
-    state: dict = {}
-
-    async def setup() -> str:
-        nonlocal stop
-        stop = asyncio.Event()
-        root = web.Application()
-        root.add_subapp("/admin", create_app(store, {TENANT: ZONE}, lambda: now))
-        state["runner"] = runner = web.AppRunner(root, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        # the engine keeps stepping, as in `anpi serve`: staff's Resolve is applied within a beat
-        state["engine"] = asyncio.create_task(engine.run(lambda: now, 0, 0.05, stop))
-        return f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
-
-    async def teardown() -> None:
-        stop.set()
-        await state["engine"]
-        await state["runner"].cleanup()
-
+    server, setup, teardown = admin_and_engine(store, engine, lambda: now)
     base = server.start(setup)
     SHOTS.mkdir(parents=True, exist_ok=True)
     context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="ja-JP")
@@ -198,23 +202,7 @@ def test_staff_work_a_help_case_and_a_case_the_family_did_not_take_up_through_th
     accounts.install(store.db)
     accounts.create_user(store.db, TENANT, LOGIN, accounts.OPERATOR, PASSWORD, START)
 
-    server, stop, state = ServerThread(), asyncio.Event(), {}
-
-    async def setup() -> str:
-        root = web.Application()
-        root.add_subapp("/admin", create_app(store, {TENANT: ZONE}, lambda: now))
-        state["runner"] = runner = web.AppRunner(root, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        state["engine"] = asyncio.create_task(engine.run(lambda: now, 0, 0.05, stop))
-        return f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
-
-    async def teardown() -> None:
-        stop.set()
-        await state["engine"]
-        await state["runner"].cleanup()
-
+    server, setup, teardown = admin_and_engine(store, engine, lambda: now)
     base = server.start(setup)
     context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="ja-JP")
     page = context.new_page()

@@ -638,6 +638,7 @@ async def test_staff_close_a_notify_case_and_the_family_is_told_all_is_well(worl
     user = Browser(server)
     await user.login(A, "a-operator")
     page = (await user.get("/admin/city-a/escalations"))[1]
+    assert '<input type="hidden" name="back" value="escalations">' in page   # its form comes back here
     status, _, response = await user.post("/admin/city-a/calls/record", {
         "csrf": csrf_in(page), "member": NOTIFY_SILENT, "cycle": "1", "outcome": rs.REACHED, "back": "escalations"})
     assert status == 303 and response.headers["Location"].startswith("/admin/city-a/escalations?done=reached")
