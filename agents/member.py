@@ -198,13 +198,13 @@ def _help(state: MemberState, at: int, out: list[Effect]) -> MemberState:
         return state  # nobody can answer them in LINE: a tap from there cannot be trusted to arrive
     if not state.open:
         state = state._replace(cycle=state.cycle + 1, phase=RESENT, due=None)
-    asked = len(out)
-    out.append(None)  # help_requested, once it is known whom it called
     if state.phase != ESCALATED:
         state = _escalate(state, at, fx.HELP, out)
+    # after the escalation it makes (same instant): it says whom it called, and a read side finds
+    # the case it marks urgent already open
     whom = (fx.HELP_TO_STAFF if not state.told else fx.HELP_TO_CONTACTS if state.called is None
             else fx.HELP_TO_BOTH)
-    out[asked] = Effect(at, fx.HELP_REQUESTED, state.settings.id, state.cycle, data=whom)
+    out.append(Effect(at, fx.HELP_REQUESTED, state.settings.id, state.cycle, data=whom))
     return state._replace(held=True)
 
 

@@ -12,6 +12,7 @@ scans members: it reads small tables that each step updates in its own commit. T
                                  a staff call on a cycle that told contacts (unclaimed, or a help)
                                  turns that case into a staff call: one case per cycle
     Reminded(member, cycle, n, at)   the case is still open 6 h × n after the staff call
+    Urgent(member, cycle)        the resident asked for help on this cycle: its case goes first
     CloseCase(member, at)        the resident answered, or staff resolved the case in the engine
     Acknowledged(member, cycle, contact, at)   a contact told answered 「見に行きます」
 
@@ -81,6 +82,11 @@ class OpenCase(NamedTuple):
     reason: str | None = None   # a staff call's: no_answer | unclaimed | help | unfollowed
 
 
+class Urgent(NamedTuple):
+    member: str
+    cycle: int
+
+
 class Reminded(NamedTuple):
     member: str
     cycle: int
@@ -108,7 +114,6 @@ class GroupRow(NamedTuple):
     confirmed: int
 
 
-URGENT = fx.HELP   # the call queue lists help first, then by age
 
 
 def day_of(at: int, zone: str) -> str:
@@ -132,6 +137,8 @@ def effect_changes(effect, zone: str) -> list:
         return [Acknowledged(effect.subject, effect.cycle, effect.member, effect.at)]
     if kind == fx.STAFF_REMINDER:
         return [Reminded(effect.subject, effect.cycle, int(effect.data or 0), effect.at)]
+    if kind == fx.HELP_REQUESTED:
+        return [Urgent(effect.subject, effect.cycle)]
     if kind not in DAILY:
         return []
     out: list = [Count(day_of(effect.at, zone), kind)]

@@ -615,7 +615,7 @@ async def test_a_help_goes_to_the_top_of_the_call_queue_and_an_ok_does_not_close
     world.store.accept(A, None, [(WATCH_OK, Help(at, WATCH_OK))])
     effects = world.step(at + 1_000)
     assert [(e.effect, e.data) for e in effects if e.subject == WATCH_OK] == [
-        (fx.HELP_REQUESTED, fx.HELP_TO_STAFF), (fx.STAFF_CALL, fx.HELP)]
+        (fx.STAFF_CALL, fx.HELP), (fx.HELP_REQUESTED, fx.HELP_TO_STAFF)]
     world.ok(WATCH_OK, at + 2_000)   # a tap on OK cannot say that someone who asked for help is safe
     world.step(at + 3_000)
     user = Browser(server)
@@ -630,6 +630,27 @@ async def test_a_help_goes_to_the_top_of_the_call_queue_and_an_ok_does_not_close
     effects = world.step(world.now[0] + 1_000)
     assert [e.effect for e in effects if e.subject == WATCH_OK] == [fx.RESOLVED_AFTER_ESCALATION]
     assert (await case_row(world, WATCH_OK, cycle))["outcome"] == rs.REACHED
+    await user.close()
+
+
+@run
+async def test_a_help_after_the_family_was_told_marks_the_case_urgent_wherever_it_is(world, server, app):
+    from schemas.events import Help
+    at = world.now[0]   # 13:00: the family was told at 12:00
+    world.store.accept(A, None, [(NOTIFY_SILENT, Help(at, NOTIFY_SILENT))])
+    effects = world.step(at + 1_000)
+    assert [(e.effect, e.data) for e in effects if e.subject == NOTIFY_SILENT] == [
+        (fx.HELP_REQUESTED, fx.HELP_TO_CONTACTS)]   # the family already knows: no second notice
+    user = Browser(server)
+    await user.login(A, "a-operator")
+    page = (await user.get("/admin/city-a/escalations"))[1]
+    row = page.split(f'<tr data-member="{NOTIFY_SILENT}"')[1].split("</tr>")[0]
+    assert 'class="urgent"' in row and "助けを求めています" in row
+    world.step(START + DAY + 15 * HOUR)   # nobody said 「見に行きます」: staff are called, and it goes first
+    page = (await user.get("/admin/city-a/calls"))[1]
+    assert open_rows(page) == [NOTIFY_SILENT, WATCH_SILENT, WATCH_LATE]
+    row = page.split(f'<tr data-member="{NOTIFY_SILENT}"')[1].split("</tr>")[0]
+    assert "助けを求めています" in row and "連絡先の方が動けていません" in row
     await user.close()
 
 

@@ -75,9 +75,14 @@ def test_at_most_one_member_cycle_is_open_and_cycles_count_up_from_one(scenario)
     # A cycle opens with a check, a help, or a 見守り resident's unfollow (staff must phone them).
     services = {m["id"]: m["service"] for m in scenario["members"]}
     opened, held = {}, set()
-    # in the order decided: within an instant, a cycle before the next, and a help before what it calls
+    # in the order decided: within an instant, a cycle before the next; within a cycle what opens it
+    # (a check, a help, a 見守り unfollow's call) before the rest, and what closes it last
+    def rank(r):
+        if r["effect"] in ("check_sent", "help_requested") or r.get("reason") == "unfollowed":
+            return 0
+        return 2 if r["effect"] in CLOSES | {"all_clear"} else 1
     decided = sorted(engine.records(scenario), key=lambda r: (
-        epoch(r["at"]), r["subject"], r.get("cycle", 1 << 30), r["effect"] != "help_requested"))
+        epoch(r["at"]), r["subject"], r.get("cycle", 1 << 30), rank(r)))
     for r in decided:
         me, effect = r["subject"], r["effect"]
         if me not in services:
@@ -181,7 +186,8 @@ def test_every_open_escalation_is_followed_by_a_reminder_or_a_close_within_6h(sc
             if at + within >= end:
                 continue
             later = [epoch(x["at"]) for x in rows
-                     if x["effect"] in {"staff_reminder", "staff_call"} | CLOSES and epoch(x["at"]) > at]
+                     if x["effect"] in {"staff_reminder", "staff_call"} and epoch(x["at"]) > at
+                     or x["effect"] in CLOSES and epoch(x["at"]) >= at]
             later += [u for u in unfollowed[me] if u >= at and services[me] == "notify"]
             assert later and min(later) <= at + within, (me, r)
 

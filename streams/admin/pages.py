@@ -34,7 +34,8 @@ ACTION_WORDS = {"login": "ログイン", "login.failed": "ログイン失敗", "
                 "notice.preview": "お知らせを確認画面で表示", "notice.send": "お知らせを配信",
                 **settings_pages.ACTION_WORDS}
 ROLE_WORDS = {accounts.ADMIN: "管理者", accounts.OPERATOR: "担当者"}
-REASON_WORDS = {fx.HELP: "助けを求めています", fx.NO_ANSWER: "返事がありません",
+URGENT_WORDS = "助けを求めています"
+REASON_WORDS = {fx.HELP: URGENT_WORDS, fx.NO_ANSWER: "返事がありません",
                 fx.UNCLAIMED: "連絡先の方が動けていません", fx.UNFOLLOWED_WATCH: "LINEをブロックしました"}
 
 
@@ -122,7 +123,7 @@ async def calls(request: web.Request) -> web.Response:
     waiting = await reads.open_count(tenant, fx.STAFF_CALL)
     return render(request, "calls.html", title="職員の連絡待ち", open_rows=open_rows, closed=closed, waiting=waiting,
                   csrf=request[SESSION].csrf, outcomes=[(k, OUTCOME_WORDS[k]) for k in rs.OUTCOMES],
-                  done=OUTCOME_WORDS.get(done), gone=request.query.get("gone") == "1")
+                  done=OUTCOME_WORDS.get(done), gone=request.query.get("gone") == "1", urgent_words=URGENT_WORDS)
 
 
 def _case_view(zone: str, now: int, row: dict) -> dict:
@@ -134,7 +135,7 @@ def _case_view(zone: str, now: int, row: dict) -> dict:
             "last_action_text": OUTCOME_WORDS.get(row["last_action"] or ""),
             "last_action_at_text": local_time(row["last_action_at"], zone),
             "outcome_text": OUTCOME_WORDS.get(row["outcome"] or "", "完了"),
-            "reason_text": REASON_WORDS.get(row.get("reason") or "", ""), "urgent": row.get("reason") == rs.URGENT,
+            "reason_text": REASON_WORDS.get(row.get("reason") or "", ""), "urgent": bool(row.get("urgent")),
             "reminders": row.get("reminders") or 0, "reminded_at_text": local_time(row.get("reminded_at"), zone),
             "resolving": row["status"] == "open" and row["last_action"] == rs.REACHED}
 
@@ -173,7 +174,7 @@ async def escalations(request: web.Request) -> web.Response:
                   open_rows=[_with_acks(zone, _case_view(zone, now, r), acks) for r in open_rows],
                   closed=[_with_acks(zone, _case_view(zone, now, r), acks) for r in closed],
                   csrf=request[SESSION].csrf, outcomes=[(k, OUTCOME_WORDS[k]) for k in rs.OUTCOMES],
-                  done=OUTCOME_WORDS.get(done), gone=request.query.get("gone") == "1")
+                  done=OUTCOME_WORDS.get(done), gone=request.query.get("gone") == "1", urgent_words=URGENT_WORDS)
 
 
 def _with_acks(zone: str, case: dict, acks: dict) -> dict:

@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS rs_cases (tenant TEXT NOT NULL, member TEXT NOT NULL,
                                      status TEXT NOT NULL DEFAULT 'open', last_action TEXT,
                                      last_action_at INTEGER, closed_at INTEGER, outcome TEXT,
                                      reason TEXT, reminders INTEGER NOT NULL DEFAULT 0, reminded_at INTEGER,
+                                     urgent INTEGER NOT NULL DEFAULT 0,
                                      PRIMARY KEY (tenant, member, cycle));
 CREATE INDEX IF NOT EXISTS rs_cases_by_status ON rs_cases (tenant, kind, status, at);
 CREATE INDEX IF NOT EXISTS rs_cases_closed ON rs_cases (tenant, kind, status, closed_at);
@@ -62,7 +63,8 @@ def install(db: sqlite3.Connection) -> bool:
     return "rs_daily" not in have
 
 
-ADDED_CASE_COLUMNS = (("reason", "TEXT"), ("reminders", "INTEGER NOT NULL DEFAULT 0"), ("reminded_at", "INTEGER"))
+ADDED_CASE_COLUMNS = (("reason", "TEXT"), ("reminders", "INTEGER NOT NULL DEFAULT 0"), ("reminded_at", "INTEGER"),
+                      ("urgent", "INTEGER NOT NULL DEFAULT 0"))
 
 
 # --- writing (inside the store's transactions) ------------------------------------------------------
@@ -129,6 +131,9 @@ def _write(db: sqlite3.Connection, tenant: str, change, zone: str, counts: Count
     elif kind is rs.Acknowledged:
         db.execute("INSERT OR IGNORE INTO rs_acks VALUES (?, ?, ?, ?, ?)",
                    (tenant, change.member, change.cycle, change.contact, change.at))
+    elif kind is rs.Urgent:
+        db.execute("UPDATE rs_cases SET urgent = 1 WHERE tenant = ? AND member = ? AND cycle = ?",
+                   (tenant, change.member, change.cycle))
     elif kind is rs.Reminded:
         db.execute("UPDATE rs_cases SET reminders = ?, reminded_at = ? WHERE tenant = ? AND member = ? AND cycle = ? "
                    "AND status = 'open' AND reminders < ?",
@@ -232,12 +237,12 @@ def usage(db: sqlite3.Connection, tenant: str, month: str) -> int:
 
 
 CASE_COLUMNS = ("member", "cycle", "kind", "at", "told", "status", "last_action", "last_action_at", "closed_at",
-                "outcome", "reason", "reminders", "reminded_at")
+                "outcome", "reason", "reminders", "reminded_at", "urgent")
 
 
 def cases(db: sqlite3.Connection, tenant: str, kind: str, status: str, limit: int = 200) -> list[dict]:
     """Open cases by urgency (a help first, then the longest wait); closed ones newest first."""
-    order = f"reason IS '{rs.URGENT}' DESC, at ASC" if status == "open" else "closed_at DESC"
+    order = "urgent DESC, at ASC" if status == "open" else "closed_at DESC"
     rows = db.execute(f"SELECT {', '.join(CASE_COLUMNS)} FROM rs_cases WHERE tenant = ? AND kind = ? AND status = ? "
                       f"ORDER BY {order} LIMIT ?", (tenant, kind, status, limit))
     return [dict(zip(CASE_COLUMNS, row)) for row in rows]

@@ -23,9 +23,10 @@ case hash of a staff call (closed cases expire after CLOSED_DAYS).
                                      counts as answered on the day its cycle's check went out
     anpi:{t}:rs:case:<member>:<cycle>  hash: member cycle kind at told status last_action
                                      last_action_at closed_at outcome sent_at reason reminders
-                                     reminded_at [phone]
+                                     reminded_at urgent [phone]
     anpi:{t}:rs:open:<kind>          zset "<member>:<cycle>" by urgency: escalation time, less
-                                     URGENT_FIRST for a help (a help on top, then the oldest)
+                                     URGENT_FIRST once the resident asked for help (those on top,
+                                     then the oldest)
     anpi:{t}:rs:closed:<kind>        zset "<member>:<cycle>" by closing time (the last CLOSED_KEEP)
     anpi:{t}:rs:mopen:<member>       set of the member's open case cycles (CloseCase closes them all)
     anpi:{t}:rs:acks:<member>:<cycle>  hash contact -> when they answered 「見に行きます」
@@ -65,7 +66,7 @@ CLOSED_DAYS = 90      # a closed case (with the phone of a staff call) is forgot
 CLOSED_KEEP = 1000    # closed cases listed per kind (the page shows the last 20)
 PENDING_PHONE_DAYS = 7  # a phone read before its case: kept this long for the case to open
 DAY_MS = 86_400_000
-URGENT_FIRST = 10 ** 13   # ms (over 300 years): what a help's score in an open zset is brought forward by
+URGENT_FIRST = 10 ** 13   # ms (over 300 years): what an urgent case's score in an open zset is brought forward by
 
 
 HISTORY_DAYS = 31     # a member's own effects, for My Page (it shows 30 days)
@@ -93,8 +94,9 @@ def effect_ops(effect, zone: str) -> list[list]:
         elif kind is rs.Answered:
             ops.append(["ans", change.member, change.cycle])
         elif kind is rs.OpenCase:
-            ops.append(["open", change.member, change.cycle, change.kind, change.at, change.told, change.reason or "",
-                        change.at - URGENT_FIRST if change.reason == rs.URGENT else change.at])
+            ops.append(["open", change.member, change.cycle, change.kind, change.at, change.told, change.reason or ""])
+        elif kind is rs.Urgent:
+            ops.append(["urgent", change.member, change.cycle])
         elif kind is rs.Reminded:
             ops.append(["remind", change.member, change.cycle, change.n, change.at])
         elif kind is rs.CloseCase:
@@ -207,15 +209,15 @@ for _, op in ipairs(ops) do
         end
       end
     elseif name == 'open' then
-      local member, cycle, kind, at, told, reason, score = op[3], op[4], op[5], op[6], op[7], op[8] or '', op[9] or op[6]
+      local member, cycle, kind, at, told, reason = op[3], op[4], op[5], op[6], op[7], op[8] or ''
       local id = member .. ':' .. cycle
       local key = p .. 'case:' .. id
-      local f = redis.call('HMGET', key, 'kind', 'status')
+      local f = redis.call('HMGET', key, 'kind', 'status', 'at', 'urgent')
       if f[1] and f[2] == 'open' and f[1] ~= kind and kind == 'staff_call' then
-        -- a staff call on a cycle that told contacts: the case goes to the call queue
-        local since = tonumber(redis.call('HGET', key, 'at'))
+        -- a staff call on a cycle that told contacts: the case goes to the call queue, as urgent as it was
+        local since = tonumber(f[3])
         redis.call('ZREM', p .. 'open:' .. f[1], id)
-        redis.call('ZADD', p .. 'open:' .. kind, (reason == 'help') and (since - %(urgent)d) or since, id)
+        redis.call('ZADD', p .. 'open:' .. kind, (f[4] == '1') and (since - %(urgent)d) or since, id)
         redis.call('HSET', key, 'kind', kind, 'reason', reason)
       elseif not f[1] then
         local sent_at = ''
@@ -225,9 +227,9 @@ for _, op in ipairs(ops) do
           if tonumber(c) == cycle then sent_at = a end
         end
         redis.call('HSET', key, 'member', member, 'cycle', cycle, 'kind', kind, 'at', at, 'told', told,
-                   'status', 'open', 'sent_at', sent_at, 'reason', reason, 'reminders', 0)
+                   'status', 'open', 'sent_at', sent_at, 'reason', reason, 'reminders', 0, 'urgent', 0)
         redis.call('PERSIST', key)
-        redis.call('ZADD', p .. 'open:' .. kind, score, id)
+        redis.call('ZADD', p .. 'open:' .. kind, at, id)
         redis.call('SADD', p .. 'mopen:' .. member, cycle)
       end
     elseif name == 'close' then
@@ -242,6 +244,14 @@ for _, op in ipairs(ops) do
         end
       end
       redis.call('DEL', mkey)
+    elseif name == 'urgent' then
+      local id = op[3] .. ':' .. op[4]
+      local key = p .. 'case:' .. id
+      local f = redis.call('HMGET', key, 'kind', 'status', 'at', 'urgent')
+      if f[2] == 'open' and f[4] ~= '1' then
+        redis.call('HSET', key, 'urgent', 1)
+        redis.call('ZADD', p .. 'open:' .. f[1], 'XX', tonumber(f[3]) - %(urgent)d, id)
+      end
     elseif name == 'remind' then
       local key = p .. 'case:' .. op[3] .. ':' .. op[4]
       local f = redis.call('HMGET', key, 'status', 'reminders')
@@ -372,9 +382,9 @@ class Writer:
 # --- reading (the admin pages) ------------------------------------------------------------------------
 
 CASE_FIELDS = ("member", "cycle", "kind", "at", "told", "status", "last_action", "last_action_at", "closed_at",
-               "outcome", "sent_at", "phone", "reason", "reminders", "reminded_at")
+               "outcome", "sent_at", "phone", "reason", "reminders", "reminded_at", "urgent")
 _INTS = {"cycle", "at", "told", "last_action_at", "closed_at", "sent_at", "posted_at", "confirmed", "roster",
-         "unconfirmed_at", "unconfirmed", "reminders", "reminded_at"}
+         "unconfirmed_at", "unconfirmed", "reminders", "reminded_at", "urgent"}
 
 
 def _text(v) -> str:
