@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import http.client
 import json
+import re
 import threading
 import uuid
 from contextlib import contextmanager
@@ -723,8 +724,11 @@ def applied_by_line_rules(event: dict) -> int:
             return 1
         if not one_to_one:
             return 0
-        if action in (["setup"], ["invite"], ["mypage"]):
+        if action in (["setup"], ["invite"], ["mypage"], ["help"]):
             return 1
+        if action == ["leave"]:   # 連絡先をやめる: names the resident it leaves
+            return int(person(data.get("member", [""])[-1]) and bool(re.fullmatch(r"[A-Za-z0-9_-]{1,64}",
+                                                                                data["member"][-1])))
         if action == ["ack"]:
             return int(data.get("cycle", [""])[-1].isdigit() and person(data.get("member", [""])[-1]))
         complete = data.get("s") in (["watch"], ["notify"]) and "i" in data and "t" in data
