@@ -152,9 +152,14 @@ def help_sent(effect: Effect) -> dict:
     return {"type": "text", "text": f"{told}\n{EMERGENCY_NOTE}"}
 
 
+def shown_name(texts: Texts, member: str) -> str:
+    """How the contacts' messages name a resident: the name they chose to show, else no name at all."""
+    return f"{texts.names[member]}さん" if member in texts.names else "あなたを連絡先に選んだ方"
+
+
 def all_clear(texts: Texts, effect: Effect) -> dict:
     """To the contacts told earlier: the resident answered. Only the name they chose to show."""
-    who = f"{texts.names[effect.subject]}さん" if effect.subject in texts.names else "あなたを連絡先に選んだ方"
+    who = shown_name(texts, effect.subject)
     said = f"{who}の無事を、担当の職員が確かめました。" if effect.data == CLOSED_BY_STAFF else f"{who}から応答がありました。"
     return {"type": "text", "text": f"{said}ご安心ください。\nお知らせへのご協力、ありがとうございました。"}
 
@@ -173,7 +178,7 @@ def _when(at_ms: int, zone: str) -> str:
 
 def contacts_notice(texts: Texts, effect: Effect, zone: str) -> dict:
     """To the people a resident chose: who has not answered, since when, and what we ask of them."""
-    who = f"{texts.names[effect.subject]}さん" if effect.subject in texts.names else "あなたを連絡先に選んだ方"
+    who = shown_name(texts, effect.subject)
     asked_at = effect.at - RESEND_AFTER - ESCALATE_AFTER  # when the unanswered check went out
     lines = [
         _text("安否確認のお知らせ", size="sm", color=MUTED_COLOR),

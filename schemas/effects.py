@@ -43,7 +43,6 @@ NO_ANSWER = "no_answer"      # the ladder ran out (check, resend, +3 h)
 UNCLAIMED = "unclaimed"      # the contacts told did not answer 「見に行きます」 within 3 h
 HELP = "help"                # the resident asked for help
 UNFOLLOWED_WATCH = "unfollowed"   # a 見守り resident blocked the account: staff must phone
-REASONS = (NO_ANSWER, UNCLAIMED, HELP, UNFOLLOWED_WATCH)
 # whom a help calls: a help_confirm's and a help_requested's `data`
 HELP_TO_STAFF, HELP_TO_CONTACTS, HELP_TO_BOTH = "staff", "contacts", "both"
 # kinds that may come more than once in a cycle: their instant is part of their id

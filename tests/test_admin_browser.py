@@ -78,6 +78,15 @@ def simulated_town(store: Store, n: int, days: int, seed: int) -> tuple[Engine, 
     return engine, t
 
 
+def log_in(page, base: str) -> None:
+    """The operator logs in and lands on the overview."""
+    page.goto(f"{base}/admin/{TENANT}/login")
+    page.fill("#login", LOGIN)
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"**/admin/{TENANT}/overview")
+
+
 def admin_and_engine(store: Store, engine: Engine, now):
     """(server thread, setup, teardown) of the admin screen over `store`, with the engine stepping
     as in `anpi serve`, so that staff's Resolve is applied within a beat."""
@@ -207,11 +216,7 @@ def test_staff_work_a_help_case_and_a_case_the_family_did_not_take_up_through_th
     context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="ja-JP")
     page = context.new_page()
     try:
-        page.goto(f"{base}/admin/{TENANT}/login")
-        page.fill("#login", LOGIN)
-        page.fill("#password", PASSWORD)
-        page.click("button[type=submit]")
-        page.wait_for_url(f"**/admin/{TENANT}/overview")
+        log_in(page, base)
         page.click("text=職員の連絡待ち（見守り）")
         page.wait_for_url(f"**/admin/{TENANT}/calls")
         rows = page.locator("#open-cases tbody tr")
@@ -314,11 +319,7 @@ def test_staff_send_a_disaster_notice_and_watch_its_delivery_reach_100_percent(t
     page = context.new_page()
     seen: list[str] = []
     try:
-        page.goto(f"{base}/admin/{TENANT}/login")
-        page.fill("#login", LOGIN)
-        page.fill("#password", PASSWORD)
-        page.click("button[type=submit]")
-        page.wait_for_url(f"**/admin/{TENANT}/overview")
+        log_in(page, base)
         page.click("nav >> text=お知らせ配信")
         page.wait_for_url(f"**/admin/{TENANT}/notices")
         assert "地域" in page.inner_text("#area-note")

@@ -126,6 +126,12 @@ async def top_image(request: web.Request) -> web.Response:
 # --- saving -------------------------------------------------------------------------------------------
 
 
+def _unchanged(request: web.Request, section: str) -> web.Response:
+    """303 back to the section: nothing was different, nothing is written."""
+    back = request.app.router["settings"].url_for(tenant=request.match_info["tenant"]).with_query(done="none")
+    return auth.see_other(f"{back}#{section}")
+
+
 async def _saved(request: web.Request, section: str, action: str, detail: str | None, *, settings=None,
                  look=None) -> web.Response:
     """Commit the records (`settings(wall)` / `look(wall)`: built at the commit's time) with their audit
@@ -169,7 +175,7 @@ async def save_look(request: web.Request) -> web.Response:
         parts["terms"] = terms_value
         changes.append("利用規約を変更" if terms_value else "利用規約を標準に戻す")
     if not changes:
-        return auth.see_other(f'{request.app.router["settings"].url_for(tenant=tenant).with_query(done="none")}#look')
+        return _unchanged(request, "look")
     try:  # checked before anything is written: a refused image keeps the terms unsaved too
         if image:
             _check_image(image)
@@ -196,7 +202,6 @@ def _check_image(image: bytes) -> None:
 
 @auth.admin_only
 async def save_message(request: web.Request) -> web.Response:
-    tenant = request.match_info["tenant"]
     form = request[FORM]
     check_raw, quotes_raw = str(form.get("check_text", "")), str(form.get("quotes", ""))
     try:
@@ -214,7 +219,7 @@ async def save_message(request: web.Request) -> web.Response:
     if quotes != old_quotes:
         changes.append(f"名言：{_count(old_quotes)}→{_count(quotes)}")
     if not changes:
-        return auth.see_other(f'{request.app.router["settings"].url_for(tenant=tenant).with_query(done="none")}#message')
+        return _unchanged(request, "message")
     return await _saved(request, "message", "settings.message", "、".join(changes),
                         settings=lambda wall: tenant_settings.merged(
                             stored, wall, check_text=None if check == CHECK_TEXT else check, quotes=quotes or None))
@@ -235,7 +240,7 @@ async def save_timezone(request: web.Request) -> web.Response:
     stored = await _stored(request)
     old = (stored or tenant_settings.TenantSettings()).timezone or request.app[TENANTS][tenant]
     if zone == old:
-        return auth.see_other(f'{request.app.router["settings"].url_for(tenant=tenant).with_query(done="none")}#timezone')
+        return _unchanged(request, "timezone")
     response = await _saved(request, "timezone", "settings.timezone", f"{old} → {zone}",
                             settings=lambda wall: tenant_settings.merged(stored, wall, timezone=zone))
     request.app[TENANTS][tenant] = zone   # this screen's times and "today", in the tenant's zone
@@ -244,7 +249,6 @@ async def save_timezone(request: web.Request) -> web.Response:
 
 @auth.admin_only
 async def save_limit(request: web.Request) -> web.Response:
-    tenant = request.match_info["tenant"]
     raw = str(request[FORM].get("limit", ""))
     try:
         hours = tenant_settings.clean_limit(raw)
@@ -253,7 +257,7 @@ async def save_limit(request: web.Request) -> web.Response:
     stored = await _stored(request)
     old = (stored.staff_call_limit_hours if stored else None) or tenant_settings.STAFF_CALL_LIMIT_HOURS
     if hours == old:
-        return auth.see_other(f'{request.app.router["settings"].url_for(tenant=tenant).with_query(done="none")}#limit')
+        return _unchanged(request, "limit")
     return await _saved(request, "limit", "settings.limit", f"{old}時間 → {hours}時間",
                         settings=lambda wall: tenant_settings.merged(stored, wall, staff_call_limit_hours=hours))
 
