@@ -37,7 +37,8 @@ from agents.schedule import anchor, next_slot
 from schemas import effects as fx
 from schemas.effects import Effect
 from schemas.events import (AcceptInvite, Acknowledge, AskHelp, ChangeSettings, Enroll, Follow, Help, Invite,
-                            LeaveContact, Message, Ok, OpenMyPage, Pause, Phone, Register, Resolve, Setup, Tick, Unfollow)
+                            LeaveContact, Message, Ok, OpenMyPage, Pause, Phone, Register, Resolve, Setup, StaffLinked,
+                            Tick, Unfollow)
 from schemas.settings import NOTIFY, PHONE_KEPT, WATCH, MemberSettings
 
 IDLE, SENT, RESENT, ESCALATED = "idle", "sent", "resent", "escalated"
@@ -131,6 +132,8 @@ def step(state: MemberState, event) -> tuple[MemberState, list[Effect]]:
         out.append(Effect(event.at, fx.MYPAGE_LINK, state.settings.id))
     elif kind is LeaveContact:
         state = _leave_contact(state, event, out)
+    elif kind is StaffLinked:
+        out.append(staff_linked(event))
     elif kind is AskHelp:
         if state.following:
             s = state.settings
@@ -358,3 +361,8 @@ def _leave_contact(state: MemberState, event: LeaveContact, out: list[Effect]) -
 
 def refused(event: AcceptInvite) -> Effect:
     return Effect(event.at, fx.INVITE_REFUSED, event.member, member=event.contact)
+
+
+def staff_linked(event: StaffLinked) -> Effect:
+    """The answer to a staff link code (checked by the ingress): no state, a resident's or not."""
+    return Effect(event.at, fx.STAFF_LINKED, event.member, data=event.login)

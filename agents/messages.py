@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Callable, Mapping
 
-from agents import prompts
+from agents import on_call, prompts
 from agents.blocks import MUTED_COLOR, button, card
 from agents.blocks import text as _text
 from agents.clock import zone as tz
@@ -86,6 +86,7 @@ class Texts:
     names: Mapping[str, str] = field(default_factory=dict)  # userId -> display name, where known
     friend_url: str = ""   # the account's add-friend link (https://line.me/R/ti/p/@…), for invitations
     mypage: Callable[[str, int], str] | None = None  # (member, at) -> a signed My Page link (mypage_link)
+    calls_url: str = ""    # the admin screen's call queue, which staff alerts link to ("": not served)
 
 
 def local_date(at_ms: int, zone: str) -> date:
@@ -220,6 +221,28 @@ def unconfirmed_list(members: tuple[str, ...]) -> list[dict]:
                              for k, uid in zip(keys, chunk)},
         })
     return out[:MESSAGES_PER_REQUEST]
+
+
+# --- staff alerts (agents/on_call.py says to whom) --------------------------------------------------
+
+STAFF_ALERTS = frozenset({fx.STAFF_CALL, fx.STAFF_REMINDER})
+STAFF_ALERT_REASONS = {fx.HELP: "ご本人が「助けてほしい」と送りました。", fx.NO_ANSWER: "確認にお返事がありません。",
+                       fx.UNCLAIMED: "ご家族など連絡先の方が、3時間動けていません。",
+                       fx.UNFOLLOWED_WATCH: "見守りの方がLINEをブロックしました。お電話で確かめてください。"}
+
+
+def staff_alert(texts: Texts, effect: Effect) -> dict:
+    """To the staff on duty: that a call waits, why, and where; never who (a LINE chat is no place
+    for a resident's name or number: the call queue, behind the staff login, has them)."""
+    if effect.effect == fx.STAFF_REMINDER:
+        lines = [f"【安否確認】まだ誰も対応していない連絡があります（{effect.data}回目のお知らせ）。"]
+    else:
+        lines = ["【安否確認】職員の対応が必要です。", STAFF_ALERT_REASONS.get(effect.data or "", "")]
+    if texts.calls_url:
+        lines.append(f"{texts.calls_url}#{on_call.case_anchor(effect.subject, effect.cycle)}")
+    else:
+        lines.append("管理画面の「職員の連絡待ち」をご覧ください。")
+    return {"type": "text", "text": "\n".join(line for line in lines if line)}
 
 
 # --- effect -> (recipients, messages) -------------------------------------------------------------

@@ -57,6 +57,10 @@ CONTACT_LEFT_TEXT = ("連絡先の方が1人、連絡先をやめました。\n"
                      "ほかの方を連絡先にするときは、「家族を招待する」から招待を送ってください。")
 ACK_NOT_NEEDED_TEXT = "ご本人から、すでにお返事がありました。ご安心ください。お気づかい、ありがとうございます。"
 MYPAGE_UNAVAILABLE = "マイページは、まだご用意できていません。お手数ですが、市の窓口にお問い合わせください。"
+STAFF_LINKED_TEXT = ("このLINEに、職員のお知らせ（{login}）が届くようになりました。\n"
+                     "職員の対応が必要な連絡が来ると、ここでお知らせします。")
+STAFF_LINK_REFUSED_TEXT = ("このコードは使えませんでした。期限が過ぎたか、すでに使われています。\n"
+                           "管理画面で、もう一度コードを出してください。")
 INVITE_REFUSED_TEXT = ("この招待は使えませんでした。期限が過ぎたか、すでに使われています。\n"
                        "お手数ですが、もう一度招待を送ってもらってください。")
 
@@ -221,6 +225,9 @@ def messages(effect: Effect, friend_url: str = "", mypage=None) -> list[dict]:
         return [{"type": "text", "text": CONTACT_LEFT_TEXT}]
     if kind == fx.INVITE_REFUSED:
         return [{"type": "text", "text": INVITE_REFUSED_TEXT}]
+    if kind == fx.STAFF_LINKED:
+        text = STAFF_LINKED_TEXT.format(login=effect.data) if effect.data else STAFF_LINK_REFUSED_TEXT
+        return [{"type": "text", "text": text}]
     if kind == fx.GROUP_WELCOME:
         return [group_welcome(effect.data or "")]
     if kind == fx.CONTACT_ACKNOWLEDGED:
@@ -232,6 +239,6 @@ def messages(effect: Effect, friend_url: str = "", mypage=None) -> list[dict]:
 
 KINDS = frozenset({fx.WELCOME, fx.SETUP_PROMPT, fx.ENROLLED, fx.PHONE_SAVED, fx.INVITE_CREATED,
                    fx.CONTACT_ADDED, fx.INVITE_REFUSED, fx.GROUP_WELCOME, fx.MYPAGE_LINK, fx.LEFT_AS_CONTACT,
-                   fx.CONTACT_LEFT, fx.CONTACT_ACKNOWLEDGED, fx.ACK_NOT_NEEDED})
+                   fx.CONTACT_LEFT, fx.CONTACT_ACKNOWLEDGED, fx.ACK_NOT_NEEDED, fx.STAFF_LINKED})
 TO_MEMBER = frozenset({fx.CONTACT_ADDED, fx.INVITE_REFUSED, fx.CONTACT_ACKNOWLEDGED, fx.ACK_NOT_NEEDED,
                        fx.LEFT_AS_CONTACT})  # told to the one who sent the code

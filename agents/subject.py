@@ -5,7 +5,7 @@ from agents import group, member
 from agents.clock import EARLIEST, LATEST
 from schemas.effects import Effect
 from schemas import effects as fx
-from schemas.events import (AcceptInvite, Acknowledge, AskHelp, ChangeSettings, LeaveContact, Enroll, Event, Follow, GroupJoined, GroupLeft,
+from schemas.events import (AcceptInvite, Acknowledge, AskHelp, ChangeSettings, LeaveContact, Enroll, Event, Follow, GroupJoined, GroupLeft, StaffLinked,
                             Help, Invite, Message, Ok, OpenMyPage, Pause, Phone, Register, Resolve, Roster, Setup, Tick,
                             Unfollow)
 from schemas.settings import GroupSettings, MemberSettings
@@ -21,7 +21,8 @@ class Refused(Exception):
 
 # what each kind of subject takes (everything else is refused, never half applied)
 MEMBER_EVENTS = frozenset({Tick, Register, ChangeSettings, Ok, Message, Pause, Resolve, Help, Unfollow, Follow, Setup,
-                           Enroll, Phone, Invite, AcceptInvite, Acknowledge, OpenMyPage, AskHelp, LeaveContact})
+                           Enroll, Phone, Invite, AcceptInvite, Acknowledge, OpenMyPage, AskHelp, LeaveContact,
+                           StaffLinked})
 GROUP_EVENTS = frozenset({Tick, Register, Ok, Message, GroupJoined, GroupLeft, Roster})
 _TAKES = {member.MemberState: MEMBER_EVENTS, group.GroupState: GROUP_EVENTS}
 _ORDINALS = (719163, 839693)  # [1970-01-01, 2300-01-01) as date ordinals: what a pause may name
@@ -89,6 +90,8 @@ def start(event: Event) -> tuple[State | None, list[Effect]]:
         return None, [member.setup_prompt(event)]
     if kind is AcceptInvite:
         return None, [member.refused(event)]
+    if kind is StaffLinked:  # staff need not be residents
+        return None, [member.staff_linked(event)]
     return None, []  # an OK, a message, a pause … of someone never registered: nothing to act on
 
 

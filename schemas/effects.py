@@ -34,6 +34,7 @@ ACK_NOT_NEEDED = "ack_not_needed"      # member: a contact who offered to go, bu
 MYPAGE_LINK = "mypage_link"            # a signed link to the member's My Page (made by the sender)
 CONTACT_LEFT = "contact_left"          # member: a contact who chose to stop being one (told to the resident)
 LEFT_AS_CONTACT = "left_as_contact"    # member: the same contact, answered that they are no longer one
+STAFF_LINKED = "staff_linked"          # data: the staff login this LINE now alerts ("": the code did not work)
 HELP_CONFIRM = "help_confirm"          # data: whom a help would call (HELP_TO_*): asked once, so a slip sends nobody
 
 ESCALATIONS = (STAFF_CALL, CONTACTS_NOTIFIED)

@@ -183,7 +183,16 @@ class OpenMyPage:
     member: str
 
 
+@dataclass(frozen=True, slots=True)
+class StaffLinked:
+    """`member` sent a staff link code (agents/on_call.py); the ingress checked it against the staff
+    accounts: `login` is the account their LINE now alerts, "" when the code was wrong or spent."""
+    at: int
+    member: str
+    login: str
+
+
 Conversation = (Setup | Enroll | Phone | Invite | AcceptInvite | Acknowledge | GroupJoined | GroupLeft | Roster
-                | OpenMyPage | AskHelp | LeaveContact)
+                | OpenMyPage | AskHelp | LeaveContact | StaffLinked)
 Inbound = Register | ChangeSettings | Ok | Message | Pause | Resolve | Help | Unfollow | Follow | Conversation
 Event = Inbound | Tick

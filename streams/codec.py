@@ -10,7 +10,7 @@ import json
 from agents.group import GroupState
 from agents.member import MemberState
 from schemas.effects import Effect
-from schemas.events import (AcceptInvite, Acknowledge, AskHelp, ChangeSettings, LeaveContact, Enroll, Follow, GroupJoined, GroupLeft, Help, Invite, Message, Ok,
+from schemas.events import (AcceptInvite, Acknowledge, AskHelp, ChangeSettings, LeaveContact, StaffLinked, Enroll, Follow, GroupJoined, GroupLeft, Help, Invite, Message, Ok,
                             OpenMyPage, Pause, Phone, Register, Resolve, Roster, Setup, Tick, Unfollow)
 from agents.clock import zone
 from schemas.settings import INTERVALS, SERVICES, GroupSettings, MemberSettings, Schedule
@@ -47,7 +47,8 @@ def settings_from_obj(obj: dict) -> MemberSettings | GroupSettings:
 _SETTINGS = {Register: "register", ChangeSettings: "settings", Enroll: "enroll"}
 _CONVERSATION = {Setup: "setup", Phone: "phone", Invite: "invite", AcceptInvite: "accept_invite",
                  GroupJoined: "group_joined", GroupLeft: "group_left", Roster: "roster", OpenMyPage: "mypage",
-                 Acknowledge: "acknowledge", AskHelp: "ask_help", LeaveContact: "leave_contact"}
+                 Acknowledge: "acknowledge", AskHelp: "ask_help", LeaveContact: "leave_contact",
+                 StaffLinked: "staff_linked"}
 _CONVERSATION_BY_NAME = {name: kind for kind, name in _CONVERSATION.items()}
 _PLAIN = {Ok: "ok", Message: "message", Resolve: "resolve", Help: "help", Unfollow: "unfollow", Follow: "follow"}
 _PLAIN_BY_NAME = {name: kind for kind, name in _PLAIN.items()}

@@ -23,11 +23,12 @@ class Ingress:
 
 
 @asynccontextmanager
-async def ingress_in_process(settings: Settings, tenants: dict[str, Tenant]):
-    """`tenants` is read on every webhook: a test adds a tenant there as `anpi ingress` would."""
+async def ingress_in_process(settings: Settings, tenants: dict[str, Tenant], staff_links=None):
+    """`tenants` is read on every webhook: a test adds a tenant there as `anpi ingress` would.
+    `staff_links`: the staff accounts' link_line, as `anpi ingress` checks staff link codes."""
     sink = ingress.KafkaSink(settings)
     await sink.start()
-    runner = web.AppRunner(ingress.create_app(tenants, sink, ingress.MemoryDedupe()))
+    runner = web.AppRunner(ingress.create_app(tenants, sink, ingress.MemoryDedupe(), staff_links=staff_links))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

@@ -333,6 +333,9 @@ FORMS = {"/{tenant}/calls/record": {"member": WATCH_SILENT, "cycle": "1", "outco
          "/{tenant}/settings/message": {"check_text": "乗っ取りました", "quotes": "よその名言"},
          "/{tenant}/settings/timezone": {"timezone": "America/New_York"},
          "/{tenant}/settings/limit": {"limit": "168"},
+         "/{tenant}/line/code": {},
+         "/{tenant}/line/duty": {"start": "9", "end": "17"},
+         "/{tenant}/line/unlink": {},
          "/{tenant}/settings/line": {"channel_secret": "stranger-secret-0123456789",
                                      "channel_access_token": "stranger-token-0123456789abcdef"}}
 
@@ -409,7 +412,9 @@ async def _tenant_a_rows(world: World) -> tuple:
             db.execute("SELECT * FROM notices WHERE tenant = ? ORDER BY id", (A,)).fetchall(),
             db.execute("SELECT COUNT(*) FROM notice_recipients").fetchone(),
             db.execute("SELECT * FROM tenant_look WHERE tenant = ?", (A,)).fetchall(),
-            db.execute("SELECT * FROM tenant_settings WHERE tenant = ?", (A,)).fetchall())
+            db.execute("SELECT * FROM tenant_settings WHERE tenant = ?", (A,)).fetchall(),
+            db.execute("SELECT * FROM admin_line WHERE tenant = ?", (A,)).fetchall(),
+            db.execute("SELECT * FROM admin_line_codes WHERE tenant = ?", (A,)).fetchall())
 
 
 @run

@@ -37,10 +37,11 @@ from hypothesis_jsonschema import from_schema
 from agents import invitation
 from agents.subject import addressed
 from schemas.events import (Acknowledge, AskHelp, Follow, GroupJoined, GroupLeft, Help, LeaveContact, Message, Ok,
-                            Roster, Unfollow)
+                            Roster, StaffLinked, Unfollow)
 from schemas.settings import Schedule
 from schemas.tenant import Tenant
 from streams import codec
+from streams.admin.redis_accounts import RedisStaff
 from streams.line.ingress import (KafkaSink, MemoryDedupe, MemorySink, RedisDedupe, create_app,
                              signed)
 from streams.kafka.feed import event_message
@@ -247,7 +248,7 @@ def kafka_ingress(tenant: Tenant):
         sink = KafkaSink(replace(base, prefix=tenant.id))   # the home tenant: bare keys, its own topics
         await sink.start()
         redis = aioredis.from_url(base.redis)
-        app = create_app({tenant.id: tenant}, sink, RedisDedupe(redis))
+        app = create_app({tenant.id: tenant}, sink, RedisDedupe(redis), staff_links=RedisStaff(redis).link_line)
 
         async def close(_app):
             await sink.stop()
@@ -303,6 +304,7 @@ def test_every_event_type_is_routed_onto_the_runtimes_inbound_topic(kafka_tenant
         event("postback", user(third), at=T0 + 11, postback={"data": "action=help"}),         # 助けてほしい
         event("postback", user(third), at=T0 + 12, postback={"data": "action=help&sure=1"}),  # はい
         event("postback", user(third), at=T0 + 13, postback={"data": f"action=leave&member={member}"}),  # 連絡先をやめる
+        text(user(third), "職員 2718 2818", at=T0 + 14),   # a staff link code: no account has it
     ]
     body = body_of(*events)
     with kafka_ingress(kafka_tenant) as host:
@@ -313,11 +315,13 @@ def test_every_event_type_is_routed_onto_the_runtimes_inbound_topic(kafka_tenant
                GroupJoined(T0 + 6, group, Schedule("1d", 9 * 60, "Asia/Tokyo")),
                Roster(T0 + 7, group, joined=(member,)), Roster(T0 + 8, group, left=(other,)), GroupLeft(T0 + 9, group),
                Acknowledge(T0 + 10, member, other, 3), AskHelp(T0 + 11, third), Help(T0 + 12, third),
-               LeaveContact(T0 + 13, member, third)]
+               LeaveContact(T0 + 13, member, third), Message(T0 + 14, third), StaffLinked(T0 + 14, third, "")]
     inbound = inbound_of(kafka_tenant)
     # each event carries its own reply token, where one answers the person (or the group joined);
     # only a person's newest token is kept: the member's is the follow's, the other's the 見に行きます tap's
     replies = {applied[i]: (events[i]["replyToken"], events[i]["timestamp"]) for i in (3, 5, 9)}
+    for typed in applied[-2:]:   # the staff code's text: its answer may use the token
+        replies[typed] = (events[-1]["replyToken"], events[-1]["timestamp"])
     assert by_place(inbound) == by_place(expected_messages(applied, replies))
     # per partition, in the order LINE sent them
     for number in range(PARTITIONS):
@@ -330,8 +334,9 @@ def test_every_event_type_is_routed_onto_the_runtimes_inbound_topic(kafka_tenant
     raw = b"".join(v for _, _, v in read_topic(Settings(prefix=kafka_tenant.id).audit))
     for personal in (member, other, group, secret_words):  # ids, chat content: none of it in the audit
         assert personal.encode() not in raw
-    assert secret_words.encode() not in b"".join(v for _, _, v in
-                                                 read_topic(Settings(prefix=kafka_tenant.id).inbound))
+    inbound_raw = b"".join(v for _, _, v in read_topic(Settings(prefix=kafka_tenant.id).inbound))
+    assert secret_words.encode() not in inbound_raw
+    assert b"2718" not in inbound_raw   # a staff link code is checked at the door, never stored
 
 
 def test_an_ok_in_a_group_reaches_both_the_members_and_the_groups_partition(kafka_tenant):

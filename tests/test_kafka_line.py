@@ -11,10 +11,11 @@ import redis.asyncio as aioredis
 
 from kafka_edges import ingress_in_process, kill, start_sender
 from linesim import Channel, Config, ManualClock, Resident, run_linesim, user_id_for
-from linesim.residents import follow_event, postback_event, user_source
+from linesim.residents import follow_event, message_event, postback_event, user_source
 from schemas.events import Register
 from schemas.settings import MemberSettings, Schedule
 from schemas.tenant import Tenant
+from streams.admin.redis_accounts import RedisStaff
 from streams.kafka import simulate as kafka_simulate
 from streams.kafka.feed import event_message, tick_messages
 from streams.kafka.settings import Settings
@@ -35,7 +36,7 @@ async def until(condition, timeout: float = 90.0, what: str = "") -> None:
 
 def test_an_answer_and_an_escalation_go_all_the_way_round_through_kafka():
     answers, silent, family = user_id_for("kafka-a"), user_id_for("kafka-b"), user_id_for("kafka-family")
-    newcomer = user_id_for("kafka-newcomer")
+    newcomer, staff = user_id_for("kafka-newcomer"), user_id_for("kafka-staff")
     daily = Schedule("1d", 9 * 60, "Asia/Tokyo", None)
 
     async def go():
@@ -43,7 +44,10 @@ def test_an_answer_and_an_escalation_go_all_the_way_round_through_kafka():
         await run.create_topics()
         tenant = Tenant(run.settings.prefix, "s" * 32, "t" * 40)
         edges = AsyncExitStack()
-        hook = (await edges.enter_async_context(ingress_in_process(run.settings, {tenant.id: tenant}))).hook
+        redis = aioredis.from_url(run.settings.redis)
+        accounts = RedisStaff(redis)
+        hook = (await edges.enter_async_context(ingress_in_process(run.settings, {tenant.id: tenant},
+                                                                   accounts.link_line))).hook
         hook += "/" + tenant.id
         clock = ManualClock(START)
         config = Config([Channel("town", tenant.channel_access_token, tenant.channel_secret, webhook_url=hook)],
@@ -51,13 +55,13 @@ def test_an_answer_and_an_escalation_go_all_the_way_round_through_kafka():
                                    Resident(family, "never")], clock=clock)
         sender = None
         # the wording staff saved on the 設定 page (the tenant registry in Redis): the sender follows it
-        redis = aioredis.from_url(run.settings.redis)
         await RedisRegistry(redis).save(tenant.id, None, settings=ts.merged(None, START * 1000,
                                                                             check_text="今朝もお元気ですか？"))
         try:
             async with run_linesim(config) as sim:
                 run.start_worker()
-                sender = start_sender(run.settings, tenant, sim.base_url)   # on linesim's clock
+                sender = start_sender(run.settings, tenant, sim.base_url,   # on linesim's clock
+                                      ANPI_ADMIN_URL="https://admin.example")
                 parts = run.settings.partitions
 
                 async def tick(at_seconds: int) -> None:
@@ -80,6 +84,14 @@ def test_an_answer_and_an_escalation_go_all_the_way_round_through_kafka():
                     await until(lambda: got(newcomer) > before, what="the answer to the newcomer")
                 assert [d.endpoint for d in sim.state.deliveries_to(newcomer)] == ["reply", "reply"]
                 assert "登録しました" in str(sim.state.deliveries_to(newcomer)[-1].messages)
+                # a staff member links their LINE with the code the admin screen showed them
+                await accounts.add_user(tenant.id, "kafka-sato", "operator", "x", START * 1000, "(test)")
+                code = await accounts.line_code(tenant.id, "kafka-sato", START * 1000)
+                await sim.state.crowd.post("town", [message_event(
+                    user_source(staff), f"職員 {code}", reply_token=sim.state.issue_reply_token("town", user_source(staff)),
+                    timestamp=START * 1000 + 6000)])
+                await until(lambda: got(staff) == 1, what="the answer to the staff member's code")
+                assert "職員のお知らせ（kafka-sato）" in str(sim.state.deliveries_to(staff)[0].messages)
                 await tick(START + 9 * 3600)                           # 09:00: all three get the card
                 await until(lambda: got(answers) == 1 and got(silent) == 1 and got(newcomer) == 3,
                             what="the morning cards")
@@ -92,12 +104,17 @@ def test_an_answer_and_an_escalation_go_all_the_way_round_through_kafka():
                 assert got(answers) == 3                               # the first one's next card
                 await tick(START + 36 * 3600)                          # 12:00: the family is told
                 await until(lambda: got(family) == 1, what="the family's notice")
+                # the newcomer (安否通知 with no contacts yet) did not answer either: staff are called,
+                # and the staff member is told on LINE
+                await until(lambda: got(staff) == 2, what="the staff alert")
+                await tick(START + 39 * 3600)                          # 15:00: the family did not go: staff
+                await until(lambda: got(staff) == 3, what="the second staff alert")
                 await asyncio.sleep(1.0)                               # nothing more comes
                 return sim.state
         finally:
             kill(sender)
             run.kill_worker(signal.SIGTERM)
-            await redis.delete(f"anpi:{{{tenant.id}}}:tenant")
+            await redis.delete(f"anpi:{{{tenant.id}}}:tenant", *await redis.keys(f"anpi:{{{tenant.id}}}:admin:*"))
             await redis.aclose()
             await edges.aclose()
             await run.delete_topics()
@@ -111,3 +128,7 @@ def test_an_answer_and_an_escalation_go_all_the_way_round_through_kafka():
     notice = state.deliveries_to(family)[0].messages
     assert any("見に行きます" in str(m) for m in notice)  # the family can say they will go and look
     assert {status for (_, status) in state.requests} <= {200}
+    alerts = [str(d.messages) for d in state.deliveries_to(staff)[1:]]
+    assert "確認にお返事がありません" in alerts[0] and "3時間動けていません" in alerts[1]
+    assert all("https://admin.example/admin/" in a and silent not in a and newcomer not in a for a in alerts)
+    assert [d.endpoint for d in state.deliveries_to(staff)] == ["reply", "push", "push"]

@@ -5,7 +5,7 @@ import asyncio
 import time
 
 from agents import routes
-from agents.messages import SENDS_MESSAGES
+from agents.messages import SENDS_MESSAGES, STAFF_ALERTS
 from linesim import user_id_for
 from linesim.server import run_linesim
 from schemas import effects as fx
@@ -19,7 +19,8 @@ DAY_MS = 86_400_000
 
 
 def test_the_table_sends_every_message_and_tells_the_sender_of_blocks():
-    assert SENDS_MESSAGES | {fx.UNFOLLOWED, fx.FOLLOWED} == routes.OUTBOX
+    assert SENDS_MESSAGES | {fx.UNFOLLOWED, fx.FOLLOWED} | STAFF_ALERTS == routes.OUTBOX   # alerts: to the staff
+    assert STAFF_ALERTS == {fx.STAFF_CALL, fx.STAFF_REMINDER}
     assert set(fx.ESCALATIONS) <= routes.ESCALATIONS and not routes.ESCALATIONS & {fx.CHECK_SENT, fx.CONFIRMED}
 
 

@@ -4,6 +4,8 @@
     admin_sessions  the SHA-256 of each session id (a stolen copy of the file opens no session),
                     its tenant and login, its CSRF token, and when it expires
     admin_audit     who did what, when, to which case (never a password, a session id or a token)
+    admin_line      per staff account: the LINE user id alerted on staff calls, and the hours on duty
+    admin_line_codes  the SHA-256 of each one-time link code (agents/on_call.py), its account and expiry
 
 Every function here is synchronous and takes the times it needs as arguments (ms since the epoch),
 so tests can move the clock; password hashing runs in a thread (it takes ~0.2 s on purpose).
@@ -19,6 +21,7 @@ import sqlite3
 from dataclasses import dataclass
 from functools import lru_cache
 
+from agents import on_call
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
@@ -34,6 +37,12 @@ CREATE TABLE IF NOT EXISTS admin_audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, t
                                         at INTEGER NOT NULL, login TEXT NOT NULL, action TEXT NOT NULL,
                                         target TEXT, detail TEXT);
 CREATE INDEX IF NOT EXISTS admin_audit_by_tenant ON admin_audit (tenant, seq);
+CREATE TABLE IF NOT EXISTS admin_line (tenant TEXT NOT NULL, login TEXT NOT NULL, line_user TEXT,
+                                       duty_start INTEGER NOT NULL DEFAULT 0, duty_end INTEGER NOT NULL DEFAULT 0,
+                                       PRIMARY KEY (tenant, login)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS admin_line_codes (tenant TEXT NOT NULL, hash TEXT NOT NULL, login TEXT NOT NULL,
+                                             valid_until INTEGER NOT NULL, used_by TEXT,
+                                             PRIMARY KEY (tenant, hash)) WITHOUT ROWID;
 """
 
 ADMIN, OPERATOR = "admin", "operator"
@@ -96,10 +105,63 @@ def exists(db: sqlite3.Connection, tenant: str, login: str) -> bool:
     return db.execute("SELECT 1 FROM admin_users WHERE tenant = ? AND login = ?", (tenant, login)).fetchone() is not None
 
 
+USER_FIELDS = ("login", "role", "failed", "locked_until", "created_at", "line_linked", "duty_start", "duty_end")
+
+
 def users(db: sqlite3.Connection, tenant: str) -> list[dict]:
-    rows = db.execute("SELECT login, role, failed, locked_until, created_at FROM admin_users WHERE tenant = ? "
-                      "ORDER BY login", (tenant,))
-    return [dict(zip(("login", "role", "failed", "locked_until", "created_at"), row)) for row in rows]
+    rows = db.execute("SELECT u.login, role, failed, locked_until, created_at, l.line_user IS NOT NULL, "
+                      "coalesce(duty_start, 0), coalesce(duty_end, 0) FROM admin_users u LEFT JOIN admin_line l "
+                      "ON l.tenant = u.tenant AND l.login = u.login WHERE u.tenant = ? ORDER BY u.login", (tenant,))
+    return [dict(zip(USER_FIELDS, row), line_linked=bool(row[5])) for row in rows]
+
+
+# --- staff alerts on LINE (agents/on_call.py) ---------------------------------------------------------
+
+LINE_LINKED = "staff.line_link"   # the audit action of a staff member's LINE linked to their account
+
+
+def line_code(db: sqlite3.Connection, tenant: str, login: str, now: int) -> str:
+    """A new one-time code for `login` (an earlier one of theirs stops working)."""
+    code = on_call.new_code()
+    db.execute("DELETE FROM admin_line_codes WHERE tenant = ? AND (login = ? OR valid_until < ?)", (tenant, login, now))
+    db.execute("INSERT INTO admin_line_codes (tenant, hash, login, valid_until) VALUES (?, ?, ?, ?)",
+               (tenant, on_call.code_hash(tenant, code), login, now + on_call.LINK_CODE_VALID_FOR))
+    return code
+
+
+def link_line(db: sqlite3.Connection, tenant: str, code: str, line_user: str, now: int) -> str | None:
+    """The login `code` links `line_user` to, or None (wrong, expired, or spent by someone else). The
+    same person sending the same code again (LINE redelivers a webhook) is linked again, not refused.
+    The caller holds a transaction around it."""
+    key = on_call.code_hash(tenant, code)
+    row = db.execute("SELECT login, valid_until, used_by FROM admin_line_codes WHERE tenant = ? AND hash = ?",
+                     (tenant, key)).fetchone()
+    if row is None or row[1] < now or row[2] not in (None, line_user) or not exists(db, tenant, row[0]):
+        return None
+    db.execute("UPDATE admin_line_codes SET used_by = ? WHERE tenant = ? AND hash = ?", (line_user, tenant, key))
+    db.execute("INSERT INTO admin_line (tenant, login, line_user) VALUES (?, ?, ?) ON CONFLICT (tenant, login) "
+               "DO UPDATE SET line_user = excluded.line_user", (tenant, row[0], line_user))
+    return row[0]
+
+
+def unlink_line(db: sqlite3.Connection, tenant: str, login: str) -> bool:
+    return db.execute("UPDATE admin_line SET line_user = NULL WHERE tenant = ? AND login = ? AND line_user IS NOT NULL",
+                      (tenant, login)).rowcount == 1
+
+
+def set_duty(db: sqlite3.Connection, tenant: str, login: str, start: int, end: int) -> None:
+    if not on_call.valid_hours(start, end):
+        raise AccountError("勤務時間は0時から23時の間で選んでください")
+    db.execute("INSERT INTO admin_line (tenant, login, duty_start, duty_end) VALUES (?, ?, ?, ?) ON CONFLICT "
+               "(tenant, login) DO UPDATE SET duty_start = excluded.duty_start, duty_end = excluded.duty_end",
+               (tenant, login, start, end))
+
+
+def on_call_staff(db: sqlite3.Connection, tenant: str) -> list[on_call.OnCall]:
+    rows = db.execute("SELECT l.login, line_user, duty_start, duty_end FROM admin_line l JOIN admin_users u "
+                      "ON u.tenant = l.tenant AND u.login = l.login WHERE l.tenant = ? AND line_user IS NOT NULL "
+                      "ORDER BY l.login", (tenant,))
+    return [on_call.OnCall(*row) for row in rows]
 
 
 def unlock(db: sqlite3.Connection, tenant: str, login: str) -> bool:

@@ -65,6 +65,12 @@ class Staff(Protocol):
     async def add_user(self, tenant: str, login: str, role: str, hashed: str, now: int, by: str) -> None:
         """The account and its audit row together; AccountError if the login is taken."""
     async def unlock(self, tenant: str, login: str) -> bool: ...
+    # staff alerts on LINE (agents/on_call.py)
+    async def line_code(self, tenant: str, login: str, now: int) -> str: ...
+    async def link_line(self, tenant: str, code: str, line_user: str, now: int) -> str | None: ...
+    async def unlink_line(self, tenant: str, login: str) -> bool: ...
+    async def set_duty(self, tenant: str, login: str, start: int, end: int) -> None: ...
+    async def on_call(self, tenant: str) -> list: ...
 
 
 # --- embedded: the store's SQLite file ------------------------------------------------------------------
@@ -165,6 +171,26 @@ class SqliteStaff:
 
     async def unlock(self, tenant, login):
         return accounts.unlock(self.store.db, tenant, login)
+
+    async def line_code(self, tenant, login, now):
+        with self.store.transaction():
+            return accounts.line_code(self.store.db, tenant, login, now)
+
+    async def link_line(self, tenant, code, line_user, now):
+        with self.store.transaction():
+            login = accounts.link_line(self.store.db, tenant, code, line_user, now)
+            if login is not None:
+                accounts.audit(self.store.db, tenant, now, login, accounts.LINE_LINKED)
+            return login
+
+    async def unlink_line(self, tenant, login):
+        return accounts.unlink_line(self.store.db, tenant, login)
+
+    async def set_duty(self, tenant, login, start, end):
+        accounts.set_duty(self.store.db, tenant, login, start, end)
+
+    async def on_call(self, tenant):
+        return accounts.on_call_staff(self.store.db, tenant)
 
 
 # --- Kafka: Redis, and the tenant's inbound topic -------------------------------------------------------

@@ -15,6 +15,7 @@ from datetime import date
 
 from aiohttp import web
 
+from agents import on_call
 from agents import readside as rs
 from agents.clock import local_ordinal
 from schemas import effects as fx
@@ -32,6 +33,8 @@ ACTION_WORDS = {"login": "ログイン", "login.failed": "ログイン失敗", "
                 "logout": "ログアウト", "user.create": "アカウントを作成", "user.unlock": "ロックを解除",
                 **{f"case.{k}": f"対応を記録：{v}" for k, v in OUTCOME_WORDS.items()},
                 "notice.preview": "お知らせを確認画面で表示", "notice.send": "お知らせを配信",
+                "staff.line_code": "LINE通知のコードを表示", accounts.LINE_LINKED: "LINE通知を連携",
+                "staff.line_unlink": "LINE通知の連携を解除", "staff.duty": "LINE通知の勤務時間を変更",
                 **settings_pages.ACTION_WORDS}
 ROLE_WORDS = {accounts.ADMIN: "管理者", accounts.OPERATOR: "担当者"}
 URGENT_WORDS = "助けを求めています"
@@ -55,6 +58,10 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_post("/{tenant}/users", create_user, name="create_user")
     router.add_post("/{tenant}/users/unlock", unlock_user, name="unlock_user")
     router.add_get("/{tenant}/audit", audit, name="audit")
+    router.add_get("/{tenant}/line", line, name="line")
+    router.add_post("/{tenant}/line/code", line_code, name="line_code")
+    router.add_post("/{tenant}/line/duty", line_duty, name="line_duty")
+    router.add_post("/{tenant}/line/unlink", line_unlink, name="line_unlink")
     settings_pages.add_routes(router)
     notice_pages.add_routes(router)
 
@@ -137,7 +144,8 @@ def _case_view(zone: str, now: int, row: dict) -> dict:
             "outcome_text": OUTCOME_WORDS.get(row["outcome"] or "", "完了"),
             "reason_text": REASON_WORDS.get(row.get("reason") or "", ""), "urgent": bool(row.get("urgent")),
             "reminders": row.get("reminders") or 0, "reminded_at_text": local_time(row.get("reminded_at"), zone),
-            "resolving": row["status"] == "open" and row["last_action"] == rs.REACHED}
+            "resolving": row["status"] == "open" and row["last_action"] == rs.REACHED,
+            "anchor": on_call.case_anchor(row["member"], row["cycle"])}
 
 
 async def record(request: web.Request) -> web.Response:
@@ -208,7 +216,7 @@ async def _users_page(request: web.Request, status: int = 200, **extra) -> web.R
     tenant, zone, _ = _context(request)
     wall = request.app[WALL]()
     rows = [{**u, "role_text": ROLE_WORDS.get(u["role"], u["role"]), "locked": u["locked_until"] > wall,
-             "created_text": local_time(u["created_at"], zone)}
+             "created_text": local_time(u["created_at"], zone), "duty_text": on_call.duty_label(u["duty_start"], u["duty_end"])}
             for u in await request.app[STAFF].users(tenant)]
     return render(request, "users.html", status=status, title="アカウント", rows=rows, roles=ROLE_WORDS,
                   csrf=request[SESSION].csrf, **extra)
@@ -239,6 +247,45 @@ async def unlock_user(request: web.Request) -> web.Response:
     if await staff.unlock(tenant, login):
         await staff.audit(tenant, request.app[WALL](), request[SESSION].login, "user.unlock", login)
     return auth.see_other(request.app.router["users"].url_for(tenant=tenant))
+
+
+async def line(request: web.Request, status: int = 200, **extra) -> web.Response:
+    """The signed-in staff member's own alerts on LINE: link (a one-time code), hours, unlink."""
+    tenant = request.match_info["tenant"]
+    login = request[SESSION].login
+    me = next((u for u in await request.app[STAFF].users(tenant) if u["login"] == login), None)
+    if me is None:
+        raise web.HTTPNotFound()
+    return render(request, "line.html", status=status, title="LINEで通知を受け取る", me=me, csrf=request[SESSION].csrf,
+                  duty_text=on_call.duty_label(me["duty_start"], me["duty_end"]), hours=range(24),
+                  minutes=on_call.LINK_CODE_VALID_FOR // 60_000, saved=request.query.get("saved") == "1", **extra)
+
+
+async def line_code(request: web.Request) -> web.Response:
+    """A new one-time code, shown once on this page (kept only as its hash)."""
+    tenant, login, staff = request.match_info["tenant"], request[SESSION].login, request.app[STAFF]
+    # on the engine's clock, which LINE's webhook timestamps (when the code comes back) keep to
+    code = await staff.line_code(tenant, login, request.app[CLOCK]())
+    await staff.audit(tenant, request.app[WALL](), login, "staff.line_code")
+    return await line(request, code=on_call.shown(code))
+
+
+async def line_duty(request: web.Request) -> web.Response:
+    tenant, login, staff, form = request.match_info["tenant"], request[SESSION].login, request.app[STAFF], request[FORM]
+    try:
+        start, end = int(str(form.get("start", ""))), int(str(form.get("end", "")))
+        await staff.set_duty(tenant, login, start, end)
+    except (ValueError, accounts.AccountError):
+        return await line(request, 400, error="勤務時間は0時から23時の間で選んでください")
+    await staff.audit(tenant, request.app[WALL](), login, "staff.duty", None, on_call.duty_label(start, end))
+    return auth.see_other(request.app.router["line"].url_for(tenant=tenant).with_query(saved="1"))
+
+
+async def line_unlink(request: web.Request) -> web.Response:
+    tenant, login, staff = request.match_info["tenant"], request[SESSION].login, request.app[STAFF]
+    if await staff.unlink_line(tenant, login):
+        await staff.audit(tenant, request.app[WALL](), login, "staff.line_unlink")
+    return auth.see_other(request.app.router["line"].url_for(tenant=tenant))
 
 
 @auth.admin_only

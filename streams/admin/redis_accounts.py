@@ -4,8 +4,11 @@
 Keys, per tenant, in the tenant's hash slot (braces):
 
     anpi:{t}:admin:logins              set of logins
-    anpi:{t}:admin:user:<sha256 of login>  hash: role, hash (argon2id), failed, locked_until, created_at
+    anpi:{t}:admin:user:<sha256 of login>  hash: role, hash (argon2id), failed, locked_until, created_at,
+                                       and for alerts on LINE line_user, duty_start, duty_end, line_code
                                        (a login may be a person's name: key names hold none)
+    anpi:{t}:admin:linecode:<sha256>   hash: login, user (its key), valid_until, used_by: a one-time
+                                       link code (agents/on_call.py), kept as its hash; expires
     anpi:{t}:admin:session:<sha256>    hash: login, user (its key), csrf, created_at, expires_at; expires
                                        with the session
     anpi:{t}:admin:audit               list of JSON rows, newest first (the last AUDIT_KEEP)
@@ -24,6 +27,7 @@ import secrets
 
 import redis.asyncio as aioredis
 
+from agents import on_call
 from schemas.tenant import ID as _TENANT
 from schemas.tenant import ID_RULE
 from streams.admin import accounts
@@ -104,12 +108,25 @@ return {s[1], role, s[2], tostring(expires)}
 """
 
 
+# A link code sent from LINE. KEYS: code; ARGV: now, line user. The login linked, or nil.
+_LINK = """
+local c = redis.call('HMGET', KEYS[1], 'login', 'user', 'valid_until', 'used_by')
+if not c[1] or tonumber(c[3]) < tonumber(ARGV[1]) then return nil end
+if c[4] and c[4] ~= ARGV[2] then return nil end
+if redis.call('EXISTS', c[2]) == 0 then return nil end
+redis.call('HSET', KEYS[1], 'used_by', ARGV[2])
+redis.call('HSET', c[2], 'line_user', ARGV[2])
+return c[1]
+"""
+
+
 class RedisStaff:
     def __init__(self, redis: aioredis.Redis):
         self.redis = redis
         self._add = redis.register_script(_ADD)
         self._settle = redis.register_script(_SETTLE)
         self._session = redis.register_script(_SESSION)
+        self._link = redis.register_script(_LINK)
 
     # --- users ----------------------------------------------------------------------------------------
 
@@ -139,11 +156,56 @@ class RedisStaff:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
             for login in logins:
-                pipe.hmget(_user(tenant, login), "role", "failed", "locked_until", "created_at")
+                pipe.hmget(_user(tenant, login), "role", "failed", "locked_until", "created_at", "line_user",
+                           "duty_start", "duty_end")
             rows = await pipe.execute()
         return [{"login": login, "role": _text(role), "failed": int(failed or 0), "locked_until": int(locked or 0),
-                 "created_at": int(created or 0)}
-                for login, (role, failed, locked, created) in zip(logins, rows) if role is not None]
+                 "created_at": int(created or 0), "line_linked": bool(line), "duty_start": int(start or 0),
+                 "duty_end": int(end or 0)}
+                for login, (role, failed, locked, created, line, start, end) in zip(logins, rows) if role is not None]
+
+    # --- staff alerts on LINE (agents/on_call.py) ---------------------------------------------------
+
+    async def line_code(self, tenant: str, login: str, now: int) -> str:
+        code, user = on_call.new_code(), _user(tenant, login)
+        key = _p(tenant) + "linecode:" + on_call.code_hash(tenant, code)
+        earlier = _text(await self.redis.hget(user, "line_code"))
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if earlier:
+                pipe.delete(_p(tenant) + "linecode:" + earlier)
+            pipe.hset(key, mapping={"login": login, "user": user, "valid_until": now + on_call.LINK_CODE_VALID_FOR})
+            pipe.pexpire(key, on_call.LINK_CODE_VALID_FOR + 3_600_000)   # the app's clock may run ahead
+            pipe.hset(user, "line_code", on_call.code_hash(tenant, code))
+            await pipe.execute()
+        return code
+
+    async def link_line(self, tenant: str, code: str, line_user: str, now: int) -> str | None:
+        login = await self._link([_p(tenant) + "linecode:" + on_call.code_hash(tenant, code)], [now, line_user])
+        if login is None:
+            return None
+        await self.audit(tenant, now, _text(login), accounts.LINE_LINKED)
+        return _text(login)
+
+    async def unlink_line(self, tenant: str, login: str) -> bool:
+        return bool(await self.redis.hdel(_user(tenant, login), "line_user"))
+
+    async def set_duty(self, tenant: str, login: str, start: int, end: int) -> None:
+        if not on_call.valid_hours(start, end):
+            raise AccountError("勤務時間は0時から23時の間で選んでください")
+        await self.redis.hset(_user(tenant, login), mapping={"duty_start": start, "duty_end": end})
+
+    async def on_call(self, tenant: str) -> list[on_call.OnCall]:
+        return [on_call.OnCall(u["login"], u["line_user"], u["duty_start"], u["duty_end"])
+                for u in await self._line_users(tenant)]
+
+    async def _line_users(self, tenant: str) -> list[dict]:
+        logins = sorted(_text(x) for x in await self.redis.smembers(_p(tenant) + "logins"))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for login in logins:
+                pipe.hmget(_user(tenant, login), "line_user", "duty_start", "duty_end")
+            rows = await pipe.execute() if logins else []
+        return [{"login": login, "line_user": _text(line), "duty_start": int(start or 0), "duty_end": int(end or 0)}
+                for login, (line, start, end) in zip(logins, rows) if line]
 
     async def unlock(self, tenant: str, login: str) -> bool:
         key = _user(tenant, login)

@@ -90,6 +90,7 @@ class Runtime:
         self.refreshers: list[Callable[[], Awaitable[None]]] = []  # series read when /metrics is asked
         self.listeners: list[Callable[[list[Effect]], None]] = []
         self.towns: dict[str, Town] = {}
+        self.staff_links = None   # the ingress's check of staff link codes (`anpi serve`: the staff accounts)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._runner: web.AppRunner | None = None
@@ -124,7 +125,7 @@ class Runtime:
         """What the server serves: the webhook, /healthz and /metrics (subclasses mount more, e.g. the
         admin screen)."""
         app = ingress.create_app(self.tenants, StoreSink(self.store), StoreDedupe(self.store), self.health,
-                                 self.ingress_metrics)
+                                 self.ingress_metrics, self.staff_links)
         app.router.add_get("/metrics", self._metrics)
         return app
 

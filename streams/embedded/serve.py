@@ -17,6 +17,7 @@ server's address), or by LIFF with ANPI_LIFF_CHANNEL_ID / ANPI_LIFF_ID.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import sys
@@ -30,7 +31,8 @@ from schemas.tenant import Tenant
 from streams import mypage, startup
 from streams.simulation import scenario as scenario_module
 from streams.admin.app import create_app as admin_app
-from streams.admin.backends import SqliteReadSide
+from streams.admin import accounts
+from streams.admin.backends import SqliteReadSide, SqliteStaff
 from streams.admin.metrics import OpenCases
 from streams.embedded.runtime import Runtime, Town
 from streams.embedded.store import Store
@@ -119,6 +121,9 @@ class ServedRuntime(Runtime):
         self.seeds = {t.id: t for t in seeds}     # as started (the environment): what stored parts fall back to
         super().__init__(store, [], line_api, now_ms, **kwargs)
         self.registry = SqliteRegistry(store)
+        accounts.install(store.db)
+        self.staff = SqliteStaff(store)           # staff alerts on LINE: who links, who is on duty
+        self.staff_links = self.staff.link_line
         self.zones: dict[str, str] = {}           # the admin screen's: tenant id -> zone
         self.base_texts: dict[str, object] = {}   # per tenant: its sender's wording as built (before settings)
         self.public_url = ""
@@ -163,8 +168,10 @@ class ServedRuntime(Runtime):
         self.zones[tenant.id] = tenant.timezone
         texts = running.texts(self.base_texts[tenant.id])
         if self.public_url:
-            texts = replace(texts, mypage=mypage_link.linker(self.public_url, tenant.id, tenant.channel_secret))
+            texts = replace(texts, mypage=mypage_link.linker(self.public_url, tenant.id, tenant.channel_secret),
+                            calls_url=f"{self.public_url}/admin/{tenant.id}/calls")
         town.sender.use(tenant, texts)
+        town.sender.on_call_source = functools.partial(self.staff.on_call, tenant.id)
         if self.mypage is not None:
             self.mypage.tenants[tenant.id] = tenant
             self.mypage.keys[tenant.id] = mypage_link.key_for(tenant.channel_secret)

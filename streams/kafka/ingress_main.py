@@ -29,6 +29,7 @@ from prometheus_client import start_http_server
 from agents import mypage_link
 from streams import mypage, startup
 from streams.line import ingress
+from streams.admin.redis_accounts import RedisStaff
 from streams.mypage.in_redis import RedisMembers, RedisSessions
 from streams.kafka.settings import Settings
 from streams.process import until_stopped
@@ -66,7 +67,8 @@ async def _serve(settings: Settings, seed, host: str, port: int, metrics: ingres
                 residents.keys[tenant.id] = mypage_link.key_for(tenant.channel_secret)
     following = asyncio.create_task(tenant_registry.follow(registry, reload), name="tenants")
     async with ingress.KafkaSink(settings) as sink:
-        app = ingress.create_app(tenants, sink, ingress.RedisDedupe(redis), metrics=metrics)
+        app = ingress.create_app(tenants, sink, ingress.RedisDedupe(redis), metrics=metrics,
+                                 staff_links=RedisStaff(redis).link_line)
         if os.environ.get("ANPI_CLOCK_URL"):
             from streams.shared_clock import SharedClock
             now_ms = SharedClock(os.environ["ANPI_CLOCK_URL"]).now_ms

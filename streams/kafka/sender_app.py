@@ -41,6 +41,7 @@ its committed offset before it resumes, and that re-reading is the only way on:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
@@ -61,6 +62,7 @@ from agents.messages import Texts
 from streams.kafka.records import Naming
 from streams.notices.delivery import NoticeDelivery
 from streams.notices.in_redis import RedisNotices
+from streams.admin.redis_accounts import RedisStaff
 from streams.line.sender import REPLY_TOKEN_MAX_AGE, Limits, Metrics, Report, Sender, redis_limiters, redis_reply_claims
 from streams.shared_clock import SharedClock
 
@@ -97,7 +99,7 @@ def create_app(settings: Settings, tenant: Tenant, line_api: str, wall: Callable
     # rate limit is kept in this process)
     client = aioredis.from_url(settings.redis, socket_timeout=5, socket_connect_timeout=5)
     sender = Senders(settings, tenant, line_api, wall, limits, client, reply_max_age,
-                     os.environ.get("ANPI_PUBLIC_URL") or None)
+                     os.environ.get("ANPI_PUBLIC_URL") or None, os.environ.get("ANPI_ADMIN_URL") or None)
 
     @app.task
     async def follow_registry() -> None:
@@ -221,10 +223,15 @@ class Senders:
     same calls with the same retry keys) goes through its own Sender, side by side."""
 
     def __init__(self, settings: Settings, seed: Tenant, line_api: str, wall: Callable[[], float], limits: Limits,
-                 redis, reply_max_age: float = REPLY_TOKEN_MAX_AGE, public_url: str | None = None):
-        """`public_url`: where `anpi ingress` serves My Page; the cards then carry its signed link."""
+                 redis, reply_max_age: float = REPLY_TOKEN_MAX_AGE, public_url: str | None = None,
+                 admin_url: str | None = None):
+        """`public_url`: where `anpi ingress` serves My Page; the cards then carry its signed link.
+        `admin_url`: where `anpi admin serve` is reached (https://<host>, its pages under /admin);
+        staff alerts then link to its call queue."""
         self.naming, self.seed, self.line_api, self.wall = Naming(settings.prefix), seed, line_api, wall
         self.reply_max_age, self.public_url = reply_max_age, public_url
+        self.admin_url = (admin_url or "").rstrip("/")
+        self.staff = RedisStaff(redis)
         self.limits, self.redis, self.registry = limits, redis, RedisRegistry(redis)
         self.metrics = Metrics()
         self.by_tenant: dict[str, Sender] = {}
@@ -237,11 +244,14 @@ class Senders:
         sender = Sender(tenant, self.line_api, wall=self.wall, metrics=self.metrics, reply_max_age=self.reply_max_age)
         sender.limiters = redis_limiters(self.redis, tenant.id, self.limits, self.metrics.limiter_fallbacks.inc)
         sender.claim_replies = redis_reply_claims(self.redis, tenant.id)
+        sender.on_call_source = functools.partial(self.staff.on_call, tenant.id)
         sender.use(tenant, self._texts(tenant, self.base_texts))
         self.by_tenant[tenant.id] = sender
         return sender
 
     def _texts(self, tenant: Tenant, texts: Texts) -> Texts:
+        if self.admin_url:
+            texts = replace(texts, calls_url=f"{self.admin_url}/admin/{tenant.id}/calls")
         if not self.public_url:
             return texts
         return replace(texts, mypage=mypage_link.linker(self.public_url, tenant.id, tenant.channel_secret))

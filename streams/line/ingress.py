@@ -27,7 +27,7 @@ import hmac
 import logging
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
 from aiohttp import web
@@ -35,12 +35,13 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry, Counter
 
 from agents.subject import addressed
+from schemas.events import StaffLinked
 from schemas.tenant import Tenant
 from streams import codec
 from streams.kafka import redis_store
 from streams.kafka.records import Naming
 from streams.kafka.settings import Settings
-from streams.line.webhook_events import Malformed, Routed, parse, route
+from streams.line.webhook_events import Malformed, Routed, StaffCode, parse, route
 
 log = logging.getLogger("anpi.ingress")
 
@@ -87,12 +88,16 @@ SINK = web.AppKey("sink", object)
 DEDUPE = web.AppKey("dedupe", object)
 HEALTH = web.AppKey("health", object)
 METRICS = web.AppKey("metrics", Metrics)
+# (tenant, code, LINE user id, at) -> the staff login linked, or None: a Staff store's link_line
+STAFF_LINKS = web.AppKey("staff_links", object)
 
 
 def create_app(tenants: Mapping[str, Tenant], sink: Sink, dedupe: Dedupe,
-               health: Callable[[], tuple[bool, str]] | None = None, metrics: Metrics | None = None) -> web.Application:
+               health: Callable[[], tuple[bool, str]] | None = None, metrics: Metrics | None = None,
+               staff_links: Callable[[str, str, str, int], Awaitable[str | None]] | None = None) -> web.Application:
     app = web.Application()
     app[TENANTS], app[SINK], app[DEDUPE] = tenants, sink, dedupe
+    app[STAFF_LINKS] = staff_links
     app[HEALTH] = health or (lambda: (True, "ok"))
     app[METRICS] = metrics or Metrics()
     app.router.add_post("/webhook/{tenant}", webhook)
@@ -132,6 +137,7 @@ async def webhook(request: web.Request) -> web.Response:
                 marked.append(event.webhook_event_id)
                 fresh.append(event)
         routed = route(tenant.id, fresh, tenant.timezone)
+        await _link_staff(routed, tenant.id, request.app[STAFF_LINKS])
         if routed.events or routed.audit:
             await request.app[SINK].put(tenant.id, routed)
     except BaseException as error:  # also cancellation: an unstored event must stay deliverable
@@ -148,6 +154,16 @@ async def webhook(request: web.Request) -> web.Response:
     log.info("tenant %s: %d events (%d new): %d applied, %d audited", tenant.id, len(events), len(marked),
              len(routed.events), len(routed.audit))
     return web.json_response({"message": "ok"})
+
+
+async def _link_staff(routed: Routed, tenant_id: str, links) -> None:
+    """Each staff link code becomes StaffLinked, the code checked (and spent) in the staff accounts:
+    the code itself is stored nowhere. Linking again with the same code and person (a redelivery,
+    or a 500 below) links again. Without a staff store here, every code is refused."""
+    for i, event in enumerate(routed.events):
+        if type(event) is StaffCode:
+            login = await links(tenant_id, event.code, event.member, event.at) if links is not None else None
+            routed.events[i] = StaffLinked(event.at, event.member, login or "")
 
 
 def signed(secret: str, body: bytes, signature: str | None) -> bool:

@@ -28,7 +28,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from agents import outbound as ob
 from agents.clock import zone as tz
-from agents.messages import REPLYABLE, SENDS_MESSAGES, Texts, local_date, messages_for, recipients
+from agents.messages import (REPLYABLE, SENDS_MESSAGES, STAFF_ALERTS, Texts, local_date, messages_for, recipients,
+                             staff_alert)
+from agents.on_call import OnCall, on_duty
 from schemas import effects as fx
 from schemas.effects import Effect
 from schemas.tenant import Tenant
@@ -38,6 +40,7 @@ log = logging.getLogger("anpi.sender")
 
 REPLY_TOKEN_MAX_AGE = 50.0   # seconds: LINE keeps a reply token about a minute; leave room for the call
 PLAN_SLICE = 2_000           # effects planned before their requests start (a multiple of 500: whole multicasts)
+ON_CALL_FRESH = 10.0         # seconds the staff on call are read for (a link or new hours show within this)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +225,10 @@ def _decode(raw) -> tuple[Effect, str | None, float | None]:
     return effect_from_obj(raw), token, token_at
 
 
+def _kind(raw) -> str | None:
+    return raw.effect if isinstance(raw, Effect) else raw.get("effect")
+
+
 CARDS = frozenset({fx.CHECK_SENT, fx.CHECK_RESENT, fx.GROUP_CHECK_POSTED})  # the same for everyone that day
 
 
@@ -252,6 +259,12 @@ class Sender:
         self._headers = {"Authorization": f"Bearer {tenant.channel_access_token}",
                          "Content-Type": "application/json"}
         self._retrying: dict[int, float] = {}  # calls being tried again -> monotonic time of their first try
+        # the staff who linked their LINE, alerted on staff calls and reminders (agents/on_call.py),
+        # read from the staff accounts through `on_call_source` at most every `on_call_fresh` seconds
+        self.on_call: tuple[OnCall, ...] = ()
+        self.on_call_source: Callable[[], Awaitable[Iterable[OnCall]]] | None = None
+        self.on_call_fresh = ON_CALL_FRESH
+        self._on_call_read = float("-inf")
         self.metrics.retrying.labels(tenant.id).set_function(lambda: len(self._retrying))
         self.metrics.oldest_retry.labels(tenant.id).set_function(
             lambda: time.monotonic() - min(self._retrying.values()) if self._retrying else 0.0)
@@ -302,6 +315,7 @@ class Sender:
         report = report if report is not None else Report()
         items: list[ob.Item] = []
         answers: list[ob.Item] = []
+        alerts: list[ob.Request] = []
         now = self._wall()
         cards: dict[tuple[str, object], tuple[dict, ...]] = {}  # a check card depends on kind and day only
         # (keyed by day, and memoised by instant: a step's checks share one)
@@ -313,8 +327,11 @@ class Sender:
             if effect.effect == fx.FOLLOWED:
                 self.mark_unblocked(effect.subject)
                 continue
+            if effect.effect in STAFF_ALERTS:
+                alerts.extend(self._alerts(effect))
+                continue
             if effect.effect not in SENDS_MESSAGES:
-                continue                     # staff_call etc.: the call queue's job, not LINE's
+                continue                     # the call queue's job, not LINE's
             if effect.effect in CARDS:
                 messages = cards.get((effect.effect, effect.at))  # a step's checks share their instant
                 if messages is None:
@@ -329,7 +346,30 @@ class Sender:
             fresh = answer and now - token_at / 1000 < self.reply_max_age
             for to in recipients(effect):
                 (answers if answer else items).append(ob.Item(to, messages, effect.id, token if fresh else None))
-        return self._leave_out_blocked(ob.coalesce(items, scope=self.tenant.id), report), answers
+        return self._leave_out_blocked(ob.coalesce(items, scope=self.tenant.id) + alerts, report), answers
+
+    def _alerts(self, effect: Effect) -> list[ob.Request]:
+        """A staff call or reminder, pushed to each staff member on duty at its instant. One push each,
+        never a multicast: its retry key is then the same whoever else is on the list, so a batch
+        delivered again after the staff changed their hours alerts nobody twice."""
+        if not self.on_call:
+            return []
+        message = (staff_alert(self.texts, effect),)
+        return [ob.push_request(ob.Item(to, message, effect.id), self.tenant.id)
+                for to in on_duty(self.on_call, effect.at, self.tenant.timezone)]
+
+    async def refresh_on_call(self) -> None:
+        """Read the staff on call again (for a batch with alerts) if the last reading is older than
+        on_call_fresh: a link or new hours count from the next alert on. A store that
+        does not answer leaves the last reading in use: alerts go on, to whom they went before."""
+        if self.on_call_source is None or time.monotonic() - self._on_call_read < self.on_call_fresh:
+            return
+        try:
+            self.on_call = tuple(await self.on_call_source())
+        except (OSError, TimeoutError, redis_errors.ConnectionError, redis_errors.TimeoutError) as error:
+            log.warning("staff on call unavailable (%s): alerting the %d read before", type(error).__name__,
+                        len(self.on_call))
+        self._on_call_read = time.monotonic()
 
     def _leave_out_blocked(self, requests: list[ob.Request], report: Report) -> list[ob.Request]:
         """A push to someone who blocked the account is left out: LINE would take it and deliver
@@ -354,6 +394,8 @@ class Sender:
         plans into the same requests with the same retry keys."""
         report = Report()
         effects = effects if isinstance(effects, list) else list(effects)
+        if self.on_call_source is not None and any(_kind(raw) in STAFF_ALERTS for raw in effects):
+            await self.refresh_on_call()
         gate = asyncio.Semaphore(self._concurrency)
         sending = []
         for start in range(0, len(effects), slice_size):

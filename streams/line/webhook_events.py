@@ -18,7 +18,9 @@ reason in the audit, before it can reach a subject it does not fit):
   postback "action=help" (助けてほしい)    AskHelp (asks to confirm); with "sure=1" Help; one-to-one only
   postback "action=leave" (連絡先をやめる)  LeaveContact(at, member, contact), one-to-one only
   any message from a person               Message(at, member, group if written in a group)
-    … in a one-to-one chat, also:           a phone number → Phone; 「招待 <code>」 → AcceptInvite
+    … in a one-to-one chat, also:           a phone number → Phone; 「招待 <code>」 → AcceptInvite;
+                                          「職員 <code>」 → StaffCode, which the ingress checks
+                                          against the staff accounts and turns into StaffLinked
   follow / unfollow                       Follow / Unfollow
   postbacks of sign-up (one-to-one)       action=setup → Setup, action=enroll → Enroll,
                                           action=invite → Invite (agents/signup.py, agents/invitation.py),
@@ -43,7 +45,7 @@ from linebot.v3.webhooks import (DeliveryContext, Event, FollowEvent, GroupSourc
                                  RoomSource, Source, TextMessageContent, UnfollowEvent)
 from pydantic.v1 import ValidationError
 
-from agents import invitation, signup
+from agents import invitation, on_call, signup
 from agents.messages import ACK_ACTION, HELP_ACTION, answers
 from agents.prompts import ENROLL_ACTION, INVITE_ACTION, LEAVE_ACTION, MYPAGE_ACTION, SETUP_ACTION
 from schemas.events import (AcceptInvite, Acknowledge, AskHelp, Enroll, Help, LeaveContact, Follow, GroupJoined, GroupLeft, Inbound, Invite, Message, Ok,
@@ -57,6 +59,15 @@ _ACTION = re.compile(r"[A-Za-z0-9_.-]{1,32}")  # an action name of our own postb
 
 class Malformed(ValueError):
     """The body is not a webhook body LINE would send; `str(error)` is the one-line reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class StaffCode:
+    """A staff link code sent from LINE: never stored as it is; the ingress (which can read the
+    staff accounts) replaces it by the engine event StaffLinked before anything is stored."""
+    at: int
+    member: str
+    code: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,6 +320,9 @@ def _text_of(event: MessageEvent) -> str | None:
 def _typed(at: int, member: str, text: str) -> tuple[list[Inbound], str]:
     """What a one-to-one text means besides being a sign of life: a phone number, or an invitation
     sent back; and the audit reason when it is refused. The text goes no further than this function."""
+    code = on_call.read(text)
+    if code is not None:
+        return [StaffCode(at, member, code)], ""
     invited = invitation.read(text)
     if invited is not None:
         inviter, code = invited
