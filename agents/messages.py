@@ -87,6 +87,7 @@ class Texts:
     friend_url: str = ""   # the account's add-friend link (https://line.me/R/ti/p/@…), for invitations
     mypage: Callable[[str, int], str] | None = None  # (member, at) -> a signed My Page link (mypage_link)
     calls_url: str = ""    # the admin screen's call queue, which staff alerts link to ("": not served)
+    long_intervals: bool = True   # sign-up offers schedules past the 8-day line (a tenant may forbid them)
 
 
 def local_date(at_ms: int, zone: str) -> date:
@@ -276,7 +277,7 @@ def messages_for(effect: Effect, texts: Texts, zone: str) -> list[dict]:
         return [thanks(effect)]
     if kind == fx.GROUP_UNCONFIRMED:
         return unconfirmed_list(effect.members or ())
-    return prompts.messages(effect, texts.friend_url, texts.mypage)
+    return prompts.messages(effect, texts.friend_url, texts.mypage, texts.long_intervals)
 
 
 SENDS_MESSAGES = frozenset({fx.CHECK_SENT, fx.CHECK_RESENT, fx.CONTACTS_NOTIFIED, fx.CONFIRMED,

@@ -109,13 +109,15 @@ def _card(alt: str, body: list[dict], buttons: list[dict]) -> dict:
 # --- sign-up --------------------------------------------------------------------------------------
 
 
-def question(choices: signup.Choices) -> dict:
-    """The next question, with one quick-reply button per answer; or the card to confirm."""
+def question(choices: signup.Choices, long_intervals: bool = True) -> dict:
+    """The next question, with one quick-reply button per answer; or the card to confirm.
+    `long_intervals` False: the tenant does not offer schedules past the 8-day line."""
     which = signup.next_question(choices)
     if which == signup.SERVICE:
         answers = [(SERVICE_NAMES[s], choices.with_(service=s)) for s in (WATCH, NOTIFY)]
     elif which == signup.INTERVAL:
-        answers = [(name, choices.with_(interval=i)) for i, name in INTERVAL_NAMES.items()]
+        answers = [(name, choices.with_(interval=i)) for i, name in INTERVAL_NAMES.items()
+                   if long_intervals or not past_the_eight_day_line(i)]
     elif which == signup.WEEKDAY:
         answers = [(name, choices.with_(weekday=w)) for w, name in WEEKDAY_NAMES.items()]
     elif which == signup.TIME:
@@ -140,7 +142,7 @@ def confirm_card(choices: signup.Choices) -> dict:
 
 
 def welcome() -> list[dict]:
-    return [{"type": "text", "text": WELCOME_TEXT}, question(signup.Choices())]
+    return [{"type": "text", "text": WELCOME_TEXT}, question(signup.Choices())]   # the service: any tenant
 
 
 def enrolled(data: str) -> list[dict]:
@@ -200,15 +202,16 @@ def mypage_card(url: str | None) -> dict:
                  [_button({"type": "uri", "label": "マイページを開く", "uri": url})])
 
 
-def messages(effect: Effect, friend_url: str = "", mypage=None) -> list[dict]:
-    """`mypage`: (member, at) -> a signed My Page URL, or None where My Page is not served."""
+def messages(effect: Effect, friend_url: str = "", mypage=None, long_intervals: bool = True) -> list[dict]:
+    """`mypage`: (member, at) -> a signed My Page URL, or None where My Page is not served.
+    `long_intervals`: the tenant offers schedules past the 8-day line."""
     kind = effect.effect
     if kind == fx.MYPAGE_LINK:
         return [mypage_card(mypage(effect.subject, effect.at) if mypage else None)]
     if kind == fx.WELCOME:
         return welcome()
     if kind == fx.SETUP_PROMPT:
-        return [question(signup.parse(effect.data or ""))]
+        return [question(signup.parse(effect.data or ""), long_intervals)]
     if kind == fx.ENROLLED:
         return enrolled(effect.data or "")
     if kind == fx.PHONE_SAVED:

@@ -16,3 +16,4 @@ class Tenant:
     channel_secret: str = field(repr=False)   # verifies X-Line-Signature; never logged
     channel_access_token: str = field(repr=False)  # Bearer token for LINE's API; never logged
     timezone: str = "Asia/Tokyo"
+    long_intervals: bool = True               # schedules past the 8-day line (schemas/settings.py) may be chosen

@@ -29,6 +29,7 @@ from aiohttp import web
 
 from agents.clock import local_ordinal
 from agents.messages import CHECK_TEXT, QUOTES, Texts, check_card
+from schemas.settings import EIGHT_DAY_WARNING
 from streams.admin import auth, flex
 from streams.admin.keys import CLOCK, FORM, REGISTRY, SESSION, SETTINGS_CHANGED, TENANTS, WALL
 from streams.admin.view import local_time, render
@@ -44,6 +45,7 @@ ACTION_WORDS = {"settings.look": "設定を変更：マイページの画像・�
                 "settings.message": "設定を変更：確認の文言・名言",
                 "settings.timezone": "設定を変更：タイムゾーン",
                 "settings.limit": "設定を変更：職員の連絡待ちの上限",
+                "settings.intervals": "設定を変更：お送りする間隔（8日の線）",
                 "settings.line": "設定を変更：LINEチャネルの認証情報"}
 DONE_WORDS = {"look": "マイページの画像と利用規約を保存しました。", "message": "確認の文言と名言を保存しました。",
               "timezone": "タイムゾーンを保存しました。", "line": "LINEチャネルの認証情報を保存しました。",
@@ -59,6 +61,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_post("/{tenant}/settings/timezone", save_timezone, name="settings_timezone")
     router.add_post("/{tenant}/settings/limit", save_limit, name="settings_limit")
     router.add_post("/{tenant}/settings/line", save_line, name="settings_line")
+    router.add_post("/{tenant}/settings/intervals", save_intervals, name="settings_intervals")
 
 
 # --- the page -----------------------------------------------------------------------------------------
@@ -104,6 +107,8 @@ async def _page(request: web.Request, status: int = 200, *, errors: dict[str, st
         # the staff call limit (the alert)
         limit=typed.get("limit", stored.staff_call_limit_hours or tenant_settings.STAFF_CALL_LIMIT_HOURS),
         limit_range=tenant_settings.STAFF_CALL_LIMIT_RANGE,
+        # the 8-day line
+        forbid_long=stored.forbid_long_intervals, eight_day_warning=EIGHT_DAY_WARNING,
         # LINE
         secret=_credential(stored.channel_secret, stored.secret_updated_at, zone),
         token=_credential(stored.channel_access_token, stored.token_updated_at, zone))
@@ -260,6 +265,16 @@ async def save_limit(request: web.Request) -> web.Response:
         return _unchanged(request, "limit")
     return await _saved(request, "limit", "settings.limit", f"{old}時間 → {hours}時間",
                         settings=lambda wall: tenant_settings.merged(stored, wall, staff_call_limit_hours=hours))
+
+
+@auth.admin_only
+async def save_intervals(request: web.Request) -> web.Response:
+    forbid = str(request[FORM].get("forbid_long", "")) == "1"
+    stored = await _stored(request)
+    if forbid == bool(stored and stored.forbid_long_intervals):
+        return _unchanged(request, "intervals")
+    return await _saved(request, "intervals", "settings.intervals", "選べない" if forbid else "選べる",
+                        settings=lambda wall: tenant_settings.merged(stored, wall, forbid_long_intervals=forbid))
 
 
 @auth.admin_only

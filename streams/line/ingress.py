@@ -136,7 +136,7 @@ async def webhook(request: web.Request) -> web.Response:
             if await dedupe.first(tenant.id, event.webhook_event_id):
                 marked.append(event.webhook_event_id)
                 fresh.append(event)
-        routed = route(tenant.id, fresh, tenant.timezone)
+        routed = route(tenant.id, fresh, tenant.timezone, tenant.long_intervals)
         await _link_staff(routed, tenant.id, request.app[STAFF_LINKS])
         if routed.events or routed.audit:
             await request.app[SINK].put(tenant.id, routed)

@@ -50,7 +50,7 @@ from agents.messages import ACK_ACTION, HELP_ACTION, answers
 from agents.prompts import ENROLL_ACTION, INVITE_ACTION, LEAVE_ACTION, MYPAGE_ACTION, SETUP_ACTION
 from schemas.events import (AcceptInvite, Acknowledge, AskHelp, Enroll, Help, LeaveContact, Follow, GroupJoined, GroupLeft, Inbound, Invite, Message, Ok,
                             OpenMyPage, Phone, Roster, Setup, Unfollow)
-from schemas.settings import Schedule
+from schemas.settings import Schedule, past_the_eight_day_line
 
 INT64 = 1 << 63
 MODES = ("active", "standby")
@@ -203,11 +203,12 @@ def _first_problem(error: ValidationError) -> str:
 GROUP_START = (9 * 60, "1d")
 
 
-def route(tenant: str, events: list, zone: str = "Asia/Tokyo") -> Routed:
-    """`zone`: the tenant's time zone, for the schedules people choose in LINE."""
+def route(tenant: str, events: list, zone: str = "Asia/Tokyo", long_intervals: bool = True) -> Routed:
+    """`zone`: the tenant's time zone, for the schedules people choose in LINE; `long_intervals`
+    False: the tenant forbids schedules past the 8-day line (a tap on one asks the interval again)."""
     routed = Routed()
     for event in events:
-        inbound, reason = _inbound(event, zone)
+        inbound, reason = _inbound(event, zone, long_intervals)
         if reason:  # not applied, or only in part (a refused code still is a sign of life)
             routed.audit.append(audit_record(tenant, event, reason))
         if not inbound:
@@ -234,7 +235,7 @@ def _reply_holder(event) -> str | None:
     return getattr(source, "user_id", None)
 
 
-def _inbound(event, zone: str) -> tuple[list[Inbound], str]:
+def _inbound(event, zone: str, long_intervals: bool = True) -> tuple[list[Inbound], str]:
     """The engine events for one LINE event, or none and the reason it is only audited."""
     if isinstance(event, Unknown):
         return [], "unknown_type"
@@ -255,7 +256,7 @@ def _inbound(event, zone: str) -> tuple[list[Inbound], str]:
         return [], "not_a_group"
     one_to_one = not isinstance(source, (GroupSource, RoomSource))
     if isinstance(event, PostbackEvent):
-        return _postback(event, member, group, one_to_one, zone)
+        return _postback(event, member, group, one_to_one, zone, long_intervals)
     if isinstance(event, MessageEvent):
         said = _text_of(event) if one_to_one else None
         typed, reason = _typed(at, member, said) if said else ([], "")
@@ -266,7 +267,7 @@ def _inbound(event, zone: str) -> tuple[list[Inbound], str]:
 
 
 def _postback(event: PostbackEvent, member: str, group: str | None, one_to_one: bool,
-              zone: str) -> tuple[list[Inbound], str]:
+              zone: str, long_intervals: bool = True) -> tuple[list[Inbound], str]:
     at, data = event.timestamp, event.postback.data
     action = postback_action(data)
     if action == "ok":
@@ -294,6 +295,9 @@ def _postback(event: PostbackEvent, member: str, group: str | None, one_to_one: 
         return [OpenMyPage(at, member)], ""
     try:
         choices = signup.parse(data)
+        if choices.interval is not None and not long_intervals and past_the_eight_day_line(choices.interval):
+            # an old quick reply, or one made by hand: asked again, among the intervals offered
+            return [Setup(at, member, signup.encode(choices.with_(interval=None)))], "interval_not_offered"
         if action == SETUP_ACTION:
             return [Setup(at, member, signup.encode(choices))], ""
         return [Enroll(at, signup.settings(member, choices, zone))], ""

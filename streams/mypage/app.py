@@ -74,9 +74,11 @@ class MyPage:
     def __init__(self, members: Members, sessions_: Sessions, registry, tenants: Mapping[str, Tenant],
                  now_ms: Callable[[], int], *, line_api: str | None, liff_channel_id: str | None,
                  liff_id: str | None, wall_ms: Callable[[], int]):
-        """`registry`: the tenants' look (top image, terms): streams/tenants/registry.Registry."""
+        """`registry`: the tenants' look (top image, terms): streams/tenants/registry.Registry.
+        `tenants` is read on every request, as the ingress reads its own: the runtime replaces a
+        Tenant there (settings saved) and the next request uses it."""
         self.members, self.sessions, self.registry = members, sessions_, registry
-        self.tenants, self.now_ms, self.wall_ms = dict(tenants), now_ms, wall_ms
+        self.tenants, self.now_ms, self.wall_ms = tenants, now_ms, wall_ms
         self.line_api, self.liff_channel_id, self.liff_id = line_api, liff_channel_id, liff_id
         self.keys = {t.id: mypage_link.key_for(t.channel_secret) for t in self.tenants.values()}
         self.templates = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
@@ -189,7 +191,7 @@ class MyPage:
             services=[(k, prompts.SERVICE_NAMES[k], prompts.SERVICE_HELP[k]) for k in (WATCH, NOTIFY)],
             intervals=[(k, prompts.INTERVAL_NAMES[k] + ("（8日以上気づかれないことがあります）"
                                                         if past_the_eight_day_line(k) else ""))
-                       for k in INTERVALS],
+                       for k in INTERVALS if forms.offered(k, sch, tenant.long_intervals)],
             eight_days=past_the_eight_day_line(sch.interval), eight_day_warning=EIGHT_DAY_WARNING,
             weekdays=[(k, prompts.WEEKDAY_NAMES[k]) for k in WEEKDAYS],
             hours=[(h, prompts.clock_label(h * 60)) for h in range(24)],
@@ -254,9 +256,9 @@ class MyPage:
 # --- what each form does (pure: state and form in, engine events out) -------------------------------
 
 
-def _schedule(state: MemberState, now: int, form, session) -> list:
+def _schedule(state: MemberState, now: int, form, session, long_intervals: bool = True) -> list:
     s = state.settings
-    new = forms.schedule(form, s.schedule)
+    new = forms.schedule(form, s.schedule, long_intervals)
     return [ChangeSettings(now, MemberSettings(s.id, s.service, new, s.phone, s.contacts))]
 
 
@@ -322,7 +324,8 @@ def mount(app: web.Application, members: Members, sessions_: Sessions, registry,
     r.add_get("/mypage/{tenant}/top-image", mypage.top_image)
     r.add_post("/mypage/{tenant}/liff", mypage.liff_login)
     for path, build, section, done, anchor in (
-            ("schedule", _schedule, "schedule", CHANGED, ""),
+            ("schedule", lambda state, now, form, session: _schedule(
+                state, now, form, session, mypage.tenants[session.tenant].long_intervals), "schedule", CHANGED, ""),
             ("service", _service, "service", CHANGED, ""),
             ("pause", _pause, "pause", CHANGED, ""),
             ("resume", _resume, "pause", CHANGED, ""),

@@ -7,7 +7,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import date
 
-from schemas.settings import INTERVALS, NOTIFY, SERVICES, WATCH, WEEKDAYS, MemberSettings, Schedule
+from schemas.settings import (EIGHT_DAY_WARNING, INTERVALS, NOTIFY, SERVICES, WATCH, WEEKDAYS, MemberSettings, Schedule,
+                              past_the_eight_day_line)
 from streams.line.webhook_events import phone_number
 
 WEEKLY = ("weekly", "biweekly")
@@ -23,11 +24,19 @@ def _field(form: Mapping[str, str], name: str) -> str:
     return (form.get(name) or "").strip()
 
 
-def schedule(form: Mapping[str, str], old: Schedule) -> Schedule:
+def offered(interval: str, old: Schedule, long_intervals: bool) -> bool:
+    """An interval My Page offers: any, unless the tenant forbids those past the 8-day line; the
+    member's own stays offered (it was allowed when they chose it), so a new time can still be saved."""
+    return long_intervals or not past_the_eight_day_line(interval) or interval == old.interval
+
+
+def schedule(form: Mapping[str, str], old: Schedule, long_intervals: bool = True) -> Schedule:
     """Fields interval, weekday (weekly / biweekly only), hour, minute; the zone stays the member's."""
     interval = _field(form, "interval")
     if interval not in INTERVALS:
         raise Invalid("お送りする間隔を選んでください。")
+    if not offered(interval, old, long_intervals):
+        raise Invalid(f"この間隔では{EIGHT_DAY_WARNING}。毎日か、数日ごとの間隔を選んでください。")
     weekday = None
     if interval in WEEKLY:
         name = _field(form, "weekday")

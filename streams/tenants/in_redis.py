@@ -64,7 +64,8 @@ class RedisRegistry:
             return None
         obj = {_text(k): _text(v) for k, v in raw.items()}
         obj["quotes"] = json.loads(obj["quotes"]) if obj.get("quotes") else None
-        for number in ("secret_updated_at", "token_updated_at", "updated_at", "staff_call_limit_hours"):
+        for number in ("secret_updated_at", "token_updated_at", "updated_at", "staff_call_limit_hours",
+                       "forbid_long_intervals"):
             if obj.get(number) is not None:
                 obj[number] = int(obj[number])
         return ts.from_obj(obj)

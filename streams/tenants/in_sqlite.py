@@ -24,7 +24,8 @@ CREATE TABLE IF NOT EXISTS tenants (id TEXT PRIMARY KEY, name TEXT NOT NULL, cre
 CREATE TABLE IF NOT EXISTS tenant_settings (tenant TEXT PRIMARY KEY, check_text TEXT, quotes TEXT, timezone TEXT,
                                             channel_secret TEXT, channel_access_token TEXT,
                                             secret_updated_at INTEGER, token_updated_at INTEGER,
-                                            updated_at INTEGER NOT NULL, staff_call_limit_hours INTEGER)
+                                            updated_at INTEGER NOT NULL, staff_call_limit_hours INTEGER,
+                                            forbid_long_intervals INTEGER)
                                             WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS tenant_look (tenant TEXT PRIMARY KEY, top_image BLOB, image_type TEXT, terms TEXT,
                                         updated_at INTEGER NOT NULL) WITHOUT ROWID;
@@ -32,15 +33,18 @@ CREATE TABLE IF NOT EXISTS tenant_version (one INTEGER PRIMARY KEY CHECK (one = 
 INSERT OR IGNORE INTO tenant_version VALUES (1, 0);
 """
 SETTINGS_COLUMNS = ("check_text", "quotes", "timezone", "channel_secret", "channel_access_token",
-                    "secret_updated_at", "token_updated_at", "updated_at", "staff_call_limit_hours")
+                    "secret_updated_at", "token_updated_at", "updated_at", "staff_call_limit_hours",
+                    "forbid_long_intervals")
 
 
 class SqliteRegistry:
     def __init__(self, store: Store):
         self.store, self.db = store, store.db
         self.db.executescript(SCHEMA)
-        if "staff_call_limit_hours" not in {row[1] for row in self.db.execute("PRAGMA table_info(tenant_settings)")}:
-            self.db.execute("ALTER TABLE tenant_settings ADD COLUMN staff_call_limit_hours INTEGER")  # an older file
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(tenant_settings)")}
+        for added in ("staff_call_limit_hours", "forbid_long_intervals"):   # an older file
+            if added not in columns:
+                self.db.execute(f"ALTER TABLE tenant_settings ADD COLUMN {added} INTEGER")
         accounts.install(self.db)
 
     async def entries(self) -> list[Entry]:

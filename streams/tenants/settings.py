@@ -53,6 +53,7 @@ class TenantSettings:
     token_updated_at: int | None = None
     updated_at: int = 0
     staff_call_limit_hours: int | None = None   # the alert's: a staff call open longer than this (None: default)
+    forbid_long_intervals: bool = False         # residents may not choose a schedule past the 8-day line
 
 
 
@@ -133,7 +134,8 @@ _KEEP = object()
 
 
 def merged(old: TenantSettings | None, at: int, *, check_text=_KEEP, quotes=_KEEP, timezone=_KEEP,
-           channel_secret=_KEEP, channel_access_token=_KEEP, staff_call_limit_hours=_KEEP) -> TenantSettings:
+           channel_secret=_KEEP, channel_access_token=_KEEP, staff_call_limit_hours=_KEEP,
+           forbid_long_intervals=_KEEP) -> TenantSettings:
     """`old` with the parts passed replaced (None clears one back to its default); the rest is kept.
     Every value is checked: `Invalid` means nothing is to be written."""
     new = old or TenantSettings(updated_at=at)
@@ -151,6 +153,8 @@ def merged(old: TenantSettings | None, at: int, *, check_text=_KEEP, quotes=_KEE
     if staff_call_limit_hours is not _KEEP:
         new = replace(new, staff_call_limit_hours=None if staff_call_limit_hours is None
                       else clean_limit(staff_call_limit_hours))
+    if forbid_long_intervals is not _KEEP:
+        new = replace(new, forbid_long_intervals=bool(forbid_long_intervals))
     if channel_access_token is not _KEEP:
         new = replace(new, channel_access_token=None if channel_access_token is None
                       else clean_token(channel_access_token), token_updated_at=at)
@@ -162,7 +166,8 @@ def to_obj(s: TenantSettings) -> dict:
     obj = {"check_text": s.check_text, "quotes": list(s.quotes) if s.quotes else None, "timezone": s.timezone,
            "channel_secret": s.channel_secret, "channel_access_token": s.channel_access_token,
            "secret_updated_at": s.secret_updated_at, "token_updated_at": s.token_updated_at,
-           "updated_at": s.updated_at, "staff_call_limit_hours": s.staff_call_limit_hours}
+           "updated_at": s.updated_at, "staff_call_limit_hours": s.staff_call_limit_hours,
+           "forbid_long_intervals": 1 if s.forbid_long_intervals else None}
     return {k: v for k, v in obj.items() if v is not None}
 
 
@@ -170,7 +175,8 @@ def from_obj(obj: dict) -> TenantSettings:
     quotes = obj.get("quotes")
     return TenantSettings(obj.get("check_text"), tuple(quotes) if quotes else None, obj.get("timezone"),
                           obj.get("channel_secret"), obj.get("channel_access_token"), obj.get("secret_updated_at"),
-                          obj.get("token_updated_at"), obj.get("updated_at") or 0, obj.get("staff_call_limit_hours"))
+                          obj.get("token_updated_at"), obj.get("updated_at") or 0, obj.get("staff_call_limit_hours"),
+                          bool(obj.get("forbid_long_intervals")))
 
 
 # --- what the runtime uses -----------------------------------------------------------------------------
@@ -182,14 +188,15 @@ def tenant_with(seed: Tenant, s: TenantSettings | None) -> Tenant:
         return seed
     return replace(seed, channel_secret=s.channel_secret or seed.channel_secret,
                    channel_access_token=s.channel_access_token or seed.channel_access_token,
-                   timezone=s.timezone or seed.timezone)
+                   timezone=s.timezone or seed.timezone, long_intervals=not s.forbid_long_intervals)
 
 
 def texts_with(base: Texts, s: TenantSettings | None) -> Texts:
     """The sender's wording: the stored question and quotes, or the base's (the built-in ones)."""
     if s is None:
         return base
-    return replace(base, check=s.check_text or base.check, quotes=s.quotes or base.quotes)
+    return replace(base, check=s.check_text or base.check, quotes=s.quotes or base.quotes,
+                   long_intervals=not s.forbid_long_intervals)
 
 
 def tail(value: str | None) -> str:
