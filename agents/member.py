@@ -36,7 +36,7 @@ from agents import signup
 from agents.schedule import anchor, next_slot
 from schemas import effects as fx
 from schemas.effects import Effect
-from schemas.events import (AcceptInvite, Acknowledge, AskHelp, ChangeSettings, Enroll, Follow, Help, Invite,
+from schemas.events import (AcceptInvite, Acknowledge, AskHelp, ChangeSettings, ContactNights, Enroll, Follow, Help, Invite,
                             LeaveContact, Message, Ok, OpenMyPage, Pause, Phone, Register, Resolve, Setup, StaffLinked,
                             Tick, Unfollow)
 from schemas.settings import NOTIFY, PHONE_KEPT, WATCH, MemberSettings
@@ -70,6 +70,7 @@ class MemberState(NamedTuple):  # immutable; a tuple because the hot path builds
     acked: tuple[str, ...] = ()      # of those, who answered 「見に行きます」
     called: int | None = None        # epoch ms: the open cycle's staff call
     held: bool = False               # the open cycle closes only by resolve (help, a 見守り unfollow)
+    quiet: tuple[str, ...] = ()      # contacts who want no notice 21:00–7:00 (the sender holds it)
 
     @property
     def open(self) -> bool:
@@ -134,6 +135,8 @@ def step(state: MemberState, event) -> tuple[MemberState, list[Effect]]:
         state = _leave_contact(state, event, out)
     elif kind is StaffLinked:
         out.append(staff_linked(event))
+    elif kind is ContactNights:
+        state = _contact_nights(state, event, out)
     elif kind is AskHelp:
         if state.following:
             s = state.settings
@@ -151,12 +154,12 @@ def _fire(state: MemberState, out: list[Effect]) -> MemberState:
         out.append(_new(Effect, (at, fx.CHECK_SENT, me, cycle, None, None, None, None)))
         return _new(MemberState, (state.settings, state.anchor, cycle, SENT, at + RESEND_AFTER, state.following,
                                   state.paused_until, state.invite, state.invite_until, state.last_at,
-                                  None, (), None, False))
+                                  None, (), None, False, state.quiet))
     if phase == SENT:
         out.append(Effect(at, fx.CHECK_RESENT, me, state.cycle))
         return _new(MemberState, (state.settings, state.anchor, state.cycle, RESENT, at + ESCALATE_AFTER,
                                   state.following, state.paused_until, state.invite, state.invite_until,
-                                  state.last_at, None, (), None, False))
+                                  state.last_at, None, (), None, False, state.quiet))
     if phase == RESENT:
         return _escalate(state, at, fx.NO_ANSWER, out)
     if state.called is None:  # contacts were told 3 h ago and nobody will go: staff
@@ -170,7 +173,8 @@ def _escalate(state: MemberState, at: int, reason: str, out: list[Effect]) -> Me
     """The open cycle escalates at `at`: its contacts are told (安否通知 with contacts), else staff."""
     contacts = state.settings.contacts
     if state.settings.service == NOTIFY and contacts:
-        out.append(Effect(at, fx.CONTACTS_NOTIFIED, state.settings.id, state.cycle, to=contacts))
+        quiet = ",".join(c for c in contacts if c in state.quiet) or None   # whose notice waits for 7:00 at night
+        out.append(Effect(at, fx.CONTACTS_NOTIFIED, state.settings.id, state.cycle, to=contacts, data=quiet))
         return state._replace(phase=ESCALATED, due=at + UNCLAIMED_AFTER, told=contacts, acked=())
     return _call_staff(state, at, reason, out)  # watch, or notify with nobody to tell
 
@@ -261,7 +265,7 @@ def _idle(state: MemberState, after: int, strict: bool) -> MemberState:
         due = next_slot(state.settings.schedule, state.anchor, after, strict)
     return _new(MemberState, (state.settings, state.anchor, state.cycle, IDLE, due, state.following,
                               state.paused_until, state.invite, state.invite_until, state.last_at,
-                              None, (), None, False))
+                              None, (), None, False, state.quiet))
 
 
 
@@ -356,7 +360,18 @@ def _leave_contact(state: MemberState, event: LeaveContact, out: list[Effect]) -
     out.append(Effect(event.at, fx.CONTACT_LEFT, s.id, member=contact))
     settings = MemberSettings(s.id, s.service, s.schedule, s.phone, tuple(c for c in s.contacts if c != contact))
     told = tuple(c for c in state.told if c != contact) if state.told else state.told
-    return state._replace(settings=settings, told=told)
+    return state._replace(settings=settings, told=told, quiet=tuple(c for c in state.quiet if c != contact))
+
+
+def _contact_nights(state: MemberState, event: ContactNights, out: list[Effect]) -> MemberState:
+    """A contact's choice for this resident's notices at night; only a contact's counts."""
+    contact = event.contact
+    if contact not in state.settings.contacts:
+        return state
+    out.append(Effect(event.at, fx.NIGHTS_SET, state.settings.id, member=contact,
+                      data=fx.NIGHTS_QUIET if event.quiet else fx.NIGHTS_ANY))
+    quiet = tuple(sorted({*state.quiet, contact})) if event.quiet else tuple(c for c in state.quiet if c != contact)
+    return state._replace(quiet=quiet)
 
 
 def refused(event: AcceptInvite) -> Effect:

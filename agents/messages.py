@@ -19,7 +19,7 @@ from agents.clock import zone as tz
 from agents.member import CLOSED_BY_STAFF, ESCALATE_AFTER, RESEND_AFTER
 from schemas import effects as fx
 from schemas.effects import Effect
-from schemas.events import AcceptInvite, Acknowledge, Enroll, GroupJoined, LeaveContact
+from schemas.events import AcceptInvite, Acknowledge, ContactNights, Enroll, GroupJoined, LeaveContact
 
 # what the ingress reads back from a tap (postback data); keep in step with it
 OK_DATA = "action=ok"
@@ -290,7 +290,7 @@ REPLYABLE = frozenset({fx.CONFIRMED, fx.RESOLVED_AFTER_ESCALATION, fx.HELP_CONFI
 def answers(event) -> str | None:
     """Whose own action an inbound event is, for the reply token that came with it (see reply_holder)."""
     kind = type(event)
-    if kind is AcceptInvite or kind is Acknowledge or kind is LeaveContact:
+    if kind is AcceptInvite or kind is Acknowledge or kind is LeaveContact or kind is ContactNights:
         return event.contact
     if kind is GroupJoined:
         return event.group

@@ -51,6 +51,11 @@ ACKNOWLEDGED_TEXT = ("ありがとうございます。よろしくお願いい�
                      "ご本人と連絡がつかず心配なときは、ためらわずに110番・119番へご連絡ください。")
 LEAVE_LABEL = "連絡先をやめる"
 LEAVE_ACTION = "leave"
+NIGHTS_ACTION = "nights"
+NIGHTS_QUIET_LABEL, NIGHTS_ANY_LABEL = "夜は知らせない（21時〜7時）", "夜も知らせる"
+NIGHTS_QUIET_TEXT = ("夜9時から朝7時までのお知らせは、朝7時にお送りします。\n"
+                     "その間にお返事がないときは、担当の職員が対応します。")
+NIGHTS_ANY_TEXT = "夜でも、すぐにお知らせします。"
 LEFT_AS_CONTACT_TEXT = ("連絡先をやめました。これからは、お知らせをお送りしません。\n"
                         "また連絡先になるときは、ご本人から招待を送ってもらってください。")
 CONTACT_LEFT_TEXT = ("連絡先の方が1人、連絡先をやめました。\n"
@@ -192,6 +197,12 @@ def group_welcome(data: str) -> dict:
 # --- My Page --------------------------------------------------------------------------------------
 
 
+def nights_button(member: str, quiet: bool) -> dict:
+    """A contact's choice of notices at night, for one resident: the button offers the other one."""
+    return _postback(NIGHTS_QUIET_LABEL if quiet else NIGHTS_ANY_LABEL,
+                     f"action={NIGHTS_ACTION}&member={member}&quiet={1 if quiet else 0}")
+
+
 def mypage_card(url: str | None) -> dict:
     if not url:
         return {"type": "text", "text": MYPAGE_UNAVAILABLE}
@@ -218,10 +229,16 @@ def messages(effect: Effect, friend_url: str = "", mypage=None, long_intervals: 
         return [{"type": "text", "text": PHONE_SAVED_TEXT}]
     if kind == fx.INVITE_CREATED:
         return [invitation_card(effect.data or "", friend_url)]
-    if kind == fx.CONTACT_ADDED:  # to the new contact: and how to stop, should they wish to
+    if kind == fx.CONTACT_ADDED:  # to the new contact: quiet nights, and how to stop, should they wish to
         leave = _postback(LEAVE_LABEL, f"action={LEAVE_ACTION}&member={effect.subject}")
         return [_card(CONTACT_ADDED_TEXT.replace("\n", ""), [_text(CONTACT_ADDED_TEXT, size="lg")],
-                      [_button(leave, primary=False)])]
+                      [_button(nights_button(effect.subject, quiet=True), primary=False),
+                       _button(leave, primary=False)])]
+    if kind == fx.NIGHTS_SET:
+        quiet = effect.data == fx.NIGHTS_QUIET
+        said = NIGHTS_QUIET_TEXT if quiet else NIGHTS_ANY_TEXT
+        return [_card(said.replace("\n", ""), [_text(said, size="lg")],
+                      [_button(nights_button(effect.subject, quiet=not quiet), primary=False)])]
     if kind == fx.LEFT_AS_CONTACT:
         return [{"type": "text", "text": LEFT_AS_CONTACT_TEXT}]
     if kind == fx.CONTACT_LEFT:
@@ -242,6 +259,6 @@ def messages(effect: Effect, friend_url: str = "", mypage=None, long_intervals: 
 
 KINDS = frozenset({fx.WELCOME, fx.SETUP_PROMPT, fx.ENROLLED, fx.PHONE_SAVED, fx.INVITE_CREATED,
                    fx.CONTACT_ADDED, fx.INVITE_REFUSED, fx.GROUP_WELCOME, fx.MYPAGE_LINK, fx.LEFT_AS_CONTACT,
-                   fx.CONTACT_LEFT, fx.CONTACT_ACKNOWLEDGED, fx.ACK_NOT_NEEDED, fx.STAFF_LINKED})
+                   fx.CONTACT_LEFT, fx.CONTACT_ACKNOWLEDGED, fx.ACK_NOT_NEEDED, fx.STAFF_LINKED, fx.NIGHTS_SET})
 TO_MEMBER = frozenset({fx.CONTACT_ADDED, fx.INVITE_REFUSED, fx.CONTACT_ACKNOWLEDGED, fx.ACK_NOT_NEEDED,
-                       fx.LEFT_AS_CONTACT})  # told to the one who sent the code
+                       fx.LEFT_AS_CONTACT, fx.NIGHTS_SET})  # told to the one who sent the code

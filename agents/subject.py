@@ -5,7 +5,7 @@ from agents import group, member
 from agents.clock import EARLIEST, LATEST
 from schemas.effects import Effect
 from schemas import effects as fx
-from schemas.events import (AcceptInvite, Acknowledge, AskHelp, ChangeSettings, LeaveContact, Enroll, Event, Follow, GroupJoined, GroupLeft, StaffLinked,
+from schemas.events import (AcceptInvite, Acknowledge, AskHelp, ChangeSettings, ContactNights, LeaveContact, Enroll, Event, Follow, GroupJoined, GroupLeft, StaffLinked,
                             Help, Invite, Message, Ok, OpenMyPage, Pause, Phone, Register, Resolve, Roster, Setup, Tick,
                             Unfollow)
 from schemas.settings import GroupSettings, MemberSettings
@@ -22,7 +22,7 @@ class Refused(Exception):
 # what each kind of subject takes (everything else is refused, never half applied)
 MEMBER_EVENTS = frozenset({Tick, Register, ChangeSettings, Ok, Message, Pause, Resolve, Help, Unfollow, Follow, Setup,
                            Enroll, Phone, Invite, AcceptInvite, Acknowledge, OpenMyPage, AskHelp, LeaveContact,
-                           StaffLinked})
+                           ContactNights, StaffLinked})
 GROUP_EVENTS = frozenset({Tick, Register, Ok, Message, GroupJoined, GroupLeft, Roster})
 _TAKES = {member.MemberState: MEMBER_EVENTS, group.GroupState: GROUP_EVENTS}
 _ORDINALS = (719163, 839693)  # [1970-01-01, 2300-01-01) as date ordinals: what a pause may name

@@ -33,6 +33,7 @@ CONTACT_ACKNOWLEDGED = "contact_acknowledged"  # member: the contact who will go
 ACK_NOT_NEEDED = "ack_not_needed"      # member: a contact who offered to go, but the resident has answered
 MYPAGE_LINK = "mypage_link"            # a signed link to the member's My Page (made by the sender)
 CONTACT_LEFT = "contact_left"          # member: a contact who chose to stop being one (told to the resident)
+NIGHTS_SET = "nights_set"              # member: the contact; data: "quiet" (nothing 21:00–7:00) or "any"
 LEFT_AS_CONTACT = "left_as_contact"    # member: the same contact, answered that they are no longer one
 STAFF_LINKED = "staff_linked"          # data: the staff login this LINE now alerts ("": the code did not work)
 HELP_CONFIRM = "help_confirm"          # data: whom a help would call (HELP_TO_*): asked once, so a slip sends nobody
@@ -44,6 +45,8 @@ NO_ANSWER = "no_answer"      # the ladder ran out (check, resend, +3 h)
 UNCLAIMED = "unclaimed"      # the contacts told did not answer 「見に行きます」 within 3 h
 HELP = "help"                # the resident asked for help
 UNFOLLOWED_WATCH = "unfollowed"   # a 見守り resident blocked the account: staff must phone
+# a contact's notices at night: a nights_set's `data`
+NIGHTS_QUIET, NIGHTS_ANY = "quiet", "any"
 # whom a help calls: a help_confirm's and a help_requested's `data`
 HELP_TO_STAFF, HELP_TO_CONTACTS, HELP_TO_BOTH = "staff", "contacts", "both"
 # kinds that may come more than once in a cycle: their instant is part of their id

@@ -184,6 +184,16 @@ class OpenMyPage:
 
 
 @dataclass(frozen=True, slots=True)
+class ContactNights:
+    """`contact` chooses for `member`'s notices: `quiet` True, none between 21:00 and 7:00 (they wait
+    for the morning); False, at any hour (the default)."""
+    at: int
+    member: str
+    contact: str
+    quiet: bool
+
+
+@dataclass(frozen=True, slots=True)
 class StaffLinked:
     """`member` sent a staff link code (agents/on_call.py); the ingress checked it against the staff
     accounts: `login` is the account their LINE now alerts, "" when the code was wrong or spent."""
@@ -193,6 +203,6 @@ class StaffLinked:
 
 
 Conversation = (Setup | Enroll | Phone | Invite | AcceptInvite | Acknowledge | GroupJoined | GroupLeft | Roster
-                | OpenMyPage | AskHelp | LeaveContact | StaffLinked)
+                | OpenMyPage | AskHelp | LeaveContact | ContactNights | StaffLinked)
 Inbound = Register | ChangeSettings | Ok | Message | Pause | Resolve | Help | Unfollow | Follow | Conversation
 Event = Inbound | Tick

@@ -17,3 +17,5 @@ class Tenant:
     channel_access_token: str = field(repr=False)  # Bearer token for LINE's API; never logged
     timezone: str = "Asia/Tokyo"
     long_intervals: bool = True               # schedules past the 8-day line (schemas/settings.py) may be chosen
+    hook_url: str = ""                        # the outgoing webhook (agents/hooks.py): "" for none
+    hook_secret: str = field(default="", repr=False)  # signs its bodies; never logged

@@ -254,3 +254,20 @@ def mypage_app(kind: str, store, tenants, now_ms, redis=None, **options):
     mypage.mount(app, RedisMembers(redis, StoreInbound(store), MYPAGE_DEPLOYMENT), RedisSessions(redis), registry,
                  tenants, now_ms, **options)
     return app, registry
+
+
+@asynccontextmanager
+async def store_and_redis(path: str, backend: str = "redis"):
+    """(an embedded store's file at `path`, a real Redis emptied, or None on the sqlite backend), for
+    tests of the stores that line up behind one interface; both closed afterwards."""
+    from streams.embedded.store import Store
+    client = aioredis.from_url(redis_url()) if backend == "redis" else None
+    store = Store(path)
+    try:
+        if client is not None:
+            await client.flushdb()
+        yield store, client
+    finally:
+        store.close()
+        if client is not None:
+            await client.aclose()

@@ -334,6 +334,7 @@ FORMS = {"/{tenant}/calls/record": {"member": WATCH_SILENT, "cycle": "1", "outco
          "/{tenant}/settings/timezone": {"timezone": "America/New_York"},
          "/{tenant}/settings/limit": {"limit": "168"},
          "/{tenant}/settings/intervals": {"forbid_long": "1"},
+         "/{tenant}/settings/hook": {"hook_url": "https://stranger.example/hook"},
          "/{tenant}/line/code": {},
          "/{tenant}/line/duty": {"start": "9", "end": "17"},
          "/{tenant}/line/unlink": {},

@@ -11,10 +11,10 @@ import json
 from dataclasses import replace
 
 import pytest
-import redis.asyncio as aioredis
 
 from agents import prompts, signup
-from backends import redis_url
+from agents.messages import Texts
+from backends import store_and_redis
 from linesim import user_id_for
 from linesim.residents import postback_event, user_source
 from schemas.events import Enroll, Setup
@@ -62,32 +62,19 @@ def test_a_tap_on_a_long_interval_asks_the_interval_again_where_the_tenant_forbi
 
 
 def test_both_registries_keep_the_setting_and_the_tenant_runs_with_it(tmp_path):
-    from streams.embedded.store import Store
-
     async def go():
-        client = aioredis.from_url(redis_url())
-        await client.flushdb()
-        store = Store(str(tmp_path / "anpi.db"))
-        try:
+        async with store_and_redis(str(tmp_path / "anpi.db")) as (store, client):
             for registry in (SqliteRegistry(store), RedisRegistry(client)):
                 saved = tenant_settings.merged(None, 1, forbid_long_intervals=True, check_text="お元気？")
                 await registry.save("town", None, settings=saved)
                 back = await registry.settings("town")
                 assert back.forbid_long_intervals is True and back.check_text == "お元気？"
                 assert tenant_settings.tenant_with(TENANT, back).long_intervals is False
-                assert tenant_settings.texts_with(prompts_texts(), back).long_intervals is False
+                assert tenant_settings.texts_with(Texts(), back).long_intervals is False
                 await registry.save("town", None, settings=tenant_settings.merged(back, 2, forbid_long_intervals=False))
                 assert (await registry.settings("town")).forbid_long_intervals is False
                 assert tenant_settings.tenant_with(TENANT, await registry.settings("town")).long_intervals is True
-        finally:
-            store.close()
-            await client.aclose()
     asyncio.run(go())
-
-
-def prompts_texts():
-    from agents.messages import Texts
-    return Texts()
 
 
 def test_staff_forbid_the_long_intervals_and_sign_up_in_line_stops_offering_them(tmp_path):

@@ -2,13 +2,16 @@
 webhook → ingress → inbound topic → subject agent (worker process) → outbox → the sender (its own
 Faust worker process) → linesim. Time is virtual: the test sets linesim's clock and sends the ticks."""
 import asyncio
+import json
 import signal
 import uuid
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import pytest
 import redis.asyncio as aioredis
+from aiohttp import web
 
+from agents import hooks
 from kafka_edges import ingress_in_process, kill, start_sender
 from linesim import Channel, Config, ManualClock, Resident, run_linesim, user_id_for
 from linesim.residents import follow_event, message_event, postback_event, user_source
@@ -24,6 +27,15 @@ from streams.tenants.in_redis import RedisRegistry
 
 pytestmark = pytest.mark.usefixtures("running_services")
 START = 1_796_050_800  # 2026-12-01T00:00+09:00, in seconds: linesim's clock, which every process here reads
+HOOK_SECRET = "call-centre-" + "k" * 32
+
+
+@asynccontextmanager
+async def _cleanup(runner):
+    try:
+        yield runner
+    finally:
+        await runner.cleanup()
 
 
 async def until(condition, timeout: float = 90.0, what: str = "") -> None:
@@ -38,6 +50,11 @@ def test_an_answer_and_an_escalation_go_all_the_way_round_through_kafka():
     answers, silent, family = user_id_for("kafka-a"), user_id_for("kafka-b"), user_id_for("kafka-family")
     newcomer, staff = user_id_for("kafka-newcomer"), user_id_for("kafka-staff")
     daily = Schedule("1d", 9 * 60, "Asia/Tokyo", None)
+    posts: list[tuple[bytes, dict]] = []
+
+    async def receive(request):
+        posts.append((await request.read(), dict(request.headers)))
+        return web.Response(status=204)
 
     async def go():
         run = kafka_simulate.KafkaRun(Settings.from_env())
@@ -54,9 +71,19 @@ def test_an_answer_and_an_escalation_go_all_the_way_round_through_kafka():
                         residents=[Resident(answers, "answer", delay=600), Resident(silent, "never"),
                                    Resident(family, "never")], clock=clock)
         sender = None
-        # the wording staff saved on the 設定 page (the tenant registry in Redis): the sender follows it
-        await RedisRegistry(redis).save(tenant.id, None, settings=ts.merged(None, START * 1000,
-                                                                            check_text="今朝もお元気ですか？"))
+        # a call centre's receiver for the tenant's outgoing webhook
+        receiver = web.Application()
+        receiver.router.add_post("/hook", receive)
+        centre = web.AppRunner(receiver)
+        await centre.setup()
+        await edges.enter_async_context(_cleanup(centre))
+        site = web.TCPSite(centre, "127.0.0.1", 0)
+        await site.start()
+        hook_url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/hook"
+        # the wording and the webhook staff saved on the 設定 page (the tenant registry in Redis): the
+        # sender follows them
+        await RedisRegistry(redis).save(tenant.id, None, settings=ts.merged(
+            None, START * 1000, check_text="今朝もお元気ですか？", hook_url=hook_url, hook_secret=HOOK_SECRET))
         try:
             async with run_linesim(config) as sim:
                 run.start_worker()
@@ -109,6 +136,7 @@ def test_an_answer_and_an_escalation_go_all_the_way_round_through_kafka():
                 await until(lambda: got(staff) == 2, what="the staff alert")
                 await tick(START + 39 * 3600)                          # 15:00: the family did not go: staff
                 await until(lambda: got(staff) == 3, what="the second staff alert")
+                await until(lambda: len(posts) == 2, what="the call centre's two posts")
                 await asyncio.sleep(1.0)                               # nothing more comes
                 return sim.state
         finally:
@@ -132,3 +160,9 @@ def test_an_answer_and_an_escalation_go_all_the_way_round_through_kafka():
     assert "確認にお返事がありません" in alerts[0] and "3時間動けていません" in alerts[1]
     assert all("https://admin.example/admin/" in a and silent not in a and newcomer not in a for a in alerts)
     assert [d.endpoint for d in state.deliveries_to(staff)] == ["reply", "push", "push"]
+    # the call centre got both staff calls, signed, each once, keyed by the effect id
+    bodies = [json.loads(raw) for raw, _ in posts]
+    assert sorted((b["member"], b["reason"]) for b in bodies) == sorted([(newcomer, "no_answer"), (silent, "unclaimed")])
+    for raw, headers in posts:
+        assert hooks.verify(HOOK_SECRET, raw, headers["X-Anpi-Signature"])
+        assert headers["Idempotency-Key"] == json.loads(raw)["id"]

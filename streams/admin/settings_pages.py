@@ -46,6 +46,7 @@ ACTION_WORDS = {"settings.look": "設定を変更：マイページの画像・�
                 "settings.timezone": "設定を変更：タイムゾーン",
                 "settings.limit": "設定を変更：職員の連絡待ちの上限",
                 "settings.intervals": "設定を変更：お送りする間隔（8日の線）",
+                "settings.hook": "設定を変更：外部への通知（Webhook）",
                 "settings.line": "設定を変更：LINEチャネルの認証情報"}
 DONE_WORDS = {"look": "マイページの画像と利用規約を保存しました。", "message": "確認の文言と名言を保存しました。",
               "timezone": "タイムゾーンを保存しました。", "line": "LINEチャネルの認証情報を保存しました。",
@@ -62,6 +63,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_post("/{tenant}/settings/limit", save_limit, name="settings_limit")
     router.add_post("/{tenant}/settings/line", save_line, name="settings_line")
     router.add_post("/{tenant}/settings/intervals", save_intervals, name="settings_intervals")
+    router.add_post("/{tenant}/settings/hook", save_hook, name="settings_hook")
 
 
 # --- the page -----------------------------------------------------------------------------------------
@@ -77,7 +79,8 @@ async def _stored(request: web.Request) -> tenant_settings.TenantSettings | None
 
 
 async def _page(request: web.Request, status: int = 200, *, errors: dict[str, str] | None = None,
-                typed: dict[str, str] | None = None, done: str | None = None) -> web.Response:
+                typed: dict[str, str] | None = None, done: str | None = None,
+                hook_secret: str | None = None) -> web.Response:
     tenant = request.match_info["tenant"]
     zone = request.app[TENANTS][tenant]
     look = await request.app[REGISTRY].look(tenant)
@@ -109,6 +112,10 @@ async def _page(request: web.Request, status: int = 200, *, errors: dict[str, st
         limit_range=tenant_settings.STAFF_CALL_LIMIT_RANGE,
         # the 8-day line
         forbid_long=stored.forbid_long_intervals, eight_day_warning=EIGHT_DAY_WARNING,
+        # the outgoing webhook (its secret shown once, right after it was made)
+        hook_url=typed.get("hook_url", stored.hook_url or ""), hook_set=bool(stored.hook_url),
+        hook_updated=local_time(stored.hook_updated_at, zone) if stored.hook_url else None,
+        hook_secret=hook_secret,
         # LINE
         secret=_credential(stored.channel_secret, stored.secret_updated_at, zone),
         token=_credential(stored.channel_access_token, stored.token_updated_at, zone))
@@ -275,6 +282,35 @@ async def save_intervals(request: web.Request) -> web.Response:
         return _unchanged(request, "intervals")
     return await _saved(request, "intervals", "settings.intervals", "選べない" if forbid else "選べる",
                         settings=lambda wall: tenant_settings.merged(stored, wall, forbid_long_intervals=forbid))
+
+
+@auth.admin_only
+async def save_hook(request: web.Request) -> web.Response:
+    """The webhook's address; a new signing secret when there was none or staff ask for one, shown on
+    this page once (it is stored, and never shown again). An empty address removes the webhook."""
+    form = request[FORM]
+    raw, renew = str(form.get("hook_url", "")).strip(), str(form.get("new_secret", "")) == "1"
+    stored = await _stored(request)
+    try:
+        url = tenant_settings.clean_hook_url(raw) if raw else ""
+    except tenant_settings.Invalid as e:
+        return await _page(request, 400, errors={"hook": str(e)}, typed={"hook_url": raw})
+    old_url = (stored.hook_url if stored else None) or ""
+    if not url:
+        if not old_url:
+            return _unchanged(request, "hook")
+        return await _saved(request, "hook", "settings.hook", "削除",
+                            settings=lambda wall: tenant_settings.merged(stored, wall, hook_url=None))
+    secret = tenant_settings.new_hook_secret() if renew or not (stored and stored.hook_secret) else None
+    if url == old_url and secret is None:
+        return _unchanged(request, "hook")
+    parts = {"hook_url": url, **({"hook_secret": secret} if secret else {})}
+    await _saved(request, "hook", "settings.hook", "新しい鍵" if secret else "送信先を変更",   # never the values
+                 settings=lambda wall: tenant_settings.merged(stored, wall, **parts))
+    if secret is None:
+        back = request.app.router["settings"].url_for(tenant=request.match_info["tenant"]).with_query(done="hook")
+        return auth.see_other(f"{back}#hook")
+    return await _page(request, done="hook", hook_secret=secret)
 
 
 @auth.admin_only

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import web
@@ -27,12 +28,15 @@ from streams import codec
 from streams.line import ingress
 from streams.embedded.engine import Engine, run_engines
 from streams.embedded.engine import Metrics as EngineMetrics
+from streams.embedded.held import SqliteHeld
+from streams.hooks.in_sqlite import SqliteHooks
 from streams.embedded.store import Store
 from streams.line.sender import Metrics as SenderMetrics
 from streams.line.sender import Sender
 from streams.line.webhook_events import Routed
 
 log = logging.getLogger("anpi.serve")
+RELEASE_EVERY = 1.0   # seconds between looks for held notices whose morning has come
 
 
 class StoreSink:
@@ -102,6 +106,8 @@ class Runtime:
         """Serve one more tenant (its sender's loop starts now if the runtime has started)."""
         sender = self._sender_for(tenant, self.sender_metrics)
         sender.claim_replies = self._claims(tenant.id)
+        sender.held = SqliteHeld(self.store, tenant.id)   # notices kept for the morning (quiet nights)
+        sender.hooks = SqliteHooks(self.store, tenant.id)  # the tenant's outgoing webhook, if it has one
         town = self.towns[tenant.id] = Town(tenant, Engine(self.store, tenant.id, self.engine_metrics), sender)
         self.tenants[tenant.id] = tenant
         if self._tasks:
@@ -179,8 +185,13 @@ class Runtime:
         await run_engines(self.towns, self.now_ms, self.grace_ms, self.step_seconds, self._stop, tell)
 
     async def _sender_loop(self, town: Town) -> None:
+        released = float("-inf")
         while True:
             try:
+                if time.monotonic() - released >= RELEASE_EVERY:   # the morning's held notices, the webhook's
+                    released = time.monotonic()
+                    await town.sender.release_held()
+                    await town.sender.post_hooks()
                 sent = await self._send_one_step(town)
             except Exception:  # LINE unreachable, the store, a bug: keep the rows, try again (same retry keys)
                 log.exception("tenant %s: delivery failed; retrying", town.tenant.id)

@@ -63,12 +63,15 @@ from streams.kafka.records import Naming
 from streams.notices.delivery import NoticeDelivery
 from streams.notices.in_redis import RedisNotices
 from streams.admin.redis_accounts import RedisStaff
+from streams.kafka.held import RedisHeld
+from streams.hooks.in_redis import RedisHooks
 from streams.line.sender import REPLY_TOKEN_MAX_AGE, Limits, Metrics, Report, Sender, redis_limiters, redis_reply_claims
 from streams.shared_clock import SharedClock
 
 log = logging.getLogger("anpi.sender")
 BATCHES_IN_FLIGHT = 256     # batches being delivered at once, over all partitions (ANPI_SENDER_BATCHES_IN_FLIGHT)
 RECORDS_IN_FLIGHT = 50_000  # and their records at most (memory), however many batches that is
+RELEASE_EVERY = 5.0         # seconds between looks for held notices (quiet nights) whose morning has come
 
 
 def create_app(settings: Settings, tenant: Tenant, line_api: str, wall: Callable[[], float] = time.time,
@@ -106,6 +109,19 @@ def create_app(settings: Settings, tenant: Tenant, line_api: str, wall: Callable
         # tenants added with `anpi tenant add --redis`, and what staff save on 設定 (the access
         # token, the wording): within a second
         await tenant_registry.follow(sender.registry, sender.reload)
+
+    @app.task
+    async def release_held() -> None:
+        # the notices to contacts with quiet nights, at 7:00, and the outgoing webhooks' posts: every
+        # replica looks, each item leased to one
+        while True:
+            await asyncio.sleep(RELEASE_EVERY)
+            for tenant_sender in list(sender.by_tenant.values()):
+                try:
+                    await tenant_sender.release_held()
+                    await tenant_sender.post_hooks()
+                except Exception:   # Redis away, LINE down: the items stay held, tried again
+                    log.warning("tenant %s: held notices not released yet", tenant_sender.tenant.id, exc_info=True)
 
     @app.task
     async def deliver_notices() -> None:
@@ -245,6 +261,8 @@ class Senders:
         sender.limiters = redis_limiters(self.redis, tenant.id, self.limits, self.metrics.limiter_fallbacks.inc)
         sender.claim_replies = redis_reply_claims(self.redis, tenant.id)
         sender.on_call_source = functools.partial(self.staff.on_call, tenant.id)
+        sender.held = RedisHeld(self.redis, tenant.id)    # notices kept for the morning (quiet nights)
+        sender.hooks = RedisHooks(self.redis, tenant.id)  # the tenant's outgoing webhook, if it has one
         sender.use(tenant, self._texts(tenant, self.base_texts))
         self.by_tenant[tenant.id] = sender
         return sender

@@ -30,11 +30,16 @@ from agents import outbound as ob
 from agents.clock import zone as tz
 from agents.messages import (REPLYABLE, SENDS_MESSAGES, STAFF_ALERTS, Texts, local_date, messages_for, recipients,
                              staff_alert)
+from agents import nights
 from agents.on_call import OnCall, on_duty
 from schemas import effects as fx
 from schemas.effects import Effect
 from schemas.tenant import Tenant
 from streams.codec import effect_from_obj
+from agents.hooks import HOOKED
+from streams.hooks import delivery as hook_delivery
+from streams.hooks.queue import HookQueue
+from streams.line.held import Held, HeldItem, notice_key
 
 log = logging.getLogger("anpi.sender")
 
@@ -179,6 +184,9 @@ class Report:
     billed: int = 0             # messages counted against the monthly quota by this batch
     skipped_blocked: int = 0    # recipients left out because they blocked the account
     failed: list[Failure] = field(default_factory=list)
+    held: list[HeldItem] = field(default_factory=list)   # notices kept for the morning (agents/nights.py)
+    cancelled: list[str] = field(default_factory=list)   # held notices an all clear overtook: neither goes
+    held_keys: set[str] = field(default_factory=set)     # of the batch's all clears, the notices held now
 
 
 class Metrics:
@@ -209,6 +217,8 @@ class Metrics:
                                "the retry key lasts (24 h)", ["endpoint"], registry=r)
         self.retrying = Gauge("anpi_sender_retrying", "Calls LINE has not taken yet, being tried again",
                               ["tenant"], registry=r)
+        self.hooks = Counter("anpi_hook_deliveries", "The tenant's outgoing webhook: posts delivered, to be "
+                             "tried again, or given up after a day", ["tenant", "outcome"], registry=r)
         self.oldest_retry = Gauge("anpi_sender_oldest_retry_seconds", "Seconds since the first try of the "
                                   "oldest call still being tried again (0: none)", ["tenant"], registry=r)
 
@@ -225,8 +235,25 @@ def _decode(raw) -> tuple[Effect, str | None, float | None]:
     return effect_from_obj(raw), token, token_at
 
 
-def _kind(raw) -> str | None:
-    return raw.effect if isinstance(raw, Effect) else raw.get("effect")
+def _scan(effects: list) -> tuple[bool, list[str], list[Effect]]:
+    """One pass over a batch: whether it has staff alerts, the notice keys its all clears name, and
+    the effects the outgoing webhook takes. (A batch of a million checks: about 0.1 s.)"""
+    alerts, keys, hooked = False, [], []
+    wanted = _SCANNED
+    for raw in effects:
+        kind = raw.effect if type(raw) is Effect else raw.get("effect")
+        if kind not in wanted:
+            continue
+        effect = raw if type(raw) is Effect else effect_from_obj(raw)
+        alerts = alerts or kind in STAFF_ALERTS
+        if kind == fx.ALL_CLEAR:
+            keys += [notice_key(effect.subject, effect.cycle, to) for to in effect.to or ()]
+        if kind in HOOKED:
+            hooked.append(effect)
+    return alerts, keys, hooked
+
+
+_SCANNED = STAFF_ALERTS | HOOKED | {fx.ALL_CLEAR}
 
 
 CARDS = frozenset({fx.CHECK_SENT, fx.CHECK_RESENT, fx.GROUP_CHECK_POSTED})  # the same for everyone that day
@@ -265,6 +292,11 @@ class Sender:
         self.on_call_source: Callable[[], Awaitable[Iterable[OnCall]]] | None = None
         self.on_call_fresh = ON_CALL_FRESH
         self._on_call_read = float("-inf")
+        # notices to contacts with quiet nights, kept for the morning (streams/line/held.py); None:
+        # nothing is held (every notice goes at once)
+        self.held: Held | None = None
+        # the tenant's outgoing webhook's queue (streams/hooks/); used when the tenant has a hook_url
+        self.hooks: HookQueue | None = None
         self.metrics.retrying.labels(tenant.id).set_function(lambda: len(self._retrying))
         self.metrics.oldest_retry.labels(tenant.id).set_function(
             lambda: time.monotonic() - min(self._retrying.values()) if self._retrying else 0.0)
@@ -344,9 +376,54 @@ class Sender:
                 messages = tuple(messages_for(effect, self.texts, self.tenant.timezone))
             answer = token is not None and effect.effect in REPLYABLE
             fresh = answer and now - token_at / 1000 < self.reply_max_age
+            quiet, morning = self._quiet(effect, now)
             for to in recipients(effect):
+                if to in quiet:
+                    key = notice_key(effect.subject, effect.cycle, to)
+                    report.held.append(HeldItem(key, morning, to, effect.id, messages))
+                    report.held_keys.add(key)
+                    continue
+                if effect.effect == fx.ALL_CLEAR and notice_key(effect.subject, effect.cycle, to) in report.held_keys:
+                    report.cancelled.append(notice_key(effect.subject, effect.cycle, to))
+                    continue
                 (answers if answer else items).append(ob.Item(to, messages, effect.id, token if fresh else None))
         return self._leave_out_blocked(ob.coalesce(items, scope=self.tenant.id) + alerts, report), answers
+
+    def _quiet(self, effect: Effect, now: float) -> tuple[frozenset[str], int]:
+        """(the contacts whose notice waits for the morning, when it goes). Decided by the notice's own
+        instant, so a batch delivered again decides the same; one whose morning has already come (a
+        backlog) goes at once."""
+        if self.held is None or effect.effect != fx.CONTACTS_NOTIFIED or not effect.data:
+            return frozenset(), 0
+        zone = self.tenant.timezone
+        if not nights.quiet(effect.at, zone):
+            return frozenset(), 0
+        morning = nights.morning_after(effect.at, zone)
+        return (frozenset(effect.data.split(",")), morning) if morning > now * 1000 else (frozenset(), 0)
+
+    async def post_hooks(self) -> int:
+        """Post the outgoing webhook's deliveries that are due (streams/hooks/delivery.py)."""
+        if self.hooks is None:
+            return 0
+        return await hook_delivery.post_due(self.hooks, self.tenant, self._http(), int(self._wall() * 1000),
+                                            lambda outcome: self.metrics.hooks.labels(self.tenant.id, outcome).inc())
+
+    async def release_held(self, limit: int = 500) -> int:
+        """Send the held notices whose morning has come (each a push, with the retry key an immediate
+        push would have had); forget the cancelled ones. The number sent."""
+        if self.held is None:
+            return 0
+        items = await self.held.due(int(self._wall() * 1000), limit)
+        if not items:
+            return 0
+        going = [i for i in items if not i.cancelled and i.to not in self.blocked]
+        report = Report()
+        await asyncio.gather(*(self._send(ob.push_request(ob.Item(i.to, i.messages, i.effect_id), self.tenant.id),
+                                          report) for i in going))
+        await self.held.done([i.key for i in items])
+        if going:
+            log.info("tenant %s: %d notices held for the morning sent", self.tenant.id, len(going))
+        return len(going)
 
     def _alerts(self, effect: Effect) -> list[ob.Request]:
         """A staff call or reminder, pushed to each staff member on duty at its instant. One push each,
@@ -394,8 +471,15 @@ class Sender:
         plans into the same requests with the same retry keys."""
         report = Report()
         effects = effects if isinstance(effects, list) else list(effects)
-        if self.on_call_source is not None and any(_kind(raw) in STAFF_ALERTS for raw in effects):
-            await self.refresh_on_call()
+        if self.on_call_source is not None or self.held is not None or self.hooks is not None:
+            alerts, clears, hooked = _scan(effects)
+            if alerts and self.on_call_source is not None:
+                await self.refresh_on_call()
+            if clears and self.held is not None:   # an all clear to a contact whose notice waits: neither goes
+                report.held_keys = await self.held.held(clears)
+            if hooked and self.hooks is not None and self.tenant.hook_url:   # before the batch is acked
+                await self.hooks.add(hook_delivery.items_for(self.tenant, hooked, self.texts.calls_url,
+                                                             int(self._wall() * 1000)))
         gate = asyncio.Semaphore(self._concurrency)
         sending = []
         for start in range(0, len(effects), slice_size):
@@ -403,6 +487,10 @@ class Sender:
             sending.append(asyncio.ensure_future(self._deliver_planned(requests, answers, report, gate)))
             await asyncio.sleep(0)  # let the requests planned so far go out
         try:
+            if report.held:        # stored before the batch is acked or marked sent: a crash holds it again
+                await self.held.hold(report.held)
+            if report.cancelled:
+                await self.held.cancel(report.cancelled)
             await asyncio.gather(*sending)
         except BaseException:
             for task in sending:

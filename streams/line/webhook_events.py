@@ -17,6 +17,7 @@ reason in the audit, before it can reach a subject it does not fit):
   postback "action=ack" (見に行きます)      Acknowledge(at, member, contact, cycle), one-to-one only
   postback "action=help" (助けてほしい)    AskHelp (asks to confirm); with "sure=1" Help; one-to-one only
   postback "action=leave" (連絡先をやめる)  LeaveContact(at, member, contact), one-to-one only
+  postback "action=nights" (夜は知らせない)  ContactNights(at, member, contact, quiet), one-to-one only
   any message from a person               Message(at, member, group if written in a group)
     … in a one-to-one chat, also:           a phone number → Phone; 「招待 <code>」 → AcceptInvite;
                                           「職員 <code>」 → StaffCode, which the ingress checks
@@ -47,8 +48,8 @@ from pydantic.v1 import ValidationError
 
 from agents import invitation, on_call, signup
 from agents.messages import ACK_ACTION, HELP_ACTION, answers
-from agents.prompts import ENROLL_ACTION, INVITE_ACTION, LEAVE_ACTION, MYPAGE_ACTION, SETUP_ACTION
-from schemas.events import (AcceptInvite, Acknowledge, AskHelp, Enroll, Help, LeaveContact, Follow, GroupJoined, GroupLeft, Inbound, Invite, Message, Ok,
+from agents.prompts import ENROLL_ACTION, INVITE_ACTION, LEAVE_ACTION, MYPAGE_ACTION, NIGHTS_ACTION, SETUP_ACTION
+from schemas.events import (AcceptInvite, Acknowledge, AskHelp, ContactNights, Enroll, Help, LeaveContact, Follow, GroupJoined, GroupLeft, Inbound, Invite, Message, Ok,
                             OpenMyPage, Phone, Roster, Setup, Unfollow)
 from schemas.settings import Schedule, past_the_eight_day_line
 
@@ -284,6 +285,12 @@ def _postback(event: PostbackEvent, member: str, group: str | None, one_to_one: 
         if not _ID.fullmatch(whose) or not is_person(whose):
             return [], "postback"
         return [LeaveContact(at, whose, member)], ""
+    if action == NIGHTS_ACTION and one_to_one:
+        query = parse_qs(data)
+        whose, quiet = query.get("member", [""])[-1], query.get("quiet", [""])[-1]
+        if not _ID.fullmatch(whose) or not is_person(whose) or quiet not in ("0", "1"):
+            return [], "postback"
+        return [ContactNights(at, whose, member, quiet == "1")], ""
     if action == HELP_ACTION and one_to_one:
         sure = parse_qs(data).get("sure", [""])[-1] == "1"
         return [Help(at, member) if sure else AskHelp(at, member)], ""

@@ -201,7 +201,7 @@ class MyPage:
             has_phone=bool(s.phone),
             pause_min=date.fromordinal(today + 1).isoformat(),
             pause_max=date.fromordinal(today + forms.PAUSE_AT_MOST).isoformat(),
-            contacts=view.contacts(s, session.csrf) if s.service == NOTIFY else [],
+            contacts=view.contacts(s, session.csrf, state.quiet) if s.service == NOTIFY else [],
             can_invite=s.service == NOTIFY and len(s.contacts) < MAX_CONTACTS,
             invitation=view.invitation(state, now) if s.service == NOTIFY else None,
             history=view.history(effects, session.member, zone), history_days=HISTORY_DAYS)

@@ -85,9 +85,11 @@ def contact_ref(secret: str, contact: str) -> str:
     return hmac.new(secret.encode(), contact.encode(), hashlib.sha256).hexdigest()[:20]
 
 
-def contacts(s: MemberSettings, secret: str) -> list[tuple[str, str]]:
-    """[(「ご家族など（1人目）」, handle), …] in the order they were added."""
-    return [(f"ご家族など（{i}人目）", contact_ref(secret, c)) for i, c in enumerate(s.contacts, 1)]
+def contacts(s: MemberSettings, secret: str, quiet: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """[(「ご家族など（1人目）」, handle), …] in the order they were added; 「夜は朝7時にお知らせ」 for
+    those who chose quiet nights (agents/nights.py)."""
+    return [(f"ご家族など（{i}人目）" + ("　夜は朝7時にお知らせ" if c in quiet else ""), contact_ref(secret, c))
+            for i, c in enumerate(s.contacts, 1)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,9 @@ class TenantSettings:
     updated_at: int = 0
     staff_call_limit_hours: int | None = None   # the alert's: a staff call open longer than this (None: default)
     forbid_long_intervals: bool = False         # residents may not choose a schedule past the 8-day line
+    hook_url: str | None = None                 # the outgoing webhook (agents/hooks.py)
+    hook_secret: str | None = field(default=None, repr=False)   # signs its bodies: made here, shown once
+    hook_updated_at: int | None = None
 
 
 
@@ -111,6 +114,29 @@ def staff_call_limit_ms(s: "TenantSettings | None") -> int:
     return hours * 3_600_000
 
 
+HOOK_URL_MAX = 500
+
+
+def clean_hook_url(value: str) -> str:
+    """An https:// address (http:// only to this machine, for a receiver beside anpi)."""
+    from urllib.parse import urlsplit
+    value = (value or "").strip()
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        parts = None
+    local = parts is not None and parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1")
+    if (parts is None or len(value) > HOOK_URL_MAX or not parts.hostname or parts.username or parts.password
+            or not (parts.scheme == "https" or local) or any(c.isspace() for c in value)):
+        raise Invalid(f"送信先は https:// で始まるアドレス（{HOOK_URL_MAX}文字まで、ID・パスワードを含めない）で入力してください。")
+    return value
+
+
+def new_hook_secret() -> str:
+    import secrets
+    return secrets.token_urlsafe(32)
+
+
 def clean_secret(value: str) -> str:
     value = (value or "").strip()
     if not SECRET_PATTERN.match(value):
@@ -135,7 +161,7 @@ _KEEP = object()
 
 def merged(old: TenantSettings | None, at: int, *, check_text=_KEEP, quotes=_KEEP, timezone=_KEEP,
            channel_secret=_KEEP, channel_access_token=_KEEP, staff_call_limit_hours=_KEEP,
-           forbid_long_intervals=_KEEP) -> TenantSettings:
+           forbid_long_intervals=_KEEP, hook_url=_KEEP, hook_secret=_KEEP) -> TenantSettings:
     """`old` with the parts passed replaced (None clears one back to its default); the rest is kept.
     Every value is checked: `Invalid` means nothing is to be written."""
     new = old or TenantSettings(updated_at=at)
@@ -153,6 +179,12 @@ def merged(old: TenantSettings | None, at: int, *, check_text=_KEEP, quotes=_KEE
     if staff_call_limit_hours is not _KEEP:
         new = replace(new, staff_call_limit_hours=None if staff_call_limit_hours is None
                       else clean_limit(staff_call_limit_hours))
+    if hook_url is not _KEEP:
+        new = replace(new, hook_url=None if not hook_url else clean_hook_url(hook_url), hook_updated_at=at)
+        if not hook_url:
+            new = replace(new, hook_secret=None)
+    if hook_secret is not _KEEP:
+        new = replace(new, hook_secret=hook_secret or None, hook_updated_at=at)
     if forbid_long_intervals is not _KEEP:
         new = replace(new, forbid_long_intervals=bool(forbid_long_intervals))
     if channel_access_token is not _KEEP:
@@ -167,7 +199,8 @@ def to_obj(s: TenantSettings) -> dict:
            "channel_secret": s.channel_secret, "channel_access_token": s.channel_access_token,
            "secret_updated_at": s.secret_updated_at, "token_updated_at": s.token_updated_at,
            "updated_at": s.updated_at, "staff_call_limit_hours": s.staff_call_limit_hours,
-           "forbid_long_intervals": 1 if s.forbid_long_intervals else None}
+           "forbid_long_intervals": 1 if s.forbid_long_intervals else None, "hook_url": s.hook_url,
+           "hook_secret": s.hook_secret, "hook_updated_at": s.hook_updated_at}
     return {k: v for k, v in obj.items() if v is not None}
 
 
@@ -176,7 +209,8 @@ def from_obj(obj: dict) -> TenantSettings:
     return TenantSettings(obj.get("check_text"), tuple(quotes) if quotes else None, obj.get("timezone"),
                           obj.get("channel_secret"), obj.get("channel_access_token"), obj.get("secret_updated_at"),
                           obj.get("token_updated_at"), obj.get("updated_at") or 0, obj.get("staff_call_limit_hours"),
-                          bool(obj.get("forbid_long_intervals")))
+                          bool(obj.get("forbid_long_intervals")), obj.get("hook_url"), obj.get("hook_secret"),
+                          obj.get("hook_updated_at"))
 
 
 # --- what the runtime uses -----------------------------------------------------------------------------
@@ -188,7 +222,8 @@ def tenant_with(seed: Tenant, s: TenantSettings | None) -> Tenant:
         return seed
     return replace(seed, channel_secret=s.channel_secret or seed.channel_secret,
                    channel_access_token=s.channel_access_token or seed.channel_access_token,
-                   timezone=s.timezone or seed.timezone, long_intervals=not s.forbid_long_intervals)
+                   timezone=s.timezone or seed.timezone, long_intervals=not s.forbid_long_intervals,
+                   hook_url=s.hook_url or "", hook_secret=s.hook_secret or "")
 
 
 def texts_with(base: Texts, s: TenantSettings | None) -> Texts:
