@@ -22,7 +22,8 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from . import spec
+from . import richmenus, spec
+from .richmenus import RichMenus
 from .limits import MonthlyQuota, Rate, RateLimiter, WallClock
 from .residents import Crowd, Group, Resident, follow_event, unfollow_event, user_id_for
 
@@ -157,6 +158,7 @@ class SimState:
         self._reply_tokens: dict[str, _ReplyToken] = {}
         self._retry_keys: dict[tuple[str, str], _Accepted] = {}
         self._message_seq = 0
+        self.rich_menus = RichMenus()
         self.crowd = Crowd(config.residents, config.groups, self.channels, clock=self.clock, seed=config.seed,
                            issue_reply_token=self.issue_reply_token, block=self.block)
 
@@ -523,6 +525,7 @@ def create_app(config: Config) -> web.Application:
     app.router.add_get("/v2/bot/group/{groupId}/member/{userId}", _line_endpoint("group_member", _group_member))
     app.router.add_get("/v2/bot/message/quota", _line_endpoint("quota", _quota))
     app.router.add_get("/v2/bot/message/quota/consumption", _line_endpoint("quota_consumption", _consumption))
+    richmenus.routes(app.router, _line_endpoint, Refusal, _json)
     app.router.add_post("/oauth2/v2.1/verify", _verify_id_token)
     app.router.add_get("/linesim/stats", _stats)
     app.router.add_get("/linesim/deliveries", _deliveries)

@@ -73,6 +73,11 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--redis", nargs="?", const=os.environ.get("ANPI_REDIS", "redis://127.0.0.1:6379/0"),
                        metavar="URL", help="the Kafka deployment's Redis instead: at URL, else ANPI_REDIS")
 
+    richmenu = commands.add_parser("richmenu", help="the LINE rich menu (元気です・助けてほしい・マイページ)")
+    richmenu_what = richmenu.add_subparsers(dest="what", required=True, metavar="ACTION")
+    richmenu_what.add_parser("install", help="make it every friend's default (the channel's access token from "
+                                             "ANPI_CHANNEL_ACCESS_TOKEN; LINE at ANPI_LINE_API and ANPI_LINE_DATA_API)")
+
     readside = commands.add_parser("readside", help="keep the admin screen's read side in Redis from the Kafka "
                                                     "runtime's effects (settings from ANPI_*)")
     readside.add_argument("--from-beginning", action="store_true",
@@ -192,6 +197,8 @@ def _run(args) -> int:
         if args.redis:
             return admin_cli.create_user_redis(args.redis, args.tenant, args.login, args.role)
         return admin_cli.create_user(args.db, args.tenant, args.login, args.role)
+    if args.command == "richmenu":
+        return _richmenu_install()
     if args.command == "tenant":
         from streams.tenants import cli as tenant_cli
         if args.what == "add":
@@ -254,6 +261,24 @@ def _simulate_on_kafka(loaded):
     except (TimeoutError, RuntimeError) as e:
         print(f"anpi simulate: {e}", file=sys.stderr)
     return None
+
+
+def _richmenu_install() -> int:
+    import asyncio
+    from streams.line import richmenu
+    token = os.environ.get("ANPI_CHANNEL_ACCESS_TOKEN")
+    if not token:
+        print("anpi richmenu: set ANPI_CHANNEL_ACCESS_TOKEN (the LINE channel's)", file=sys.stderr)
+        return 2
+    api = os.environ.get("ANPI_LINE_API", "https://api.line.me").rstrip("/")
+    data_api = os.environ.get("ANPI_LINE_DATA_API") or ("https://api-data.line.me" if api == "https://api.line.me" else api)
+    try:
+        menu_id = asyncio.run(richmenu.install(api, data_api, token))
+    except (richmenu.Failed, OSError) as error:
+        print(f"anpi richmenu: {error}", file=sys.stderr)
+        return 1
+    print(f"anpi richmenu: {menu_id} is every friend's menu now")
+    return 0
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import json
 from agents.group import GroupState
 from agents.member import MemberState
 from schemas.effects import Effect
-from schemas.events import (AcceptInvite, Acknowledge, AskHelp, ChangeSettings, LeaveContact, StaffLinked, Enroll, Follow, GroupJoined, GroupLeft, Help, Invite, Message, Ok,
+from schemas.events import (AcceptInvite, Acknowledge, AskHelp, ChangeSettings, ContactNights, LeaveContact, StaffLinked, Enroll, Follow, GroupJoined, GroupLeft, Help, Invite, Message, Ok,
                             OpenMyPage, Pause, Phone, Register, Resolve, Roster, Setup, Tick, Unfollow)
 from agents.clock import zone
 from schemas.settings import INTERVALS, SERVICES, GroupSettings, MemberSettings, Schedule
@@ -48,7 +48,7 @@ _SETTINGS = {Register: "register", ChangeSettings: "settings", Enroll: "enroll"}
 _CONVERSATION = {Setup: "setup", Phone: "phone", Invite: "invite", AcceptInvite: "accept_invite",
                  GroupJoined: "group_joined", GroupLeft: "group_left", Roster: "roster", OpenMyPage: "mypage",
                  Acknowledge: "acknowledge", AskHelp: "ask_help", LeaveContact: "leave_contact",
-                 StaffLinked: "staff_linked"}
+                 ContactNights: "contact_nights", StaffLinked: "staff_linked"}
 _CONVERSATION_BY_NAME = {name: kind for kind, name in _CONVERSATION.items()}
 _PLAIN = {Ok: "ok", Message: "message", Resolve: "resolve", Help: "help", Unfollow: "unfollow", Follow: "follow"}
 _PLAIN_BY_NAME = {name: kind for kind, name in _PLAIN.items()}
@@ -107,6 +107,11 @@ def event_from_obj(obj) -> object:
                 values.append(_schedule(f"{kind}.schedule", _field(obj, kind, name, dict)))
             elif name in ("joined", "left"):
                 values.append(_ids(obj.get(name, []), f"{kind}.{name}"))
+            elif name == "quiet":
+                quiet = obj.get("quiet")
+                if type(quiet) is not bool:
+                    raise Undecodable(f"{kind}.quiet: expected true or false")
+                values.append(quiet)
             elif name == "cycle":  # None: the open cycle (a scenario's ack)
                 cycle = obj.get("cycle")
                 if cycle is not None and type(cycle) is not int:
@@ -211,8 +216,8 @@ def state_from_obj(obj: list):
         _, settings, anchor, roster, cycle, posted_at, confirmed, due, *later = obj  # `active`, `last_at` came later
         return GroupState(settings_from_obj(settings), anchor, frozenset(roster), cycle, posted_at,
                           frozenset(confirmed), due, *later)
-    fields = obj[2:]  # told, acked, called, held came later: an older record has fewer
-    for i in (9, 10):  # told, acked: tuples
+    fields = obj[2:]  # told, acked, called, held, quiet came later: an older record has fewer
+    for i in (9, 10, 13):  # told, acked, quiet: tuples
         if len(fields) > i and fields[i] is not None:
             fields[i] = tuple(fields[i])
     return MemberState(settings_from_obj(obj[1]), *fields)
