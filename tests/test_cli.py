@@ -76,6 +76,12 @@ def test_unquoted_yaml_times_and_dates_are_read_as_written(tmp_path):
     (("start:", "timezone: Mars/Olympus\nstart:"), "timezone: unknown time zone 'Mars/Olympus'"),
     (("events:", "events: 3\nx:"), "x: unknown field"),
     (("members:\n", "members:\n  - 7\n"), "members[0]: must be a member: a mapping of fields"),
+    (("type: ok, member: U001", "type: ok, member: U001, mood: good"), "events[0].mood: unknown field"),
+    (("type: ok, member: U001", "type: ok"), "events[0].member: is required"),
+    (("type: ok, member: U001", "type: ok, member: \"  \""), "events[0].member: must be a LINE id string"),
+    (("{at: \"2026-12-01T09:05:00+09:00\", type: ok, member: U001}", "7"), "events[0]: must be an event"),
+    (("at: \"2026-12-01T09:05:00+09:00\", ", ""), "events[0].at: is required"),
+    (("\"2026-12-01T09:05:00+09:00\"", "20261201"), "events[0].at: must be an ISO 8601 time"),
 ])
 def test_a_bad_scenario_gets_exit_2_and_one_line_naming_the_field(tmp_path, change, message):
     done = simulate(write(tmp_path, GOOD.replace(*change)))
@@ -113,3 +119,16 @@ def test_a_reader_that_stops_early_gets_no_traceback():
     proc.stdout.close()
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0 and err == b"", err.decode()
+
+
+def test_bench_simulate_times_the_command_end_to_end_beside_the_core_on_the_same_work():
+    done = subprocess.run([*ANPI, "bench", "simulate", "--members", "20", "--days", "2"], capture_output=True,
+                          text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["lines"] == 20 * 2 * 2            # each day: a check and its confirmation per member
+    assert result["simulate_seconds"] > 0 and result["core_seconds"] >= 0
+    assert result["ratio"] == round(result["core_seconds"] / result["simulate_seconds"], 2)
+    refused = subprocess.run([*ANPI, "bench", "simulate", "--members", "0"], capture_output=True, text=True,
+                             cwd=ROOT, timeout=60)
+    assert refused.returncode == 2 and "--members and --days must be positive" in refused.stderr

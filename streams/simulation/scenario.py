@@ -83,6 +83,9 @@ _EVENT_KEYS = {
 }
 
 
+_EVENT_FIELDS = {kind: frozenset({"at", "type"} | keys) for kind, keys in _EVENT_KEYS.items()}
+
+
 def parse(data) -> Scenario:
     top = _mapping(data, "", "the scenario", {"timezone", "start", "end", "members", "groups", "events"})
     tz = top.get("timezone", "Asia/Tokyo")
@@ -112,23 +115,37 @@ def parse(data) -> Scenario:
 
     raw_events = _list(top.get("events", []), "events")
     timed = []
+    instants: dict[str, int] = {}  # a month of a town shares a few thousand instants: each read once
     for i, raw in enumerate(raw_events):
-        where = f"events[{i}]"
-        kind = _mapping(raw, where, "an event", None).get("type")
-        if kind not in _EVENT_KEYS:
-            raise ScenarioError(f"{where}.type", f"must be one of {', '.join(_EVENT_KEYS)} (got {kind!r})")
-        _mapping(raw, where, "an event", {"at", "type"} | _EVENT_KEYS[kind])
-        at = _instant(_required(raw, "at", where), f"{where}.at", tz)
+        kind = raw.get("type") if type(raw) is dict else None
+        if not (kind == "ok" and len(raw) == 3 and "member" in raw and "at" in raw) and not (
+                kind in _EVENT_FIELDS and _EVENT_FIELDS[kind].issuperset(raw)):   # the message names the first problem
+            where = f"events[{i}]"
+            kind = _mapping(raw, where, "an event", None).get("type")
+            if kind not in _EVENT_KEYS:
+                raise ScenarioError(f"{where}.type", f"must be one of {', '.join(_EVENT_KEYS)} (got {kind!r})")
+            _mapping(raw, where, "an event", _EVENT_FIELDS[kind])
+        value = raw.get("at")
+        at = instants.get(value) if type(value) is str else None
+        if at is None:
+            at = _instant(_required(raw, "at", f"events[{i}]"), f"events[{i}].at", tz)
+            if type(value) is str:
+                instants[value] = at
         if at < start:
-            raise ScenarioError(f"{where}.at", "is before start")
+            raise ScenarioError(f"events[{i}].at", "is before start")
         timed.append((at, i, kind, raw))
-    timed.sort(key=lambda t: (t[0], t[1]))
+    timed.sort()  # by time, then file order (i is unique: nothing after it is compared)
 
     events = []
     current = dict(members)  # settings as they stand at each event, for `settings` changes
     for at, i, kind, raw in timed:
+        who = raw.get("member")
+        if type(who) is not str or not who.strip():
+            who = _id(_required(raw, "member", f"events[{i}]"), f"events[{i}].member")
+        if kind == "ok" and "group" not in raw and who in members:   # nearly every event: the short way
+            events.append(Ok(at, who, None))
+            continue
         where = f"events[{i}]"
-        who = _id(_required(raw, "member", where), f"{where}.member")
         group = raw.get("group")
         if group is not None:
             group = _id(group, f"{where}.group")

@@ -6,12 +6,16 @@ confirmation: three steps through the core, the due-index and the event queue.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import resource
+import subprocess
+import sys
+import tempfile
 import time
 from datetime import datetime
 
-from agents.clock import MINUTE
+from agents.clock import MINUTE, iso, local_ordinal, local_to_epoch
 from schemas.effects import CHECK_SENT
 from schemas.events import Ok, Register
 from schemas.settings import NOTIFY, WATCH, MemberSettings, Schedule
@@ -52,6 +56,49 @@ def core_bench(n: int, days: int, answer_after: int) -> str:
         "bench": "core", "members": n, "days": days, "cycles": cycles, "effects": effects,
         "seconds": round(seconds, 2), "cycles_per_second": round(cycles / seconds),
         "max_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "python": platform.python_version(), "machine": platform.machine(),
+    })
+
+
+def scenario_of(n: int, days: int, answer_after: int) -> dict:
+    """`members(n)` and their OK taps `answer_after` minutes after each check, as a scenario file holds
+    them: what `anpi simulate` reads for the same work `core_bench` does in process."""
+    zone = "Asia/Tokyo"
+    out_members, events = [], []
+    for registration in members(n):
+        s = registration.settings
+        entry = {"id": s.id, "service": s.service, "interval": s.schedule.interval,
+                 "time": f"{s.schedule.minute // 60:02d}:{s.schedule.minute % 60:02d}"}
+        entry.update({"phone": s.phone} if s.phone else {"contacts": list(s.contacts)})
+        out_members.append(entry)
+        for day in range(days):
+            at = local_to_epoch(zone, local_ordinal(zone, START) + day, s.schedule.minute) + answer_after * MINUTE
+            events.append({"at": iso(zone, at), "type": "ok", "member": s.id})
+    return {"timezone": zone, "start": iso(zone, START), "end": iso(zone, START + days * 24 * 60 * MINUTE),
+            "members": out_members, "events": events}
+
+
+def simulate_bench(n: int, days: int, answer_after: int = 5) -> str:
+    """`anpi simulate` end to end (reading the file, the engine, writing every line to a pipe), timed
+    as a child process, beside `core_bench` on the same members and days in this one."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "scenario.json")
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(scenario_of(n, days, answer_after), f, ensure_ascii=False)
+        began = time.perf_counter()
+        child = subprocess.Popen([sys.executable, "-m", "streams.cli", "simulate", path], stdout=subprocess.PIPE)
+        lines = sum(chunk.count(b"\n") for chunk in iter(lambda: child.stdout.read(1 << 20), b""))
+        if child.wait() != 0:
+            raise RuntimeError(f"anpi simulate exited {child.returncode}")
+        seconds = round(time.perf_counter() - began, 2)   # a child's start alone is 0.3 s: never 0
+        size = os.path.getsize(path)
+    core = json.loads(core_bench(n, days, answer_after))
+    cycles = core["cycles"]
+    return json.dumps({
+        "bench": "simulate", "members": n, "days": days, "scenario_mib": round(size / 2 ** 20, 1), "lines": lines,
+        "simulate_seconds": seconds, "simulate_cycles_per_second": round(cycles / seconds),
+        "core_seconds": core["seconds"], "core_cycles_per_second": core["cycles_per_second"],
+        "ratio": round(core["seconds"] / seconds, 2),
         "python": platform.python_version(), "machine": platform.machine(),
     })
 
