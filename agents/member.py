@@ -15,7 +15,9 @@ Nobody is left waiting: an escalated cycle ends only when a person has been reac
 `held`: from a help, or a 見守り resident's unfollow, the cycle closes only by `resolve` (a tap on
 OK cannot tell staff that the person who asked for help is safe). A cycle has at most one staff call
 (`called`: its instant, which the reminders count from). `told`: who the cycle's contacts_notified
-went to; only they may acknowledge, and the all clear goes to them.
+went to; only they may acknowledge, and the all clear goes to them. `quiet`: the contacts who chose
+quiet nights; contacts_notified names them in its data, and the sender holds their notice to 7:00
+(agents/nights.py). The ladder does not wait for it.
 
 Every event first catches the member's timers up to its instant (strictly before it for inbound
 events, so ties go to the resident and to contacts; up to and including it for ticks). That makes
