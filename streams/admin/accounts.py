@@ -149,9 +149,17 @@ def unlink_line(db: sqlite3.Connection, tenant: str, login: str) -> bool:
                       (tenant, login)).rowcount == 1
 
 
-def set_duty(db: sqlite3.Connection, tenant: str, login: str, start: int, end: int) -> None:
+DUTY_HOURS_RULE = "勤務時間は0時から23時の間で選んでください"
+
+
+def check_duty(start: int, end: int) -> None:
+    """AccountError unless both are hours of the day (every store's rule)."""
     if not on_call.valid_hours(start, end):
-        raise AccountError("勤務時間は0時から23時の間で選んでください")
+        raise AccountError(DUTY_HOURS_RULE)
+
+
+def set_duty(db: sqlite3.Connection, tenant: str, login: str, start: int, end: int) -> None:
+    check_duty(start, end)
     db.execute("INSERT INTO admin_line (tenant, login, duty_start, duty_end) VALUES (?, ?, ?, ?) ON CONFLICT "
                "(tenant, login) DO UPDATE SET duty_start = excluded.duty_start, duty_end = excluded.duty_end",
                (tenant, login, start, end))

@@ -276,7 +276,7 @@ async def line_duty(request: web.Request) -> web.Response:
         start, end = int(str(form.get("start", ""))), int(str(form.get("end", "")))
         await staff.set_duty(tenant, login, start, end)
     except (ValueError, accounts.AccountError):
-        return await line(request, 400, error="勤務時間は0時から23時の間で選んでください")
+        return await line(request, 400, error=accounts.DUTY_HOURS_RULE)
     await staff.audit(tenant, request.app[WALL](), login, "staff.duty", None, on_call.duty_label(start, end))
     return auth.see_other(request.app.router["line"].url_for(tenant=tenant).with_query(saved="1"))
 

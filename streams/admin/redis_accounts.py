@@ -190,21 +190,16 @@ class RedisStaff:
         return bool(await self.redis.hdel(_user(tenant, login), "line_user"))
 
     async def set_duty(self, tenant: str, login: str, start: int, end: int) -> None:
-        if not on_call.valid_hours(start, end):
-            raise AccountError("勤務時間は0時から23時の間で選んでください")
+        accounts.check_duty(start, end)
         await self.redis.hset(_user(tenant, login), mapping={"duty_start": start, "duty_end": end})
 
     async def on_call(self, tenant: str) -> list[on_call.OnCall]:
-        return [on_call.OnCall(u["login"], u["line_user"], u["duty_start"], u["duty_end"])
-                for u in await self._line_users(tenant)]
-
-    async def _line_users(self, tenant: str) -> list[dict]:
         logins = sorted(_text(x) for x in await self.redis.smembers(_p(tenant) + "logins"))
         async with self.redis.pipeline(transaction=False) as pipe:
             for login in logins:
                 pipe.hmget(_user(tenant, login), "line_user", "duty_start", "duty_end")
             rows = await pipe.execute() if logins else []
-        return [{"login": login, "line_user": _text(line), "duty_start": int(start or 0), "duty_end": int(end or 0)}
+        return [on_call.OnCall(login, _text(line), int(start or 0), int(end or 0))
                 for login, (line, start, end) in zip(logins, rows) if line]
 
     async def unlock(self, tenant: str, login: str) -> bool:

@@ -16,7 +16,9 @@ value it is given before anything is written, so a refused form changes nothing.
 from __future__ import annotations
 
 import re
+import secrets
 from dataclasses import dataclass, field, replace
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from agents.messages import Texts
@@ -119,7 +121,6 @@ HOOK_URL_MAX = 500
 
 def clean_hook_url(value: str) -> str:
     """An https:// address (http:// only to this machine, for a receiver beside anpi)."""
-    from urllib.parse import urlsplit
     value = (value or "").strip()
     try:
         parts = urlsplit(value)
@@ -133,7 +134,6 @@ def clean_hook_url(value: str) -> str:
 
 
 def new_hook_secret() -> str:
-    import secrets
     return secrets.token_urlsafe(32)
 
 
