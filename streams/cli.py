@@ -115,8 +115,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="give up if they do not answer by then")
     svc_what.add_parser("down", help="stop both")
 
-    kafka = bench_what.add_parser("kafka", help="events per second through the subject agent on the real broker")
+    kafka = bench_what.add_parser("kafka", help="ticks and taps per second through the subject agent on the real "
+                                                "broker, beside a bare aiokafka loop doing the same work")
     kafka.add_argument("--members", type=int, default=100_000)
+    kafka.add_argument("--only", choices=["agent", "bare"], help="run one of the two (no ratio)")
     bench_what.add_parser("tick", help="cost of a tick with 1,000 subjects due, in tables of 10,000 and 1,000,000")
     recovery = bench_what.add_parser("recovery", help="worker start over a changelog of N members' state")
     recovery.add_argument("--members", type=int, default=1_000_000)
@@ -152,7 +154,8 @@ def _run(args) -> int:
     if args.command == "bench":
         from streams.tools import bench_core as benches
         if args.what == "kafka":
-            print(benches.kafka_bench(args.members))
+            from streams.tools import bench_kafka
+            print(bench_kafka.kafka_bench(args.members, args.only))
         elif args.what == "tick":
             print(benches.tick_bench())
         elif args.what == "recovery":

@@ -1,8 +1,9 @@
 """`anpi worker` (streams/kafka/worker.py) with one fault injected, for the tests that need a worker
 to fail in a way a SIGKILL does not show:
 
-  ANPI_TEST_FAIL_AT_SEND=N     the N-th record the subject agent sends inside a batch's transaction
-                               raises (a broker error mid-batch): half a batch is in the transaction
+  ANPI_TEST_FAIL_AT_SEND=N     the produce batch holding the N-th record the subject agent sends
+                               inside a transaction raises (a broker error mid-batch): half a batch
+                               is in the transaction
   ANPI_TEST_HANG_AFTER=N       after N batches, every further batch waits forever for its
                                transaction (a stuck worker that still answers HTTP)
   ANPI_TEST_BREAK_ASSIGNMENT=1 the assignor's on_assignment raises, as Faust's own assertion did on a
@@ -23,7 +24,7 @@ BREAK_ASSIGNMENT = os.environ.get("ANPI_TEST_BREAK_ASSIGNMENT") == "1"
 
 
 class BrokenSend:
-    """The transactional producer, whose FAIL_AT-th send raises."""
+    """The transactional producer, whose send of the FAIL_AT-th record raises."""
     sent = 0
 
     def __init__(self, producer):
@@ -32,11 +33,18 @@ class BrokenSend:
     def __getattr__(self, name):
         return getattr(self._producer, name)
 
-    async def send(self, *args, **kwargs):
-        BrokenSend.sent += 1
-        if BrokenSend.sent == FAIL_AT:
+    def _count(self, records: int) -> None:
+        before, BrokenSend.sent = BrokenSend.sent, BrokenSend.sent + records
+        if before < FAIL_AT <= BrokenSend.sent:
             raise ConnectionError("injected: the broker went away mid-batch")
+
+    async def send(self, *args, **kwargs):
+        self._count(1)
         return await self._producer.send(*args, **kwargs)
+
+    async def send_batch(self, batch, *args, **kwargs):
+        self._count(batch.record_count())
+        return await self._producer.send_batch(batch, *args, **kwargs)
 
 
 _proxies: dict[int, BrokenSend] = {}

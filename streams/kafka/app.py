@@ -14,9 +14,10 @@ import os
 import re
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import faust
+from aiokafka import TopicPartition
 from faust.sensors.prometheus import setup_prometheus_sensors
 
 from agents import routes
@@ -26,6 +27,8 @@ from schemas import effects as fx
 from streams import codec, quarantine
 from streams.kafka import changelog, metrics
 from streams.kafka import quarantine as kafka_quarantine
+from streams.kafka.intake import BatchApp
+from streams.kafka.produce import Output
 from streams.kafka.records import Naming, batch_end, flushed, tick
 from streams.kafka.settings import Settings
 from streams.kafka.transactions import PartitionTransactions
@@ -35,24 +38,16 @@ from streams.kafka.redis_store import ReadModel
 log = logging.getLogger("anpi.worker")
 
 # what the sender must turn into LINE messages, and what the call queue / audit must hear about
-BATCH, BATCH_WAIT = 1000, 0.01  # messages per batch at most; seconds a partial batch waits for more
-COMMIT_SECONDS = 0.25           # how often the partitions' transactions commit (Faust: 2.8 s)
+COMMIT_SECONDS = 0.25  # how often Faust's own commit runs (the sender's batches; the agent commits its own)
+FETCH_BYTES = 4 << 20  # per partition per fetch: a batch of up to ~20,000 taps, one transaction
 
 
-def _subject_of(event) -> str:
+def _subject_of(key: bytes | None) -> str:
     """The message's key (its subject), if it is one: what a quarantine entry is listed under."""
-    key = event.key
     try:
         return key.decode() if isinstance(key, bytes) else ""
     except UnicodeDecodeError:
         return ""
-
-
-def _by_partition(events) -> dict[int, list]:
-    batches: dict[int, list] = defaultdict(list)
-    for event in events:
-        batches[event.message.partition].append(event)
-    return batches
 
 
 def _lanes(produced: list[tuple[str, object]]) -> list[list[tuple[str, object]]]:
@@ -93,7 +88,7 @@ def _coordination_failed(app: faust.App) -> BaseException | None:
 def create_app(settings: Settings) -> faust.App:
     datadir = os.path.join(os.environ.get("ANPI_VAR", "var"), "faust", settings.prefix)  # Faust's own files
     os.makedirs(os.path.dirname(datadir), exist_ok=True)
-    app = faust.App(
+    app = BatchApp(
         f"{settings.prefix}-engine",
         broker=f"kafka://{settings.kafka}",
         topic_partitions=settings.partitions,
@@ -111,6 +106,9 @@ def create_app(settings: Settings) -> faust.App:
         # not Faust's 2.8 s, so that a check or a thanks leaves within a second of its time
         broker_commit_interval=COMMIT_SECONDS,
         consumer_group_instance_id=_member_name(settings),
+        consumer_max_fetch_size=FETCH_BYTES,
+        broker_max_poll_records=None,   # a whole fetch per partition, however many records it holds
+        producer_max_batch_size=512 << 10,  # what one produce batch of a partition batch's output holds
         web_host=settings.web_host,
         web_port=settings.web_port,
         datadir=datadir,
@@ -143,19 +141,31 @@ def create_app(settings: Settings) -> faust.App:
     setup_prometheus_sensors(app, registry=metrics.REGISTRY, name_prefix="faust")
     metrics.DUE_INDEX.set_function(logic.due_size)
 
+    # The agent subscribes the inbound topic (so Faust's consumer is assigned its partitions); its
+    # records never reach the stream: the consumer drains them by whole fetches into `intake`
+    # (streams/kafka/intake.py).
     @app.agent(inbound, concurrency=1)  # > 1 loses messages: faust-streaming issue #606
     async def subjects(stream):
-        for topic in (*outputs, changelog_topic, quarantine_topic):  # written through the raw producer below
-            await topic.maybe_declare()
-        # Batches, acked by hand once their output is in the partition's transaction.
-        async for events in stream.noack_take(BATCH, within=BATCH_WAIT):
-            for number, batch in _by_partition(events).items():
-                try:
-                    await _process(stream, number, batch)
-                except BaseException as exc:  # the batch is half-sent: only a restart from the changelog is safe
-                    if isinstance(exc, asyncio.CancelledError):
-                        raise  # a stop (SIGTERM, rebalance): Faust aborts what was not committed
-                    _stop_at_once(number, exc)
+        async for _ in stream:
+            log.error("an inbound message reached Faust's stream, which does not handle it")
+
+    busy: dict[int, asyncio.Lock] = defaultdict(asyncio.Lock)  # a partition's batches: one at a time
+    declared: list[bool] = []
+
+    async def intake(number: int, records: list) -> None:
+        async with busy[number]:
+            if not declared:  # written through the partitions' producers, never Faust's topics
+                for topic in (*outputs, changelog_topic, quarantine_topic):
+                    await topic.maybe_declare()
+                declared.append(True)
+            try:
+                await _process(number, records)
+            except BaseException as exc:  # the batch is half-sent: only a restart from the changelog is safe
+                if isinstance(exc, asyncio.CancelledError):
+                    raise  # a stop (SIGTERM): what the open transaction holds is aborted
+                _stop_at_once(number, exc)
+
+    app.intake = intake
 
     def _stop_at_once(number: int, exc: BaseException) -> None:
         """A batch could not be saved (the broker, the transaction): stop as a SIGKILL would.
@@ -183,7 +193,9 @@ def create_app(settings: Settings) -> faust.App:
         logic.install(number, states)
         log.info("partition %d: %d subjects loaded in %.1f s", number, len(states), time.perf_counter() - started)
 
-    async def _process(stream, number: int, batch: list) -> None:
+    async def _process(number: int, records: list) -> None:
+        """One fetch's records of partition `number`: stepped, then their output, the subjects' new
+        states and the offset past them committed in the partition's transaction (all or none)."""
         txn = await transactions.wait_for(number)
         if txn is None:  # revoked meanwhile: the new owner reads these messages again
             logic.revoke([number])
@@ -191,40 +203,54 @@ def create_app(settings: Settings) -> faust.App:
         if number not in logic.partitions:  # first batch since the partition was assigned
             await _install(number)
         started = time.perf_counter()
-        fresh = [event for event in batch if event.message.offset > applied[number]]
-        done = step(logic, number, ((e.message.offset, _subject_of(e), e.value) for e in fresh), naming.read)
-        for event in done.events:
-            metrics.EVENTS_IN.labels(codec.event_name(event)).inc()
+        fresh = [record for record in records if record.offset > applied[number]]
+        done = step(logic, number, ((r.offset, _subject_of(r.key), r.value) for r in fresh), naming.read)
         aside = [_aside(number, a) for a in done.aside]
         produced, replies, states = done.effects, done.replies, done.states
-        async with txn.lock:  # Faust's commit takes this lock too: it sees all of the batch or none
+        out = Output(number)
+        for lane in _lanes(produced):
+            for tenant, effect in lane:
+                _emit(out, tenant, effect, number, replies.get(effect.id))
+            if any(effect.effect in routes.OUTBOX for _, effect in lane):
+                # the sender delivers whole batches between these marks, so that after a crash it
+                # rebuilds the same requests with the same retry keys (streams/kafka/sender_app.py)
+                out.add(settings.outbox, batch_end(records[-1].offset))
+        for flush in done.flushes:
+            out.add(settings.effects, flushed(flush, number))
+        if done.behind:  # the tick's budget left subjects due: this partition's next batch goes on
+            out.add(settings.inbound, tick(logic.last_tick[number]))
+        for entry in aside:  # with the offset that passes them: a restart never applies them again
+            out.add(settings.quarantine, codec.dumps(entry), entry["id"].encode())
+        for (tenant, subject), state in states.items():
+            out.add(settings.changelog, codec.dumps(codec.state_to_obj(state)), naming.key(tenant, subject).encode())
+        if fresh:
+            out.add(settings.changelog, str(fresh[-1].offset).encode(), changelog.APPLIED)
+        position = {TopicPartition(settings.inbound, number): records[-1].offset + 1}
+        async with txn.lock:  # Faust's rebalance takes this lock too: it sees all of the batch or none
             if transactions.of(number) != txn:  # the partition moved while we stepped: its new owner redoes it
                 logic.revoke([number])
                 return
-            send = txn.producer.send
-            for lane in _lanes(produced):
-                for tenant, effect in lane:
-                    await _emit(send, tenant, effect, number, replies.get(effect.id))
-                if any(effect.effect in routes.OUTBOX for _, effect in lane):
-                    # the sender delivers whole batches between these marks, so that after a crash it
-                    # rebuilds the same requests with the same retry keys (streams/kafka/sender_app.py)
-                    await send(settings.outbox, batch_end(batch[-1].message.offset), key=b"", partition=number)
-            for flush in done.flushes:
-                await send(settings.effects, flushed(flush, number), key=b"", partition=number)
-            if done.behind:  # the tick's budget left subjects due: this partition's next batch goes on
-                await send(settings.inbound, tick(logic.last_tick[number]), key=b"", partition=number)
-            for entry in aside:  # with the offset that passes them: a restart never applies them again
-                await send(settings.quarantine, codec.dumps(entry), key=entry["id"].encode(), partition=number)
-            # states after effects: a state is never durable without the effects that led to it
-            for (tenant, subject), state in states.items():
-                await send(settings.changelog, codec.dumps(codec.state_to_obj(state)),
-                           key=naming.key(tenant, subject).encode(), partition=number)
-            if fresh:
-                applied[number] = fresh[-1].message.offset
-                await send(settings.changelog, str(applied[number]).encode(), key=changelog.APPLIED,
-                           partition=number)
-            for event in batch:
-                await stream.ack(event)
+            try:
+                await out.flush(txn.producer)
+                await txn.producer.send_offsets_to_transaction(position, app.conf.id)
+                await txn.producer.commit_transaction()
+                await txn.producer.begin_transaction()
+            except Exception:
+                if transactions.of(number) != txn or not transactions.owns(number):
+                    # fenced: the partition moved during the commit; its new owner redoes the batch
+                    log.info("partition %d: moved while its batch was committed; the new owner redoes it", number)
+                    logic.revoke([number])
+                    return
+                raise
+        if fresh:
+            applied[number] = fresh[-1].offset
+        # counted a batch at a time: a labelled counter's lookup per record costs what a step does
+        for name, count in Counter(map(codec.event_name, done.events)).items():
+            metrics.EVENTS_IN.labels(name).inc(count)
+        for name, count in Counter(effect.effect for _, effect in done.effects).items():
+            metrics.EFFECTS_OUT.labels(name).inc(count)
+            if name in fx.ESCALATIONS:
+                metrics.ESCALATIONS.labels(name).inc(count)
         for entry in aside:
             metrics.QUARANTINED.labels(entry["kind"]).inc()
         for key, state in states.items():
@@ -256,18 +282,15 @@ def create_app(settings: Settings) -> faust.App:
                 metrics.TICK_LAG.labels(str(number)).set_function(
                     lambda n=number: time.time() - logic.last_tick.get(n, 0) / 1000)
 
-    async def _emit(send, tenant: str, effect, number: int, reply: list | None = None) -> None:
+    def _emit(out: Output, tenant: str, effect, number: int, reply: list | None = None) -> None:
         key, value = naming.effect(tenant, effect)
-        await send(settings.effects, value, key=key, partition=number)
+        out.add(settings.effects, value, key)
         if effect.effect in routes.OUTBOX:
             if reply is not None:  # the token goes to the sender only, never to the audit topics
                 _, value = naming.effect(tenant, effect, reply_token=reply[0], reply_token_at=reply[1])
-            await send(settings.outbox, value, key=key, partition=number)
+            out.add(settings.outbox, value, key)
         if effect.effect in routes.ESCALATIONS:
-            await send(settings.escalations, _escalation_record(tenant, effect, number), key=key, partition=number)
-        metrics.EFFECTS_OUT.labels(effect.effect).inc()
-        if effect.effect in fx.ESCALATIONS:
-            metrics.ESCALATIONS.labels(effect.effect).inc()
+            out.add(settings.escalations, _escalation_record(tenant, effect, number), key)
 
     def _escalation_record(tenant: str, effect, number: int) -> bytes:
         """The escalations topic's record: the effect (never a reply token), and for a staff call the

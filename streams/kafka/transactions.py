@@ -9,9 +9,9 @@ the first fetch, and then reads the changelog as empty — robinhood/faust#658; 
 keeps its states itself, see streams/kafka/changelog.py.)
 
 `PartitionTransactions` hands the agent the transactional producer of the *source* partition and
-its lock. The agent sends a batch's effects, then its states, then acks its messages, all under
-the lock that Faust's commit takes too: a commit holds all of a batch (effects, states, offsets)
-or none of it.
+its lock. The agent sends a batch's effects and states, adds the offset past its messages and
+commits, all under the lock that Faust's rebalance takes too: a commit holds all of a batch
+(effects, states, offsets) or none of it.
 """
 from __future__ import annotations
 
@@ -46,6 +46,10 @@ class PartitionTransactions:
         lock = self.app.producer._trn_locks.get(tid)
         return None if producer is None or lock is None else Transaction(producer, lock)
 
+    def owns(self, number: int) -> bool:
+        """Source partition `number` is assigned to this worker now."""
+        return TP(self.source_topic, number) in self.app.consumer.assignment()
+
     async def close(self, number: int) -> None:
         """Stop partition `number`'s producer at a rebalance, its transaction left open, whether or
         not the partition comes back.
@@ -65,13 +69,12 @@ class PartitionTransactions:
 
     async def wait_for(self, number: int, timeout: float = 60.0) -> Transaction | None:
         """The partition's transaction once Faust has started it; None if the partition is not ours."""
-        tp = TP(self.source_topic, number)
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             txn = self.of(number)
             if txn is not None:
                 return txn
-            if tp not in self.app.consumer.assignment():
+            if not self.owns(number):
                 return None
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError(f"no transaction for partition {number} after {timeout:.0f} s")

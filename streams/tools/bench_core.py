@@ -103,49 +103,6 @@ def simulate_bench(n: int, days: int, answer_after: int = 5) -> str:
     })
 
 
-def kafka_bench(n: int, partitions: int | None = None) -> str:
-    """Events per second through the subject agent on the real broker: n registrations, then n OK taps."""
-    import asyncio
-    import logging
-    import uuid
-
-    from streams.kafka.feed import event_message, tick_messages
-    from streams.kafka.settings import Settings
-    from streams.kafka.simulate import KafkaRun
-
-    logging.getLogger("aiokafka").setLevel(logging.ERROR)
-    settings = Settings.from_env()
-    if partitions:
-        from dataclasses import replace
-        settings = replace(settings, partitions=partitions)
-
-    async def go():
-        run = KafkaRun(settings)
-        await run.create_topics()
-        try:
-            run.start_worker()
-            parts = run.settings.partitions
-            settings_list = [r.settings for r in members(n)]
-            warm = uuid.uuid4().hex
-            await run.produce([*(event_message(m.id, Register(START, m), parts) for m in settings_list),
-                               *tick_messages(START, parts, warm)])
-            await run.collect(warm, timeout=3600)           # registered, worker warm
-            flush = uuid.uuid4().hex
-            began = time.perf_counter()
-            await run.produce([*(event_message(m.id, Ok(START + 60_000, m.id), parts) for m in settings_list),
-                               *tick_messages(START + 60_000, parts, flush)])
-            await run.collect(flush, timeout=3600)
-            return time.perf_counter() - began
-        finally:
-            run.kill_worker()
-            await run.delete_topics()
-
-    seconds = asyncio.run(go())
-    return json.dumps({"bench": "kafka", "members": n, "events": n, "partitions": settings.partitions,
-                       "seconds": round(seconds, 2), "events_per_second": round(n / seconds),
-                       "python": platform.python_version()})
-
-
 def tick_bench(sizes=(10_000, 1_000_000), due=1_000, ticks=10) -> str:
     """The cost of a tick with `due` subjects due, in tables of different sizes (median of `ticks`)."""
     from statistics import median
