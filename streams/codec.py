@@ -31,15 +31,36 @@ def schedule_to_obj(sch: Schedule) -> dict:
     return {"interval": sch.interval, "minute": sch.minute, "zone": sch.zone, "weekday": sch.weekday}
 
 
+# A worker holds a state per member, decoded from JSON: residents share a few schedules and words
+# ("1d", "notify", "idle"), so the decoder hands out one object for each instead of a million
+# equal copies (~300 bytes a member).
+_SCHEDULES: dict[tuple, Schedule] = {}
+_SCHEDULES_KEPT = 100_000  # distinct schedules remembered at most
+_WORDS = {word: word for word in (*INTERVALS, *SERVICES, "Asia/Tokyo", "idle", "sent", "resent", "escalated")}
+
+
+def _word(value):
+    return _WORDS.get(value, value) if type(value) is str else value
+
+
 def schedule_from_obj(obj: dict) -> Schedule:
-    return Schedule(obj["interval"], obj["minute"], obj["zone"], obj["weekday"])
+    fields = (obj["interval"], obj["minute"], obj["zone"], obj["weekday"])
+    if not (type(fields[0]) is str and type(fields[1]) is int and type(fields[2]) is str
+            and (fields[3] is None or type(fields[3]) is int)):
+        return Schedule(*fields)  # not one a member can have (True equals 1 as a key): checked where used
+    found = _SCHEDULES.get(fields)
+    if found is None:
+        found = Schedule(_word(fields[0]), fields[1], _word(fields[2]), fields[3])
+        if len(_SCHEDULES) < _SCHEDULES_KEPT:
+            _SCHEDULES[fields] = found
+    return found
 
 
 def settings_from_obj(obj: dict) -> MemberSettings | GroupSettings:
     schedule = schedule_from_obj(obj)
     if "members" in obj:
         return GroupSettings(obj["id"], schedule, tuple(obj["members"]))
-    return MemberSettings(obj["id"], obj["service"], schedule, obj["phone"], tuple(obj["contacts"]))
+    return MemberSettings(obj["id"], _word(obj["service"]), schedule, obj["phone"], tuple(obj["contacts"]))
 
 
 # --- events ---------------------------------------------------------------------------------------
@@ -217,6 +238,8 @@ def state_from_obj(obj: list):
         return GroupState(settings_from_obj(settings), anchor, frozenset(roster), cycle, posted_at,
                           frozenset(confirmed), due, *later)
     fields = obj[2:]  # told, acked, called, held, quiet came later: an older record has fewer
+    if len(fields) > 2:
+        fields[2] = _word(fields[2])  # the phase
     for i in (9, 10, 13):  # told, acked, quiet: tuples
         if len(fields) > i and fields[i] is not None:
             fields[i] = tuple(fields[i])

@@ -186,7 +186,11 @@ def create_app(settings: Settings) -> faust.App:
         states = []
         for key, raw in saved.items():
             try:
-                states.append((*naming.split(key), codec.state_from_obj(codec.loads(raw))))
+                tenant, subject = naming.split(key)
+                state = codec.state_from_obj(codec.loads(raw))
+                if state.settings.id == subject:  # one string for the table's key and the state's id
+                    subject = state.settings.id
+                states.append((tenant, subject, state))
             except Exception as error:  # not a state this worker can read: the rest still load
                 log.error("partition %d: a saved state was not loaded (%s)", number, type(error).__name__)
                 metrics.QUARANTINED.labels("state").inc()

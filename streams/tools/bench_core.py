@@ -147,6 +147,7 @@ def recovery_bench(n: int) -> str:
     from streams.kafka.feed import event_message, tick_messages
     from streams.kafka.settings import Settings
     from streams.kafka.simulate import KafkaRun
+    from streams.tools.bench_kafka import rss_mib
 
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
 
@@ -166,11 +167,11 @@ def recovery_bench(n: int) -> str:
             began = time.perf_counter()
             run.start_worker()
             await run.collect(again, timeout=3600)
-            return time.perf_counter() - began
+            return time.perf_counter() - began, rss_mib(run.worker.pid)
         finally:
             run.kill_worker()
             await run.delete_topics()
 
-    seconds = asyncio.run(go())
+    seconds, rss = asyncio.run(go())
     return json.dumps({"bench": "recovery", "members": n, "seconds_to_next_tick": round(seconds, 1),
-                       "python": platform.python_version()})
+                       "worker_rss_mib": rss, "python": platform.python_version()})

@@ -144,7 +144,7 @@ async def _phases(base, n: int, kind: str) -> dict:
                 seconds[phase] = time.perf_counter() - began
         finally:
             await reader.stop()
-        rss = _rss_mib(run.worker.pid)
+        rss = rss_mib(run.worker.pid)
     finally:
         run.kill_worker()
         await run.delete_topics()
@@ -166,7 +166,7 @@ async def _create_changelog(settings) -> None:
         await admin.close()
 
 
-def _rss_mib(pid: int) -> float | None:
+def rss_mib(pid: int) -> float | None:
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
