@@ -23,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
                                              "from ANPI_*)")
     ing.add_argument("--host", default="127.0.0.1")
     ing.add_argument("--port", type=int, default=8080)
+    ing.add_argument("--processes", type=int, default=None,
+                     help="servers on the one port (SO_REUSEPORT; default ANPI_INGRESS_PROCESSES or 1)")
 
     serve = commands.add_parser("serve", help="every tenant's webhook, engine and sender in this process (SQLite)")
     serve.add_argument("--db", default="var/anpi.db", help="the SQLite file (default var/anpi.db)")
@@ -189,7 +191,7 @@ def _run(args) -> int:
         return 0
     if args.command == "ingress":
         from streams.kafka.ingress_main import main as ingress_main
-        return ingress_main(args.host, args.port)
+        return ingress_main(args.host, args.port, args.processes)
     if args.command == "sender":
         from streams.kafka.sender_app import main as sender_main
         return sender_main()

@@ -15,6 +15,7 @@ import hmac
 import http.client
 import json
 import re
+import socket
 import threading
 import uuid
 from contextlib import contextmanager
@@ -906,3 +907,32 @@ def test_anpi_ingress_takes_a_channel_secret_saved_on_the_settings_page_without_
             assert post(host, path, tap, sign(tap))[0] == 401             # the old one no longer
     finally:
         asyncio.run(save(None))
+
+
+def test_anpi_ingress_processes_share_one_port_and_each_takes_webhooks(kafka_tenant):
+    """`--processes 2` (here ANPI_INGRESS_PROCESSES): two servers on the one port, the kernel
+    spreading connections between them; every webhook is taken once, by one or the other, and each
+    counts its own on its own metrics port (the port, the port + 1)."""
+    import urllib.request
+
+    metrics_port = _free_port()
+    while True:  # the next port must be free too
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", metrics_port + 1))
+            break
+        except OSError:
+            metrics_port = _free_port()
+    path = f"/webhook/{kafka_tenant.id}"
+    taps = 80
+    with anpi_ingress(kafka_tenant, ANPI_INGRESS_PROCESSES="2", ANPI_INGRESS_METRICS_PORT=str(metrics_port)) as host:
+        for i in range(taps):  # each on a connection of its own
+            body = body_of(ok_tap(user(f"U{i:032x}"), at=T0 + i))
+            assert post(host, path, body, sign(body))[0] == 200
+        accepted = []
+        for port in (metrics_port, metrics_port + 1):
+            page = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+            accepted += [float(line.rsplit(" ", 1)[1]) for line in page.splitlines()
+                         if line.startswith("anpi_ingress_webhooks_total{") and 'outcome="accepted"' in line]
+    assert sum(accepted) == taps
+    assert len(accepted) == 2 and min(accepted) > 0, accepted  # both processes took some

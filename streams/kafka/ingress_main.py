@@ -14,12 +14,20 @@ internet: states and history from the read side in Redis (`anpi readside`), chan
 topic. Residents get its link from the sender (ANPI_PUBLIC_URL: this server's public address), or
 by LIFF (ANPI_LIFF_CHANNEL_ID, ANPI_LIFF_ID, and ANPI_LINE_API to verify its ID tokens).
 ANPI_CLOCK_URL: the engine's "now" from that clock (the demo's virtual time).
+
+`--processes N` (or ANPI_INGRESS_PROCESSES) forks N servers on the one port (SO_REUSEPORT: the
+kernel spreads the connections), for more webhooks per second than one core's; they share
+everything through Kafka and Redis. With metrics on, process i serves them on the port + i. The
+parent only waits: SIGTERM stops them all, and if one ends the others are stopped and the parent
+exits with its code, for a supervisor to start them again.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import os
+import signal
 import time
 
 import redis.asyncio as aioredis
@@ -38,22 +46,65 @@ from streams.tenants.from_env import tenant_from_env
 from streams.tenants.in_redis import RedisRegistry
 
 
-def main(host: str, port: int) -> int:
+def main(host: str, port: int, processes: int | None = None) -> int:
     startup.port(port, host=host)
     settings = Settings.from_env()
     seed = tenant_from_env("ingress", settings.prefix)
     if seed is None:
         return 2
+    if processes is None:
+        processes = startup.number(os.environ, "ANPI_INGRESS_PROCESSES", 1, low=1)
+    elif processes < 1:
+        raise startup.BadSetting(f"--processes {processes}: expected at least 1")
     metrics_port = startup.metrics_port(os.environ, "ANPI_INGRESS_METRICS_PORT", settings.web_host)
+    for extra in range(1, processes if metrics_port else 0):
+        startup.port(metrics_port + extra, f"ANPI_INGRESS_METRICS_PORT + {extra}", settings.web_host)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if processes == 1:
+        _one(settings, seed, host, port, metrics_port, reuse_port=False)
+        return 0
+    return _prefork(processes, settings, seed, host, port, metrics_port)
+
+
+def _one(settings: Settings, seed, host: str, port: int, metrics_port: int, reuse_port: bool) -> None:
     metrics = ingress.Metrics()
     if metrics_port:
         start_http_server(metrics_port, settings.web_host, registry=metrics.registry)
-    asyncio.run(_serve(settings, seed, host, port, metrics))
-    return 0
+    asyncio.run(_serve(settings, seed, host, port, metrics, reuse_port))
 
 
-async def _serve(settings: Settings, seed, host: str, port: int, metrics: ingress.Metrics) -> None:
+def _prefork(processes: int, settings: Settings, seed, host: str, port: int, metrics_port: int) -> int:
+    """`processes` servers on one port; the first that ends ends them all (its exit code is ours)."""
+    fork = multiprocessing.get_context("fork")  # nothing is running yet: no loop, no connection
+    children = [fork.Process(target=_one, name=f"anpi-ingress-{i}", daemon=False,
+                             args=(settings, seed, host, port, metrics_port + i if metrics_port else 0, True))
+                for i in range(processes)]
+    for child in children:
+        child.start()
+    stopping = []
+
+    def stop(*_):
+        stopping.append(True)
+        for child in children:
+            if child.is_alive():
+                child.terminate()  # SIGTERM: each stops as one ingress does
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(f"anpi ingress: {processes} processes on port {port}", flush=True)
+    from multiprocessing.connection import wait
+    wait([child.sentinel for child in children])
+    first = next(child for child in children if not child.is_alive())
+    if not stopping:
+        logging.getLogger("anpi.ingress").error("ingress process %s ended (exit %s); stopping the others",
+                                                first.name, first.exitcode)
+        stop()
+    for child in children:
+        child.join()
+    return 0 if stopping and first.exitcode in (0, -signal.SIGTERM) else (first.exitcode or 1)
+
+
+async def _serve(settings: Settings, seed, host: str, port: int, metrics: ingress.Metrics,
+                 reuse_port: bool = False) -> None:
     redis = aioredis.from_url(settings.redis)
     tenants = {seed.id: seed}   # read on every webhook: a tenant added, a secret saved, applies at once
     registry = RedisRegistry(redis)
@@ -81,7 +132,7 @@ async def _serve(settings: Settings, seed, host: str, port: int, metrics: ingres
         await reload()
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, host, port).start()
+        await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
         print(f"anpi ingress: LINE webhook URLs http://{host}:{port}/webhook/<tenant> (tenant {seed.id} and "
               f"those added with `anpi tenant add --redis`), onto {settings.inbound}", flush=True)
         await until_stopped()
