@@ -131,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
                          help="sqlite: the embedded runtime's store (a temporary file); kafka: the inbound topic "
                               "of a fresh tenant on ANPI_KAFKA, de-duplicated in Redis at ANPI_REDIS")
     ingress.add_argument("--concurrency", type=int, default=64, help="requests in flight (default 64)")
+    ingress.add_argument("--processes", type=int, default=1,
+                         help="ingress processes on one port (SO_REUSEPORT; kafka only; default 1)")
     ingress.add_argument("--profile", metavar="FILE", help="write a cProfile of the server's timed part here")
     sender = bench_what.add_parser("sender", help="seconds for the sender to deliver one check to N members "
                                                   "against linesim with LINE's rate limits, and the ratio to their floor")
@@ -165,10 +167,15 @@ def _run(args) -> int:
         elif args.what in ("ingress", "sender"):
             from streams.tools import bench_edge
             if args.what == "ingress":
-                if args.requests < 1 or args.concurrency < 1:
-                    print("anpi bench ingress: --requests and --concurrency must be positive", file=sys.stderr)
+                if args.requests < 1 or args.concurrency < 1 or args.processes < 1:
+                    print("anpi bench ingress: --requests, --concurrency and --processes must be positive",
+                          file=sys.stderr)
                     return 2
-                print(bench_edge.ingress_bench(args.requests, args.sink, args.concurrency, args.profile))
+                if args.processes > 1 and args.sink != "kafka":
+                    print("anpi bench ingress: --processes needs --sink kafka (SQLite has one writer)", file=sys.stderr)
+                    return 2
+                print(bench_edge.ingress_bench(args.requests, args.sink, args.concurrency, args.profile,
+                                               processes=args.processes))
             else:
                 if args.members < 1:
                     print("anpi bench sender: --members must be positive", file=sys.stderr)

@@ -64,8 +64,10 @@ def _bodies(n: int, seed: str) -> list[tuple[bytes, dict]]:
     return out
 
 
-def _ingress_server(kind: str, tenant_id: str, db_path: str, conn, profile_path: str | None) -> None:
-    """Child process: serve the ingress with the chosen sink until told to stop; report what it stored."""
+def _ingress_server(kind: str, tenant_id: str, db_path: str, conn, profile_path: str | None,
+                    shared_port: int = 0) -> None:
+    """Child process: serve the ingress with the chosen sink until told to stop; report what it stored.
+    `shared_port`: a port shared with other such processes (SO_REUSEPORT), else one of its own."""
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     from streams.process import tune_gc
     tune_gc()
@@ -107,7 +109,7 @@ def _ingress_server(kind: str, tenant_id: str, db_path: str, conn, profile_path:
             app.router.add_post("/webhook/{tenant}", bare)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", shared_port, reuse_port=bool(shared_port) or None)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]
         profiler = None
@@ -143,6 +145,54 @@ def _ingress_server(kind: str, tenant_id: str, db_path: str, conn, profile_path:
         conn.send(report)
 
     asyncio.run(main())
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Pipes:
+    """The servers' pipes as one: a word goes to each; their answers come back merged."""
+
+    def __init__(self, pipes):
+        self.pipes = pipes
+
+    def poll(self, timeout: float) -> bool:
+        return all(pipe.poll(timeout) for pipe in self.pipes)
+
+    def send(self, word) -> None:
+        for pipe in self.pipes:
+            pipe.send(word)
+
+    def recv(self):
+        answers = [pipe.recv() for pipe in self.pipes]
+        if not isinstance(answers[0], dict):
+            return answers[0]  # the port: the same for all
+        merged = dict(answers[0])
+        for key in ("cpu_seconds", "sys_seconds"):
+            merged[key] = round(sum(a[key] for a in answers), 3)
+        merged["max_rss_mib"] = max(a["max_rss_mib"] for a in answers)
+        return merged
+
+
+class _Servers:
+    def __init__(self, processes):
+        self.processes = processes
+
+    def join(self, timeout: float) -> None:
+        for p in self.processes:
+            p.join(timeout)
+
+    def is_alive(self) -> bool:
+        return any(p.is_alive() for p in self.processes)
+
+    def kill(self) -> None:
+        for p in self.processes:
+            if p.is_alive():
+                p.kill()
 
 
 def _cpu() -> float:
@@ -240,10 +290,13 @@ async def _redis_cleanup(tenant_id: str) -> None:
 
 
 def ingress_bench(requests: int = 5000, sink: str = "sqlite", concurrency: int = 64,
-                  profile: str | None = None, warmup: int | None = None) -> str:
-    """One JSON line: requests/s and client-side p50/p99 latency of signed webhooks answered 200."""
+                  profile: str | None = None, warmup: int | None = None, processes: int = 1) -> str:
+    """One JSON line: requests/s and client-side p50/p99 latency of signed webhooks answered 200;
+    with `processes` > 1, that many servers on one port (SO_REUSEPORT), their CPU summed."""
     if sink not in ("sqlite", "kafka", "memory", "bare"):
         raise ValueError("sink must be sqlite or kafka")
+    if processes > 1 and sink == "sqlite":
+        raise ValueError("--processes: the SQLite sink has one writer (anpi serve's own process)")
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     warmup = min(500, max(concurrency, requests // 10)) if warmup is None else warmup
     tenant_id = f"bench-{uuid.uuid4().hex[:10]}"
@@ -253,9 +306,16 @@ def ingress_bench(requests: int = 5000, sink: str = "sqlite", concurrency: int =
     if sink == "kafka":
         asyncio.run(_kafka_topic(tenant_id, create=True))
     ctx = _spawn()
-    parent, child = ctx.Pipe()
-    server = ctx.Process(target=_ingress_server, args=(sink, tenant_id, db_path, child, profile), daemon=True)
-    server.start()
+    shared = _free_port() if processes > 1 else 0
+    pipes, servers = [], []
+    for i in range(processes):
+        parent, child = ctx.Pipe()
+        servers.append(ctx.Process(target=_ingress_server, daemon=True,
+                                   args=(sink, tenant_id, db_path, child, profile if i == 0 else None, shared)))
+        pipes.append(parent)
+        servers[-1].start()
+    server = _Servers(servers)
+    parent = _Pipes(pipes)
     try:
         if not parent.poll(120):
             raise TimeoutError("the ingress server did not start")
@@ -288,7 +348,7 @@ def ingress_bench(requests: int = 5000, sink: str = "sqlite", concurrency: int =
     latencies.sort()
     ok = statuses.get(200, 0) + warm_statuses.get(200, 0)
     return json.dumps({
-        "bench": "ingress", "sink": sink, "requests": requests, "concurrency": concurrency,
+        "bench": "ingress", "sink": sink, "processes": processes, "requests": requests, "concurrency": concurrency,
         "warmup": warmup, "ok": statuses.get(200, 0), "statuses": {str(k): v for k, v in sorted(statuses.items())},
         "stored": report.get("stored"),
         "all_stored": report.get("stored") == ok == warmup + requests if sink in ("sqlite", "kafka") else None,
