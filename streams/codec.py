@@ -265,8 +265,11 @@ def effect_from_obj(obj: dict) -> Effect:
                   tuple(members) if members is not None else None, obj.get("data"))
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # made once: json.dumps makes one a call
+
+
 def dumps(obj) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+    return _ENCODER.encode(obj).encode()
 
 
 _SCAN = json.JSONDecoder().scan_once  # what json.loads runs, without its checks around it
