@@ -165,7 +165,7 @@ def create_app(settings: Settings) -> faust.App:
                     raise  # a stop (SIGTERM): what the open transaction holds is aborted
                 _stop_at_once(number, exc)
 
-    app.intake = intake
+    app.intake, app.intake_topic = intake, settings.inbound
 
     def _stop_at_once(number: int, exc: BaseException) -> None:
         """A batch could not be saved (the broker, the transaction): stop as a SIGKILL would.

@@ -21,19 +21,23 @@ Process = Callable[[int, list], Awaitable[None]]
 
 
 class BatchApp(faust.App):
-    """A Faust app whose consumer drains by whole fetches into `intake` (set before the worker starts)."""
+    """A Faust app whose consumer drains `intake_topic` by whole fetches into `intake` (both set
+    before the worker starts)."""
 
     intake: Process | None = None
+    intake_topic: str | None = None
 
     def _new_consumer(self):
         consumer = super()._new_consumer()
         if self.intake is not None:
-            consumer._drain_messages = functools.partial(drain, consumer, process=self.intake)
+            consumer._drain_messages = functools.partial(drain, consumer, topic=self.intake_topic,
+                                                         process=self.intake)
         return consumer
 
 
-async def drain(consumer, fetcher, process: Process) -> None:
-    """Faust's drain loop (the Fetcher runs it, and starts it again after a rebalance), by fetches."""
+async def drain(consumer, fetcher, topic: str, process: Process) -> None:
+    """Faust's drain loop (the Fetcher runs it, and starts it again after a rebalance), by fetches.
+    Records of any other topic the consumer reads go to Faust's own handling, one at a time."""
     consumer_stopped, fetcher_stopped = consumer._stopped.is_set, fetcher._stopped.is_set
     try:
         while not (consumer_stopped() or fetcher_stopped()):
@@ -44,8 +48,15 @@ async def drain(consumer, fetcher, process: Process) -> None:
             if not consumer.flow_active:  # a rebalance began: back to the committed offsets, as Faust does
                 await consumer.perform_seek()
                 continue
-            batches = [(tp.partition, batch) for tp, batch in records.items()
-                       if batch and (active is None or tp in active)]
+            batches = []
+            for tp, batch in records.items():
+                if not batch or not (active is None or tp in active):
+                    continue
+                if tp.topic == topic:
+                    batches.append((tp.partition, batch))
+                else:  # never a batch of `topic`'s partition of the same number
+                    for record in batch:
+                        await consumer.callback(consumer._to_message(tp, record))
             if batches:
                 # shielded: a rebalance cancels this loop, but a batch half-written would be lost
                 # work; it ends (committed, or dropped if its partition moved) under its own locks
