@@ -147,13 +147,6 @@ def _ingress_server(kind: str, tenant_id: str, db_path: str, conn, profile_path:
     asyncio.run(main())
 
 
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class _Pipes:
     """The servers' pipes as one: a word goes to each; their answers come back merged."""
 
@@ -306,6 +299,7 @@ def ingress_bench(requests: int = 5000, sink: str = "sqlite", concurrency: int =
     if sink == "kafka":
         asyncio.run(_kafka_topic(tenant_id, create=True))
     ctx = _spawn()
+    from streams.kafka.simulate import _free_port  # the one free-port helper the runs already use
     shared = _free_port() if processes > 1 else 0
     pipes, servers = [], []
     for i in range(processes):
