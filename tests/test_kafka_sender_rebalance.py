@@ -150,7 +150,10 @@ def test_a_second_kafka_sender_joining_mid_batch_neither_stalls_the_first_nor_se
                 def delivered() -> Counter:
                     return sim.state.delivery_counts()
 
-                run.start_worker()
+                # the worker's output in produce batches no larger than the sender's fetch: a fetch
+                # returns a whole record batch however large, and the worker's own (512 KiB) would
+                # bring the large batch in one read, never half of it
+                run.start_worker(env={"PRODUCER_MAX_BATCH_SIZE": str(FETCH_BYTES)})
                 # every member's first check falls due at 09:00: one tick decides them all
                 await run.produce([event_message(uid, Register(START * 1000, MemberSettings(
                     uid, "watch", daily, "090-0000-0000")), s.partitions) for uid in members])

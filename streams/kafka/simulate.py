@@ -98,9 +98,10 @@ class KafkaRun:
                 self.worker.wait()
         self.worker = None
 
-    async def produce(self, messages) -> None:
+    async def produce(self, messages, batch_bytes: int = 1 << 20) -> None:
+        """`batch_bytes`: the produce batches' size (a worker's fetch returns whole ones, however large)."""
         producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka, acks="all", enable_idempotence=True,
-                                    linger_ms=10, max_batch_size=1 << 20)
+                                    linger_ms=10, max_batch_size=batch_bytes)
         await producer.start()
         try:
             pending = []
