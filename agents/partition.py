@@ -5,7 +5,7 @@ assignment); the embedded runtime and the simulator keep one for everything.
 """
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Iterable, MutableMapping
 
 from agents.due_index import DueIndex
 from agents import group, member
@@ -15,9 +15,12 @@ from schemas.events import Event, Tick
 
 
 class Partition:
-    def __init__(self, table: MutableMapping[str, State] | None = None):
+    def __init__(self, table: MutableMapping[str, State] | None = None,
+                 due: Iterable[tuple[str, int | None]] | None = None):
+        """`due`: each subject's due instant, when the shell knows them without reading the table's
+        states (a table that decodes each state when it is first read)."""
         self.table: MutableMapping[str, State] = {} if table is None else table
-        self.due = DueIndex((subject, state.due) for subject, state in self.table.items())
+        self.due = DueIndex(((subject, state.due) for subject, state in self.table.items()) if due is None else due)
         # (subject, tick, reason) of subjects a tick could not step: kept as they were and left out
         # of the due-index until their next event; the shell quarantines these (drain_faults)
         self.faults: list[tuple[str, Tick, str]] = []
@@ -48,7 +51,9 @@ class Partition:
         subjects = due.pop_due(at, limit)
         self.ticked = len(subjects)
         for subject in subjects:
-            state = table[subject]
+            state = table.get(subject)
+            if state is None:  # gone since it was indexed: a saved state no one could read (counted there)
+                continue
             try:
                 state, effects = _STEP[type(state)](state, clock)
             except Exception as error:  # one subject's fault must not stop the tick for the others

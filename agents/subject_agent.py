@@ -36,12 +36,16 @@ class SubjectAgent:
         self.partitions: dict[int, dict[str, Partition]] = {}   # Kafka partition -> tenant -> Partition
         self.last_tick: dict[int, int] = {}
 
-    def install(self, number: int, states: Iterable[tuple[str, str, State]]) -> None:
-        """A partition's saved (tenant, subject, state)s (from its changelog), before its first message."""
+    def install(self, number: int, states: Iterable[tuple[str, str, State]] = (),
+                saved: dict[str, tuple[Tracked, Iterable[tuple[str, int | None]]]] | None = None) -> None:
+        """A partition's saved (tenant, subject, state)s (from its changelog), before its first message;
+        or `saved`: per tenant, a table the shell filled and each of its subjects' due instant."""
         by_tenant: dict[str, list[tuple[str, State]]] = {}
         for tenant, subject, state in states:
             by_tenant.setdefault(tenant, []).append((subject, state))
         self.partitions[number] = {tenant: Partition(Tracked(items)) for tenant, items in by_tenant.items()}
+        for tenant, (table, due) in (saved or {}).items():
+            self.partitions[number][tenant] = Partition(table, due)
 
     def partition(self, number: int, tenant: str) -> Partition:
         """The tenant's subjects on Kafka partition `number` (none yet: an empty one)."""

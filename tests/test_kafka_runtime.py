@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -95,12 +96,22 @@ async def _count_effects(run: kafka_simulate.KafkaRun, at_least: int, timeout: f
 
 
 def test_a_worker_killed_again_and_again_mid_run_emits_every_effect_exactly_once():
+    _killed_three_times(Settings.from_env(), "worker SIGKILL x3 mid-run")
+
+
+def test_a_worker_killed_mid_run_with_snapshots_every_half_second_emits_every_effect_exactly_once():
+    """Each restart takes its partitions from the snapshot the killed worker last wrote (copies of
+    its tables made between batches, written in a thread while it ran on) and the changelog after it."""
+    _killed_three_times(replace(Settings.from_env(), snapshot_seconds=0.5), "worker SIGKILL x3, snapshots every 0.5 s")
+
+
+def _killed_three_times(worker: Settings, name: str) -> None:
     loaded = scenario_module.parse(busy_town())
     expected = simulator.run(loaded)
     assert len(expected) > 5_000
 
     async def crash_and_recover():
-        run = kafka_simulate.KafkaRun(Settings.from_env())
+        run = kafka_simulate.KafkaRun(worker)
         await run.create_topics()
         try:
             run.start_worker()
@@ -124,7 +135,7 @@ def test_a_worker_killed_again_and_again_mid_run_emits_every_effect_exactly_once
     assert 0 < seen_at_kills[0] < len(expected), "the first kill did not land in the middle of the run"
     assert effects == expected  # the same effects, field by field
     result = tally((e.id for e in expected), effect_ids(every_copy))
-    report("worker SIGKILL x3 mid-run", result)
+    report(name, result)
     assert result.clean, result  # and each committed once: no copy for a consumer to drop
 
 

@@ -9,12 +9,14 @@ Reads top-down as the pipeline it is. The logic per message lives in agents/subj
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import re
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 
 import faust
 from aiokafka import TopicPartition
@@ -26,6 +28,7 @@ from agents.subject_agent import SubjectAgent
 from schemas import effects as fx
 from streams import codec, quarantine
 from streams.kafka import changelog, metrics
+from streams.kafka import snapshot as snapshots
 from streams.kafka import quarantine as kafka_quarantine
 from streams.kafka.intake import BatchApp
 from streams.kafka.produce import Output
@@ -38,6 +41,9 @@ from streams.kafka.redis_store import ReadModel
 log = logging.getLogger("anpi.worker")
 
 # what the sender must turn into LINE messages, and what the call queue / audit must hear about
+SNAPSHOT_EVERY = 1.0        # seconds between looks for partitions whose snapshot is due
+SNAPSHOT_SOON = 10.0        # seconds after a partition is taken from the whole changelog: its first snapshot
+SNAPSHOT_AFTER_TAIL = 10_000  # records of a snapshot's tail that make a new one due that soon too
 COMMIT_SECONDS = 0.25  # how often Faust's own commit runs (the sender's batches; the agent commits its own)
 FETCH_BYTES = 4 << 20  # per partition per fetch: a batch of up to ~20,000 taps, one transaction
 
@@ -138,6 +144,10 @@ def create_app(settings: Settings) -> faust.App:
     transactions = PartitionTransactions(app, settings.inbound)
     lag_watched: set[int] = set()  # partitions whose tick-lag gauge reads logic.last_tick already
     last_batch: dict[int, float] = {}  # per partition: monotonic time its last batch was saved (health)
+    last_record: dict[int, tuple[int, bytes, bytes]] = {}  # per partition: the changelog's last record
+    # (offset, key, batch mark)
+    snapshot_at: dict[int, float] = {}  # per partition: monotonic time its last snapshot was begun
+    writing: dict[int, asyncio.Future] = {}  # per partition: its snapshot being written
     setup_prometheus_sensors(app, registry=metrics.REGISTRY, name_prefix="faust")
     metrics.DUE_INDEX.set_function(logic.due_size)
 
@@ -180,22 +190,103 @@ def create_app(settings: Settings) -> faust.App:
         logging.shutdown()
         os._exit(70)  # EX_SOFTWARE; a supervisor restarts it
 
+    def _decode(subject: str, raw: bytes):
+        return codec.state_from_obj(codec.loads(raw))
+
     async def _install(number: int) -> None:
+        """The partition's states: from its snapshot on this disk and the changelog's tail after it, or
+        from the whole changelog; each left in its saved bytes, with its due instant, until it is first
+        stepped (changelog.Saved)."""
         started = time.perf_counter()
-        saved, applied[number] = await changelog.read(settings.kafka, settings.changelog, number)
-        states = []
-        for key, raw in saved.items():
-            try:
-                tenant, subject = naming.split(key)
-                state = codec.state_from_obj(codec.loads(raw))
-                if state.settings.id == subject:  # one string for the table's key and the state's id
-                    subject = state.settings.id
-                states.append((tenant, subject, state))
-            except Exception as error:  # not a state this worker can read: the rest still load
-                log.error("partition %d: a saved state was not loaded (%s)", number, type(error).__name__)
-                metrics.QUARANTINED.labels("state").inc()
-        logic.install(number, states)
-        log.info("partition %d: %d subjects loaded in %.1f s", number, len(states), time.perf_counter() - started)
+        file = snapshots.path(datadir, settings.changelog, number)
+        snap = snapshots.load(file, settings.changelog, number) if settings.snapshot_seconds else None
+        read = None
+        if snap is not None:
+            read = await changelog.read(settings.kafka, settings.changelog, number, since=snap.last)
+            if read is None:
+                log.info("partition %d: the changelog no longer has the snapshot's last record; read whole", number)
+        if read is None:
+            snap = None
+            read = await changelog.read(settings.kafka, settings.changelog, number)
+
+        def rejected(subject: str, error: Exception) -> None:  # not a state this worker can read: the rest go on
+            log.error("partition %d: a saved state was not loaded (%s)", number, type(error).__name__)
+            metrics.QUARANTINED.labels("state").inc()
+
+        tables: dict[str, tuple[changelog.Saved, list]] = {}  # tenant -> (table, [(subject, due)] after the snapshot's)
+        snapped: dict[str, Iterable] = {}                     # tenant -> the snapshot's (subject, due)s
+
+        def of(tenant: str) -> tuple[changelog.Saved, list]:
+            found = tables.get(tenant)
+            if found is None:
+                found = tables[tenant] = (changelog.Saved(_decode, rejected), [])
+            return found
+
+        for tenant, (subjects, raws, dues) in (snap.tables if snap is not None else {}).items():
+            dict.update(of(tenant)[0], zip(subjects, raws))
+            snapped[tenant] = zip(subjects, dues)
+        for key, (raw, due) in read.states.items():
+            tenant, subject = naming.split(key)
+            table, dues = of(tenant)
+            if raw is None:  # deleted after the snapshot
+                dict.pop(table, subject, None)
+                dues.append((subject, None))
+                continue
+            if due == changelog.UNSTATED:  # written before the header: decoded now for its due
+                try:
+                    raw = _decode(subject, raw)
+                except Exception as error:
+                    rejected(subject, error)
+                    continue
+                due = raw.due
+            dict.__setitem__(table, subject, raw)
+            dues.append((subject, due))
+        applied[number] = read.applied if read.applied is not None else snap.applied if snap is not None else -1
+        logic.install(number, saved={tenant: (table, itertools.chain(snapped.get(tenant, ()), dues))
+                                     for tenant, (table, dues) in tables.items()})
+        log.info("partition %d: %d subjects loaded in %.1f s (%s%d records of the changelog)", number,
+                 sum(len(table) for table, _ in tables.values()), time.perf_counter() - started,
+                 "a snapshot and " if snap is not None else "", len(read.states))
+        if read.last is not None:
+            last_record[number] = read.last
+            # what was just read, for the next start to read from, once the others are taken too; or,
+            # taken from a snapshot and a short tail, in the usual time
+            again = snap is None or len(read.states) > SNAPSHOT_AFTER_TAIL
+            soon = min(SNAPSHOT_SOON, settings.snapshot_seconds) if again else settings.snapshot_seconds
+            snapshot_at[number] = time.monotonic() - settings.snapshot_seconds + soon
+
+    def _snapshot_due(number: int) -> bool:
+        last = last_record.get(number)  # (one without a batch's mark could be matched by a changelog made again)
+        return (number in logic.partitions and last is not None and bool(last[2]) and number not in writing
+                and time.monotonic() - snapshot_at.get(number, time.monotonic()) >= settings.snapshot_seconds)
+
+    @app.timer(SNAPSHOT_EVERY)
+    async def write_snapshots() -> None:
+        if not settings.snapshot_seconds:
+            return
+        for number in [n for n in list(logic.partitions) if _snapshot_due(n)]:
+            async with busy[number]:  # between two batches: the states of committed ones only
+                if _snapshot_due(number):
+                    _snapshot(number)
+
+    def _snapshot(number: int) -> None:
+        """A copy of the partition's tables now, written in a thread."""
+        parts, last = logic.partitions[number], last_record[number]
+        copies = {tenant: (dict(part.table), part.due.dues()) for tenant, part in parts.items()}
+        done = applied.get(number, -1)
+        snapshot_at[number] = time.monotonic()
+        file = snapshots.path(datadir, settings.changelog, number)
+
+        def write() -> None:
+            snapshots.write(file, settings.changelog, number, last, done, snapshots.encode(copies))
+
+        task = writing[number] = asyncio.get_running_loop().run_in_executor(None, write)
+        task.add_done_callback(lambda t: _written(number, t))
+
+    def _written(number: int, task) -> None:
+        writing.pop(number, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("partition %d: its snapshot was not written (%s)", number, task.exception())
 
     async def _process(number: int, records: list) -> None:
         """One fetch's records of partition `number`: stepped, then their output, the subjects' new
@@ -226,16 +317,21 @@ def create_app(settings: Settings) -> faust.App:
         for entry in aside:  # with the offset that passes them: a restart never applies them again
             out.add(settings.quarantine, codec.dumps(entry), entry["id"].encode())
         for (tenant, subject), state in states.items():
-            out.add(settings.changelog, codec.dumps(codec.state_to_obj(state)), naming.key(tenant, subject).encode())
+            out.add(settings.changelog, codec.dumps(codec.state_to_obj(state)), naming.key(tenant, subject).encode(),
+                    changelog.due_header(state.due))
+        mark = os.urandom(8)
         if fresh:
-            out.add(settings.changelog, str(fresh[-1].offset).encode(), changelog.APPLIED)
+            out.add(settings.changelog, str(fresh[-1].offset).encode(), changelog.APPLIED,
+                    changelog.applied_headers(mark))
         position = {TopicPartition(settings.inbound, number): records[-1].offset + 1}
+        saving = out.topics.get(settings.changelog)
+        last_key = saving[-1][0] if saving else None  # the changelog's last record, once this batch is in
         async with txn.lock:  # Faust's rebalance takes this lock too: it sees all of the batch or none
             if transactions.of(number) != txn:  # the partition moved while we stepped: its new owner redoes it
                 logic.revoke([number])
                 return
             try:
-                await out.flush(txn.producer)
+                ends = await out.flush(txn.producer)
                 await txn.producer.send_offsets_to_transaction(position, app.conf.id)
                 await txn.producer.commit_transaction()
                 await txn.producer.begin_transaction()
@@ -248,6 +344,9 @@ def create_app(settings: Settings) -> faust.App:
                 raise
         if fresh:
             applied[number] = fresh[-1].offset
+        if last_key is not None:
+            last_record[number] = (ends[settings.changelog] - 1, last_key, mark if fresh else b"")
+            snapshot_at.setdefault(number, time.monotonic())  # a first batch of states: the next one due then
         # counted a batch at a time: a labelled counter's lookup per record costs what a step does
         for name, count in Counter(map(codec.event_name, done.events)).items():
             metrics.EVENTS_IN.labels(name).inc(count)
@@ -345,6 +444,7 @@ def create_app(settings: Settings) -> faust.App:
         for number in numbers:  # another worker reports these partitions now
             lag_watched.discard(number)
             last_batch.pop(number, None)
+            last_record.pop(number, None)
             assigned_at.pop(number, None)
             for gauge in (metrics.TICK_LAG, metrics.LAST_TICK):
                 try:

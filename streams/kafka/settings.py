@@ -25,6 +25,9 @@ class Settings:
     instance: str = ""
     # /healthz fails when a partition has had messages waiting this long with no batch saved
     health_stale_seconds: float = 60.0
+    # a partition's states copied to the worker's disk this often while they change (0: never), so
+    # that taking it again reads only the changelog's tail (streams/kafka/snapshot.py)
+    snapshot_seconds: float = 300.0
 
     @classmethod
     def from_env(cls, env=os.environ) -> "Settings":
@@ -42,6 +45,7 @@ class Settings:
             instance=_instance(env.get("ANPI_WORKER_INSTANCE", cls.instance)),
             health_stale_seconds=startup.number(env, "ANPI_HEALTH_STALE_SECONDS", cls.health_stale_seconds, float,
                                                 low=1),
+            snapshot_seconds=startup.number(env, "ANPI_SNAPSHOT_SECONDS", cls.snapshot_seconds, float, low=0),
         )
 
     def env(self) -> dict[str, str]:
@@ -51,7 +55,8 @@ class Settings:
                 "ANPI_TICK_SECONDS": str(self.tick_seconds),
                 "ANPI_TICK_GRACE_SECONDS": str(self.tick_grace_seconds), "ANPI_WEB_PORT": str(self.web_port),
                 "ANPI_WEB_HOST": self.web_host, "ANPI_WORKER_INSTANCE": self.instance,
-                "ANPI_HEALTH_STALE_SECONDS": str(self.health_stale_seconds)}
+                "ANPI_HEALTH_STALE_SECONDS": str(self.health_stale_seconds),
+                "ANPI_SNAPSHOT_SECONDS": str(self.snapshot_seconds)}
 
     # topics: one place for their names
     @property

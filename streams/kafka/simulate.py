@@ -114,6 +114,11 @@ class KafkaRun:
 
     async def effect_records(self):
         """Batches of the effects topic's records (committed only), decoded, from the start; may be empty."""
+        async for batch in self.raw_effect_records():
+            yield [codec.loads(value) for value in batch]
+
+    async def raw_effect_records(self):
+        """The same, each record's value as it is."""
         s = self.settings
         consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka, enable_auto_commit=False,
                                     isolation_level="read_committed", auto_offset_reset="earliest")
@@ -124,7 +129,7 @@ class KafkaRun:
             await consumer.seek_to_beginning(*parts)
             while True:
                 batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
-                yield [codec.loads(r.value) for records in batches.values() for r in records]
+                yield [r.value for records in batches.values() for r in records]
         finally:
             await consumer.stop()
 

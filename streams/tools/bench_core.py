@@ -134,16 +134,21 @@ def tick_bench(sizes=(10_000, 1_000_000), due=1_000, ticks=10) -> str:
 
 
 def recovery_bench(n: int) -> str:
-    """Seconds from restarting a SIGKILLed worker over n members' state to processing its next tick.
+    """Seconds from restarting a SIGKILLed worker over n members' state to processing its next tick:
+    from the changelog alone, then from the snapshot the restarted worker left on its disk.
 
     The state is made the real way, by registering n members through a worker; that worker is then
-    killed, and a new one must recover the table from its changelog and rebuild the due-indexes.
+    killed (it writes no snapshot: ANPI_SNAPSHOT_SECONDS=0), and a new one
+    must read the changelog whole; it writes a snapshot of what it read, and is killed in turn once
+    the snapshot is on disk; a third reads the snapshot and the changelog's tail after it.
     """
     import asyncio
     import logging
+    import os
     import signal
     import uuid
 
+    from streams.kafka import snapshot
     from streams.kafka.feed import event_message, tick_messages
     from streams.kafka.settings import Settings
     from streams.kafka.simulate import KafkaRun
@@ -155,23 +160,45 @@ def recovery_bench(n: int) -> str:
         run = KafkaRun(Settings.from_env())
         await run.create_topics()
         s = run.settings
-        try:
+        datadir = os.path.join(os.environ.get("ANPI_VAR", "var"), "faust", s.prefix)
+        files = [snapshot.path(datadir, s.changelog, number) for number in range(s.partitions)]
+
+        async def restart(at: int) -> tuple[float, int]:
+            again = uuid.uuid4().hex
+            await run.produce(tick_messages(at, s.partitions, again))
+            began = time.perf_counter()
             run.start_worker()
+            await run.collect(again, timeout=3600)
+            return time.perf_counter() - began, rss_mib(run.worker.pid)
+
+        try:
+            run.start_worker(env={"ANPI_SNAPSHOT_SECONDS": "0"})  # none yet: the first restart reads it all
             registered = uuid.uuid4().hex
             await run.produce([*(event_message(r.settings.id, r, s.partitions) for r in members(n)),
                                *tick_messages(START, s.partitions, registered)])
             await run.collect(registered, timeout=7200)
             run.kill_worker(signal.SIGKILL)
-            again = uuid.uuid4().hex
-            await run.produce(tick_messages(START + 1, s.partitions, again))
-            began = time.perf_counter()
-            run.start_worker()
-            await run.collect(again, timeout=3600)
-            return time.perf_counter() - began, rss_mib(run.worker.pid)
+            assert not any(os.path.exists(f) for f in files), "a snapshot before the first restart"
+            from_changelog = await restart(START + 1)
+            deadline = time.monotonic() + 600
+            while not all(os.path.exists(f) for f in files):
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the restarted worker wrote no snapshot")
+                await asyncio.sleep(0.2)
+            size = sum(os.path.getsize(f) for f in files)
+            run.kill_worker(signal.SIGKILL)
+            from_snapshot = await restart(START + 2)
+            return from_changelog, from_snapshot, size
         finally:
             run.kill_worker()
             await run.delete_topics()
+            for f in files:
+                if os.path.exists(f):
+                    os.unlink(f)
 
-    seconds, rss = asyncio.run(go())
-    return json.dumps({"bench": "recovery", "members": n, "seconds_to_next_tick": round(seconds, 1),
-                       "worker_rss_mib": rss, "python": platform.python_version()})
+    (changelog_s, changelog_rss), (snapshot_s, snapshot_rss), size = asyncio.run(go())
+    return json.dumps({"bench": "recovery", "members": n,
+                       "from_changelog": {"seconds_to_next_tick": round(changelog_s, 1), "worker_rss_mib": changelog_rss},
+                       "from_snapshot": {"seconds_to_next_tick": round(snapshot_s, 1), "worker_rss_mib": snapshot_rss,
+                                         "snapshot_mib": round(size / 2 ** 20, 1)},
+                       "python": platform.python_version()})

@@ -28,7 +28,8 @@ import time
 import uuid
 
 from streams import codec
-from streams.kafka.produce import send_batched
+from streams.kafka import changelog
+from streams.kafka.produce import NO_HEADERS, send_batched
 
 DAY_END = 22 * 60 * 60_000  # 22:00 JST from the bench's start (00:00): every check (06:00–21:45) is due
 
@@ -65,7 +66,7 @@ async def _bare(settings) -> None:
                     _three(out, settings, key, obj["tick"])
                 if "flush" in obj:
                     out[settings.effects].append((b"", codec.dumps({"flush": obj["flush"],
-                                                                    "partition": tp.partition})))
+                                                                    "partition": tp.partition}), NO_HEADERS))
             else:
                 if obj["event"].get("type") == "register":
                     subjects[tp.partition].append(record.key)
@@ -73,7 +74,7 @@ async def _bare(settings) -> None:
         futures = []
         for topic, items in out.items():
             futures += await send_batched(producer, topic, tp.partition, items)
-        await asyncio.gather(*futures)
+        await asyncio.gather(*(future for future, _ in futures))
         await producer.send_offsets_to_transaction({tp: records[-1].offset + 1}, group)
         await producer.commit_transaction()
         await producer.begin_transaction()
@@ -87,9 +88,10 @@ def _three(out: dict, settings, key: bytes, at) -> None:
     subject = key.decode()
     effect = codec.dumps({"id": f"{subject}:{at}:e", "effect": "check_sent", "subject": subject, "at": at,
                           "cycle": 1, "data": {}})
-    out[settings.effects].append((key, effect))
-    out[settings.outbox].append((key, effect))
-    out[settings.changelog].append((key, codec.dumps({"subject": subject, "due": at, "cycle": 1, "open": at})))
+    out[settings.effects].append((key, effect, NO_HEADERS))
+    out[settings.outbox].append((key, effect, NO_HEADERS))
+    out[settings.changelog].append((key, codec.dumps({"subject": subject, "due": at, "cycle": 1, "open": at}),
+                                    changelog.due_header(at)))
 
 
 # --- the driver -----------------------------------------------------------------------------------
@@ -187,11 +189,11 @@ async def _produce(settings, messages) -> None:
     try:
         by_partition: dict[int, list] = {}
         for number, key, value in messages:
-            by_partition.setdefault(number, []).append((key, value))
+            by_partition.setdefault(number, []).append((key, value, NO_HEADERS))
         futures = []
         for number, items in by_partition.items():
             futures += await send_batched(producer, settings.inbound, number, items)
-        await asyncio.gather(*futures)
+        await asyncio.gather(*(future for future, _ in futures))
     finally:
         await producer.stop()
 
