@@ -152,6 +152,7 @@ class SimState:
         self._counts: dict[str, Counter[str]] = {}          # keep_deliveries=False: channel -> to -> delivered
         self._not_delivered = 0                             # keep_deliveries=False: to blocked recipients
         self.requests: Counter[tuple[str, int]] = Counter()
+        self.delivered = 0                                  # deliveries made (not to blocked ones), so far
         self.duplicates = 0
         self.blocked: set[tuple[str, str]] = set()
         self._delivered_keys: set[tuple[str, str, str]] = set()
@@ -254,6 +255,7 @@ class SimState:
     # -- deliveries
     def record(self, d: Delivery) -> None:
         self.deliveries.append(d)
+        self.delivered += d.delivered
         if d.delivered and d.retry_key is not None:
             # The same retry key reaching the same recipient twice is a double send, whatever the content.
             key = (d.channel, d.retry_key, d.to)
@@ -267,6 +269,7 @@ class SimState:
         if counts is None:
             counts = self._counts[channel] = Counter()
         counts.update(reachable)
+        self.delivered += len(reachable)
         self._not_delivered += len(recipients) - len(reachable)
         if retry_key is not None:
             keys = self._delivered_keys

@@ -137,6 +137,14 @@ def main(argv: list[str] | None = None) -> int:
     sender = bench_what.add_parser("sender", help="seconds for the sender to deliver one check to N members "
                                                   "against linesim with LINE's rate limits, and the ratio to their floor")
     sender.add_argument("--members", type=int, default=100_000)
+    burst = bench_what.add_parser("burst", help="a disaster roll-call end to end on the Kafka runtime: a notice to N "
+                                                "members, 60 %% answering 「無事です」 on the drill's curve, the live tally")
+    burst.add_argument("--members", type=int, default=100_000)
+    burst.add_argument("--speedup", type=float, default=10.0,
+                       help="the drill's 30 minutes of answers run this many times faster (default 10)")
+    burst.add_argument("--ingress-processes", type=int, default=1, help="anpi ingress --processes (default 1)")
+    burst.add_argument("--share", type=float, default=0.6, help="the share of members who answer (default 0.6)")
+    burst.add_argument("--seed", type=int, default=1)
     admin_bench = bench_what.add_parser("admin", help="the admin screen's overview and call queue over real HTTP, "
                                                       "for a tenant of N members built through the engine")
     admin_bench.add_argument("--members", type=int, default=1_000_000)
@@ -157,7 +165,18 @@ def _run(args) -> int:
         return _simulate(args)
     if args.command == "bench":
         from streams.tools import bench_core as benches
-        if args.what == "kafka":
+        if args.what == "burst":
+            if args.members < 1 or args.speedup <= 0 or args.ingress_processes < 1 or not 0 < args.share <= 1:
+                print("anpi bench burst: --members and --ingress-processes must be positive, --speedup above 0, "
+                      "--share in (0, 1]", file=sys.stderr)
+                return 2
+            from streams.tools import bench_burst
+            try:
+                print(bench_burst.burst_bench(args.members, args.speedup, args.ingress_processes, args.share, args.seed))
+            except RuntimeError as error:   # a process that did not start or stopped, a phase not done
+                print(f"anpi bench burst: {error}", file=sys.stderr)
+                return 1
+        elif args.what == "kafka":
             from streams.tools import bench_kafka
             print(bench_kafka.kafka_bench(args.members, args.only))
         elif args.what == "tick":

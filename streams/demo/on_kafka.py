@@ -235,7 +235,7 @@ def _start(name: str, command: list[str], env: dict, folder: str) -> subprocess.
 def _alive(processes: dict[str, subprocess.Popen]) -> None:
     for name, process in processes.items():
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"anpi demo: the {name} process exited ({process.returncode}); see its log")
+            raise RuntimeError(f"the {name} process exited ({process.returncode}); see its log")
 
 
 def _stop_all(processes: dict[str, subprocess.Popen]) -> None:
@@ -256,9 +256,15 @@ def _stop_all(processes: dict[str, subprocess.Popen]) -> None:
 
 
 async def _until(condition, deadline: float, processes, what: str) -> None:
-    while not condition():
+    """Until `condition()` (or the coroutine it returns) is true, every process still running."""
+    while True:
+        done = condition()
+        if asyncio.iscoroutine(done):
+            done = await done
+        if done:
+            return
         if time.monotonic() > deadline:
-            raise RuntimeError(f"anpi demo: gave up waiting for {what}")
+            raise RuntimeError(f"gave up waiting for {what}")
         _alive(processes)
         await asyncio.sleep(0.1)
 
@@ -276,7 +282,7 @@ async def _until_groups_stable(settings: Settings, groups: list[str], deadline: 
             if all(states.get(g, ("", 0))[0] == "Stable" and states[g][1] > 0 for g in groups):
                 return
             if time.monotonic() > deadline:
-                raise RuntimeError(f"anpi demo: gave up waiting for the consumer groups ({states})")
+                raise RuntimeError(f"gave up waiting for the consumer groups ({states})")
             _alive(processes)
             await asyncio.sleep(0.2)
     finally:

@@ -228,6 +228,6 @@ def main(n: int, days: float, speed: float, exit_after: bool, seed: int = 1, ten
     except KeyboardInterrupt:
         print("anpi demo: stopped", file=sys.stderr)
     except RuntimeError as error:   # a process of the Kafka runtime that did not start or stopped
-        print(error, file=sys.stderr)
+        print(f"anpi demo: {error}", file=sys.stderr)
         return 1
     return 0
