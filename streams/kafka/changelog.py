@@ -38,18 +38,20 @@ def applied_headers(mark: bytes) -> list[tuple[str, bytes]]:
     return [(MARK, mark)]
 
 
-def _mark(headers) -> bytes:
+def _header(headers, wanted: str) -> bytes | None:
     for name, value in headers:
-        if name == MARK:
+        if name == wanted:
             return value
-    return b""
+    return None
+
+
+def _mark(headers) -> bytes:
+    return _header(headers, MARK) or b""
 
 
 def _due(headers) -> int | None:
-    for name, value in headers:
-        if name == DUE:
-            return int(value) if value else None
-    return UNSTATED
+    value = _header(headers, DUE)
+    return UNSTATED if value is None else int(value) if value else None
 
 
 class Saved(Tracked):

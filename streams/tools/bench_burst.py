@@ -39,6 +39,8 @@ from dataclasses import replace
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from streams.tools.bench_edge import _percentile
+
 BURST_DB = 12                 # the bench's Redis database, emptied at its start
 ZONE = "Asia/Tokyo"
 DAY = datetime(2026, 9, 1, tzinfo=ZoneInfo(ZONE))  # virtual: the engine takes time as data
@@ -59,12 +61,6 @@ def answer_minutes(rng: random.Random) -> float:
     if rng.random() < TAIL_SHARE:
         return rng.uniform(*TAIL)
     return min(TAIL[1], rng.lognormvariate(math.log(MODE_MINUTES) + SIGMA ** 2, SIGMA))
-
-
-def percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    return sorted_values[min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))]
 
 
 def busiest(times: list[float], window: float = 10.0) -> float:
@@ -329,6 +325,11 @@ async def _burst(members: int, speedup: float, ingress_processes: int, share: fl
                 _alive(processes)
                 await asyncio.sleep(POLL)
             ended = time.time()
+            # each answer's thanks may still be on its way to LINE once the tally has it
+            thanked = time.monotonic() + 60
+            while sim.state.delivered < 2 * members + answered and time.monotonic() < thanked:
+                _alive(processes)
+                await asyncio.sleep(POLL)
             cpu = {name: round(_cpu_of_session(p.pid) - cpu_before[name], 1) for name, p in processes.items()}
             busy = _machine_busy() - busy_before
             poster.join(30)
@@ -344,8 +345,8 @@ async def _burst(members: int, speedup: float, ingress_processes: int, share: fl
                 "cpu_seconds": cpu, "machine_busy_cpu_seconds": round(busy, 1),
                 "answers_per_runtime_cpu_second": round(answered / runtime_cpu, 1) if runtime_cpu else None,
                 "answers_per_machine_cpu_second": round(answered / busy, 1) if busy else None,
-                "tally_trails_p50_s": round(percentile(lag, 0.5), 2),
-                "tally_trails_p99_s": round(percentile(lag, 0.99), 2),
+                "tally_trails_p50_s": round(_percentile(lag, 0.5), 2),
+                "tally_trails_p99_s": round(_percentile(lag, 0.99), 2),
                 "tally_trails_max_s": round(lag[-1], 2) if lag else None,
             }
             per_member: dict[str, int] = {}
