@@ -17,11 +17,11 @@ from dataclasses import replace
 from typing import NamedTuple
 
 from agents.clock import HOUR
-from agents import signup
+from agents import rollcall, signup
 from agents.schedule import anchor, next_slot
 from schemas import effects as fx
 from schemas.effects import Effect
-from schemas.events import GroupJoined, GroupLeft, Message, Ok, Register, Roster, Tick
+from schemas.events import GroupJoined, GroupLeft, Message, NeedHelp, Ok, Register, RollCall, Roster, Safe, Tick
 from schemas.settings import WEEKDAYS, GroupSettings
 
 UNCONFIRMED_AFTER = 23 * HOUR
@@ -37,6 +37,7 @@ class GroupState(NamedTuple):
     due: int | None = None                  # the next post (idle) or the unconfirmed call (open)
     active: bool = True                     # False once the account has left the group
     last_at: int = 0                        # epoch ms: the latest instant applied (a late event acts at it)
+    roll: rollcall.GroupRoll | None = None  # the card of the current roll-call, and its answers
 
 
 def register(event: Register) -> GroupState:
@@ -70,6 +71,13 @@ def _step(state: GroupState, event) -> tuple[GroupState, list[Effect]]:
         state = state._replace(posted_at=None, confirmed=frozenset(), due=None, active=False)
     elif type(event) is Roster:
         state = _roster(state, event, out)
+    elif type(event) is RollCall:
+        if state.active and rollcall.concerns(event, state.settings.area):
+            state = state._replace(roll=rollcall.post(state.roll, event, state.settings.id, out))
+    elif type(event) is Safe or type(event) is NeedHelp:
+        said = rollcall.SAFE if type(event) is Safe else rollcall.NEED_HELP
+        state = _seen(state, event.member)
+        state = state._replace(roll=rollcall.tally(state.roll, event.at, said, event.member, state.settings.id, out))
     else:
         raise TypeError(f"group step: unknown event {event!r}")
     return state, out

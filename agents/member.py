@@ -12,6 +12,9 @@ Nobody is left waiting: an escalated cycle ends only when a person has been reac
     a 見守り resident unfollows ──▶ staff_call (unfollowed): staff must phone them
     a cycle that told contacts closes ──▶ all_clear to the same contacts
 
+A roll-call after a disaster (agents/rollcall.py) runs beside the ladder, on a timer of its own
+(`roll`); its 「無事です」 is a sign of life here and its 「助けが必要」 a help.
+
 `held`: from a help, or a 見守り resident's unfollow, the cycle closes only by `resolve` (a tap on
 OK cannot tell staff that the person who asked for help is safe). A cycle has at most one staff call
 (`called`: its instant, which the reminders count from). `told`: who the cycle's contacts_notified
@@ -34,13 +37,13 @@ from dataclasses import replace
 from typing import NamedTuple
 
 from agents.clock import DAY, HOUR, midnight
-from agents import signup
+from agents import rollcall, signup
 from agents.schedule import anchor, next_slot
 from schemas import effects as fx
 from schemas.effects import Effect
 from schemas.events import (AcceptInvite, Acknowledge, AskHelp, ChangeSettings, ContactNights, Enroll, Follow, Help, Invite,
-                            LeaveContact, Message, Ok, OpenMyPage, Pause, Phone, Register, Resolve, Setup, StaffLinked,
-                            Tick, Unfollow)
+                            LeaveContact, Message, NeedHelp, Ok, OpenMyPage, Pause, Phone, Register, Resolve, RollCall,
+                            Safe, Setup, StaffLinked, Tick, Unfollow)
 from schemas.settings import NOTIFY, PHONE_KEPT, WATCH, MemberSettings
 
 IDLE, SENT, RESENT, ESCALATED = "idle", "sent", "resent", "escalated"
@@ -73,6 +76,7 @@ class MemberState(NamedTuple):  # immutable; a tuple because the hot path builds
     called: int | None = None        # epoch ms: the open cycle's staff call
     held: bool = False               # the open cycle closes only by resolve (help, a 見守り unfollow)
     quiet: tuple[str, ...] = ()      # contacts who want no notice 21:00–7:00 (the sender holds it)
+    roll: rollcall.Roll | None = None  # the member's part in their current roll-call (agents/rollcall.py)
 
     @property
     def open(self) -> bool:
@@ -92,12 +96,19 @@ def step(state: MemberState, event) -> tuple[MemberState, list[Effect]]:
         now = state.last_at
         if kind is not Tick:
             event = replace(event, at=now)
+    roll = state.roll
     if kind is Tick:
-        while state.due is not None and state.due <= now:
-            state = _fire(state, out)
+        if roll is None or roll.due is None:
+            while state.due is not None and state.due <= now:
+                state = _fire(state, out)
+        else:
+            state = _catch_up(state, now, True, out)
         return (state._replace(last_at=now) if state.last_at < now else state), out
-    while state.due is not None and state.due < now:  # strictly before: ties go to the resident
-        state = _fire(state, out)
+    if roll is None or roll.due is None:
+        while state.due is not None and state.due < now:  # strictly before: ties go to the resident
+            state = _fire(state, out)
+    else:
+        state = _catch_up(state, now, False, out)
     if kind is Ok or kind is Message:
         state = _sign_of_life(state, event.at, out)
     elif kind is Pause:
@@ -139,6 +150,15 @@ def step(state: MemberState, event) -> tuple[MemberState, list[Effect]]:
         out.append(staff_linked(event))
     elif kind is ContactNights:
         state = _contact_nights(state, event, out)
+    elif kind is RollCall:
+        if state.following and rollcall.concerns(event, state.settings.area):
+            state = state._replace(roll=rollcall.start(state.roll, event, state.settings.id, out))
+    elif kind is Safe:
+        state = _sign_of_life(state, event.at, out)
+        state = state._replace(roll=rollcall.answer(state.roll, event.at, rollcall.SAFE, state.settings.id, out))
+    elif kind is NeedHelp:
+        state = state._replace(roll=rollcall.answer(state.roll, event.at, rollcall.NEED_HELP, state.settings.id, out))
+        state = _help(state, event.at, out)
     elif kind is AskHelp:
         if state.following:
             s = state.settings
@@ -149,19 +169,40 @@ def step(state: MemberState, event) -> tuple[MemberState, list[Effect]]:
     return (state._replace(last_at=now) if state.last_at < now else state), out
 
 
+def _catch_up(state: MemberState, now: int, inclusive: bool, out: list[Effect]) -> MemberState:
+    """Both timers, the ladder's and the roll-call's, in the order they fell due (the ladder's first
+    at the same instant), up to `now` (inclusive for a tick, strictly before for an inbound event)."""
+    while True:
+        ladder, roll = state.due, state.roll.due if state.roll is not None else None
+        if ladder is not None and (roll is None or ladder <= roll) and (ladder <= now if inclusive else ladder < now):
+            state = _fire(state, out)
+        elif roll is not None and (roll <= now if inclusive else roll < now):
+            state = state._replace(roll=rollcall.fire(state.roll, state.settings.id, state.following, out))
+        else:
+            return state
+
+
+def wake(state: MemberState) -> int | None:
+    """The member's next timer, the ladder's or the roll-call's: what the due-index holds."""
+    due, roll = state.due, state.roll
+    if roll is None or roll.due is None or (due is not None and due <= roll.due):
+        return due
+    return roll.due
+
+
 def _fire(state: MemberState, out: list[Effect]) -> MemberState:
     at, me, phase = state.due, state.settings.id, state.phase
     if phase == IDLE:
         cycle = state.cycle + 1
-        out.append(_new(Effect, (at, fx.CHECK_SENT, me, cycle, None, None, None, None)))
+        out.append(_new(Effect, (at, fx.CHECK_SENT, me, cycle, None, None, None, None, None)))
         return _new(MemberState, (state.settings, state.anchor, cycle, SENT, at + RESEND_AFTER, state.following,
                                   state.paused_until, state.invite, state.invite_until, state.last_at,
-                                  None, (), None, False, state.quiet))
+                                  None, (), None, False, state.quiet, state.roll))
     if phase == SENT:
         out.append(Effect(at, fx.CHECK_RESENT, me, state.cycle))
         return _new(MemberState, (state.settings, state.anchor, state.cycle, RESENT, at + ESCALATE_AFTER,
                                   state.following, state.paused_until, state.invite, state.invite_until,
-                                  state.last_at, None, (), None, False, state.quiet))
+                                  state.last_at, None, (), None, False, state.quiet, state.roll))
     if phase == RESENT:
         return _escalate(state, at, fx.NO_ANSWER, out)
     if state.called is None:  # contacts were told 3 h ago and nobody will go: staff
@@ -195,7 +236,7 @@ def _sign_of_life(state: MemberState, at: int, out: list[Effect]) -> MemberState
 def _close(state: MemberState, at: int, out: list[Effect], by: str | None = None) -> MemberState:
     """`by`: None when the resident answered; CLOSED_BY_STAFF when staff (or a contact) closed the case."""
     kind = fx.RESOLVED_AFTER_ESCALATION if state.phase == ESCALATED else fx.CONFIRMED
-    out.append(_new(Effect, (at, kind, state.settings.id, state.cycle, None, None, None, by)))
+    out.append(_new(Effect, (at, kind, state.settings.id, state.cycle, None, None, None, by, None)))
     if state.told:
         out.append(Effect(at, fx.ALL_CLEAR, state.settings.id, state.cycle, to=tuple(sorted(state.told)), data=by))
     return _idle(state, at, strict=True)
@@ -267,7 +308,7 @@ def _idle(state: MemberState, after: int, strict: bool) -> MemberState:
         due = next_slot(state.settings.schedule, state.anchor, after, strict)
     return _new(MemberState, (state.settings, state.anchor, state.cycle, IDLE, due, state.following,
                               state.paused_until, state.invite, state.invite_until, state.last_at,
-                              None, (), None, False, state.quiet))
+                              None, (), None, False, state.quiet, state.roll))
 
 
 
@@ -297,9 +338,9 @@ def _enroll(state: MemberState, event: Enroll, out: list[Effect]) -> MemberState
     """A member chose again in LINE: the new service and schedule, keeping the number and the
     contacts where the new service uses them (minimal data: nothing is kept that is not used)."""
     new, old = event.settings, state.settings
-    settings = MemberSettings(new.id, new.service, new.schedule,
-                              old.phone if new.service == WATCH else None,
-                              old.contacts if new.service == NOTIFY else ())
+    settings = replace(old, service=new.service, schedule=new.schedule,
+                       phone=old.phone if new.service == WATCH else None,
+                       contacts=old.contacts if new.service == NOTIFY else ())
     if not state.following:  # they tapped in the chat, so they follow the account again
         state = state._replace(following=True)
     state = _change_settings(state, ChangeSettings(event.at, settings), out)
@@ -310,7 +351,7 @@ def _enroll(state: MemberState, event: Enroll, out: list[Effect]) -> MemberState
 def _phone(state: MemberState, event: Phone, out: list[Effect]) -> MemberState:
     if state.settings.service != WATCH:
         return state  # only staff calls need a number: any other service never stores one
-    settings = MemberSettings(state.settings.id, WATCH, state.settings.schedule, event.number, ())
+    settings = replace(state.settings, phone=event.number, contacts=())
     out.append(Effect(event.at, fx.PHONE_SAVED, state.settings.id))
     return state._replace(settings=settings)
 
@@ -331,7 +372,7 @@ def _accept_invite(state: MemberState, event: AcceptInvite, out: list[Effect]) -
         return state
     contacts = s.contacts if contact in s.contacts else (*s.contacts, contact)
     out.append(Effect(event.at, fx.CONTACT_ADDED, s.id, member=contact))
-    settings = MemberSettings(s.id, s.service, s.schedule, s.phone, contacts)
+    settings = replace(s, contacts=contacts)
     return state._replace(settings=settings, invite=None, invite_until=None)  # one use only
 
 
@@ -360,7 +401,7 @@ def _leave_contact(state: MemberState, event: LeaveContact, out: list[Effect]) -
     if contact not in s.contacts:
         return state
     out.append(Effect(event.at, fx.CONTACT_LEFT, s.id, member=contact))
-    settings = MemberSettings(s.id, s.service, s.schedule, s.phone, tuple(c for c in s.contacts if c != contact))
+    settings = replace(s, contacts=tuple(c for c in s.contacts if c != contact))
     told = tuple(c for c in state.told if c != contact) if state.told else state.told
     return state._replace(settings=settings, told=told, quiet=tuple(c for c in state.quiet if c != contact))
 

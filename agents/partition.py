@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Iterable, MutableMapping
 
 from agents.due_index import DueIndex
-from agents import group, member
+from agents import group, member, rollcall
 from agents.subject import State, admit, start
 from schemas.effects import Effect
-from schemas.events import Event, Tick
+from schemas.events import Event, RollCall, Tick
 
 
 class Partition:
@@ -20,10 +20,10 @@ class Partition:
         """`due`: each subject's due instant, when the shell knows them without reading the table's
         states (a table that decodes each state when it is first read)."""
         self.table: MutableMapping[str, State] = {} if table is None else table
-        self.due = DueIndex(((subject, state.due) for subject, state in self.table.items()) if due is None else due)
-        # (subject, tick, reason) of subjects a tick could not step: kept as they were and left out
+        self.due = DueIndex(((subject, wake(state)) for subject, state in self.table.items()) if due is None else due)
+        # (subject, event, reason) of subjects a tick or a roll-call could not step: kept as they were and left out
         # of the due-index until their next event; the shell quarantines these (drain_faults)
-        self.faults: list[tuple[str, Tick, str]] = []
+        self.faults: list[tuple[str, Tick | RollCall, str]] = []
         self.ticked = 0  # subjects the last tick stepped (or tried to)
 
     def apply(self, subject: str, event: Event) -> list[Effect]:
@@ -39,32 +39,43 @@ class Partition:
         else:
             state, effects = _STEP[type(state)](state, event)
         self.table[subject] = state
-        self.due.set(subject, state.due)
+        self.due.set(subject, wake(state))
         return effects
 
     def tick(self, at: int, limit: int | None = None) -> list[Effect]:
         """The clock reached `at`: step every subject with a timer due by then, or the first `limit`
         of them (by due instant): the others stay due, for the next tick (`behind`)."""
-        out: list[Effect] = []
-        table, due, clock = self.table, self.due, Tick(at)
+        clock = Tick(at)
         admit("", None, clock)  # a time the calendar can take, or Refused before anything moves
-        subjects = due.pop_due(at, limit)
+        subjects = self.due.pop_due(at, limit)
         self.ticked = len(subjects)
+        return self._step_each(subjects, clock, "tick")
+
+    def rollcall(self, event: RollCall) -> list[Effect]:
+        """A roll-call reaches every subject here in its areas (agents/rollcall.py); the others are
+        not stepped at all, so their states stay as they were."""
+        admit("", None, event)  # a roll-call the core can take, or Refused before anything moves
+        subjects = [subject for subject, state in self.table.items() if rollcall.concerns(event, state.settings.area)]
+        return self._step_each(subjects, event, "roll-call")
+
+    def _step_each(self, subjects: list[str], event: Tick | RollCall, what: str) -> list[Effect]:
+        out: list[Effect] = []
+        table, due = self.table, self.due
         for subject in subjects:
             state = table.get(subject)
             if state is None:  # gone since it was indexed: a saved state no one could read (counted there)
                 continue
             try:
-                state, effects = _STEP[type(state)](state, clock)
-            except Exception as error:  # one subject's fault must not stop the tick for the others
-                self.faults.append((subject, clock, f"{type(error).__name__} in a tick"))
+                state, effects = _STEP[type(state)](state, event)
+            except Exception as error:  # one subject's fault must not stop the others
+                self.faults.append((subject, event, f"{type(error).__name__} in a {what}"))
                 continue
             table[subject] = state
-            due.set(subject, state.due)
+            due.set(subject, wake(state))
             out.extend(effects)
         return out
 
-    def drain_faults(self) -> list[tuple[str, Tick, str]]:
+    def drain_faults(self) -> list[tuple[str, Tick | RollCall, str]]:
         faults, self.faults = self.faults, []
         return faults
 
@@ -78,3 +89,8 @@ class Partition:
 
 
 _STEP = {member.MemberState: member.step, group.GroupState: group.step}  # subject.step without its checks
+
+
+def wake(state: State) -> int | None:
+    """A subject's next timer: what the due-index holds (a member's roll-call has a timer of its own)."""
+    return member.wake(state) if type(state) is member.MemberState else state.due

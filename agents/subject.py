@@ -6,8 +6,8 @@ from agents.clock import EARLIEST, LATEST
 from schemas.effects import Effect
 from schemas import effects as fx
 from schemas.events import (AcceptInvite, Acknowledge, AskHelp, ChangeSettings, ContactNights, LeaveContact, Enroll, Event, Follow, GroupJoined, GroupLeft, StaffLinked,
-                            Help, Invite, Message, Ok, OpenMyPage, Pause, Phone, Register, Resolve, Roster, Setup, Tick,
-                            Unfollow)
+                            Help, Invite, Message, NeedHelp, Ok, OpenMyPage, Pause, Phone, Register, Resolve, RollCall,
+                            Roster, Safe, Setup, Tick, Unfollow)
 from schemas.settings import GroupSettings, MemberSettings
 
 State = member.MemberState | group.GroupState
@@ -22,8 +22,9 @@ class Refused(Exception):
 # what each kind of subject takes (everything else is refused, never half applied)
 MEMBER_EVENTS = frozenset({Tick, Register, ChangeSettings, Ok, Message, Pause, Resolve, Help, Unfollow, Follow, Setup,
                            Enroll, Phone, Invite, AcceptInvite, Acknowledge, OpenMyPage, AskHelp, LeaveContact,
-                           ContactNights, StaffLinked})
-GROUP_EVENTS = frozenset({Tick, Register, Ok, Message, GroupJoined, GroupLeft, Roster})
+                           ContactNights, StaffLinked, RollCall, Safe, NeedHelp})
+GROUP_EVENTS = frozenset({Tick, Register, Ok, Message, GroupJoined, GroupLeft, Roster, RollCall, Safe, NeedHelp})
+BROADCAST = frozenset({Tick, RollCall})  # addressed to no one subject: each partition applies them to all its own
 _TAKES = {member.MemberState: MEMBER_EVENTS, group.GroupState: GROUP_EVENTS}
 _ORDINALS = (719163, 839693)  # [1970-01-01, 2300-01-01) as date ordinals: what a pause may name
 
@@ -54,12 +55,14 @@ def admit(subject: str, state: State | None, event: Event) -> None:
     at = event.at
     if type(at) is not int or not EARLIEST <= at < LATEST:
         raise Refused(f"{kind.__name__}: time out of range (1970 to 2300, epoch ms)")
-    if kind is not Tick and subject not in addressed(event):
+    if kind not in BROADCAST and subject not in addressed(event):
         raise Refused(f"{kind.__name__}: not addressed to the subject it was applied to")
     if (kind is ChangeSettings or kind is Enroll) and type(event.settings) is not MemberSettings:
         raise Refused(f"{kind.__name__}: a group's settings for a member")
     if kind is Pause and (type(event.until) is not int or not _ORDINALS[0] <= event.until < _ORDINALS[1]):
         raise Refused("Pause: date out of range")
+    if kind is RollCall:
+        _admit_rollcall(event)
     if state is None:
         return
     takes = _TAKES.get(type(state))
@@ -67,6 +70,22 @@ def admit(subject: str, state: State | None, event: Event) -> None:
         raise Refused(f"{kind.__name__}: the stored state is not this subject's")
     if kind not in takes:
         raise Refused(f"{kind.__name__}: does not apply to a {'member' if takes is MEMBER_EVENTS else 'group'}")
+
+
+ROLLCALL_ID_MAX = 100
+RESEND_RANGE = (60_000, 24 * 3_600_000)  # a minute to a day: a resend sooner is noise, later is no roll-call
+
+
+def _admit_rollcall(event: RollCall) -> None:
+    if type(event.id) is not str or not 0 < len(event.id) <= ROLLCALL_ID_MAX:
+        raise Refused(f"RollCall: id must be a string of 1 to {ROLLCALL_ID_MAX} characters")
+    areas = event.areas
+    if areas is not None and (type(areas) is not tuple or not all(type(a) is str for a in areas)):
+        raise Refused("RollCall: areas must be null or a list of area ids")
+    if type(event.drill) is not bool:
+        raise Refused("RollCall: drill must be true or false")
+    if type(event.resend_after) is not int or not RESEND_RANGE[0] <= event.resend_after <= RESEND_RANGE[1]:
+        raise Refused("RollCall: resend_after must be from 1 minute to 24 hours (ms)")
 
 
 def start(event: Event) -> tuple[State | None, list[Effect]]:
@@ -107,8 +126,8 @@ def addressed(event: Event) -> tuple[str, ...]:
         return (event.settings.id,)
     if kind is GroupJoined or kind is GroupLeft or kind is Roster:
         return (event.group,)
-    if kind is Tick:
+    if kind is Tick or kind is RollCall:
         return ()
-    if (kind is Ok or kind is Message) and event.group is not None:
+    if (kind is Ok or kind is Message or kind is Safe or kind is NeedHelp) and event.group is not None:
         return (event.group, event.member)
     return (event.member,)

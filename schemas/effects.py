@@ -38,6 +38,17 @@ LEFT_AS_CONTACT = "left_as_contact"    # member: the same contact, answered that
 STAFF_LINKED = "staff_linked"          # data: the staff login this LINE now alerts ("": the code did not work)
 HELP_CONFIRM = "help_confirm"          # data: whom a help would call (HELP_TO_*): asked once, so a slip sends nobody
 
+# the roll-call (agents/rollcall.py): each names it in `rollcall`; `data` is DRILL for a drill
+ROLLCALL_SENT = "rollcall_sent"              # the card 「無事ですか」 went to the member
+ROLLCALL_RESENT = "rollcall_resent"          # no answer after the roll-call's delay: once more
+ROLLCALL_UNANSWERED = "rollcall_unanswered"  # no answer after the resend's delay: listed for staff and 民生委員
+ROLLCALL_SAFE = "rollcall_safe"              # 「無事です」
+ROLLCALL_NEED_HELP = "rollcall_need_help"    # 「助けが必要」 (with help_requested and the escalation)
+GROUP_ROLLCALL_POSTED = "group_rollcall_posted"        # the card in a group
+GROUP_ROLLCALL_SAFE = "group_rollcall_safe"            # member: who answered 「無事です」 in the group
+GROUP_ROLLCALL_NEED_HELP = "group_rollcall_need_help"  # member: who answered 「助けが必要」 there
+DRILL = "drill"
+
 ESCALATIONS = (STAFF_CALL, CONTACTS_NOTIFIED)
 
 # why staff are called: a staff_call's `data`
@@ -62,9 +73,12 @@ class Effect(NamedTuple):  # a tuple: cheap to make, and the engine makes millio
     member: str | None = None               # group_confirmed
     members: tuple[str, ...] | None = None  # group_unconfirmed (sorted)
     data: str | None = None                 # what to show: the conversations', a staff call's reason, …
+    rollcall: str | None = None             # the roll-call's id (rollcall_* effects)
 
     @property
     def id(self) -> str:
         """Deterministic: a replay after a crash re-emits the same id, so consumers drop duplicates."""
         tail = f":{self.member}" if self.member is not None else f":{self.at}" if self.effect in REPEATS else ""
+        if self.rollcall is not None:  # once per roll-call and subject (and member, in a group)
+            return f"{self.subject}:r:{self.rollcall}:{self.effect}{tail}"
         return f"{self.subject}:{self.cycle}:{self.effect}{tail}" if self.cycle else f"{self.subject}:{self.at}:{self.effect}{tail}"

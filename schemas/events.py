@@ -202,7 +202,44 @@ class StaffLinked:
     login: str
 
 
+# --- the roll-call after a disaster (agents/rollcall.py) --------------------------------------------
+
+MINUTE_MS = 60_000
+RESEND_AFTER_DEFAULT = 30 * MINUTE_MS
+
+
+@dataclass(frozen=True, slots=True)
+class RollCall:
+    """A roll-call (安否確認) after an earthquake, started by the 気象庁 feed or by staff: every
+    following member and every group in `areas` (None: the whole tenant) is asked 「無事ですか」.
+    Like a tick it is addressed to no one subject: each partition applies it to all of its own.
+    `id` names it for good (a JMA event id and the tenant's areas, or staff's); `resend_after` ms:
+    one resend to those who have not answered, then the same again until they are listed for staff."""
+    at: int
+    id: str
+    areas: tuple[str, ...] | None = None
+    drill: bool = False
+    resend_after: int = RESEND_AFTER_DEFAULT
+
+
+@dataclass(frozen=True, slots=True)
+class Safe:
+    """「無事です」 on a roll-call card (in a group, `group`): the answer, and a sign of life."""
+    at: int
+    member: str
+    group: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NeedHelp:
+    """「助けが必要」 on a roll-call card, confirmed: the answer, and a help request (rule 4)."""
+    at: int
+    member: str
+    group: str | None = None
+
+
 Conversation = (Setup | Enroll | Phone | Invite | AcceptInvite | Acknowledge | GroupJoined | GroupLeft | Roster
                 | OpenMyPage | AskHelp | LeaveContact | ContactNights | StaffLinked)
-Inbound = Register | ChangeSettings | Ok | Message | Pause | Resolve | Help | Unfollow | Follow | Conversation
-Event = Inbound | Tick
+Inbound = (Register | ChangeSettings | Ok | Message | Pause | Resolve | Help | Unfollow | Follow | Safe | NeedHelp
+           | Conversation)
+Event = Inbound | Tick | RollCall

@@ -58,6 +58,7 @@ class MemberSettings:
     schedule: Schedule
     phone: str | None = None          # watch only: staff call the person
     contacts: tuple[str, ...] = ()    # notify only: LINE userIds told when unanswered
+    area: str | None = None           # the tenant's own area (地区) id, which a roll-call names
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,3 +66,4 @@ class GroupSettings:
     id: str
     schedule: Schedule
     members: tuple[str, ...] = ()     # the roster as configured; more are learned from events
+    area: str | None = None

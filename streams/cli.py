@@ -98,6 +98,13 @@ def main(argv: list[str] | None = None) -> int:
         q.add_argument("--kafka", action="store_true", help="the Kafka runtime's quarantine topic (ANPI_KAFKA, "
                                                              "ANPI_TOPIC_PREFIX) instead of a SQLite file")
 
+    jma = commands.add_parser("jma", help="JMA earthquake bulletins (気象庁防災情報XML: VXSE51 震度速報, VXSE52 震源, "
+                                          "VXSE53 震源・震度)")
+    jma_what = jma.add_subparsers(dest="what", required=True, metavar="ACTION")
+    jma_parse = jma_what.add_parser("parse", help="read one bulletin file; print it as one JSON line (event, kind, "
+                                                  "status, hypocenter, 震度 per area and per city)")
+    jma_parse.add_argument("file", help="a VXSE51, VXSE52 or VXSE53 XML file")
+
     bench = commands.add_parser("bench", help="measure the engine")
     bench_what = bench.add_subparsers(dest="what", required=True, metavar="WHAT")
     core = bench_what.add_parser("core", help="check cycles per second of the pure core, one process")
@@ -247,6 +254,9 @@ def _run(args) -> int:
     if args.command == "quarantine":
         from streams import quarantine
         return quarantine.command(args.what, getattr(args, "id", None), args.db, args.tenant, args.kafka, sys.stdout)
+    if args.command == "jma":
+        if args.what == "parse":
+            return _jma_parse(args.file)
     if args.command == "readside":
         from streams.kafka.readside_app import main as readside_main
         return readside_main(args.from_beginning)
@@ -303,6 +313,24 @@ def _simulate_on_kafka(loaded):
     except (TimeoutError, RuntimeError) as e:
         print(f"anpi simulate: {e}", file=sys.stderr)
     return None
+
+
+def _jma_parse(path: str) -> int:
+    import json
+    from streams.jma import bulletin
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as error:
+        print(f"anpi jma parse: {path}: cannot be read ({error.strerror or error})", file=sys.stderr)
+        return 2
+    try:
+        parsed = bulletin.parse(data)
+    except bulletin.BadBulletin as error:
+        print(f"anpi jma parse: {path}: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(parsed.to_json(), ensure_ascii=False))
+    return 0
 
 
 def _richmenu_install() -> int:

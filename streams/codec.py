@@ -9,9 +9,10 @@ import json
 
 from agents.group import GroupState
 from agents.member import MemberState
+from agents.rollcall import GroupRoll, Roll
 from schemas.effects import Effect
-from schemas.events import (AcceptInvite, Acknowledge, AskHelp, ChangeSettings, ContactNights, LeaveContact, StaffLinked, Enroll, Follow, GroupJoined, GroupLeft, Help, Invite, Message, Ok,
-                            OpenMyPage, Pause, Phone, Register, Resolve, Roster, Setup, Tick, Unfollow)
+from schemas.events import (AcceptInvite, Acknowledge, AskHelp, ChangeSettings, ContactNights, LeaveContact, StaffLinked, Enroll, Follow, GroupJoined, GroupLeft, Help, Invite, Message, NeedHelp, Ok,
+                            OpenMyPage, Pause, Phone, Register, Resolve, RollCall, Roster, Safe, Setup, Tick, Unfollow)
 from agents.clock import zone
 from schemas.settings import INTERVALS, SERVICES, GroupSettings, MemberSettings, Schedule
 
@@ -24,6 +25,8 @@ def settings_to_obj(s: MemberSettings | GroupSettings) -> dict:
         obj["members"] = list(s.members)
     else:
         obj.update(service=s.service, phone=s.phone, contacts=list(s.contacts))
+    if s.area is not None:  # most tenants have no areas: nothing written
+        obj["area"] = s.area
     return obj
 
 
@@ -59,8 +62,9 @@ def schedule_from_obj(obj: dict) -> Schedule:
 def settings_from_obj(obj: dict) -> MemberSettings | GroupSettings:
     schedule = schedule_from_obj(obj)
     if "members" in obj:
-        return GroupSettings(obj["id"], schedule, tuple(obj["members"]))
-    return MemberSettings(obj["id"], _word(obj["service"]), schedule, obj["phone"], tuple(obj["contacts"]))
+        return GroupSettings(obj["id"], schedule, tuple(obj["members"]), obj.get("area"))
+    return MemberSettings(obj["id"], _word(obj["service"]), schedule, obj["phone"], tuple(obj["contacts"]),
+                          obj.get("area"))
 
 
 # --- events ---------------------------------------------------------------------------------------
@@ -71,9 +75,10 @@ _CONVERSATION = {Setup: "setup", Phone: "phone", Invite: "invite", AcceptInvite:
                  Acknowledge: "acknowledge", AskHelp: "ask_help", LeaveContact: "leave_contact",
                  ContactNights: "contact_nights", StaffLinked: "staff_linked"}
 _CONVERSATION_BY_NAME = {name: kind for kind, name in _CONVERSATION.items()}
-_PLAIN = {Ok: "ok", Message: "message", Resolve: "resolve", Help: "help", Unfollow: "unfollow", Follow: "follow"}
+_PLAIN = {Ok: "ok", Message: "message", Resolve: "resolve", Help: "help", Unfollow: "unfollow", Follow: "follow",
+          Safe: "safe", NeedHelp: "need_help"}
 _PLAIN_BY_NAME = {name: kind for kind, name in _PLAIN.items()}
-_NAMES = {**_SETTINGS, **_CONVERSATION, **_PLAIN, Pause: "pause", Tick: "tick"}
+_NAMES = {**_SETTINGS, **_CONVERSATION, **_PLAIN, Pause: "pause", Tick: "tick", RollCall: "rollcall"}
 
 
 def event_name(event) -> str:
@@ -85,6 +90,10 @@ def event_to_obj(event) -> dict:
     kind = type(event)
     if kind is Tick:
         return {"type": "tick", "at": event.at}
+    if kind is RollCall:
+        return {"type": "rollcall", "at": event.at, "id": event.id,
+                "areas": list(event.areas) if event.areas is not None else None, "drill": event.drill,
+                "resend_after": event.resend_after}
     if kind is Register or kind is ChangeSettings or kind is Enroll:
         return {"type": _SETTINGS[kind], "at": event.at, "settings": settings_to_obj(event.settings)}
     if kind in _CONVERSATION:
@@ -118,6 +127,14 @@ def event_from_obj(obj) -> object:
         raise Undecodable(f"{kind}.at: expected an integer (epoch ms)")
     if kind == "tick":
         return Tick(at)
+    if kind == "rollcall":
+        areas, drill, resend = obj.get("areas"), obj.get("drill"), obj.get("resend_after")
+        if type(drill) is not bool:
+            raise Undecodable("rollcall.drill: expected true or false")
+        if type(resend) is not int:
+            raise Undecodable("rollcall.resend_after: expected an integer (ms)")
+        return RollCall(at, _field(obj, kind, "id", str), None if areas is None else _ids(areas, "rollcall.areas"),
+                        drill, resend)
     if kind in _SETTINGS_BY_NAME:
         return _SETTINGS_BY_NAME[kind](at, _settings(kind, _field(obj, kind, "settings", dict)))
     if kind in _CONVERSATION_BY_NAME:
@@ -143,7 +160,7 @@ def event_from_obj(obj) -> object:
         return cls(at, *values)
     if kind == "pause":
         return Pause(at, _field(obj, kind, "member", str), _field(obj, kind, "until", int))
-    if kind in ("ok", "message"):
+    if kind in ("ok", "message", "safe", "need_help"):
         group = obj.get("group")
         if group is not None and not isinstance(group, str):
             raise Undecodable(f"{kind}.group: expected a string")
@@ -203,14 +220,17 @@ def _settings(where: str, obj: dict) -> MemberSettings | GroupSettings:
     where += ".settings"
     subject = _field(obj, where, "id", str)
     schedule = _schedule(where, obj)
+    area = obj.get("area")
+    if area is not None and not isinstance(area, str):
+        raise Undecodable(f"{where}.area: expected null or a string")
     if "members" in obj:
-        return GroupSettings(subject, schedule, _ids(obj["members"], f"{where}.members"))
+        return GroupSettings(subject, schedule, _ids(obj["members"], f"{where}.members"), area)
     service, phone = obj.get("service"), obj.get("phone")
     if service not in SERVICES:
         raise Undecodable(f"{where}.service: expected one of {', '.join(SERVICES)}")
     if phone is not None and not isinstance(phone, str):
         raise Undecodable(f"{where}.phone: expected null or a string")
-    return MemberSettings(subject, service, schedule, phone, _ids(obj.get("contacts", []), f"{where}.contacts"))
+    return MemberSettings(subject, service, schedule, phone, _ids(obj.get("contacts", []), f"{where}.contacts"), area)
 
 
 def known_zone(name: str) -> bool:
@@ -227,22 +247,33 @@ def known_zone(name: str) -> bool:
 
 def state_to_obj(state) -> list:
     if type(state) is GroupState:
-        return ["g", settings_to_obj(state.settings), state.anchor, sorted(state.roster), state.cycle,
-                state.posted_at, sorted(state.confirmed), state.due, state.active, state.last_at]
+        obj = ["g", settings_to_obj(state.settings), state.anchor, sorted(state.roster), state.cycle,
+               state.posted_at, sorted(state.confirmed), state.due, state.active, state.last_at]
+        if state.roll is not None:
+            roll = state.roll
+            obj.append([roll.id, roll.drill, roll.at, sorted(roll.safe), sorted(roll.need_help)])
+        return obj
+    if state.roll is None:  # written as before roll-calls, so that an older worker can still read it
+        return ["m", settings_to_obj(state.settings), *state[1:-1]]
     return ["m", settings_to_obj(state.settings), *state[1:]]
 
 
 def state_from_obj(obj: list):
     if obj[0] == "g":
-        _, settings, anchor, roster, cycle, posted_at, confirmed, due, *later = obj  # `active`, `last_at` came later
+        _, settings, anchor, roster, cycle, posted_at, confirmed, due, *later = obj  # `active`, `last_at`, `roll` came later
+        if len(later) > 2:
+            rid, drill, at, safe, need_help = later[2]
+            later[2] = GroupRoll(rid, drill, at, frozenset(safe), frozenset(need_help))
         return GroupState(settings_from_obj(settings), anchor, frozenset(roster), cycle, posted_at,
                           frozenset(confirmed), due, *later)
-    fields = obj[2:]  # told, acked, called, held, quiet came later: an older record has fewer
+    fields = obj[2:]  # told, acked, called, held, quiet, roll came later: an older record has fewer
     if len(fields) > 2:
         fields[2] = _word(fields[2])  # the phase
     for i in (9, 10, 13):  # told, acked, quiet: tuples
         if len(fields) > i and fields[i] is not None:
             fields[i] = tuple(fields[i])
+    if len(fields) > 14 and fields[14] is not None:
+        fields[14] = Roll(*fields[14])
     return MemberState(settings_from_obj(obj[1]), *fields)
 
 
@@ -251,7 +282,7 @@ def state_from_obj(obj: list):
 
 def effect_to_obj(effect: Effect) -> dict:
     obj = {"id": effect.id, "at": effect.at, "effect": effect.effect, "subject": effect.subject}
-    for field in ("cycle", "to", "member", "members", "data"):
+    for field in ("cycle", "to", "member", "members", "data", "rollcall"):
         value = getattr(effect, field)
         if value is not None:
             obj[field] = list(value) if isinstance(value, tuple) else value
@@ -262,7 +293,7 @@ def effect_from_obj(obj: dict) -> Effect:
     to, members = obj.get("to"), obj.get("members")
     return Effect(obj["at"], obj["effect"], obj["subject"], obj.get("cycle"),
                   tuple(to) if to is not None else None, obj.get("member"),
-                  tuple(members) if members is not None else None, obj.get("data"))
+                  tuple(members) if members is not None else None, obj.get("data"), obj.get("rollcall"))
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # made once: json.dumps makes one a call

@@ -18,6 +18,7 @@ import re
 import socket
 import threading
 import uuid
+from unittest import mock
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -47,7 +48,8 @@ from streams.line.ingress import (KafkaSink, MemoryDedupe, MemorySink, RedisDedu
                              signed)
 from streams.kafka.feed import event_message
 from streams.kafka.settings import Settings, partition_of
-from streams.line.webhook_events import Routed, parse, phone_number, route
+from streams.line import webhook_events
+from streams.line.webhook_events import Malformed, Routed, parse, phone_number, route
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "linesim" / "specs" / "webhook.yml"
@@ -751,6 +753,56 @@ def test_the_bodies_written_by_hand_here_are_valid_by_lines_spec():
                          event("somethingNew", user(m))),):
         VALIDATOR.validate(json.loads(body))
     assert not VALIDATOR.is_valid(json.loads(body_of(event("message", user(m)))))  # a message needs one
+
+
+def read_both_ways(body: bytes):
+    """parse(body) as the ingress reads it (a plain postback without the SDK's validation), and with
+    every event through the SDK: each event with its type and its source's, or the Malformed reason."""
+    def outcome():
+        try:
+            return [(type(e), type(getattr(e, "source", None)), e) for e in parse(body)]
+        except Malformed as error:
+            return str(error)
+    shortcut = outcome()
+    with mock.patch.object(webhook_events, "_plain_postback", lambda obj: None):
+        return shortcut, outcome()
+
+
+def test_a_plain_postback_is_read_without_the_sdk_as_the_sdk_reads_it_and_anything_else_goes_to_the_sdk():
+    m = "U" + "4" * 32
+    plain = [ok_tap(user(m)), ok_tap(in_group("C1", m)), ok_tap(in_group("C1")), ok_tap(user(m), mode="standby"),
+             ok_tap(user(m), redelivery=True), event("postback", user(m), postback={"data": "action=ok"}),
+             event("postback", user(m), replyToken=None, postback={"data": "action=help&sure=1"}),
+             event("postback", {"type": "user"}, postback={"data": "招待"})]
+    for tap in plain:
+        assert webhook_events._plain_postback(tap) is not None, tap
+    others = [ok_tap(user(m), extra=1), ok_tap({"type": "room", "roomId": "R1", "userId": m}),
+              ok_tap({"type": "user", "userId": 7}), ok_tap(in_group(3, m)), ok_tap({"type": "group", "userId": m}),
+              ok_tap({**user(m), "more": "x"}), ok_tap(user(m), deliveryContext={"isRedelivery": False, "x": 1}),
+              event("postback", user(m), postback={"data": "action=ok", "params": {"date": "2026-12-03"}}),
+              event("postback", user(m), postback={"data": 5}), event("postback", user(m), postback="action=ok"),
+              event("postback", user(m), replyToken=5, postback={"data": "action=ok"}),
+              event("postback", user(m)), event("postback", None, postback={"data": "action=ok"}),
+              event("postback", "user", postback={"data": "action=ok"})]
+    for tap in others:
+        assert webhook_events._plain_postback(tap) is None, tap
+    for tap in plain + others:
+        shortcut, sdk = read_both_ways(body_of(tap))
+        assert shortcut == sdk, tap
+        if isinstance(sdk, list):
+            events = [e for *_, e in sdk]
+            assert route("t", [e for *_, e in shortcut]) == route("t", events)
+            assert [webhook_events.audit_record("t", e, "r") for *_, e in shortcut] == \
+                [webhook_events.audit_record("t", e, "r") for e in events]
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
+@given(webhook_bodies())
+def test_every_body_lines_spec_allows_reads_the_same_with_or_without_the_plain_postback_shortcut(payload):
+    shortcut, sdk = read_both_ways(json.dumps(payload, ensure_ascii=False).encode())
+    assert shortcut == sdk
+    note(f"postbacks: {sum(e['type'] == 'postback' for e in payload['events'])}")
 
 
 class ResettableDedupe(MemoryDedupe):

@@ -24,6 +24,7 @@ from faust.sensors.prometheus import setup_prometheus_sensors
 
 from agents import routes
 from agents.readside import label
+from agents.partition import wake
 from agents.subject_agent import SubjectAgent
 from schemas import effects as fx
 from streams import codec, quarantine
@@ -238,7 +239,7 @@ def create_app(settings: Settings) -> faust.App:
                 except Exception as error:
                     rejected(subject, error)
                     continue
-                due = raw.due
+                due = wake(raw)
             dict.__setitem__(table, subject, raw)
             dues.append((subject, due))
         applied[number] = read.applied if read.applied is not None else snap.applied if snap is not None else -1
@@ -318,7 +319,7 @@ def create_app(settings: Settings) -> faust.App:
             out.add(settings.quarantine, codec.dumps(entry), entry["id"].encode())
         for (tenant, subject), state in states.items():
             out.add(settings.changelog, codec.dumps(codec.state_to_obj(state)), naming.key(tenant, subject).encode(),
-                    changelog.due_header(state.due))
+                    changelog.due_header(wake(state)))
         mark = os.urandom(8)
         if fresh:
             out.add(settings.changelog, str(fresh[-1].offset).encode(), changelog.APPLIED,

@@ -41,9 +41,9 @@ import unicodedata
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
-from linebot.v3.webhooks import (DeliveryContext, Event, FollowEvent, GroupSource, JoinEvent, LeaveEvent,
-                                 MemberJoinedEvent, MemberLeftEvent, MessageContent, MessageEvent, PostbackEvent,
-                                 RoomSource, Source, TextMessageContent, UnfollowEvent)
+from linebot.v3.webhooks import (DeliveryContext, Event, EventMode, FollowEvent, GroupSource, JoinEvent, LeaveEvent,
+                                 MemberJoinedEvent, MemberLeftEvent, MessageContent, MessageEvent, PostbackContent,
+                                 PostbackEvent, RoomSource, Source, TextMessageContent, UnfollowEvent, UserSource)
 from pydantic.v1 import ValidationError
 
 from agents import invitation, on_call, signup
@@ -142,6 +142,10 @@ def _event(i: int, obj) -> object:
         source = obj.get("source")
         return Unknown(obj["type"], obj["timestamp"], obj["mode"], obj["webhookEventId"],
                        obj["deliveryContext"]["isRedelivery"], source["type"] if source else None)
+    if obj["type"] == "postback":
+        tap = _plain_postback(obj)
+        if tap is not None:
+            return tap
     try:
         if obj["type"] == "message" and _unknown_message_type(obj.get("message")):
             return _message_of_unknown_type(obj)
@@ -175,6 +179,42 @@ def _envelope_problem(obj) -> str | None:
     if source is not None and not (isinstance(source, dict) and isinstance(source.get("type"), str)):
         return ".source.type: expected a string"
     return None
+
+
+_POSTBACK_FIELDS = frozenset(("type", "source", "timestamp", "mode", "webhookEventId", "deliveryContext",
+                              "replyToken", "postback"))
+_MODES = {mode.value: mode for mode in EventMode}
+
+
+def _plain_postback(obj: dict) -> PostbackEvent | None:
+    """A postback exactly as LINE sends a tap on our buttons, built without pydantic's validation
+    (which costs about 0.1 ms an event, as much as the rest of the ingress): only when every field
+    is of the one type the SDK accepts unchanged, from a user or a group; anything else is None
+    and takes the SDK's path, with its errors. The envelope is already checked."""
+    if not obj.keys() <= _POSTBACK_FIELDS or len(obj["deliveryContext"]) != 1:
+        return None
+    postback, source, token = obj.get("postback"), obj.get("source"), obj.get("replyToken")
+    if type(postback) is not dict or postback.keys() != {"data"} or type(postback["data"]) is not str:
+        return None
+    if token is not None and type(token) is not str:
+        return None
+    if type(source) is not dict:
+        return None
+    user = source.get("userId")
+    if user is not None and type(user) is not str:
+        return None
+    if source["type"] == "user" and source.keys() <= {"type", "userId"}:
+        origin = UserSource.construct(type="user", user_id=user)
+    elif source["type"] == "group" and source.keys() <= {"type", "groupId", "userId"} \
+            and type(source.get("groupId")) is str:
+        origin = GroupSource.construct(type="group", group_id=source["groupId"], user_id=user)
+    else:
+        return None
+    return PostbackEvent.construct(
+        type="postback", source=origin, timestamp=obj["timestamp"], mode=_MODES[obj["mode"]],
+        webhook_event_id=obj["webhookEventId"],
+        delivery_context=DeliveryContext.construct(is_redelivery=obj["deliveryContext"]["isRedelivery"]),
+        reply_token=token, postback=PostbackContent.construct(data=postback["data"], params=None))
 
 
 def _unknown_message_type(message) -> bool:

@@ -19,6 +19,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from urllib.parse import quote
@@ -31,7 +32,7 @@ from agents import invitation, mypage_link, prompts
 from agents.clock import DAY, local_ordinal
 from agents.member import MAX_CONTACTS, MemberState
 from schemas.events import ChangeSettings, Invite, Pause
-from schemas.settings import EIGHT_DAY_WARNING, INTERVALS, NOTIFY, WATCH, WEEKDAYS, MemberSettings, past_the_eight_day_line
+from schemas.settings import EIGHT_DAY_WARNING, INTERVALS, NOTIFY, WATCH, WEEKDAYS, past_the_eight_day_line
 from schemas.tenant import Tenant
 from streams.embedded.store import Store
 from streams.mypage import forms, liff, sessions, view
@@ -259,7 +260,7 @@ class MyPage:
 def _schedule(state: MemberState, now: int, form, session, long_intervals: bool = True) -> list:
     s = state.settings
     new = forms.schedule(form, s.schedule, long_intervals)
-    return [ChangeSettings(now, MemberSettings(s.id, s.service, new, s.phone, s.contacts))]
+    return [ChangeSettings(now, replace(s, schedule=new))]
 
 
 def _service(state: MemberState, now: int, form, session) -> list:

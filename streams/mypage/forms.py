@@ -5,6 +5,7 @@ next to the form. Nothing is committed when a form is invalid.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import date
 
 from schemas.settings import (EIGHT_DAY_WARNING, INTERVALS, NOTIFY, SERVICES, WATCH, WEEKDAYS, MemberSettings, Schedule,
@@ -58,7 +59,7 @@ def service(form: Mapping[str, str], old: MemberSettings) -> MemberSettings:
     if chosen not in SERVICES:
         raise Invalid("サービスを選んでください。")
     if chosen == NOTIFY:
-        return MemberSettings(old.id, NOTIFY, old.schedule, None, old.contacts if old.service == NOTIFY else ())
+        return replace(old, service=NOTIFY, phone=None, contacts=old.contacts if old.service == NOTIFY else ())
     typed = _field(form, "phone")
     if typed:
         number = phone_number(typed)
@@ -68,7 +69,7 @@ def service(form: Mapping[str, str], old: MemberSettings) -> MemberSettings:
         number = old.phone  # left empty: keep the number already registered
     else:
         raise Invalid("見守りでは、お返事がないときに職員からお電話します。お電話番号を入れてください。")
-    return MemberSettings(old.id, WATCH, old.schedule, number, ())
+    return replace(old, service=WATCH, phone=number, contacts=())
 
 
 def pause_until(form: Mapping[str, str], today: int) -> int:
@@ -90,4 +91,4 @@ def without_contact(old: MemberSettings, keep) -> MemberSettings:
     contacts = tuple(c for c in old.contacts if keep(c))
     if len(contacts) == len(old.contacts):
         raise Invalid("その連絡先は見つかりませんでした。ページを開きなおして、もう一度お試しください。")
-    return MemberSettings(old.id, old.service, old.schedule, old.phone, contacts)
+    return replace(old, contacts=contacts)

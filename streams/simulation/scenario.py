@@ -14,8 +14,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from agents.clock import EARLIEST, LATEST, zone
-from schemas.events import (Acknowledge, ChangeSettings, Follow, Help, Inbound, Message, Ok, Pause, Register, Resolve,
-                            Unfollow)
+from schemas.events import (Acknowledge, ChangeSettings, Follow, Help, Inbound, Message, NeedHelp, Ok, Pause, Register,
+                            Resolve, RollCall, Safe, Unfollow)
 from schemas.settings import INTERVALS, NOTIFY, SERVICES, WATCH, WEEKDAYS, GroupSettings, MemberSettings, Schedule
 
 GROUP_LIMIT = 500  # a LINE group holds at most 500 people
@@ -34,7 +34,17 @@ class Scenario:
     start: int
     end: int
     registrations: tuple[Register, ...]
-    events: tuple[Inbound, ...]  # in the order they apply: by time, file order within a time
+    events: tuple[Inbound | RollCall, ...]  # in the order they apply: by time, file order within a time
+    areas: tuple["Area", ...] = ()
+
+
+@dataclass(frozen=True)
+class Area:
+    """One of the tenant's areas (地区 / 町丁目): its own id and name, and where the 気象庁 places it."""
+    id: str
+    name: str
+    city: str | None = None     # JMA city (市町村等) code, 7 digits
+    region: str | None = None   # JMA 細分区域 code, 3 digits
 
 
 def load(path: str | Path) -> Scenario:
@@ -67,8 +77,9 @@ _Loader.yaml_implicit_resolvers = {
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 
-_MEMBER_KEYS = {"id", "service", "interval", "weekday", "time", "phone", "contacts"}
-_GROUP_KEYS = {"id", "members", "interval", "weekday", "time"}
+_MEMBER_KEYS = {"id", "service", "interval", "weekday", "time", "phone", "contacts", "area"}
+_GROUP_KEYS = {"id", "members", "interval", "weekday", "time", "area"}
+_AREA_KEYS = {"id", "name", "city", "region"}
 _SETTING_KEYS = _MEMBER_KEYS - {"id"}
 _EVENT_KEYS = {
     "ok": {"member", "group"},
@@ -80,6 +91,9 @@ _EVENT_KEYS = {
     "ack": {"member", "contact"},
     "help": {"member"},
     "settings": {"member"} | _SETTING_KEYS,
+    "rollcall": {"id", "areas", "drill", "resend_after"},
+    "safe": {"member", "group"},
+    "need_help": {"member", "group"},
 }
 
 
@@ -87,7 +101,7 @@ _EVENT_FIELDS = {kind: frozenset({"at", "type"} | keys) for kind, keys in _EVENT
 
 
 def parse(data) -> Scenario:
-    top = _mapping(data, "", "the scenario", {"timezone", "start", "end", "members", "groups", "events"})
+    top = _mapping(data, "", "the scenario", {"timezone", "start", "end", "areas", "members", "groups", "events"})
     tz = top.get("timezone", "Asia/Tokyo")
     if not isinstance(tz, str):
         raise ScenarioError("timezone", "must be a time zone name such as Asia/Tokyo")
@@ -100,15 +114,23 @@ def parse(data) -> Scenario:
     if end <= start:
         raise ScenarioError("end", "must be after start")
 
+    areas: dict[str, Area] = {}
+    for i, raw in enumerate(_list(top.get("areas", []), "areas")):
+        area = _area(_mapping(raw, f"areas[{i}]", "an area", _AREA_KEYS), f"areas[{i}]")
+        if area.id in areas:
+            raise ScenarioError(f"areas[{i}].id", f"{area.id!r} appears twice")
+        areas[area.id] = area
     members = {}
     for i, raw in enumerate(_list(top.get("members", []), "members")):
         settings = _member(_mapping(raw, f"members[{i}]", "a member", _MEMBER_KEYS), f"members[{i}]", tz)
+        _known_area(settings.area, areas, f"members[{i}].area")
         if settings.id in members:
             raise ScenarioError(f"members[{i}].id", f"{settings.id!r} appears twice")
         members[settings.id] = settings
     groups = {}
     for i, raw in enumerate(_list(top.get("groups", []), "groups")):
         settings = _group(_mapping(raw, f"groups[{i}]", "a group", _GROUP_KEYS), f"groups[{i}]", tz)
+        _known_area(settings.area, areas, f"groups[{i}].area")
         if settings.id in groups or settings.id in members:
             raise ScenarioError(f"groups[{i}].id", f"{settings.id!r} appears twice")
         groups[settings.id] = settings
@@ -138,7 +160,11 @@ def parse(data) -> Scenario:
 
     events = []
     current = dict(members)  # settings as they stand at each event, for `settings` changes
+    rollcalls: set[str] = set()
     for at, i, kind, raw in timed:
+        if kind == "rollcall":
+            events.append(_rollcall(raw, f"events[{i}]", at, areas, rollcalls))
+            continue
         who = raw.get("member")
         if type(who) is not str or not who.strip():
             who = _id(_required(raw, "member", f"events[{i}]"), f"events[{i}].member")
@@ -155,6 +181,10 @@ def parse(data) -> Scenario:
             raise ScenarioError(f"{where}.member", f"unknown member {who!r}")
         if kind == "ok":
             events.append(Ok(at, who, group))
+        elif kind == "safe":
+            events.append(Safe(at, who, group))
+        elif kind == "need_help":
+            events.append(NeedHelp(at, who, group))
         elif kind == "message":
             events.append(Message(at, who, group))
         elif kind == "pause":
@@ -171,12 +201,66 @@ def parse(data) -> Scenario:
             events.append(Acknowledge(at, who, _id(_required(raw, "contact", where), f"{where}.contact")))
         else:
             merged = _member(_merge(current[who], raw), where, tz)
+            _known_area(merged.area, areas, f"{where}.area")
             current[who] = merged
             events.append(ChangeSettings(at, merged))
     events = [e for e in events if e.at < end]  # nothing at or after end is applied
 
     registrations = tuple(Register(start, s) for s in (*members.values(), *groups.values()))
-    return Scenario(tz, start, end, registrations, tuple(events))
+    return Scenario(tz, start, end, registrations, tuple(events), tuple(areas.values()))
+
+
+def _area(raw: dict, where: str) -> Area:
+    area_id = _required(raw, "id", where)
+    if not isinstance(area_id, str) or not area_id.strip():
+        raise ScenarioError(f"{where}.id", f"must be a non-empty string (got {area_id!r})")
+    name = raw.get("name", area_id)
+    if not isinstance(name, str) or not name.strip():
+        raise ScenarioError(f"{where}.name", f"must be a non-empty string (got {name!r})")
+    codes = []
+    for key, digits in (("city", 7), ("region", 3)):
+        code = raw.get(key)
+        if code is not None and not (isinstance(code, str) and re.fullmatch(rf"[0-9]{{{digits}}}", code)):
+            raise ScenarioError(f"{where}.{key}", f"must be the 気象庁's {digits}-digit code as a string "
+                                                  f"(got {code!r})")
+        codes.append(code)
+    return Area(area_id, name, *codes)
+
+
+def _known_area(area: str | None, areas: dict, where: str) -> None:
+    if area is not None and area not in areas:
+        raise ScenarioError(where, f"unknown area {area!r} (not in areas)")
+
+
+RESEND_MINUTES = (1, 24 * 60)
+
+
+def _rollcall(raw: dict, where: str, at: int, areas: dict, seen: set) -> RollCall:
+    rid = _required(raw, "id", where)
+    if not isinstance(rid, str) or not 0 < len(rid.strip()) <= 100:
+        raise ScenarioError(f"{where}.id", f"must be a string of 1 to 100 characters (got {rid!r})")
+    if rid in seen:
+        raise ScenarioError(f"{where}.id", f"{rid!r}: the same roll-call starts only once")
+    seen.add(rid)
+    named = raw.get("areas")
+    if named is not None:
+        named = tuple(_list(named, f"{where}.areas"))
+        for j, area in enumerate(named):
+            _known_area(area if isinstance(area, str) else repr(area), areas, f"{where}.areas[{j}]")
+        if not named:
+            raise ScenarioError(f"{where}.areas", "names no area (leave it out for the whole tenant)")
+    drill = raw.get("drill", False)
+    if type(drill) is not bool:
+        raise ScenarioError(f"{where}.drill", f"must be true or false (got {drill!r})")
+    return RollCall(at, rid, named, drill, _minutes(raw.get("resend_after", "30m"), f"{where}.resend_after") * 60_000)
+
+
+def _minutes(value, where: str) -> int:
+    m = re.fullmatch(r"([0-9]{1,4})(m|h)", value.strip()) if isinstance(value, str) else None
+    minutes = (int(m[1]) * (60 if m[2] == "h" else 1)) if m else None
+    if minutes is None or not RESEND_MINUTES[0] <= minutes <= RESEND_MINUTES[1]:
+        raise ScenarioError(where, f"must be a delay such as \"30m\" or \"2h\", from 1m to 24h (got {value!r})")
+    return minutes
 
 
 def _member(raw: dict, where: str, tz: str) -> MemberSettings:
@@ -198,7 +282,7 @@ def _member(raw: dict, where: str, tz: str) -> MemberSettings:
     contacts = tuple(_id(c, f"{where}.contacts[{j}]") for j, c in enumerate(_list(contacts, f"{where}.contacts")))
     if len(set(contacts)) != len(contacts):
         raise ScenarioError(f"{where}.contacts", "lists a contact twice")
-    return MemberSettings(member_id, service, _schedule(raw, where, tz), phone, contacts)
+    return MemberSettings(member_id, service, _schedule(raw, where, tz), phone, contacts, _area_of(raw, where))
 
 
 def _group(raw: dict, where: str, tz: str) -> GroupSettings:
@@ -209,7 +293,14 @@ def _group(raw: dict, where: str, tz: str) -> GroupSettings:
         raise ScenarioError(f"{where}.members", "lists a member twice")
     if len(roster) > GROUP_LIMIT:
         raise ScenarioError(f"{where}.members", f"a LINE group holds at most {GROUP_LIMIT} people ({len(roster)} given)")
-    return GroupSettings(group_id, _schedule(raw, where, tz), roster)
+    return GroupSettings(group_id, _schedule(raw, where, tz), roster, _area_of(raw, where))
+
+
+def _area_of(raw: dict, where: str) -> str | None:
+    area = raw.get("area")
+    if area is not None and (not isinstance(area, str) or not area.strip()):
+        raise ScenarioError(f"{where}.area", f"must be an area id (got {area!r})")
+    return area
 
 
 def _schedule(raw: dict, where: str, tz: str) -> Schedule:
@@ -298,6 +389,8 @@ def _as_raw(s: MemberSettings) -> dict:
         raw["phone"] = s.phone
     if s.contacts:
         raw["contacts"] = list(s.contacts)
+    if s.area is not None:
+        raw["area"] = s.area
     return raw
 
 

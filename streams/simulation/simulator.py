@@ -14,7 +14,7 @@ from agents.partition import Partition
 from agents.subject import addressed
 from schemas import effects as fx
 from schemas.effects import Effect
-from schemas.events import Inbound
+from schemas.events import Inbound, RollCall
 from streams.simulation.scenario import Scenario
 
 
@@ -34,7 +34,7 @@ def simulate(registrations: Iterable[Inbound], events: Iterable[Inbound], end: i
     `respond` plays the residents: it sees each batch of effects and may answer with later events.
     """
     part = Partition() if partition is None else partition
-    apply, tick, next_due = part.apply, part.tick, part.next_due
+    apply, tick, next_due, rollcall = part.apply, part.tick, part.next_due, part.rollcall
     for event in registrations:
         apply(event.settings.id, event)
     queue = [(event.at, seq, event) for seq, event in enumerate(events)]  # sorted, so already a heap
@@ -44,6 +44,8 @@ def simulate(registrations: Iterable[Inbound], events: Iterable[Inbound], end: i
         if queue and queue[0][0] < end and (due is None or queue[0][0] <= due):
             event = heappop(queue)[2]
             effects = []
+            if type(event) is RollCall:  # every subject in its areas
+                effects = rollcall(event)
             for subject in addressed(event):
                 effects += apply(subject, event)
         elif due is not None and due < end:
@@ -101,6 +103,8 @@ class JsonLines:
             parts += (', "reason": ', text(effect.data))
         elif effect.effect == fx.STAFF_REMINDER:
             parts += (', "n": ', str(int(effect.data)))
+        if effect.rollcall is not None:
+            parts += (', "rollcall": ', text(effect.rollcall), ', "drill": ', "true" if effect.data == fx.DRILL else "false")
         parts.append("}")
         return "".join(parts)
 
