@@ -58,6 +58,10 @@ class SubjectAgent:
     def apply(self, number: int, tenant: str, subject: str, event) -> list[Effect]:
         return self.partition(number, tenant).apply(subject, event)
 
+    def rollcall(self, number: int, tenant: str, event) -> list[Effect]:
+        """A tenant's roll-call, for its subjects on Kafka partition `number`."""
+        return self.partition(number, tenant).rollcall(event)
+
     def tick(self, number: int, at: int, budget: int | None = None) -> list[tuple[str, Effect]]:
         """(tenant, effect) of every subject due by `at` on the partition, tenant by tenant; with a
         `budget`, of that many subjects at most, shared fairly: the tenants take turns, a slice of
@@ -95,7 +99,7 @@ class SubjectAgent:
         return out
 
     def drain_faults(self, number: int) -> list[tuple[str, str, object, str]]:
-        """(tenant, subject, tick, reason) of subjects a tick could not step."""
+        """(tenant, subject, tick or roll-call, reason) of subjects one could not step."""
         return [(tenant, *fault) for tenant, part in self.partitions[number].items() for fault in part.drain_faults()]
 
     def state(self, number: int, tenant: str, subject: str) -> State | None:

@@ -1,6 +1,6 @@
 """One batch of one partition's input, stepped: what both runtimes run between reading and committing.
 
-    (position, key, raw) ─▶ read ─▶ SubjectAgent: apply an event | tick ─▶ Stepped
+    (position, key, raw) ─▶ read ─▶ SubjectAgent: apply an event | tick | roll-call ─▶ Stepped
                              └── fails (Undecodable, Refused, a bug) ──▶ Stepped.aside; on with the next
 
 `Stepped` is all that the shell makes durable together, and nothing of it is durable before: the
@@ -18,15 +18,17 @@ from agents.messages import answers, reply_holder
 from agents.subject import State
 from agents.subject_agent import SubjectAgent
 from schemas.effects import Effect
+from schemas.events import RollCall
 from streams import quarantine
 
 
 @dataclass(frozen=True, slots=True)
 class Input:
-    """One input as the engine takes it: an event for one subject of one tenant, or a tick."""
+    """One input as the engine takes it: an event for one subject of one tenant, a tick, or a
+    tenant's roll-call (for every subject of that tenant on the partition)."""
     tenant: str | None                  # None for a tick (every tenant of the partition)
-    subject: str | None                 # None for a tick
-    event: object                       # Tick, or an inbound event
+    subject: str | None                 # None for a tick or a roll-call
+    event: object                       # Tick, RollCall, or an inbound event
     reply: tuple[str, int] | None = None  # the reply token that came with the event, and its time
     flush: str | None = None            # a driver's token, echoed once the batch is out
 
@@ -70,7 +72,11 @@ def step(agent: SubjectAgent, number: int, inputs: Iterable[tuple[object, str, o
     for position, key, raw in inputs:
         try:
             record = read(raw)
-            if record.subject is None:
+            if type(record.event) is RollCall:  # every subject of the tenant here in its areas
+                out.effects += [(record.tenant, e) for e in agent.rollcall(number, record.tenant, record.event)]
+                out.aside += [Aside(position, tenant, subject, event, quarantine.ERROR, reason)
+                              for tenant, subject, event, reason in agent.drain_faults(number)]
+            elif record.subject is None:
                 out.effects += agent.tick(number, record.event.at, budget if record.flush is None else None)
                 out.ticked = True
                 out.aside += [Aside(position, tenant, subject, tick, quarantine.ERROR, reason)

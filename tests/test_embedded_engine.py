@@ -3,11 +3,16 @@ import random
 from functools import partial
 from pathlib import Path
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from agents.subject import addressed
+from schemas.events import RollCall
 from streams.simulation import scenario as scenario_module
 from streams.simulation import simulator
 from streams.embedded.engine import Engine
 from streams.embedded.store import Store
+from strategies import examples, scenarios
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -114,4 +119,32 @@ def test_a_file_from_before_reply_tokens_rode_with_events_opens_and_its_inbox_is
     tables = {name for (name,) in store.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert "replies" not in tables
     assert {row[1] for row in store.db.execute("PRAGMA table_info(inbox)")} >= {"reply"}
+    store.close()
+
+
+@settings(max_examples=examples(15), deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                           HealthCheck.function_scoped_fixture])
+@given(scenarios(max_days=6, rollcalls=True), st.randoms(use_true_random=False))
+def test_rollcalls_through_the_inbox_across_restarts_give_the_simulators_effects(tmp_path_factory, scenario, rnd):
+    """A roll-call is one inbox row for the whole tenant (no subject), as a tick is the engine's own."""
+    loaded = scenario_module.parse(scenario)
+    path, tenant = str(tmp_path_factory.mktemp("rollcall") / "anpi.db"), "town"
+    store = Store(path)
+    for event in loaded.registrations:
+        assert store.accept(tenant, None, [(event.settings.id, event)])
+    engine = Engine(store, tenant)
+    events = list(loaded.events)
+    at, hour = loaded.start, 3_600_000
+    while at < loaded.end - 1:
+        at = min(at + rnd.choice([1, 2, 7]) * hour, loaded.end - 1)
+        while events and events[0].at <= at:
+            event = events.pop(0)
+            rows = [("", event)] if type(event) is RollCall else [(s, event) for s in addressed(event)]
+            assert store.accept(tenant, None, rows)
+        engine.step(at)
+        if rnd.random() < 0.3:
+            store.close()
+            store = Store(path)
+            engine = Engine(store, tenant)
+    assert simulator.sort(store.effects(tenant)) == simulator.run(loaded)
     store.close()

@@ -1,4 +1,4 @@
-"""JMA earthquake bulletins read from JMA's own files (/work/shared/jma: real bulletins of February 2021
+"""JMA earthquake bulletins read from JMA's own files (tests/fixtures/jma: real bulletins of February 2021
 and 2023, and JMA's published samples 32-35_* / 32-39_*), and the Atom feed that announces them.
 
 Every expected value below was read by hand from the file named beside it."""
@@ -16,7 +16,7 @@ from streams.jma import feed
 
 ROOT = Path(__file__).resolve().parent.parent
 ANPI = [sys.executable, "-m", "streams.cli"]
-JMA = Path("/work/shared/jma")
+JMA = Path(__file__).resolve().parent / "fixtures" / "jma"  # ../shared/jma, copied unchanged (SOURCE.md)
 FILES = sorted(JMA.glob("*.xml"))
 FEED = Path(__file__).resolve().parent / "fixtures" / "jma_feed.xml"
 

@@ -51,6 +51,13 @@ def test_random_histories_give_the_same_effects_on_kafka(scenario):
     assert on_kafka(loaded) == simulator.run(loaded)
 
 
+@settings(max_examples=examples(4), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios(max_members=6, max_groups=2, max_events=60, max_days=6, rollcalls=True))
+def test_random_histories_with_rollcalls_give_the_same_effects_on_kafka(scenario):
+    loaded = scenario_module.parse(scenario)
+    assert on_kafka(loaded) == simulator.run(loaded)
+
+
 def busy_town(members=400, groups=4, days=10, seed=7) -> dict:
     """Many subjects with daily and weekly checks, most answering, some not."""
     rnd = random.Random(seed)

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from agents.subject import addressed
-from streams.kafka.records import Message, event_message, tick_messages
+from schemas.events import RollCall
+from streams.kafka.records import Message, event_message, rollcall_messages, tick_messages
 from streams.simulation.scenario import Scenario
 
 
@@ -22,6 +23,8 @@ def feed(scenario: Scenario, partitions: int, tick_every: int, flush: str) -> It
         while grid < event.at:
             yield from tick_messages(grid, partitions)
             grid += tick_every
+        if type(event) is RollCall:
+            yield from rollcall_messages(event, partitions)
         for subject in addressed(event):
             yield event_message(subject, event, partitions)
     while grid < scenario.end:

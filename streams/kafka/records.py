@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from schemas.effects import Effect
-from schemas.events import Tick
+from schemas.events import RollCall, Tick
 from streams import codec
 from streams.codec import Undecodable
 from streams.kafka.settings import partition_of
@@ -76,6 +76,14 @@ class Naming:
             if type(obj["tick"]) is not int:
                 raise Undecodable("tick: expected an integer (epoch ms)")
             return Input(None, None, Tick(obj["tick"]), None, flush)
+        if "rollcall" in obj:
+            tenant = obj.get("tenant", self.home)
+            if not isinstance(tenant, str) or not tenant:
+                raise Undecodable("tenant: expected a string")
+            event = codec.event_from_obj(obj["rollcall"])
+            if type(event) is not RollCall:
+                raise Undecodable("rollcall: expected a roll-call")
+            return Input(tenant, None, event, None, flush)
         subject, reply, tenant = obj.get("subject"), obj.get("reply"), obj.get("tenant", self.home)
         if not isinstance(subject, str):
             raise Undecodable("subject: expected a string")
@@ -112,6 +120,14 @@ def event_message(subject: str, event, partitions: int, reply: tuple[str, int] |
 def tick(at: int, flush: str | None = None) -> bytes:
     """A tick's value (its key is empty: it is the partition's)."""
     return codec.dumps({"tick": at} if flush is None else {"tick": at, "flush": flush})
+
+
+def rollcall_messages(event: RollCall, partitions: int, tenant: str = "") -> Iterator[Message]:
+    """A tenant's roll-call on every partition (each applies it to its own subjects of the tenant),
+    keyed like a tick: it is the partition's, not one subject's."""
+    value = codec.dumps(_BARE.tagged(tenant, {"rollcall": codec.event_to_obj(event)}))
+    for number in range(partitions):
+        yield number, b"", value
 
 
 def tick_messages(at: int, partitions: int, flush: str | None = None) -> Iterator[Message]:
