@@ -157,8 +157,10 @@ def step(state: MemberState, event) -> tuple[MemberState, list[Effect]]:
         state = _sign_of_life(state, event.at, out)
         state = state._replace(roll=rollcall.answer(state.roll, event.at, rollcall.SAFE, state.settings.id, out))
     elif kind is NeedHelp:
+        drill = state.roll is not None and state.roll.drill
         state = state._replace(roll=rollcall.answer(state.roll, event.at, rollcall.NEED_HELP, state.settings.id, out))
-        state = _help(state, event.at, out)
+        if not drill:  # a drill calls no one: its 「助けが必要」 is the answer only
+            state = _help(state, event.at, out)
     elif kind is AskHelp:
         if state.following:
             s = state.settings

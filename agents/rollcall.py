@@ -8,7 +8,8 @@ A member takes part when the roll-call names their area (or names none: the whol
 follow the account; a paused member too (a pause stops daily checks, not a disaster). The answer is
 the member's own, whatever their daily ladder is doing: it never needs an open check. It is also a
 sign of life for that ladder (「無事です」) or a help request on it (「助けが必要」, rule 4), which
-agents/member.py applies. An answer counts for the member's current roll-call whichever card it
+agents/member.py applies; in a drill 「助けが必要」 is the answer only (a drill calls no one: the
+rich menu's 「助けてほしい」 still does). An answer counts for the member's current roll-call whichever card it
 came from: a tap after the quake says how the person is after it. A later 「助けが必要」 replaces a
 「無事です」 (someone can be hurt after saying so); a 「無事です」 after 「助けが必要」 changes nothing
 here, as on the ladder, where only staff close a help. An answer after the listing still counts:

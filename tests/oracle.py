@@ -29,6 +29,22 @@ Interpretation choices where the rules leave room (kept in one place):
   * Output is sorted by (instant, subject, effect); the instant is compared as
     an epoch (identical to comparing `at` strings for fixed-offset zones such
     as Asia/Tokyo).
+  * Roll-calls (安否確認): a `rollcall` is an inbound event like any other (file
+    order within a minute).  A member it is not sent to (outside its areas,
+    or not following) keeps the roll-call they had.  A member's roll-call
+    keeps: sent, resend_after, answered safe / need_help; its resend falls at
+    sent + resend_after unless answered or not following then, its listing at
+    sent + 2 x resend_after unless answered.  A `safe` is a sign of life
+    exactly as an OK; a `need_help` is exactly a `help` (but only the answer
+    when the member's current roll-call is a drill); on top of that they
+    answer the member's current roll-call, if any (at most one safe, one
+    need_help, and no safe after a need_help).  In a group, the same answer
+    is the member's own (when the user is in `members`) and, when the group
+    has a roll-call, goes on the group's card once per member (same counting).
+    A `safe` / `need_help` in a group puts the user on the group's roster
+    ("anyone seen in the group") but does not confirm its daily check (only
+    an OK does).  A roll-call without `areas` reaches every member and every group; with
+    `areas`, only members / groups whose `area` is one of them.
 """
 
 from __future__ import annotations
@@ -76,6 +92,16 @@ def _to_date(value) -> date:
 def _parse_hhmm(value) -> dtime:
     hh, mm = str(value).split(":")
     return dtime(int(hh), int(mm))
+
+
+def _delay_minutes(value) -> int:
+    """`resend_after`: `Nm` or `Nh` (1m to 24h), in whole minutes."""
+    text = str(value).strip()
+    if text.endswith("m"):
+        return int(text[:-1])
+    if text.endswith("h"):
+        return int(text[:-1]) * 60
+    raise ValueError(f"resend_after: {value!r}")
 
 
 def _local_epoch(d: date, t: dtime, tz: ZoneInfo) -> int:
@@ -138,6 +164,9 @@ class Member:
         self.open = None
         self.next = self.lattice.first_at_or_after(start)  # scheduled check (None if unfollowed)
         self.pause_midnight = None
+        self.area = cfg.get("area")
+        # the current roll-call: dict(id=, drill=, sent=, after=, safe=bool, need=bool, resent=bool)
+        self.rollcall = None
 
     def next_after_close(self, close: int) -> int:
         s = self.lattice.first_after(close)
@@ -155,6 +184,9 @@ class Group:
         self.cycle = 0
         self.open = None  # dict(P=..., confirmed=set())
         self.next = self.lattice.first_at_or_after(start)
+        self.area = cfg.get("area")
+        # the current roll-call card: dict(id=, drill=, safe=set(), need=set())
+        self.rollcall = None
 
     def roster(self) -> set[str]:
         return set(self.configured) | self.seen
@@ -192,7 +224,7 @@ def simulate(scenario: dict) -> list[dict]:
         d = {"at": _fmt(at, tz), "effect": effect, "subject": subject}
         if cycle is not None:
             d["cycle"] = cycle
-        for key in ("to", "member", "members", "reason", "n"):
+        for key in ("to", "member", "members", "reason", "n", "rollcall", "drill"):
             if key in extra:
                 d[key] = extra[key]
         out.append((at, d))
@@ -295,6 +327,56 @@ def simulate(scenario: dict) -> list[dict]:
         o["acked"].add(contact)
         emit(t, "contact_acknowledged", m.id, m.cycle, member=contact)
 
+    # ---- roll-calls (安否確認) ----
+
+    def rollcall_start(ev: dict, t: int):
+        rid = str(ev["id"])
+        drill = bool(ev.get("drill", False))
+        after = _delay_minutes(ev.get("resend_after", "30m")) * MINUTE
+        areas = ev.get("areas")
+        areas = None if areas is None else {str(a) for a in areas}
+        for m in members.values():
+            if areas is not None and (m.area is None or str(m.area) not in areas):
+                continue
+            if not m.following:
+                continue  # gets nothing (and keeps whatever roll-call they had)
+            # a new roll-call replaces the current one, its timers with it
+            m.rollcall = {"id": rid, "drill": drill, "sent": t, "after": after,
+                          "safe": False, "need": False, "resent": False}
+            emit(t, "rollcall_sent", m.id, rollcall=rid, drill=drill)
+        for g in groups.values():
+            if areas is not None and (g.area is None or str(g.area) not in areas):
+                continue
+            g.rollcall = {"id": rid, "drill": drill, "safe": set(), "need": set()}
+            emit(t, "group_rollcall_posted", g.id, rollcall=rid, drill=drill)
+
+    def member_answer(m: Member, kind: str, t: int):
+        """A `safe` / `need_help` from the member (directly or in a group)."""
+        rc = m.rollcall
+        if rc is not None:  # counts for the current roll-call, once each; no safe after need_help
+            if kind == "safe" and not rc["safe"] and not rc["need"]:
+                rc["safe"] = True
+                emit(t, "rollcall_safe", m.id, rollcall=rc["id"], drill=rc["drill"])
+            elif kind == "need_help" and not rc["need"]:
+                rc["need"] = True
+                emit(t, "rollcall_need_help", m.id, rollcall=rc["id"], drill=rc["drill"])
+        if kind == "safe":
+            member_ok_or_message(m, t)  # a sign of life, as an OK
+        elif rc is None or not rc["drill"]:
+            member_help(m, t)  # a help (ladder rule 4); in a drill, the answer only
+
+    def group_answer(g: Group, user: str, kind: str, t: int):
+        g.seen.add(user)  # seen in the group: on the daily roster from now on (but not a group OK)
+        rc = g.rollcall
+        if rc is None:
+            return
+        if kind == "safe" and user not in rc["safe"] and user not in rc["need"]:
+            rc["safe"].add(user)
+            emit(t, "group_rollcall_safe", g.id, member=user, rollcall=rc["id"], drill=rc["drill"])
+        elif kind == "need_help" and user not in rc["need"]:
+            rc["need"].add(user)
+            emit(t, "group_rollcall_need_help", g.id, member=user, rollcall=rc["id"], drill=rc["drill"])
+
     # ---- group inbound handling ----
 
     def group_event(g: Group, user: str, kind: str, t: int):
@@ -342,6 +424,14 @@ def simulate(scenario: dict) -> list[dict]:
             elif kind == "ack":
                 if m is not None:
                     member_ack(m, str(ev["contact"]), t)
+            elif kind == "rollcall":
+                rollcall_start(ev, t)
+            elif kind in ("safe", "need_help"):
+                gid = ev.get("group")
+                if gid is not None and str(gid) in groups and user is not None:
+                    group_answer(groups[str(gid)], user, kind, t)
+                if m is not None:
+                    member_answer(m, kind, t)
             else:
                 raise ValueError(f"unknown event type {kind!r}")
 
@@ -363,6 +453,16 @@ def simulate(scenario: dict) -> list[dict]:
             elif m.following and m.next == t:
                 new_cycle(m, t)
                 emit(t, "check_sent", m.id, m.cycle)
+
+        for m in members.values():
+            rc = m.rollcall
+            if rc is None or rc["safe"] or rc["need"]:
+                continue  # answered (ties go to the resident: answers above came first)
+            if t == rc["sent"] + rc["after"] and m.following:  # no resend to someone who left
+                rc["resent"] = True
+                emit(t, "rollcall_resent", m.id, rollcall=rc["id"], drill=rc["drill"])
+            elif t == rc["sent"] + 2 * rc["after"]:
+                emit(t, "rollcall_unanswered", m.id, rollcall=rc["id"], drill=rc["drill"])
 
         for g in groups.values():
             if g.open is not None:

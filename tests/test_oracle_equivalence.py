@@ -17,3 +17,10 @@ def test_engine_matches_the_oracle(scenario):
 @given(scenarios(max_members=12, max_groups=3, max_events=150, max_days=40))
 def test_engine_matches_the_oracle_on_busy_histories(scenario):
     assert engine.records(scenario) == oracle.simulate(scenario)
+
+
+@settings(max_examples=examples(400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios(rollcalls=True))
+def test_engine_matches_the_oracle_with_rollcalls(scenario):
+    """Areas, roll-calls and their answers (`safe` / `need_help`, also in a group) among the events."""
+    assert engine.records(scenario) == oracle.simulate(scenario)

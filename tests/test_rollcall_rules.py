@@ -188,3 +188,12 @@ def test_each_member_is_sent_each_rollcall_once_resent_and_listed_only_unanswere
                 assert epoch_ms(r["at"]) == sent + 2 * delays[rid]
             if r["effect"] in ("rollcall_resent", "rollcall_unanswered"):
                 assert not [a for a in answered if a <= epoch_ms(r["at"])], "asked again after an answer"
+
+
+def test_in_a_drill_need_help_is_the_answer_only_and_calls_no_one():
+    records = engine.records(town(quake(drill=True), {"at": at(23.7), "type": "need_help", "member": "U001"},
+                                  {"at": at(23.8), "type": "need_help", "member": "U004"}, days=1))
+    assert {(r["subject"], r["effect"]) for r in records if r["at"] in (at(23.7), at(23.8))} == {
+        ("U001", "rollcall_need_help"), ("U004", "rollcall_need_help")}
+    real = engine.records(town(quake(), {"at": at(23.7), "type": "need_help", "member": "U001"}, days=1))
+    assert ("U001", "staff_call") in {(r["subject"], r["effect"]) for r in real}
