@@ -52,6 +52,24 @@ GROUP_CHECK_TEXT = "みなさん、お元気ですか？"
 GROUP_NOTE = "お元気な方は、下の「元気です」を押してください。"
 QUOTE_TITLE = "今日の名言"
 
+# the roll-call after a disaster (agents/rollcall.py): one card for everyone, so it goes by multicast
+SAFE_ACTION, NEED_HELP_ACTION = "safe", "need_help"
+SAFE_DATA, NEED_HELP_DATA = f"action={SAFE_ACTION}", f"action={NEED_HELP_ACTION}"
+SAFE_LABEL = "無事です"
+NEED_HELP_LABEL = "助けが必要"
+ROLLCALL_TEXT = "ご無事ですか？"
+GROUP_ROLLCALL_TEXT = "みなさん、ご無事ですか？"
+ROLLCALL_NOTE = "ご無事でしたら「無事です」を押してください。"
+ROLLCALL_RESEND_NOTE = "まだお返事がありません。ご無事でしたら「無事です」を押してください。"
+ROLLCALL_HELP_NOTE = "けがをした、動けないときは「助けが必要」を押してください。"
+GROUP_ROLLCALL_NOTE = "ご無事な方は、おひとりずつ「無事です」を押してください。"
+DRILL_MARK = "【訓練】"
+DRILL_NOTE = "これは訓練です。"
+ROLLCALL_SAFE_TEXT = "お返事ありがとうございます。ご無事で安心しました。"
+DRILL_SAFE_TEXT = "訓練のお返事、ありがとうございました。"
+DRILL_NEED_HELP_TEXT = ("訓練のお返事を受け取りました。本当のときは、担当の職員などにすぐ知らせます。\n"
+                        "いま助けが必要なときは、119番に電話してください。")
+
 # Proverbs (ことわざ): old, short, known to everyone, and free of anyone's copyright.
 QUOTES = (
     "笑う門には福来たる",
@@ -133,6 +151,31 @@ def check_card(texts: Texts, day: date, *, resend: bool = False, group: bool = F
     if not group:
         buttons.append(help_button())
     return card(texts.check, body, buttons, spacing="lg" if not group else None)
+
+
+def rollcall_card(effect: Effect) -> dict:
+    """「ご無事ですか？」 after a disaster: two big buttons, 「無事です」 and 「助けが必要」, the same
+    card for everyone in the roll-call (no name, no time), marked 【訓練】 in a drill."""
+    drill = effect.data == fx.DRILL
+    group = effect.effect == fx.GROUP_ROLLCALL_POSTED
+    question = GROUP_ROLLCALL_TEXT if group else ROLLCALL_TEXT
+    note = GROUP_ROLLCALL_NOTE if group else ROLLCALL_RESEND_NOTE if effect.effect == fx.ROLLCALL_RESENT else ROLLCALL_NOTE
+    body = [_text(DRILL_MARK + DRILL_NOTE, size="md", weight="bold", color=MUTED_COLOR)] if drill else []
+    body += [_text(question, size="xxl", weight="bold", align="center"), _text(note, size="lg"),
+             _text(ROLLCALL_HELP_NOTE, size="md"), _text(EMERGENCY_NOTE, size="md", color=MUTED_COLOR)]
+    return card((DRILL_MARK if drill else "") + question, body, [
+        button(postback(SAFE_LABEL, SAFE_DATA, SAFE_LABEL)),
+        button(postback(NEED_HELP_LABEL, NEED_HELP_DATA, NEED_HELP_LABEL), primary=False),
+    ], spacing="lg")
+
+
+def rollcall_answered(effect: Effect) -> list[dict]:
+    """The answer to a 「無事です」; to a 「助けが必要」 only in a drill (for real, help_requested says
+    whom we told)."""
+    drill = effect.data == fx.DRILL
+    if effect.effect == fx.ROLLCALL_SAFE:
+        return [{"type": "text", "text": DRILL_SAFE_TEXT if drill else ROLLCALL_SAFE_TEXT}]
+    return [{"type": "text", "text": DRILL_NEED_HELP_TEXT}] if drill else []
 
 
 def help_button() -> dict:
@@ -277,14 +320,21 @@ def messages_for(effect: Effect, texts: Texts, zone: str) -> list[dict]:
         return [thanks(effect)]
     if kind == fx.GROUP_UNCONFIRMED:
         return unconfirmed_list(effect.members or ())
+    if kind in ROLLCALL_CARDS:
+        return [rollcall_card(effect)]
+    if kind == fx.ROLLCALL_SAFE or kind == fx.ROLLCALL_NEED_HELP:
+        return rollcall_answered(effect)
     return prompts.messages(effect, texts.friend_url, texts.mypage, texts.long_intervals)
 
 
+ROLLCALL_CARDS = frozenset({fx.ROLLCALL_SENT, fx.ROLLCALL_RESENT, fx.GROUP_ROLLCALL_POSTED})
 SENDS_MESSAGES = frozenset({fx.CHECK_SENT, fx.CHECK_RESENT, fx.CONTACTS_NOTIFIED, fx.CONFIRMED,
                             fx.RESOLVED_AFTER_ESCALATION, fx.GROUP_CHECK_POSTED, fx.GROUP_UNCONFIRMED,
-                            fx.ALL_CLEAR, fx.HELP_CONFIRM, fx.HELP_REQUESTED}) | prompts.KINDS
+                            fx.ALL_CLEAR, fx.HELP_CONFIRM, fx.HELP_REQUESTED, fx.ROLLCALL_SAFE,
+                            fx.ROLLCALL_NEED_HELP}) | ROLLCALL_CARDS | prompts.KINDS
 # answers to someone's own tap or message: a reply token of theirs may be at hand (free to answer with)
-REPLYABLE = frozenset({fx.CONFIRMED, fx.RESOLVED_AFTER_ESCALATION, fx.HELP_CONFIRM, fx.HELP_REQUESTED}) | prompts.KINDS
+REPLYABLE = frozenset({fx.CONFIRMED, fx.RESOLVED_AFTER_ESCALATION, fx.HELP_CONFIRM, fx.HELP_REQUESTED,
+                       fx.ROLLCALL_SAFE, fx.ROLLCALL_NEED_HELP}) | prompts.KINDS
 
 
 def answers(event) -> str | None:

@@ -269,3 +269,41 @@ def test_the_my_page_button_in_line_opens_the_residents_own_page(tmp_path):
 def test_phone_numbers_are_read_the_way_people_type_them(text, number):
     from streams.line.webhook_events import phone_number
     assert phone_number(text) == number
+
+
+def test_a_rollcall_reaches_its_area_by_multicast_and_each_answer_is_heard(tmp_path):
+    """A roll-call in the inbox (as the 気象庁 feed or staff will put it): the card goes to the area's
+    residents in one multicast, 「無事です」 is thanked, 「助けが必要」 tells the family at once."""
+    from schemas.events import Register, RollCall
+    from schemas.settings import NOTIFY, MemberSettings, Schedule
+    kita = [user_id_for(f"kita-{i}") for i in range(3)]
+    minami, family = user_id_for("minami-0"), user_id_for("kita-2-family")
+
+    async def story(t: Town, store: Store):
+        now = int(t.clock.now() * 1000)
+        for uid, area in [*((u, "kita") for u in kita), (minami, "minami")]:
+            contacts = (family,) if uid == kita[2] else ()
+            settings = MemberSettings(uid, NOTIFY, Schedule("1d", 9 * 60, "Asia/Tokyo"), None, contacts, area)
+            assert store.accept(TENANT.id, None, [(uid, Register(now, settings))])
+        assert store.accept(TENANT.id, None, [("", RollCall(now + 60_000, "jma-20261201003000", ("kita",)))])
+        await t.at(START + 120)
+        await t.until(lambda: all(t.seen(u) for u in kita), "the roll-call cards")
+        cards = [d for u in kita for d in t.seen(u)]
+        assert {d.endpoint for d in cards} == {"multicast"} and len({d.request_id for d in cards}) == 1
+        assert t.seen(minami) == []  # another area: no card
+        card = cards[0].messages
+        assert "ご無事ですか？" in texts(card)
+
+        assert "ご無事で安心しました" in texts(await t.tap(kita[0], "無事です", card))
+        told = await t.tap(kita[2], "助けが必要", card)
+        assert "連絡先の方に知らせました" in texts(told)
+        await t.until(lambda: t.seen(family), "the family's notice")
+        assert button(t.seen(family)[0].messages, "見に行きます")["data"].startswith("action=ack")
+        await t.at(START + 120 + 31 * 60)  # 30 minutes on: the one who has not answered is asked again
+        await t.until(lambda: len(t.seen(kita[1])) == 2, "the resend")
+        assert "まだお返事がありません" in texts(t.seen(kita[1])[1].messages)
+        assert len(t.seen(kita[0])) == 2  # the card and the thanks: no resend to who answered
+        effects = [e.effect for e in store.effects(TENANT.id) if e.subject == kita[1]]
+        assert effects == ["rollcall_sent", "rollcall_resent"]
+
+    town(story)(tmp_path)

@@ -22,6 +22,13 @@ MULTICAST = request_validator("post", "/v2/bot/message/multicast")
 REPLY = request_validator("post", "/v2/bot/message/reply")
 JAPANESE = re.compile(r"[\u3040-\u30ff\u4e00-\u9fff]")
 
+ROLLCALL_EFFECTS = [
+    *(Effect(AT, kind, subject, data=drill, rollcall="jma-20261201233600")
+      for kind, subject in ((fx.ROLLCALL_SENT, "U001"), (fx.ROLLCALL_RESENT, "U001"), (fx.GROUP_ROLLCALL_POSTED, "C001"),
+                            (fx.ROLLCALL_SAFE, "U001"))
+      for drill in (None, fx.DRILL)),
+    Effect(AT, fx.ROLLCALL_NEED_HELP, "U001", data=fx.DRILL, rollcall="drill-1"),
+]
 EFFECTS = [
     Effect(AT, fx.CHECK_SENT, "U001", 1),
     Effect(AT + 24 * 3600_000, fx.CHECK_RESENT, "U001", 1),
@@ -56,6 +63,7 @@ EFFECTS = [
     *(Effect(AT, fx.HELP_CONFIRM, "U001", data=d) for d in (fx.HELP_TO_STAFF, fx.HELP_TO_CONTACTS)),
     *(Effect(AT, fx.HELP_REQUESTED, "U001", 2, data=d) for d in (fx.HELP_TO_STAFF, fx.HELP_TO_CONTACTS,
                                                                   fx.HELP_TO_BOTH)),
+    *ROLLCALL_EFFECTS,
 ]
 
 
@@ -104,6 +112,8 @@ def test_every_message_is_a_valid_push_body_in_kind_japanese(effect):
 def test_no_message_for_what_is_not_a_line_message():
     for kind in (fx.STAFF_CALL, fx.STAFF_REMINDER, fx.GROUP_CONFIRMED, fx.UNFOLLOWED, fx.FOLLOWED):
         assert m.messages_for(Effect(AT, kind, "U001", 1), TEXTS, "Asia/Tokyo") == []
+    # a real 「助けが必要」 is answered by its help_requested (whom we told), not twice
+    assert m.messages_for(Effect(AT, fx.ROLLCALL_NEED_HELP, "U001", rollcall="R1"), TEXTS, "Asia/Tokyo") == []
 
 
 def test_the_check_card_has_one_big_ok_button_and_a_smaller_help_that_the_ingress_understands():
@@ -125,6 +135,37 @@ def test_the_check_card_has_one_big_ok_button_and_a_smaller_help_that_the_ingres
     assert "昨日のお知らせへのお返事がまだです。お元気でしたら、ボタンを押してください。" in _texts(resend)
     group = m.messages_for(EFFECTS[6], TEXTS, "Asia/Tokyo")[0]
     assert "みなさん、お元気ですか？" in _texts(group)
+
+
+def test_the_rollcall_card_asks_if_you_are_safe_with_two_buttons_the_ingress_reads_back():
+    from streams.line.webhook_events import route
+    from schemas.events import NeedHelp, Safe
+    cards = {}
+    for effect in ROLLCALL_EFFECTS[:6]:
+        [card] = m.messages_for(effect, TEXTS, "Asia/Tokyo")
+        cards[effect.effect, effect.data] = card
+        safe, need = list(_actions(card))
+        assert (safe["label"], safe["data"], need["label"], need["data"]) == ("無事です", "action=safe",
+                                                                             "助けが必要", "action=need_help")
+        first, second = card["contents"]["footer"]["contents"]
+        assert first["style"] == "primary" and second["style"] == "secondary" and second["height"] == "md"
+        texts = list(_texts(card))
+        assert ("【訓練】これは訓練です。" in texts) == (effect.data == fx.DRILL)
+        assert card["altText"].endswith("ご無事ですか？") and "119番" in "".join(texts)
+        assert "山田" not in "".join(texts)  # the same card for everyone: it goes by multicast
+    assert "みなさん、ご無事ですか？" in _texts(cards[fx.GROUP_ROLLCALL_POSTED, None])
+    assert any("まだお返事がありません" in t for t in _texts(cards[fx.ROLLCALL_RESENT, None]))
+    # what a tap on each button becomes, one to one and in a group
+    from linebot.v3.webhooks import Event
+    for data, kind in (("action=safe", Safe), ("action=need_help", NeedHelp)):
+        for source, group in (({"type": "user", "userId": "U" + "1" * 32}, None),
+                              ({"type": "group", "groupId": "C" + "2" * 32, "userId": "U" + "1" * 32}, "C" + "2" * 32)):
+            tap = Event.from_dict({"type": "postback", "mode": "active", "timestamp": AT, "source": source,
+                                   "webhookEventId": "01" + "A" * 24, "deliveryContext": {"isRedelivery": False},
+                                   "replyToken": "r", "postback": {"data": data}})
+            assert route("t", [tap]).events == [kind(AT, "U" + "1" * 32, group)]
+    thanks = m.messages_for(ROLLCALL_EFFECTS[6], TEXTS, "Asia/Tokyo")
+    assert thanks == [{"type": "text", "text": "お返事ありがとうございます。ご無事で安心しました。"}]
 
 
 def test_check_cards_carry_no_name_so_everyone_gets_the_same_card_that_day():

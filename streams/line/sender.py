@@ -28,8 +28,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from agents import outbound as ob
 from agents.clock import zone as tz
-from agents.messages import (REPLYABLE, SENDS_MESSAGES, STAFF_ALERTS, Texts, local_date, messages_for, recipients,
-                             staff_alert)
+from agents.messages import (REPLYABLE, ROLLCALL_CARDS, SENDS_MESSAGES, STAFF_ALERTS, Texts, local_date, messages_for,
+                             recipients, staff_alert)
 from agents import nights
 from agents.on_call import OnCall, on_duty
 from schemas import effects as fx
@@ -372,8 +372,15 @@ class Sender:
                     if messages is None:
                         messages = cards[key] = tuple(messages_for(effect, self.texts, self.tenant.timezone))
                     cards[(effect.effect, effect.at)] = messages
+            elif effect.effect in ROLLCALL_CARDS:  # one card for the whole roll-call (drill or not)
+                messages = cards.get((effect.effect, effect.data))
+                if messages is None:
+                    messages = cards[(effect.effect, effect.data)] = tuple(
+                        messages_for(effect, self.texts, self.tenant.timezone))
             else:
                 messages = tuple(messages_for(effect, self.texts, self.tenant.timezone))
+            if not messages:
+                continue                     # e.g. a real 「助けが必要」: its help_requested answers it
             answer = token is not None and effect.effect in REPLYABLE
             fresh = answer and now - token_at / 1000 < self.reply_max_age
             quiet, morning = self._quiet(effect, now)

@@ -14,6 +14,8 @@ subject, such as an invitation code or a 「見に行きます」 for a group, i
 reason in the audit, before it can reach a subject it does not fit):
 
   postback "action=ok" from a person      Ok(at, member, group if given in a group)
+  postback "action=safe" (無事です)         Safe(at, member, group if given in a group): a roll-call's answer
+  postback "action=need_help" (助けが必要)  NeedHelp(at, member, group if in a group): the same, and a help
   postback "action=ack" (見に行きます)      Acknowledge(at, member, contact, cycle), one-to-one only
   postback "action=help" (助けてほしい)    AskHelp (asks to confirm); with "sure=1" Help; one-to-one only
   postback "action=leave" (連絡先をやめる)  LeaveContact(at, member, contact), one-to-one only
@@ -47,10 +49,10 @@ from linebot.v3.webhooks import (DeliveryContext, Event, EventMode, FollowEvent,
 from pydantic.v1 import ValidationError
 
 from agents import invitation, on_call, signup
-from agents.messages import ACK_ACTION, HELP_ACTION, answers
+from agents.messages import ACK_ACTION, HELP_ACTION, NEED_HELP_ACTION, SAFE_ACTION, answers
 from agents.prompts import ENROLL_ACTION, INVITE_ACTION, LEAVE_ACTION, MYPAGE_ACTION, NIGHTS_ACTION, SETUP_ACTION
-from schemas.events import (AcceptInvite, Acknowledge, AskHelp, ContactNights, Enroll, Help, LeaveContact, Follow, GroupJoined, GroupLeft, Inbound, Invite, Message, Ok,
-                            OpenMyPage, Phone, Roster, Setup, Unfollow)
+from schemas.events import (AcceptInvite, Acknowledge, AskHelp, ContactNights, Enroll, Help, LeaveContact, Follow, GroupJoined, GroupLeft, Inbound, Invite, Message, NeedHelp, Ok,
+                            OpenMyPage, Phone, Roster, Safe, Setup, Unfollow)
 from schemas.settings import Schedule, past_the_eight_day_line
 
 INT64 = 1 << 63
@@ -313,6 +315,10 @@ def _postback(event: PostbackEvent, member: str, group: str | None, one_to_one: 
     action = postback_action(data)
     if action == "ok":
         return [Ok(at, member, group)], ""
+    if action == SAFE_ACTION:
+        return [Safe(at, member, group)], ""
+    if action == NEED_HELP_ACTION:  # the card's own question: a second tap to confirm costs time in a disaster
+        return [NeedHelp(at, member, group)], ""
     if action == ACK_ACTION and one_to_one:
         ack = _ack(data)
         if ack is None:
