@@ -70,7 +70,15 @@ def main(argv: list[str] | None = None) -> int:
     tenant_add.add_argument("--name", help="the municipality's name, e.g. 我孫子市 (default: the id)")
     tenant_add.add_argument("--timezone", default="Asia/Tokyo", help="its time zone (default Asia/Tokyo)")
     tenant_list = tenant_what.add_parser("list", help="one line per tenant: id, name, time zone, LINE channel")
-    for p in (tenant_add, tenant_list):
+    tenant_areas = tenant_what.add_parser("areas", help="set a tenant's areas (地区) and when the 気象庁's "
+                                                        "bulletins start its roll-calls")
+    tenant_areas.add_argument("id")
+    tenant_areas.add_argument("file", help="CSV, one area a line: id,name,JMA city code (7 digits),"
+                                           "JMA 細分区域 code (3 digits); '-' for stdin")
+    tenant_areas.add_argument("--threshold", default="5弱", help="the 震度 that starts a roll-call (default 5弱)")
+    tenant_areas.add_argument("--hold", default="0", help="minutes a roll-call waits so staff can stop it (default 0)")
+    tenant_areas.add_argument("--drills", action="store_true", help="訓練 bulletins start drills here")
+    for p in (tenant_add, tenant_list, tenant_areas):
         p.add_argument("--db", default="var/anpi.db", help="the SQLite file of `anpi serve` (default var/anpi.db)")
         p.add_argument("--redis", nargs="?", const=os.environ.get("ANPI_REDIS", "redis://127.0.0.1:6379/0"),
                        metavar="URL", help="the Kafka deployment's Redis instead: at URL, else ANPI_REDIS")
@@ -250,6 +258,8 @@ def _run(args) -> int:
         from streams.tenants import cli as tenant_cli
         if args.what == "add":
             return tenant_cli.add(args.id, args.name, args.timezone, args.db, args.redis)
+        if args.what == "areas":
+            return tenant_cli.areas(args.id, args.file, args.threshold, args.hold, args.drills, args.db, args.redis)
         return tenant_cli.list_tenants(args.db, args.redis)
     if args.command == "quarantine":
         from streams import quarantine

@@ -14,7 +14,7 @@ from agents.clock import HOUR, MINUTE
 from streams.jma.trigger import Cancel, Hold, Memory, QuakeSettings, Skip, Start
 from schemas.events import RESEND_AFTER_DEFAULT, RollCall
 from streams.jma import bulletin as jb
-from streams.simulation.scenario import Area
+from schemas.areas import Area
 
 JMA = Path(__file__).resolve().parent / "fixtures" / "jma"  # ../shared/jma, copied unchanged (SOURCE.md)
 

@@ -262,3 +262,71 @@ def test_a_tenant_added_to_a_running_serve_gets_its_first_checks_without_a_resta
 
 def _Sender(tenant: Tenant, line: list, clock, metrics) -> Sender:
     return Sender(tenant, line[0], wall=clock.now, metrics=metrics)
+
+
+# --- a tenant's areas and its 気象庁 trigger (issue 14) -------------------------------------------------
+
+AREAS_CSV = "id,name,city,region\nkita,北町,0421300,220\nminami,南町,0421500,\nhigashi,東町,,\n"
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_tenant_areas_are_set_from_a_csv_kept_with_the_other_settings_and_read_back(tmp_path, request, kind):
+    db = str(tmp_path / "anpi.db")
+    where = ["--db", db]
+    if kind == "redis":
+        request.getfixturevalue("running_services")
+        url = redis_url()
+
+        async def flush():
+            client = aioredis.from_url(url)
+            await client.flushdb()
+            await client.aclose()
+        asyncio.run(flush())
+        where = ["--redis", url]
+    assert anpi("tenant", "add", "abiko", *where, stdin=f"{SECRET_B}\n{TOKEN_B}\n").returncode == 0
+    (tmp_path / "areas.csv").write_text(AREAS_CSV, encoding="utf-8")
+    done = anpi("tenant", "areas", "abiko", str(tmp_path / "areas.csv"), "--threshold", "５強", "--hold", "3",
+                "--drills", *where)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ("anpi tenant areas: abiko: 3 areas; a roll-call starts at 震度5強 or more "
+                                   "after 3 min; 訓練 bulletins start drills")
+
+    if kind == "redis":
+        async def read():
+            client = aioredis.from_url(url)
+            try:
+                return await RedisRegistry(client).settings("abiko")
+            finally:
+                await client.aclose()
+        settings = asyncio.run(read())
+    else:
+        store = Store(db)
+        settings = SqliteRegistry(store).settings_now("abiko")
+        store.close()
+    assert settings.quake == ts.QuakeConfig(
+        (ts.Area("kita", "北町", "0421300", "220"), ts.Area("minami", "南町", "0421500", None),
+         ts.Area("higashi", "東町", None, None)), "5+", 3, True)
+    assert settings.channel_secret == SECRET_B  # the other settings are kept
+    refused = anpi("tenant", "areas", "abiko", "-", *where, stdin="kita,北町\nkita,北町2\n")
+    assert refused.returncode == 2 and "ID「kita」が2回あります" in refused.stderr
+    assert anpi("tenant", "areas", "nobody", "-", *where, stdin="kita,北町\n").returncode == 2
+
+
+@pytest.mark.parametrize("text, says", [
+    ("kita,北町,12345,\n", "市町村コードは気象庁の7桁"),
+    ("kita,北町,,1\n", "細分区域コードは気象庁の3桁"),
+    ("kita,\n", "名前は40文字まで"),
+    ("ki ta,北町\n", "IDは空白やカンマのない"),
+    ("a,b,c,d,e\n", "4つまで"),
+    ("".join(f"a{i},名{i}\n" for i in range(2001)), "2000件まで"),
+])
+def test_areas_that_cannot_be_used_are_refused_with_the_line_and_the_reason(text, says):
+    with pytest.raises(ts.Invalid) as error:
+        ts.clean_areas(text)
+    assert says in str(error.value)
+    for threshold in ("5", "震度8", "つよい"):
+        with pytest.raises(ts.Invalid):
+            ts.clean_threshold(threshold)
+    assert ts.clean_threshold("震度６弱以上") == "6-" and ts.clean_hold("０") == 0
+    with pytest.raises(ts.Invalid):
+        ts.clean_hold("61")

@@ -115,6 +115,11 @@ def rank(shindo: str) -> int:
         raise ValueError(f"not a 震度 (seismic intensity): {shindo!r}") from None
 
 
+def label(shindo: str) -> str:
+    """How people write a 震度: "5-" -> "5弱", "6+" -> "6強", "4" -> "4"."""
+    return shindo.replace("-", "弱").replace("+", "強")
+
+
 def parse_threshold(text: str) -> str:
     """A 震度 as people write it -> its canonical form: "5弱", "震度５強", "６弱以上", "5-" -> "5-", "6+"…
 

@@ -94,7 +94,7 @@ S_NOTHING_TO_CANCEL = "nothing_to_cancel"
 
 
 class AreaLike(Protocol):
-    """What the decision reads of a tenant's area (streams.simulation.scenario.Area is one)."""
+    """What the decision reads of a tenant's area (schemas.areas.Area is one)."""
     id: str
     city: str | None     # JMA 市町村等 code, 7 digits
     region: str | None   # JMA 細分区域 code, 3 digits

@@ -16,6 +16,7 @@ import yaml
 from agents.clock import EARLIEST, LATEST, zone
 from schemas.events import (Acknowledge, ChangeSettings, Follow, Help, Inbound, Message, NeedHelp, Ok, Pause, Register,
                             Resolve, RollCall, Safe, Unfollow)
+from schemas.areas import Area
 from schemas.settings import INTERVALS, NOTIFY, SERVICES, WATCH, WEEKDAYS, GroupSettings, MemberSettings, Schedule
 
 GROUP_LIMIT = 500  # a LINE group holds at most 500 people
@@ -35,16 +36,7 @@ class Scenario:
     end: int
     registrations: tuple[Register, ...]
     events: tuple[Inbound | RollCall, ...]  # in the order they apply: by time, file order within a time
-    areas: tuple["Area", ...] = ()
-
-
-@dataclass(frozen=True)
-class Area:
-    """One of the tenant's areas (地区 / 町丁目): its own id and name, and where the 気象庁 places it."""
-    id: str
-    name: str
-    city: str | None = None     # JMA city (市町村等) code, 7 digits
-    region: str | None = None   # JMA 細分区域 code, 3 digits
+    areas: tuple[Area, ...] = ()
 
 
 def load(path: str | Path) -> Scenario:

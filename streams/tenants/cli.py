@@ -1,4 +1,4 @@
-"""`anpi tenant add | list`: the municipalities a deployment serves, in the embedded store's file
+"""`anpi tenant add | list | areas`: the municipalities a deployment serves, in the embedded store's file
 (`--db FILE`, what `anpi serve` reads) or the Kafka deployment's Redis (`--redis [URL]`).
 
 The channel secret and access token come from ANPI_CHANNEL_SECRET / ANPI_CHANNEL_ACCESS_TOKEN, or
@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from redis.exceptions import RedisError
 
 from streams import startup
+from streams.jma.bulletin import label
 from streams.tenants import registry as tenant_registry
 from streams.tenants import settings as ts
 
@@ -122,4 +123,49 @@ def list_tenants(db: str | None, redis_url: str | None, out=None, err=None) -> i
         return 1
     for row in [HEADER, *rows]:
         print("\t".join(row), file=out)
+    return 0
+
+
+def areas(tenant_id: str, path: str, threshold: str, hold: str, drills: bool, db: str | None, redis_url: str | None,
+          stdin=None, out=None, err=None) -> int:
+    """The tenant's areas from a CSV file, with its 気象庁 trigger; the other settings are kept."""
+    stdin, out, err = stdin or sys.stdin, out or sys.stdout, err or sys.stderr
+    try:
+        if path == "-":
+            text = stdin.read()
+        else:
+            with open(path, encoding="utf-8-sig") as f:
+                text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        print(f"anpi tenant areas: {path}: cannot read ({getattr(e, 'strerror', None) or type(e).__name__})", file=err)
+        return 2
+    try:
+        quake = ts.quake_config(text, threshold, hold, drills)
+    except ts.Invalid as e:
+        print(f"anpi tenant areas: {path}: {e}", file=err)
+        return 2
+    at = int(time.time() * 1000)
+
+    async def go() -> bool:
+        async with _registry(db, redis_url) as registry:
+            if await registry.entry(tenant_id) is None:
+                return False
+            settings = ts.merged(await registry.settings(tenant_id), at, quake=quake)
+            detail = f"{len(quake.areas)} areas, 震度{label(quake.threshold)}, hold {quake.hold_minutes} min" + (
+                ", drills" if quake.drills else "")
+            await registry.save(tenant_id, tenant_registry.AuditRow(at, "anpi tenant areas", "areas_set", detail),
+                                settings=settings)
+            return True
+    try:
+        found = asyncio.run(go())
+    except UNREACHABLE as e:
+        print(f"anpi tenant: cannot reach Redis ({type(e).__name__})", file=err)
+        return 1
+    if not found:
+        print(f"anpi tenant areas: no tenant {tenant_id!r} in {_where(db, redis_url)} (add it with anpi tenant add)",
+              file=err)
+        return 2
+    print(f"anpi tenant areas: {tenant_id}: {len(quake.areas)} areas; a roll-call starts at 震度{label(quake.threshold)} "
+          f"or more{f' after {quake.hold_minutes} min' if quake.hold_minutes else ''}"
+          f"{'; 訓練 bulletins start drills' if quake.drills else ''}", file=out)
     return 0

@@ -15,6 +15,9 @@ value it is given before anything is written, so a refused form changes nothing.
 """
 from __future__ import annotations
 
+import csv
+import io
+import json
 import re
 import secrets
 from dataclasses import dataclass, field, replace
@@ -22,7 +25,9 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from agents.messages import Texts
+from schemas.areas import Area
 from schemas.tenant import Tenant
+from streams.jma.bulletin import parse_threshold
 
 CHECK_MAX = 40          # characters of the question on the check card
 QUOTES_MAX = 100        # quotes in the list
@@ -45,6 +50,24 @@ class Invalid(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class QuakeConfig:
+    """When the 気象庁's bulletins start this tenant's roll-calls (streams/jma/trigger.py)."""
+    areas: tuple[Area, ...] = ()
+    threshold: str = "5-"        # 震度 as JMA writes it: 5弱 or more, by default
+    hold_minutes: int = 0        # a roll-call waits this long, so that staff can stop it; 0: at once
+    drills: bool = False         # 訓練 bulletins start drills here
+
+    def to_obj(self) -> dict:
+        return {"areas": [a.to_obj() for a in self.areas], "threshold": self.threshold,
+                "hold_minutes": self.hold_minutes, "drills": self.drills}
+
+    @staticmethod
+    def from_obj(obj: dict) -> "QuakeConfig":
+        return QuakeConfig(tuple(Area.from_obj(a) for a in obj.get("areas", ())), obj.get("threshold", "5-"),
+                           int(obj.get("hold_minutes", 0)), bool(obj.get("drills", False)))
+
+
+@dataclass(frozen=True, slots=True)
 class TenantSettings:
     check_text: str | None = None
     quotes: tuple[str, ...] | None = None
@@ -59,6 +82,7 @@ class TenantSettings:
     hook_url: str | None = None                 # the outgoing webhook (agents/hooks.py)
     hook_secret: str | None = field(default=None, repr=False)   # signs its bodies: made here, shown once
     hook_updated_at: int | None = None
+    quake: QuakeConfig | None = None            # areas and the 気象庁 trigger (None: no areas, no roll-calls)
 
 
 
@@ -153,6 +177,59 @@ def clean_token(value: str) -> str:
     return value
 
 
+AREAS_MAX = 2000       # a city's 町丁目 fit; a typo'd file of a million lines does not
+AREA_ID_MAX = AREA_NAME_MAX = 40
+HOLD_MINUTES_MAX = 60  # a hold longer than an hour is no roll-call after a quake
+_AREA_ID = re.compile(r"[^\s,]{1,40}")
+
+
+def clean_areas(text: str) -> tuple[Area, ...]:
+    """Areas from CSV text, one per line: id, name, JMA city code (7 digits), JMA 細分区域 code (3
+    digits); the codes may be left empty, and a first line starting "id," is a header."""
+    rows = [row for row in csv.reader(io.StringIO((text or "").lstrip("\ufeff"))) if any(c.strip() for c in row)]
+    if rows and rows[0] and rows[0][0].strip().lower() == "id":
+        rows = rows[1:]
+    if len(rows) > AREAS_MAX:
+        raise Invalid(f"地区は{AREAS_MAX}件までにしてください（いま{len(rows)}件です）。")
+    areas, seen = [], set()
+    for n, row in enumerate(rows, 1):
+        cells = [c.strip() for c in row] + [""] * (4 - len(row))
+        if len(row) > 4:
+            raise Invalid(f"地区の{n}行目: 「ID,名前,市町村コード,細分区域コード」の4つまでにしてください。")
+        area_id, name, city, region = cells[:4]
+        if not _AREA_ID.fullmatch(area_id):
+            raise Invalid(f"地区の{n}行目: IDは空白やカンマのない{AREA_ID_MAX}文字までにしてください。")
+        if area_id in seen:
+            raise Invalid(f"地区の{n}行目: ID「{area_id}」が2回あります。")
+        if not name or len(name) > AREA_NAME_MAX:
+            raise Invalid(f"地区の{n}行目: 名前は{AREA_NAME_MAX}文字までで入れてください。")
+        if city and not re.fullmatch(r"[0-9]{7}", city):
+            raise Invalid(f"地区の{n}行目: 市町村コードは気象庁の7桁の数字です（例：0120200）。")
+        if region and not re.fullmatch(r"[0-9]{3}", region):
+            raise Invalid(f"地区の{n}行目: 細分区域コードは気象庁の3桁の数字です（例：106）。")
+        seen.add(area_id)
+        areas.append(Area(area_id, name, city or None, region or None))
+    return tuple(areas)
+
+
+def clean_threshold(value: str) -> str:
+    try:
+        return parse_threshold(value)
+    except ValueError:
+        raise Invalid("震度は「5弱」「5強」「6弱」のように入れてください。") from None
+
+
+def clean_hold(value) -> int:
+    raw = str(value).strip().translate(str.maketrans("０１２３４５６７８９", "0123456789"))
+    if not raw.isdigit() or int(raw) > HOLD_MINUTES_MAX:
+        raise Invalid(f"待つ時間は 0 から {HOLD_MINUTES_MAX} 分までの整数で入れてください。")
+    return int(raw)
+
+
+def quake_config(areas_text: str, threshold: str = "5弱", hold_minutes="0", drills: bool = False) -> QuakeConfig:
+    return QuakeConfig(clean_areas(areas_text), clean_threshold(threshold), clean_hold(hold_minutes), bool(drills))
+
+
 # --- changing them (pure: each backend stores the record this returns) --------------------------------
 
 
@@ -161,7 +238,7 @@ _KEEP = object()
 
 def merged(old: TenantSettings | None, at: int, *, check_text=_KEEP, quotes=_KEEP, timezone=_KEEP,
            channel_secret=_KEEP, channel_access_token=_KEEP, staff_call_limit_hours=_KEEP,
-           forbid_long_intervals=_KEEP, hook_url=_KEEP, hook_secret=_KEEP) -> TenantSettings:
+           forbid_long_intervals=_KEEP, hook_url=_KEEP, hook_secret=_KEEP, quake=_KEEP) -> TenantSettings:
     """`old` with the parts passed replaced (None clears one back to its default); the rest is kept.
     Every value is checked: `Invalid` means nothing is to be written."""
     new = old or TenantSettings(updated_at=at)
@@ -187,6 +264,8 @@ def merged(old: TenantSettings | None, at: int, *, check_text=_KEEP, quotes=_KEE
         new = replace(new, hook_secret=hook_secret or None, hook_updated_at=at)
     if forbid_long_intervals is not _KEEP:
         new = replace(new, forbid_long_intervals=bool(forbid_long_intervals))
+    if quake is not _KEEP:  # a QuakeConfig made by quake_config (checked there), or None
+        new = replace(new, quake=quake)
     if channel_access_token is not _KEEP:
         new = replace(new, channel_access_token=None if channel_access_token is None
                       else clean_token(channel_access_token), token_updated_at=at)
@@ -200,7 +279,8 @@ def to_obj(s: TenantSettings) -> dict:
            "secret_updated_at": s.secret_updated_at, "token_updated_at": s.token_updated_at,
            "updated_at": s.updated_at, "staff_call_limit_hours": s.staff_call_limit_hours,
            "forbid_long_intervals": 1 if s.forbid_long_intervals else None, "hook_url": s.hook_url,
-           "hook_secret": s.hook_secret, "hook_updated_at": s.hook_updated_at}
+           "hook_secret": s.hook_secret, "hook_updated_at": s.hook_updated_at,
+           "quake": json.dumps(s.quake.to_obj(), ensure_ascii=False) if s.quake is not None else None}
     return {k: v for k, v in obj.items() if v is not None}
 
 
@@ -210,7 +290,8 @@ def from_obj(obj: dict) -> TenantSettings:
                           obj.get("channel_secret"), obj.get("channel_access_token"), obj.get("secret_updated_at"),
                           obj.get("token_updated_at"), obj.get("updated_at") or 0, obj.get("staff_call_limit_hours"),
                           bool(obj.get("forbid_long_intervals")), obj.get("hook_url"), obj.get("hook_secret"),
-                          obj.get("hook_updated_at"))
+                          obj.get("hook_updated_at"),
+                          QuakeConfig.from_obj(json.loads(obj["quake"])) if obj.get("quake") else None)
 
 
 # --- what the runtime uses -----------------------------------------------------------------------------
