@@ -73,11 +73,12 @@ def _step(state: GroupState, event) -> tuple[GroupState, list[Effect]]:
         state = _roster(state, event, out)
     elif type(event) is RollCall:
         if state.active and rollcall.concerns(event, state.settings.area):
-            state = state._replace(roll=rollcall.post(state.roll, event, state.settings.id, out))
+            state = state._replace(roll=rollcall.post(state.roll, event, state.settings.id, state.settings.area, out))
     elif type(event) is Safe or type(event) is NeedHelp:
         said = rollcall.SAFE if type(event) is Safe else rollcall.NEED_HELP
         state = _seen(state, event.member)
-        state = state._replace(roll=rollcall.tally(state.roll, event.at, said, event.member, state.settings.id, out))
+        state = state._replace(roll=rollcall.tally(state.roll, event.at, said, event.member, state.settings.id,
+                                                   state.settings.area, out))
     else:
         raise TypeError(f"group step: unknown event {event!r}")
     return state, out

@@ -152,13 +152,15 @@ def step(state: MemberState, event) -> tuple[MemberState, list[Effect]]:
         state = _contact_nights(state, event, out)
     elif kind is RollCall:
         if state.following and rollcall.concerns(event, state.settings.area):
-            state = state._replace(roll=rollcall.start(state.roll, event, state.settings.id, out))
+            state = state._replace(roll=rollcall.start(state.roll, event, state.settings.id, state.settings.area, out))
     elif kind is Safe:
         state = _sign_of_life(state, event.at, out)
-        state = state._replace(roll=rollcall.answer(state.roll, event.at, rollcall.SAFE, state.settings.id, out))
+        state = state._replace(roll=rollcall.answer(state.roll, event.at, rollcall.SAFE, state.settings.id,
+                                                    state.settings.area, out))
     elif kind is NeedHelp:
         drill = state.roll is not None and state.roll.drill
-        state = state._replace(roll=rollcall.answer(state.roll, event.at, rollcall.NEED_HELP, state.settings.id, out))
+        state = state._replace(roll=rollcall.answer(state.roll, event.at, rollcall.NEED_HELP, state.settings.id,
+                                                    state.settings.area, out))
         if not drill:  # a drill calls no one: its 「助けが必要」 is the answer only
             state = _help(state, event.at, out)
     elif kind is AskHelp:
@@ -179,7 +181,8 @@ def _catch_up(state: MemberState, now: int, inclusive: bool, out: list[Effect]) 
         if ladder is not None and (roll is None or ladder <= roll) and (ladder <= now if inclusive else ladder < now):
             state = _fire(state, out)
         elif roll is not None and (roll <= now if inclusive else roll < now):
-            state = state._replace(roll=rollcall.fire(state.roll, state.settings.id, state.following, out))
+            state = state._replace(roll=rollcall.fire(state.roll, state.settings.id, state.settings.area,
+                                                      state.following, out))
         else:
             return state
 
@@ -196,7 +199,7 @@ def _fire(state: MemberState, out: list[Effect]) -> MemberState:
     at, me, phase = state.due, state.settings.id, state.phase
     if phase == IDLE:
         cycle = state.cycle + 1
-        out.append(_new(Effect, (at, fx.CHECK_SENT, me, cycle, None, None, None, None, None)))
+        out.append(_new(Effect, (at, fx.CHECK_SENT, me, cycle, None, None, None, None, None, None)))
         return _new(MemberState, (state.settings, state.anchor, cycle, SENT, at + RESEND_AFTER, state.following,
                                   state.paused_until, state.invite, state.invite_until, state.last_at,
                                   None, (), None, False, state.quiet, state.roll))
@@ -238,7 +241,7 @@ def _sign_of_life(state: MemberState, at: int, out: list[Effect]) -> MemberState
 def _close(state: MemberState, at: int, out: list[Effect], by: str | None = None) -> MemberState:
     """`by`: None when the resident answered; CLOSED_BY_STAFF when staff (or a contact) closed the case."""
     kind = fx.RESOLVED_AFTER_ESCALATION if state.phase == ESCALATED else fx.CONFIRMED
-    out.append(_new(Effect, (at, kind, state.settings.id, state.cycle, None, None, None, by, None)))
+    out.append(_new(Effect, (at, kind, state.settings.id, state.cycle, None, None, None, by, None, None)))
     if state.told:
         out.append(Effect(at, fx.ALL_CLEAR, state.settings.id, state.cycle, to=tuple(sorted(state.told)), data=by))
     return _idle(state, at, strict=True)

@@ -15,6 +15,14 @@ scans members: it reads small tables that each step updates in its own commit. T
     Urgent(member, cycle)        the resident asked for help on this cycle: its case goes first
     CloseCase(member, at)        the resident answered, or staff resolved the case in the engine
     Acknowledged(member, cycle, contact, at)   a contact told answered 「見に行きます」
+    RollSent(rollcall, member, area, drill, at)   a member was asked in a roll-call (rollcall_sent)
+    RollAnswer(rollcall, member, answer, at)   「無事です」 (safe) or 「助けが必要」 (need_help); a need_help
+                                 replaces a safe, never the other way (agents/rollcall.py)
+    RollListed(rollcall, member, at)   no answer after the resend: on the list for staff and 民生委員
+
+A roll-call's tally is by the member's area when asked: each member is in one status of STATUSES
+(waiting, listed, safe, need_help), and `roll_tally` sums rows of (area, status, n) per area and in
+all. Drills are kept apart by their roll-call (its `drill` flag), so they never mix with real ones.
 
 Effect kinds this module does not know (new ones appear as the conversations grow) change nothing.
 
@@ -106,6 +114,58 @@ class Acknowledged(NamedTuple):
     at: int
 
 
+class RollSent(NamedTuple):
+    rollcall: str
+    member: str
+    area: str | None
+    drill: bool
+    at: int
+
+
+class RollAnswer(NamedTuple):
+    rollcall: str
+    member: str
+    answer: str    # SAFE | NEED_HELP
+    at: int
+
+
+class RollListed(NamedTuple):
+    rollcall: str
+    member: str
+    at: int
+
+
+SAFE, NEED_HELP, WAITING, LISTED = "safe", "need_help", "waiting", "listed"
+STATUSES = (NEED_HELP, LISTED, WAITING, SAFE)   # the order staff read them in: who needs someone first
+NO_AREA = ""   # the tally's key for members with no area
+
+
+def roll_tally(rows: Iterable[tuple[str | None, str, int]]) -> dict[str, dict[str, int]]:
+    """(area, status, n) rows -> {area: {status: n, "asked": n}}, with "" for no area and "*" for all."""
+    out: dict[str, dict[str, int]] = {}
+    for area, status, n in rows:
+        for key in (area or NO_AREA, "*"):
+            counts = out.setdefault(key, dict.fromkeys((*STATUSES, "asked"), 0))
+            counts[status] += n
+            counts["asked"] += n
+    out.setdefault("*", dict.fromkeys((*STATUSES, "asked"), 0))
+    return out
+
+
+def answer_curve(minutes: Iterable[tuple[int, int]], until: int) -> list[int]:
+    """(minute after the roll-call went out, answers that minute) rows -> the running total per minute,
+    0 … `until`: how fast people answered (the curve トヨクモ's reports draw)."""
+    per = Counter()
+    for minute, n in minutes:
+        if 0 <= minute <= until:
+            per[minute] += n
+    total, out = 0, []
+    for minute in range(until + 1):
+        total += per[minute]
+        out.append(total)
+    return out
+
+
 class GroupRow(NamedTuple):
     group: str
     cycle: int
@@ -133,6 +193,8 @@ def zone_of(state) -> str:
 def effect_changes(effect, zone: str) -> list:
     """The read-side changes one newly committed effect makes; [] for kinds not counted here."""
     kind = effect.effect
+    if kind in _ROLL:
+        return [_roll_change(effect)]
     if kind == fx.CONTACT_ACKNOWLEDGED:
         return [Acknowledged(effect.subject, effect.cycle, effect.member, effect.at)]
     if kind == fx.STAFF_REMINDER:
@@ -150,6 +212,18 @@ def effect_changes(effect, zone: str) -> list:
     elif kind == fx.RESOLVED_AFTER_ESCALATION:
         out.append(CloseCase(effect.subject, effect.at))
     return out
+
+
+_ROLL = frozenset({fx.ROLLCALL_SENT, fx.ROLLCALL_SAFE, fx.ROLLCALL_NEED_HELP, fx.ROLLCALL_UNANSWERED})
+
+
+def _roll_change(effect):
+    kind = effect.effect
+    if kind == fx.ROLLCALL_SENT:
+        return RollSent(effect.rollcall, effect.subject, effect.area, effect.data == fx.DRILL, effect.at)
+    if kind == fx.ROLLCALL_UNANSWERED:
+        return RollListed(effect.rollcall, effect.subject, effect.at)
+    return RollAnswer(effect.rollcall, effect.subject, SAFE if kind == fx.ROLLCALL_SAFE else NEED_HELP, effect.at)
 
 
 GROUP_IDLE, GROUP_POSTED, GROUP_LEFT = "group:idle", "group:posted", "group:left"

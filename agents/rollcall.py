@@ -60,51 +60,53 @@ def _drill(drill: bool) -> str | None:
 # --- a member ----------------------------------------------------------------------------------
 
 
-def start(current: Roll | None, event: RollCall, me: str, out: list[Effect]) -> Roll | None:
+def start(current: Roll | None, event: RollCall, me: str, area: str | None, out: list[Effect]) -> Roll | None:
     """The member's part in `event`, if they are in it (the caller checked area and following)."""
     if current is not None and current.id == event.id:
         return current  # the same roll-call again (a replay): nothing more
-    out.append(Effect(event.at, fx.ROLLCALL_SENT, me, data=_drill(event.drill), rollcall=event.id))
+    out.append(Effect(event.at, fx.ROLLCALL_SENT, me, data=_drill(event.drill), rollcall=event.id, area=area))
     return Roll(event.id, event.drill, event.at, event.resend_after, None, event.at + event.resend_after)
 
 
-def fire(roll: Roll, me: str, following: bool, out: list[Effect]) -> Roll:
+def fire(roll: Roll, me: str, area: str | None, following: bool, out: list[Effect]) -> Roll:
     """The roll-call's timer fell due (roll.due): the resend, or the listing."""
     at = roll.due
     if not roll.resent:
         if following:  # a blocked account cannot be sent to: it goes straight on to the listing
-            out.append(Effect(at, fx.ROLLCALL_RESENT, me, data=_drill(roll.drill), rollcall=roll.id))
+            out.append(Effect(at, fx.ROLLCALL_RESENT, me, data=_drill(roll.drill), rollcall=roll.id, area=area))
         return roll._replace(resent=True, due=at + roll.delay)
-    out.append(Effect(at, fx.ROLLCALL_UNANSWERED, me, data=_drill(roll.drill), rollcall=roll.id))
+    out.append(Effect(at, fx.ROLLCALL_UNANSWERED, me, data=_drill(roll.drill), rollcall=roll.id, area=area))
     return roll._replace(due=None)
 
 
-def answer(roll: Roll | None, at: int, said: str, me: str, out: list[Effect]) -> Roll | None:
+def answer(roll: Roll | None, at: int, said: str, me: str, area: str | None, out: list[Effect]) -> Roll | None:
     """「無事です」 (SAFE) or 「助けが必要」 (NEED_HELP) from the member."""
     if roll is None or roll.answer == NEED_HELP or roll.answer == said:
         return roll
     kind = fx.ROLLCALL_SAFE if said == SAFE else fx.ROLLCALL_NEED_HELP
-    out.append(Effect(at, kind, me, data=_drill(roll.drill), rollcall=roll.id))
+    out.append(Effect(at, kind, me, data=_drill(roll.drill), rollcall=roll.id, area=area))
     return roll._replace(answer=said, due=None)
 
 
 # --- a group -----------------------------------------------------------------------------------
 
 
-def post(current: GroupRoll | None, event: RollCall, group: str, out: list[Effect]) -> GroupRoll | None:
+def post(current: GroupRoll | None, event: RollCall, group: str, area: str | None,
+         out: list[Effect]) -> GroupRoll | None:
     if current is not None and current.id == event.id:
         return current
-    out.append(Effect(event.at, fx.GROUP_ROLLCALL_POSTED, group, data=_drill(event.drill), rollcall=event.id))
+    out.append(Effect(event.at, fx.GROUP_ROLLCALL_POSTED, group, data=_drill(event.drill), rollcall=event.id,
+                      area=area))
     return GroupRoll(event.id, event.drill, event.at)
 
 
-def tally(roll: GroupRoll | None, at: int, said: str, member: str, group: str,
+def tally(roll: GroupRoll | None, at: int, said: str, member: str, group: str, area: str | None,
           out: list[Effect]) -> GroupRoll | None:
     """A member's answer on the group's card."""
     if roll is None or member in roll.need_help or (said == SAFE and member in roll.safe):
         return roll
     kind = fx.GROUP_ROLLCALL_SAFE if said == SAFE else fx.GROUP_ROLLCALL_NEED_HELP
-    out.append(Effect(at, kind, group, member=member, data=_drill(roll.drill), rollcall=roll.id))
+    out.append(Effect(at, kind, group, member=member, data=_drill(roll.drill), rollcall=roll.id, area=area))
     if said == SAFE:
         return roll._replace(safe=roll.safe | {member})
     return roll._replace(safe=roll.safe - {member}, need_help=roll.need_help | {member})

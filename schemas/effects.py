@@ -74,6 +74,7 @@ class Effect(NamedTuple):  # a tuple: cheap to make, and the engine makes millio
     members: tuple[str, ...] | None = None  # group_unconfirmed (sorted)
     data: str | None = None                 # what to show: the conversations', a staff call's reason, …
     rollcall: str | None = None             # the roll-call's id (rollcall_* effects)
+    area: str | None = None                 # the subject's area when it was asked (rollcall_* effects)
 
     @property
     def id(self) -> str:

@@ -112,6 +112,15 @@ def main(argv: list[str] | None = None) -> int:
     jma_parse = jma_what.add_parser("parse", help="read one bulletin file; print it as one JSON line (event, kind, "
                                                   "status, hypocenter, 震度 per area and per city)")
     jma_parse.add_argument("file", help="a VXSE51, VXSE52 or VXSE53 XML file")
+    jma_watch = jma_what.add_parser("watch", help="poll the 気象庁 feed (ANPI_JMA_FEED_URL, every ANPI_JMA_POLL_SECONDS, "
+                                                  "at least 60) and start the roll-calls its bulletins call for, in "
+                                                  "every tenant with areas")
+    jma_where = jma_watch.add_mutually_exclusive_group()
+    jma_where.add_argument("--db", default="var/anpi.db", help="the SQLite file of `anpi serve` (default var/anpi.db)")
+    jma_where.add_argument("--kafka", action="store_true", help="the Kafka deployment instead: its Redis and inbound "
+                                                                "topic (ANPI_KAFKA, ANPI_REDIS, ANPI_TOPIC_PREFIX)")
+    jma_watch.add_argument("--once", action="store_true", help="one round, a summary line, and exit (0: it went "
+                                                               "through; 1: the feed or the store failed)")
 
     bench = commands.add_parser("bench", help="measure the engine")
     bench_what = bench.add_subparsers(dest="what", required=True, metavar="WHAT")
@@ -267,6 +276,9 @@ def _run(args) -> int:
     if args.command == "jma":
         if args.what == "parse":
             return _jma_parse(args.file)
+        if args.what == "watch":
+            from streams.jma import watch
+            return watch.main(None if args.kafka else args.db, args.kafka, args.once)
     if args.command == "readside":
         from streams.kafka.readside_app import main as readside_main
         return readside_main(args.from_beginning)

@@ -282,7 +282,7 @@ def state_from_obj(obj: list):
 
 def effect_to_obj(effect: Effect) -> dict:
     obj = {"id": effect.id, "at": effect.at, "effect": effect.effect, "subject": effect.subject}
-    for field in ("cycle", "to", "member", "members", "data", "rollcall"):
+    for field in ("cycle", "to", "member", "members", "data", "rollcall", "area"):
         value = getattr(effect, field)
         if value is not None:
             obj[field] = list(value) if isinstance(value, tuple) else value
@@ -293,7 +293,8 @@ def effect_from_obj(obj: dict) -> Effect:
     to, members = obj.get("to"), obj.get("members")
     return Effect(obj["at"], obj["effect"], obj["subject"], obj.get("cycle"),
                   tuple(to) if to is not None else None, obj.get("member"),
-                  tuple(members) if members is not None else None, obj.get("data"), obj.get("rollcall"))
+                  tuple(members) if members is not None else None, obj.get("data"), obj.get("rollcall"),
+                  obj.get("area"))
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # made once: json.dumps makes one a call

@@ -23,7 +23,7 @@ from agents.clock import HOUR, MINUTE
 from backends import admin_server, backend, keys_of, side_of  # noqa: F401 (backend: the fixture)
 from linesim import user_id_for
 from schemas import effects as fx
-from schemas.events import Acknowledge, Ok, Register, Resolve
+from schemas.events import Acknowledge, Ok, Register, Resolve, RollCall
 from schemas.settings import GroupSettings, MemberSettings, Schedule
 from streams import cli, codec
 from streams.admin import accounts, pages
@@ -339,7 +339,8 @@ FORMS = {"/{tenant}/calls/record": {"member": WATCH_SILENT, "cycle": "1", "outco
          "/{tenant}/line/duty": {"start": "9", "end": "17"},
          "/{tenant}/line/unlink": {},
          "/{tenant}/settings/line": {"channel_secret": "stranger-secret-0123456789",
-                                     "channel_access_token": "stranger-token-0123456789abcdef"}}
+                                     "channel_access_token": "stranger-token-0123456789abcdef"},
+         "/{tenant}/rollcalls/{rollcall}/clear": {}}
 
 
 async def a_notice(world: World) -> str:
@@ -348,6 +349,15 @@ async def a_notice(world: World) -> str:
     notice_id = book.new_id()
     await world.side.notices.commit(A, notice_id, draft, [WATCH_SILENT, WATCH_LATE], [], "a-admin", START)
     return notice_id
+
+
+async def a_rollcall(world: World) -> str:
+    """A drill roll-call of tenant A's whole town, for the routes that show one ({rollcall})."""
+    rollcall = "jma-drill-only-for-a"
+    world.store.accept(A, None, [("", RollCall(world.now[0] + 60_000, rollcall, None, True))])
+    world.step(world.now[0] + 60_000)
+    await world.side.sync()
+    return rollcall
 
 
 def test_every_admin_route_but_the_front_door_is_per_tenant_and_only_the_login_is_public():
@@ -366,11 +376,12 @@ def test_a_user_of_another_tenant_gets_not_found_on_every_route(tmp_path, backen
     async def go():
         async with serving(world, backend) as (server, app):
             notice_id = await a_notice(world)
+            rollcall = await a_rollcall(world)
             stranger = Browser(server)
             assert (await stranger.login(B, "b-admin"))[0] == 303
             token = await stranger.csrf(B)   # a valid token of the stranger's own session
             before = await _tenant_a_rows(world)
-            url = "/admin" + path.replace("{tenant}", A).replace("{notice}", notice_id)
+            url = "/admin" + path.replace("{tenant}", A).replace("{notice}", notice_id).replace("{rollcall}", rollcall)
             if method == "GET":
                 status, page, _ = await stranger.get(url)
             else:
@@ -416,7 +427,8 @@ async def _tenant_a_rows(world: World) -> tuple:
             db.execute("SELECT * FROM tenant_look WHERE tenant = ?", (A,)).fetchall(),
             db.execute("SELECT * FROM tenant_settings WHERE tenant = ?", (A,)).fetchall(),
             db.execute("SELECT * FROM admin_line WHERE tenant = ?", (A,)).fetchall(),
-            db.execute("SELECT * FROM admin_line_codes WHERE tenant = ?", (A,)).fetchall())
+            db.execute("SELECT * FROM admin_line_codes WHERE tenant = ?", (A,)).fetchall(),
+            db.execute("SELECT * FROM rs_rolls WHERE tenant = ? ORDER BY rollcall, member", (A,)).fetchall())
 
 
 @run

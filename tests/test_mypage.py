@@ -701,3 +701,35 @@ def test_the_kafka_read_side_keeps_exactly_the_effects_the_history_tells():
     kinds = {v for k, v in vars(fx).items() if k.isupper() and isinstance(v, str) and not k.startswith("_")}
     told = {kind for kind in kinds if history_line(Effect(START, kind, HANA, 1, ())) is not None}
     assert told == MEMBER_HISTORY and fx.CHECK_SENT in told and fx.MYPAGE_LINK not in told
+
+
+def test_the_resident_chooses_their_area_from_the_towns_list_and_a_roll_call_then_reaches_them(store):
+    """お住まいの地区: shown only where the town has areas; the choice is a settings change the engine
+    keeps, a name not on the list commits nothing, and a roll-call of that area reaches them."""
+    from schemas.events import RollCall
+    from streams.tenants import settings as ts
+    clock = Clock(at(1, 8))
+    engine = Engine(store, "sakura")
+
+    async def main():
+        async with served(store, clock) as (browser, _):
+            page = await browser.open(SAKURA, HANA, clock.now)
+            assert "お住まいの地区" not in text(page)   # the town has no areas yet
+            await browser.registry.save("sakura", None, settings=ts.merged(
+                await browser.registry.settings("sakura"), clock.now,
+                quake=ts.quake_config("kita,北町,0421300,220\nminami,南町,,\n")))
+            page = (await browser.get("/mypage/sakura"))[1]
+            assert "お住まいの地区" in text(page) and "北町" in text(page) and "南町" in text(page)
+            status, refused = await browser.change(SAKURA, "area", page, area="nishi")
+            assert status == 400 and "地区を一覧から選んでください" in text(refused)
+            status, page = await browser.change(SAKURA, "area", page, area="minami")
+            assert status == 200 and CHANGED in text(page)
+            assert re.search(r'<option value="minami"\s+selected>', page)
+    run(main())
+    changes = [e for e in inbox(store, "sakura") if type(e) is ChangeSettings]
+    assert len(changes) == 1 and changes[0].settings.area == "minami"
+    engine.step(at(1, 8))
+    assert state_of(store, "sakura", HANA).settings.area == "minami"
+    store.accept("sakura", None, [("", RollCall(at(1, 8, 30), "R1", ("minami",)))])
+    sent = [e for e in engine.step(at(1, 8, 31)) if e.effect == fx.ROLLCALL_SENT]
+    assert [(e.subject, e.area) for e in sent] == [(HANA, "minami")]  # JIRO has no area: not asked

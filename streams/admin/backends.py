@@ -51,6 +51,20 @@ class ReadSide(Protocol):
                              login: str) -> bool:
         """Staff recorded `outcome` on an open staff-call case (audited); False if it is not open."""
 
+    async def rollcalls(self, tenant: str, limit: int = 50) -> list[dict]:
+        """The roll-calls, newest first: {rollcall, drill, at, asked}."""
+
+    async def rollcall_tally(self, tenant: str, rollcall: str) -> dict[str, dict[str, int]]:
+        """agents/readside.roll_tally: {area (or "" / "*" for all): {status: n, "asked": n}}."""
+
+    async def rollcall_members(self, tenant: str, rollcall: str, status: str, limit: int = 5000) -> list[dict]:
+        """Members waiting, listed (by area) or asking for help (by when): member, area, sent_at, answered_at."""
+
+    async def rollcall_curve(self, tenant: str, rollcall: str, until_minutes: int) -> list[int]: ...
+
+    async def clear_drill(self, tenant: str, rollcall: str) -> int:
+        """Forget a drill's tally; 0 for a real roll-call (kept as the record)."""
+
 
 class Staff(Protocol):
     async def authenticate(self, tenant: str, login: str, password: str, now) -> str: ...
@@ -133,6 +147,23 @@ class SqliteReadSide:
 
         await store.grouped(write)
         return True
+
+
+    async def rollcalls(self, tenant, limit=50):
+        return sqlite_rs.rollcalls(self.store.db, tenant, limit)
+
+    async def rollcall_tally(self, tenant, rollcall):
+        return sqlite_rs.rollcall_tally(self.store.db, tenant, rollcall)
+
+    async def rollcall_members(self, tenant, rollcall, status, limit=5000):
+        return sqlite_rs.rollcall_members(self.store.db, tenant, rollcall, status, limit)
+
+    async def rollcall_curve(self, tenant, rollcall, until_minutes):
+        return sqlite_rs.rollcall_curve(self.store.db, tenant, rollcall, until_minutes)
+
+    async def clear_drill(self, tenant, rollcall):
+        with self.store.transaction():
+            return sqlite_rs.clear_drill(self.store.db, tenant, rollcall)
 
 
 class SqliteStaff:
@@ -258,3 +289,18 @@ class RedisReadSide:
             return False
         await self.staff.audit(tenant, wall, login, f"case.{outcome}", f"{member}:{cycle}")
         return True
+
+    async def rollcalls(self, tenant, limit=50):
+        return await self.reader.rollcalls(tenant, limit)
+
+    async def rollcall_tally(self, tenant, rollcall):
+        return await self.reader.rollcall_tally(tenant, rollcall)
+
+    async def rollcall_members(self, tenant, rollcall, status, limit=5000):
+        return await self.reader.rollcall_members(tenant, rollcall, status, limit)
+
+    async def rollcall_curve(self, tenant, rollcall, until_minutes):
+        return await self.reader.rollcall_curve(tenant, rollcall, until_minutes)
+
+    async def clear_drill(self, tenant, rollcall):
+        return await self.reader.clear_drill(tenant, rollcall)

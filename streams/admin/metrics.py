@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
+from agents import readside as rs
 from schemas import effects as fx
 from streams.tenants import settings as tenant_settings
 
@@ -33,6 +34,11 @@ class OpenCases:
                             "open, by tenant and kind (0: none open)", ["tenant", "kind"], registry=self.registry)
         self.limit = Gauge("anpi_staff_call_limit_seconds", "The tenant's limit for an open staff call (設定): "
                            "older ones fire StaffCallTooOld", ["tenant"], registry=self.registry)
+        self.rollcall = Gauge("anpi_rollcall_members", "Members of the tenant's latest roll-call (drill: 1 for "
+                              "the latest drill, kept apart) by status: asked, safe, need_help, listed (no answer "
+                              "after the resend), waiting", ["tenant", "drill", "status"], registry=self.registry)
+        self.rollcall_started = Gauge("anpi_rollcall_started_timestamp_seconds", "When the tenant's latest "
+                                      "roll-call (or drill) went out", ["tenant", "drill"], registry=self.registry)
 
     async def refresh(self) -> None:
         now = self.now_ms()
@@ -43,6 +49,17 @@ class OpenCases:
                 self.oldest.labels(tenant, kind).set(max(0, now - since) / 1000 if since is not None else 0)
             stored = await self.settings.settings(tenant) if self.settings is not None else None
             self.limit.labels(tenant).set(tenant_settings.staff_call_limit_ms(stored) / 1000)
+            await self._rollcalls(tenant)
+
+    async def _rollcalls(self, tenant: str) -> None:
+        latest = {}
+        for roll in await self.readside.rollcalls(tenant, 50):  # newest first
+            latest.setdefault(str(int(bool(roll["drill"]))), roll)
+        for drill, roll in latest.items():
+            counts = (await self.readside.rollcall_tally(tenant, roll["rollcall"]))["*"]
+            for status in (*rs.STATUSES, "asked"):
+                self.rollcall.labels(tenant, drill, status).set(counts[status])
+            self.rollcall_started.labels(tenant, drill).set((roll["at"] or 0) / 1000)
 
 
 def metrics_app(open_cases: OpenCases) -> web.Application:

@@ -13,6 +13,8 @@ agents/readside.py; this module only reads and writes rows.
     rs_groups  one row per つながり group: its current check
     rs_usage   (tenant, month) -> messages handed to LINE that count against the quota (an estimate)
     rs_acks    (tenant, member, cycle, contact) -> when that contact answered 「見に行きます」
+    rs_rolls   one row per member per roll-call: area when asked, drill, when sent, the answer
+               (safe | need_help) and when, listed (no answer after the resend)
 """
 from __future__ import annotations
 
@@ -48,8 +50,12 @@ CREATE TABLE IF NOT EXISTS rs_acks (tenant TEXT NOT NULL, member TEXT NOT NULL, 
                                     PRIMARY KEY (tenant, member, cycle, contact)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rs_usage (tenant TEXT NOT NULL, month TEXT NOT NULL, n INTEGER NOT NULL,
                                      PRIMARY KEY (tenant, month)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rs_rolls (tenant TEXT NOT NULL, rollcall TEXT NOT NULL, member TEXT NOT NULL,
+                                     area TEXT NOT NULL DEFAULT '', drill INTEGER NOT NULL, sent_at INTEGER NOT NULL,
+                                     answer TEXT, answered_at INTEGER, listed INTEGER NOT NULL DEFAULT 0,
+                                     PRIMARY KEY (tenant, rollcall, member)) WITHOUT ROWID;
 """
-TABLES = ("rs_daily", "rs_labels", "rs_cases", "rs_groups", "rs_usage", "rs_acks")
+TABLES = ("rs_daily", "rs_labels", "rs_cases", "rs_groups", "rs_usage", "rs_acks", "rs_rolls")
 
 
 def install(db: sqlite3.Connection) -> bool:
@@ -138,6 +144,18 @@ def _write(db: sqlite3.Connection, tenant: str, change, zone: str, counts: Count
         db.execute("UPDATE rs_cases SET reminders = ?, reminded_at = ? WHERE tenant = ? AND member = ? AND cycle = ? "
                    "AND status = 'open' AND reminders < ?",
                    (change.n, change.at, tenant, change.member, change.cycle, change.n))
+    elif kind is rs.RollSent:
+        db.execute("INSERT OR IGNORE INTO rs_rolls (tenant, rollcall, member, area, drill, sent_at) "
+                   "VALUES (?, ?, ?, ?, ?, ?)", (tenant, change.rollcall, change.member, change.area or rs.NO_AREA,
+                                                 int(change.drill), change.at))
+    elif kind is rs.RollAnswer:  # a need_help replaces a safe, never the other way (the engine's order)
+        db.execute("UPDATE rs_rolls SET answer = ?, answered_at = ? WHERE tenant = ? AND rollcall = ? AND member = ? "
+                   "AND (answer IS NULL OR (answer = ? AND ? = ?))",
+                   (change.answer, change.at, tenant, change.rollcall, change.member, rs.SAFE, change.answer,
+                    rs.NEED_HELP))
+    elif kind is rs.RollListed:
+        db.execute("UPDATE rs_rolls SET listed = 1 WHERE tenant = ? AND rollcall = ? AND member = ?",
+                   (tenant, change.rollcall, change.member))
     elif kind is rs.CloseCase:
         # staff who reached the person asked the engine to resolve: keep their word as the outcome
         db.execute("UPDATE rs_cases SET status = 'closed', closed_at = ?, outcome = CASE WHEN last_action = ? "
@@ -289,3 +307,42 @@ def groups(db: sqlite3.Connection, tenant: str, limit: int = 500) -> list[dict]:
     rows = db.execute(f"SELECT {', '.join(GROUP_COLUMNS)} FROM rs_groups WHERE tenant = ? ORDER BY grp LIMIT ?",
                       (tenant, limit))
     return [dict(zip(GROUP_COLUMNS, row)) for row in rows]
+
+
+# --- roll-calls ----------------------------------------------------------------------------------------
+
+_STATUS = (f"CASE WHEN answer IS NOT NULL THEN answer WHEN listed = 1 THEN '{rs.LISTED}' "
+           f"ELSE '{rs.WAITING}' END")
+ROLL_MEMBER_COLUMNS = ("member", "area", "sent_at", "answer", "answered_at", "listed")
+
+
+def rollcalls(db: sqlite3.Connection, tenant: str, limit: int = 50) -> list[dict]:
+    """The tenant's roll-calls, newest first: id, drill, when it went out, members asked."""
+    rows = db.execute("SELECT rollcall, MAX(drill), MIN(sent_at), COUNT(*) FROM rs_rolls WHERE tenant = ? "
+                      "GROUP BY rollcall ORDER BY MIN(sent_at) DESC LIMIT ?", (tenant, limit))
+    return [dict(zip(("rollcall", "drill", "at", "asked"), row)) for row in rows]
+
+
+def rollcall_tally(db: sqlite3.Connection, tenant: str, rollcall: str) -> dict[str, dict[str, int]]:
+    return rs.roll_tally(db.execute(f"SELECT area, {_STATUS}, COUNT(*) FROM rs_rolls WHERE tenant = ? AND rollcall = ? "
+                                    f"GROUP BY area, {_STATUS}", (tenant, rollcall)))
+
+
+def rollcall_members(db: sqlite3.Connection, tenant: str, rollcall: str, status: str, limit: int = 5000) -> list[dict]:
+    """The members of one status (need_help first in time, the others by area), for the lists and CSV."""
+    order = "answered_at" if status in (rs.SAFE, rs.NEED_HELP) else "area, member"
+    rows = db.execute(f"SELECT {', '.join(ROLL_MEMBER_COLUMNS)} FROM rs_rolls WHERE tenant = ? AND rollcall = ? "
+                      f"AND {_STATUS} = ? ORDER BY {order} LIMIT ?", (tenant, rollcall, status, limit))
+    return [dict(zip(ROLL_MEMBER_COLUMNS, row)) for row in rows]
+
+
+def rollcall_curve(db: sqlite3.Connection, tenant: str, rollcall: str, until_minutes: int) -> list[int]:
+    rows = db.execute("SELECT (answered_at - sent_at) / 60000, COUNT(*) FROM rs_rolls WHERE tenant = ? AND rollcall = ? "
+                      "AND answered_at IS NOT NULL GROUP BY 1", (tenant, rollcall))
+    return rs.answer_curve(rows, until_minutes)
+
+
+def clear_drill(db: sqlite3.Connection, tenant: str, rollcall: str) -> int:
+    """Forget a drill's tally (real roll-calls are kept: they are the record of what happened)."""
+    return db.execute("DELETE FROM rs_rolls WHERE tenant = ? AND rollcall = ? AND drill = 1",
+                      (tenant, rollcall)).rowcount

@@ -37,6 +37,12 @@ case hash of a staff call (closed cases expire after CLOSED_DAYS).
                                      number (kept_phone: its last four digits): My Page
     anpi:{t}:rs:hist:<member>        zset: the member's own effects (as the effects topic has them) by
                                      time, the last HISTORY_DAYS, at most HISTORY_KEEP (My Page)
+    anpi:{t}:rs:rolls                zset roll-call id by when it went out (its first card)
+    anpi:{t}:rs:roll:<id>            hash: drill, at, and "<status>|<area>" -> members (the tally)
+    anpi:{t}:rs:roll:<id>:st         hash member -> "<status>|<area>|<sent at>": each member's one status
+    anpi:{t}:rs:roll:<id>:<status>:<area>  zset of the members waiting / listed in an area (by when
+                                     sent), and anpi:{t}:rs:roll:<id>:need_help (by when they asked)
+    anpi:{t}:rs:roll:<id>:curve      hash minute after it went out -> answers that minute
 
 Members by service and state are the worker's own read model (streams/kafka/redis_store.py, `anpi:<t>:counts`).
 
@@ -103,6 +109,12 @@ def effect_ops(effect, zone: str) -> list[list]:
             ops.append(["close", change.member, change.at])
         elif kind is rs.Acknowledged:
             ops.append(["ack", change.member, change.cycle, change.contact, change.at])
+        elif kind is rs.RollSent:
+            ops.append(["rsent", change.rollcall, change.member, change.area or rs.NO_AREA, int(change.drill), change.at])
+        elif kind is rs.RollAnswer:
+            ops.append(["rans", change.rollcall, change.member, change.answer, change.at])
+        elif kind is rs.RollListed:
+            ops.append(["rlist", change.rollcall, change.member, change.at])
     kind = effect.effect
     if kind == fx.CHECK_SENT and effect.cycle is not None:
         ops.append(["sent", effect.subject, effect.cycle, rs.day_of(effect.at, zone), effect.at])
@@ -179,6 +191,18 @@ local ops = cjson.decode(ARGV[4])
 local SENT_MS, DAILY_MS, CLOSED_MS, PENDING_MS, KEEP = %(sent)d, %(daily)d, %(closed)d, %(pending)d, %(keep)d
 local HIST_MS, HIST_KEEP = %(hist)d, %(hist_keep)d
 local applied = 0
+
+-- a member's roll-call status moves: the tally, the lists (waiting / listed by area, need_help)
+local function roll_move(r, member, from, to, area, at)
+  if from then
+    redis.call('HINCRBY', r, from .. '|' .. area, -1)
+    if from == 'need_help' then redis.call('ZREM', r .. ':need_help', member)
+    elseif from ~= 'safe' then redis.call('ZREM', r .. ':' .. from .. ':' .. area, member) end
+  end
+  redis.call('HINCRBY', r, to .. '|' .. area, 1)
+  if to == 'need_help' then redis.call('ZADD', r .. ':need_help', at, member)
+  elseif to ~= 'safe' then redis.call('ZADD', r .. ':' .. to .. ':' .. area, at, member) end
+end
 
 local function close_case(key, id, kind, at, outcome)
   redis.call('HSET', key, 'status', 'closed', 'closed_at', at, 'outcome', outcome)
@@ -296,6 +320,33 @@ for _, op in ipairs(ops) do
       if tonumber(redis.call('HGET', key, 'cycle') or '-1') == op[4] then
         redis.call('HSET', key, 'roster', tonumber(redis.call('HGET', key, 'confirmed') or '0') + op[6])
         redis.call('HDEL', key, 'posted_at')
+      end
+    elseif name == 'rsent' then
+      local rid, member, area, drill, at = op[3], op[4], op[5], op[6], op[7]
+      local r = p .. 'roll:' .. rid
+      if redis.call('HSETNX', r .. ':st', member, 'waiting|' .. area .. '|' .. at) == 1 then
+        redis.call('ZADD', p .. 'rolls', 'NX', at, rid)
+        redis.call('HSETNX', r, 'drill', drill)
+        redis.call('HSETNX', r, 'at', at)
+        roll_move(r, member, nil, 'waiting', area, at)
+      end
+    elseif name == 'rans' or name == 'rlist' then
+      local rid, member = op[3], op[4]
+      local to, at = op[5], op[6]
+      if name == 'rlist' then to, at = 'listed', op[5] end
+      local r = p .. 'roll:' .. rid
+      local v = redis.call('HGET', r .. ':st', member)
+      if v then
+        local from, area, sent = string.match(v, '^([^|]*)|([^|]*)|(.*)$')
+        local moves = (name == 'rlist' and from == 'waiting') or (name == 'rans' and from ~= 'need_help'
+                      and not (from == 'safe' and to == 'safe'))
+        if moves then
+          roll_move(r, member, from, to, area, at)
+          redis.call('HSET', r .. ':st', member, to .. '|' .. area .. '|' .. sent)
+          if name == 'rans' and from ~= 'safe' then
+            redis.call('HINCRBY', r .. ':curve', math.floor((at - tonumber(sent)) / 60000), 1)
+          end
+        end
       end
     elseif name == 'use' then
       local key = p .. 'usage:' .. op[3]
@@ -503,3 +554,80 @@ class Reader:
         p = prefix(tenant)
         done = await self._record([f"{p}case:{member}:{cycle}"], [p, member, cycle, action, at, "1" if close else "0"])
         return int(done) == 1
+
+    # --- roll-calls -------------------------------------------------------------------------------
+
+    async def rollcalls(self, tenant: str, limit: int = 50) -> list[dict]:
+        """The tenant's roll-calls, newest first: id, drill, when it went out, members asked."""
+        p = prefix(tenant)
+        ids = [_text(i) for i in await self.redis.zrevrange(p + "rolls", 0, limit - 1)]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for rid in ids:
+                pipe.hgetall(p + "roll:" + rid)
+            got = await pipe.execute()
+        out = []
+        for rid, raw in zip(ids, got):
+            fields = {_text(k): int(v) for k, v in raw.items()}
+            asked = sum(n for k, n in fields.items() if "|" in k)
+            out.append({"rollcall": rid, "drill": fields.get("drill", 0), "at": fields.get("at"), "asked": asked})
+        return out
+
+    async def rollcall_tally(self, tenant: str, rollcall: str) -> dict[str, dict[str, int]]:
+        raw = await self.redis.hgetall(prefix(tenant) + "roll:" + rollcall)
+        rows = []
+        for key, n in raw.items():
+            status, sep, area = _text(key).partition("|")
+            if sep and int(n):
+                rows.append((area, status, int(n)))
+        return rs.roll_tally(rows)
+
+    async def rollcall_members(self, tenant: str, rollcall: str, status: str, limit: int = 5000) -> list[dict]:
+        """The members waiting or listed (by area, then member) or asking for help (by when)."""
+        p = prefix(tenant) + "roll:" + rollcall
+        if status == rs.NEED_HELP:
+            keys = [p + ":need_help"]
+        elif status in (rs.WAITING, rs.LISTED):
+            areas = sorted(area for area, counts in (await self.rollcall_tally(tenant, rollcall)).items()
+                           if area != "*" and counts[status])
+            keys = [f"{p}:{status}:{area}" for area in areas]
+        else:
+            return []  # who is safe is counted, not listed
+        members: list[tuple[str, int]] = []
+        for key in keys:
+            got = await self.redis.zrange(key, 0, limit - len(members) - 1, withscores=True)
+            members += [(_text(m), int(score)) for m, score in got]
+            if len(members) >= limit:
+                break
+        if not members:
+            return []
+        values = await self.redis.hmget(p + ":st", [m for m, _ in members])
+        out = []
+        for (member, score), value in zip(members, values):
+            if value is None:
+                continue
+            said, area, sent = _text(value).split("|", 2)
+            asked = said == rs.NEED_HELP
+            out.append({"member": member, "area": area, "sent_at": int(sent), "answer": rs.NEED_HELP if asked else None,
+                        "answered_at": score if asked else None, "listed": int(said == rs.LISTED)})
+        if status != rs.NEED_HELP:
+            out.sort(key=lambda row: (row["area"], row["member"]))
+        return out
+
+    async def rollcall_curve(self, tenant: str, rollcall: str, until_minutes: int) -> list[int]:
+        raw = await self.redis.hgetall(prefix(tenant) + "roll:" + rollcall + ":curve")
+        return rs.answer_curve(((int(k), int(v)) for k, v in raw.items()), until_minutes)
+
+    async def clear_drill(self, tenant: str, rollcall: str) -> int:
+        """Forget a drill's tally (real roll-calls are kept); the members it had asked."""
+        p = prefix(tenant)
+        r = p + "roll:" + rollcall
+        if await self.redis.hget(r, "drill") not in (b"1", "1"):
+            return 0
+        tally = await self.rollcall_tally(tenant, rollcall)
+        keys = [r, r + ":st", r + ":curve", r + ":need_help"]
+        keys += [f"{r}:{status}:{area}" for area in tally if area != "*" for status in (rs.WAITING, rs.LISTED)]
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(*keys)
+            pipe.zrem(p + "rolls", rollcall)
+            await pipe.execute()
+        return tally["*"]["asked"]

@@ -181,6 +181,7 @@ class MyPage:
         zone = s.schedule.zone
         today = local_ordinal(zone, now)
         look = await self.registry.look(tenant.id)
+        areas = await self.areas(tenant.id)
         effects = await self.members.history(tenant.id, session.member, now - HISTORY_DAYS * DAY, now)
         sch = s.schedule
         return self.render(
@@ -205,7 +206,19 @@ class MyPage:
             contacts=view.contacts(s, session.csrf, state.quiet) if s.service == NOTIFY else [],
             can_invite=s.service == NOTIFY and len(s.contacts) < MAX_CONTACTS,
             invitation=view.invitation(state, now) if s.service == NOTIFY else None,
-            history=view.history(effects, session.member, zone), history_days=HISTORY_DAYS)
+            history=view.history(effects, session.member, zone), history_days=HISTORY_DAYS,
+            areas=list(areas.items()), current_area=s.area)
+
+    async def areas(self, tenant: str) -> dict[str, str]:
+        """The tenant's areas (id -> name) from its settings; {} when it has none."""
+        stored = await self.registry.settings(tenant)
+        quake = getattr(stored, "quake", None)
+        return {area.id: area.name for area in quake.areas} if quake is not None else {}
+
+    async def change_area(self, request: web.Request) -> web.StreamResponse:
+        tenant = self.tenant(request)
+        areas = await self.areas(tenant.id) if tenant is not None else {}
+        return await self.change(lambda state, now, form, session: _area(state, now, form, areas), "area")(request)
 
     async def top_image(self, request: web.Request) -> web.StreamResponse:
         tenant = self.tenant(request)
@@ -265,6 +278,15 @@ def _schedule(state: MemberState, now: int, form, session, long_intervals: bool 
 
 def _service(state: MemberState, now: int, form, session) -> list:
     return [ChangeSettings(now, forms.service(form, state.settings))]
+
+
+def _area(state: MemberState, now: int, form, areas: Mapping[str, str]) -> list:
+    chosen = (form.get("area") or "").strip()
+    if chosen and chosen not in areas:
+        raise forms.Invalid("地区を一覧から選んでください。")
+    if (chosen or None) == state.settings.area:
+        return []
+    return [ChangeSettings(now, replace(state.settings, area=chosen or None))]
 
 
 def _pause(state: MemberState, now: int, form, session) -> list:
@@ -333,6 +355,7 @@ def mount(app: web.Application, members: Members, sessions_: Sessions, registry,
             ("contacts/remove", _remove_contact, "contacts", CHANGED, ""),
             ("invite", _invite, "contacts", "招待を作りました。下の文章を、LINEで送ってください。", "#invitation")):
         r.add_post(f"/mypage/{{tenant}}/{path}", mypage.change(build, section, done, anchor))
+    r.add_post("/mypage/{tenant}/area", mypage.change_area)
     app.on_cleanup.append(mypage.close)
     return mypage
 
