@@ -345,7 +345,8 @@ def _enroll(state: MemberState, event: Enroll, out: list[Effect]) -> MemberState
     new, old = event.settings, state.settings
     settings = replace(old, service=new.service, schedule=new.schedule,
                        phone=old.phone if new.service == WATCH else None,
-                       contacts=old.contacts if new.service == NOTIFY else ())
+                       contacts=old.contacts if new.service == NOTIFY else (),
+                       area=new.area if new.area is not None else old.area)
     if not state.following:  # they tapped in the chat, so they follow the account again
         state = state._replace(following=True)
     state = _change_settings(state, ChangeSettings(event.at, settings), out)

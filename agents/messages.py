@@ -106,6 +106,7 @@ class Texts:
     mypage: Callable[[str, int], str] | None = None  # (member, at) -> a signed My Page link (mypage_link)
     calls_url: str = ""    # the admin screen's call queue, which staff alerts link to ("": not served)
     long_intervals: bool = True   # sign-up offers schedules past the 8-day line (a tenant may forbid them)
+    areas: tuple[tuple[str, str], ...] = ()   # the tenant's areas (id, name), which sign-up may offer
 
 
 def local_date(at_ms: int, zone: str) -> date:
@@ -324,7 +325,7 @@ def messages_for(effect: Effect, texts: Texts, zone: str) -> list[dict]:
         return [rollcall_card(effect)]
     if kind == fx.ROLLCALL_SAFE or kind == fx.ROLLCALL_NEED_HELP:
         return rollcall_answered(effect)
-    return prompts.messages(effect, texts.friend_url, texts.mypage, texts.long_intervals)
+    return prompts.messages(effect, texts.friend_url, texts.mypage, texts.long_intervals, texts.areas)
 
 
 ROLLCALL_CARDS = frozenset({fx.ROLLCALL_SENT, fx.ROLLCALL_RESENT, fx.GROUP_ROLLCALL_POSTED})

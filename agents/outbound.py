@@ -111,9 +111,26 @@ def push_request(item: Item, scope: str = "") -> Request:
                    (item.effect_id,), (item.to,))
 
 
-def reply_request(item: Item) -> Request:
-    return Request(REPLY, {"replyToken": item.reply_token, "messages": list(item.messages)}, None,
-                   (item.effect_id,), ())
+def reply_requests(items: list[Item]) -> tuple[list[tuple[Request, list[Item]]], list[Item]]:
+    """Answers that share a reply token as one reply each (a token answers once: a 「無事です」 that
+    also closes a check is thanked in one message pair, not two replies of which LINE refuses the
+    second), at most MESSAGES_MAX messages; (the replies with their items, the items that did not
+    fit, to go by push)."""
+    by_token: dict[str, list[Item]] = {}
+    for item in items:
+        by_token.setdefault(item.reply_token, []).append(item)
+    out, overflow = [], []
+    for token, group in by_token.items():
+        taken, messages = [], []
+        for item in group:
+            if len(messages) + len(item.messages) > MESSAGES_MAX:
+                overflow.append(item._replace(reply_token=None))
+                continue
+            taken.append(item)
+            messages += item.messages
+        out.append((Request(REPLY, {"replyToken": token, "messages": messages}, None,
+                            tuple(i.effect_id for i in taken), ()), taken))
+    return out, overflow
 
 
 # --- token bucket ---------------------------------------------------------------------------------

@@ -40,7 +40,10 @@ QUESTIONS = {
     signup.INTERVAL: "どのくらいの間隔で、お送りしましょうか？",
     signup.WEEKDAY: "何曜日にお送りしましょうか？",
     signup.TIME: "何時ごろにお送りしましょうか？",
+    signup.AREA: "お住まいの地区を教えてください。\n大きな地震のとき、地区ごとに「ご無事ですか？」とお送りします。",
 }
+NO_AREA_LABEL = "選ばない"
+POSTBACK_MAX = 300
 PHONE_REQUEST = ("見守りでは、お返事がないときに職員からお電話します。\n"
                  "お電話番号を、数字で送ってください。（例：09012345678）")
 PHONE_SAVED_TEXT = "お電話番号を登録しました。ありがとうございます。"
@@ -114,10 +117,24 @@ def _card(alt: str, body: list[dict], buttons: list[dict]) -> dict:
 # --- sign-up --------------------------------------------------------------------------------------
 
 
-def question(choices: signup.Choices, long_intervals: bool = True) -> dict:
+def offered_areas(choices: signup.Choices, areas) -> tuple[tuple[str, str], ...]:
+    """The tenant's areas (id, name) sign-up can offer as quick replies: all of them, when they fit
+    (with 「選ばない」, at most 13 buttons, each one's data within LINE's 300 characters); else none,
+    and the resident chooses on My Page."""
+    areas = tuple(areas)
+    if not areas or len(areas) >= QUICK_REPLY_MAX:
+        return ()
+    fits = all(len(f"action={ENROLL_ACTION}&" + signup.encode(choices.with_(area=a))) <= POSTBACK_MAX
+               for a, _ in areas)
+    return areas if fits else ()
+
+
+def question(choices: signup.Choices, long_intervals: bool = True, areas=()) -> dict:
     """The next question, with one quick-reply button per answer; or the card to confirm.
-    `long_intervals` False: the tenant does not offer schedules past the 8-day line."""
-    which = signup.next_question(choices)
+    `long_intervals` False: the tenant does not offer schedules past the 8-day line; `areas`: the
+    tenant's (id, name), asked after the time where they fit as quick replies."""
+    areas = offered_areas(choices, areas)
+    which = signup.next_question(choices, bool(areas))
     if which == signup.SERVICE:
         answers = [(SERVICE_NAMES[s], choices.with_(service=s)) for s in (WATCH, NOTIFY)]
     elif which == signup.INTERVAL:
@@ -127,16 +144,21 @@ def question(choices: signup.Choices, long_intervals: bool = True) -> dict:
         answers = [(name, choices.with_(weekday=w)) for w, name in WEEKDAY_NAMES.items()]
     elif which == signup.TIME:
         answers = [(clock_label(h * 60), choices.with_(minute=h * 60)) for h in TIMES]
+    elif which == signup.AREA:
+        answers = [(name, choices.with_(area=a)) for a, name in areas]
+        answers.append((NO_AREA_LABEL, choices.with_(area=signup.NO_AREA)))
     else:
-        return confirm_card(choices)
+        return confirm_card(choices, dict(areas))
     return _quick(QUESTIONS[which], [_postback(label, _setup_data(c)) for label, c in answers])
 
 
-def confirm_card(choices: signup.Choices) -> dict:
+def confirm_card(choices: signup.Choices, area_names=None) -> dict:
     rows = [_text("この内容で登録します", size="xl", weight="bold"),
             _text(f"サービス：{SERVICE_NAMES[choices.service]}", size="lg"),
             _text(SERVICE_HELP[choices.service], size="md", color=MUTED_COLOR),
             _text(f"お送りする日時：{schedule_label(choices)}", size="lg")]
+    if area_names and choices.area in area_names:
+        rows.append(_text(f"お住まいの地区：{area_names[choices.area]}", size="lg"))
     if past_the_eight_day_line(choices.interval):
         rows.append(_text(f"ご注意：この間隔では、{EIGHT_DAY_WARNING}。毎日か数日ごとがおすすめです。",
                           size="md", color=WARN_COLOR))
@@ -213,16 +235,16 @@ def mypage_card(url: str | None) -> dict:
                  [_button({"type": "uri", "label": "マイページを開く", "uri": url})])
 
 
-def messages(effect: Effect, friend_url: str = "", mypage=None, long_intervals: bool = True) -> list[dict]:
+def messages(effect: Effect, friend_url: str = "", mypage=None, long_intervals: bool = True, areas=()) -> list[dict]:
     """`mypage`: (member, at) -> a signed My Page URL, or None where My Page is not served.
-    `long_intervals`: the tenant offers schedules past the 8-day line."""
+    `long_intervals`: the tenant offers schedules past the 8-day line; `areas`: its (id, name)."""
     kind = effect.effect
     if kind == fx.MYPAGE_LINK:
         return [mypage_card(mypage(effect.subject, effect.at) if mypage else None)]
     if kind == fx.WELCOME:
         return welcome()
     if kind == fx.SETUP_PROMPT:
-        return [question(signup.parse(effect.data or ""), long_intervals)]
+        return [question(signup.parse(effect.data or ""), long_intervals, areas)]
     if kind == fx.ENROLLED:
         return enrolled(effect.data or "")
     if kind == fx.PHONE_SAVED:

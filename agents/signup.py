@@ -5,17 +5,23 @@ far in its postback data ("action=setup&s=notify&i=1d"), so the answer to a butt
 function of that button: a lost or repeated tap just asks the same question again, and nothing about
 a resident is stored until they press 「登録する」.
 
-    service ──▶ interval ──▶ (weekday, for weekly and biweekly) ──▶ time ──▶ confirm ──▶ Enroll
+    service ──▶ interval ──▶ (weekday, for weekly and biweekly) ──▶ time ──▶ (area) ──▶ confirm ──▶ Enroll
+
+The area (お住まいの地区, for roll-calls after a disaster) is asked only where the tenant has a few
+areas to offer as quick replies (`areas`: the caller says so); 「選ばない」 is an answer too (NO_AREA).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlencode
 
 from schemas.settings import INTERVALS, SERVICES, WEEKDAYS, MemberSettings, Schedule
 
-SERVICE, INTERVAL, WEEKDAY, TIME, CONFIRM = "service", "interval", "weekday", "time", "confirm"
-_KEYS = {"s", "i", "w", "t"}
+SERVICE, INTERVAL, WEEKDAY, TIME, AREA, CONFIRM = "service", "interval", "weekday", "time", "area", "confirm"
+_KEYS = {"s", "i", "w", "t", "a"}
+NO_AREA = "-"            # the answer 「選ばない」
+_AREA_ID = re.compile(r"[^\s,&=]{1,40}")
 WEEKLY = ("weekly", "biweekly")
 
 
@@ -25,10 +31,11 @@ class Choices:
     interval: str | None = None
     weekday: str | None = None     # "mon" … "sun", only for weekly and biweekly
     minute: int | None = None      # minutes after local midnight
+    area: str | None = None        # an area id of the tenant's, or NO_AREA
 
     def with_(self, **changes) -> "Choices":
         values = {"service": self.service, "interval": self.interval, "weekday": self.weekday,
-                  "minute": self.minute, **changes}
+                  "minute": self.minute, "area": self.area, **changes}
         if values["interval"] not in WEEKLY:
             values["weekday"] = None
         return Choices(**values)
@@ -40,6 +47,9 @@ def parse(data: str) -> Choices:
     raw = parse_qs(data, keep_blank_values=True)
     values = {k: v[-1] for k, v in raw.items() if k in _KEYS}
     service, interval, weekday, minute = values.get("s"), values.get("i"), values.get("w"), values.get("t")
+    area = values.get("a")
+    if area is not None and area != NO_AREA and not _AREA_ID.fullmatch(area):
+        raise ValueError("a: not an area id")
     if service is not None and service not in SERVICES:
         raise ValueError("s: not a service")
     if interval is not None and interval not in INTERVALS:
@@ -50,17 +60,18 @@ def parse(data: str) -> Choices:
         if not (minute.isdigit() and len(minute) <= 4 and 0 <= int(minute) < 24 * 60):
             raise ValueError("t: not a time of day in minutes")
         minute = int(minute)
-    return Choices(service, interval, weekday, minute).with_()
+    return Choices(service, interval, weekday, minute, area).with_()
 
 
 def encode(choices: Choices) -> str:
     """The query-string form of the choices made (the inverse of `parse`)."""
     pairs = [("s", choices.service), ("i", choices.interval), ("w", choices.weekday),
-             ("t", None if choices.minute is None else str(choices.minute))]
+             ("t", None if choices.minute is None else str(choices.minute)), ("a", choices.area)]
     return urlencode([(k, v) for k, v in pairs if v is not None])
 
 
-def next_question(choices: Choices) -> str:
+def next_question(choices: Choices, areas: bool = False) -> str:
+    """`areas`: the tenant offers its areas here (as quick replies)."""
     if choices.service is None:
         return SERVICE
     if choices.interval is None:
@@ -69,6 +80,8 @@ def next_question(choices: Choices) -> str:
         return WEEKDAY
     if choices.minute is None:
         return TIME
+    if areas and choices.area is None:
+        return AREA
     return CONFIRM
 
 
@@ -77,7 +90,9 @@ def settings(member: str, choices: Choices, zone: str) -> MemberSettings:
     if next_question(choices) != CONFIRM:
         raise ValueError(f"sign-up is not complete: {next_question(choices)} is missing")
     weekday = WEEKDAYS.index(choices.weekday) if choices.weekday is not None else None
-    return MemberSettings(member, choices.service, Schedule(choices.interval, choices.minute, zone, weekday))
+    area = choices.area if choices.area != NO_AREA else None
+    return MemberSettings(member, choices.service, Schedule(choices.interval, choices.minute, zone, weekday),
+                          area=area)
 
 
 def of_settings(s: MemberSettings) -> Choices:

@@ -167,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     burst.add_argument("--speedup", type=float, default=10.0,
                        help="the drill's 30 minutes of answers run this many times faster (default 10)")
     burst.add_argument("--ingress-processes", type=int, default=1, help="anpi ingress --processes (default 1)")
+    burst.add_argument("--rollcall", action="store_true", help="the engine's roll-call (「無事です」 / "
+                                                               "「助けが必要」) instead of a disaster notice")
     burst.add_argument("--share", type=float, default=0.6, help="the share of members who answer (default 0.6)")
     burst.add_argument("--seed", type=int, default=1)
     admin_bench = bench_what.add_parser("admin", help="the admin screen's overview and call queue over real HTTP, "
@@ -196,7 +198,8 @@ def _run(args) -> int:
                 return 2
             from streams.tools import bench_burst
             try:
-                print(bench_burst.burst_bench(args.members, args.speedup, args.ingress_processes, args.share, args.seed))
+                print(bench_burst.burst_bench(args.members, args.speedup, args.ingress_processes, args.share, args.seed,
+                                              rollcall=args.rollcall))
             except RuntimeError as error:   # a process that did not start or stopped, a phase not done
                 print(f"anpi bench burst: {error}", file=sys.stderr)
                 return 1

@@ -22,6 +22,7 @@ from aiohttp.test_utils import TestServer
 
 from agents import readside, routes
 from agents.subject import addressed
+from schemas.events import RollCall
 from schemas import effects as fx
 from streams import codec
 from streams.admin import accounts
@@ -176,7 +177,9 @@ class StoreInbound:
         self.store = store
 
     async def put(self, tenant: str, routed) -> list[tuple[str, object, int, int]]:
-        events = [(subject, event) for event in routed.events for subject in addressed(event)]
+        # a roll-call is the tenant's, as KafkaSink puts it on every partition: one row, no subject
+        events = [(subject, event) for event in routed.events
+                  for subject in (addressed(event) if type(event) is not RollCall else ("",))]
 
         def write() -> list[int]:
             self.store.enqueue(tenant, events)

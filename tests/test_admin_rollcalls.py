@@ -17,7 +17,7 @@ from streams.admin.metrics import OpenCases
 from streams.tenants import settings as ts
 from streams.tenants.in_redis import RedisRegistry
 from streams.tenants.in_sqlite import SqliteRegistry
-from test_admin_routes import A, B, DAY, START, TOKYO, Browser, audit_log, run
+from test_admin_routes import A, B, DAY, START, TOKYO, Browser, audit_log, inbox, run
 
 KITA = [user_id_for(f"kita-{i}") for i in range(3)]
 MINAMI = user_id_for("minami-0")
@@ -103,8 +103,37 @@ async def test_only_an_administrator_clears_a_drill_and_a_real_rollcall_stays(wo
     assert kept[0] == 400 and "本番の安否確認は記録として残ります" in kept[1]
     done = await admin.post(f"/admin/{A}/rollcalls/{DRILL}/clear", {"csrf": await admin.csrf(A)})
     assert done[0] == 303
-    _, page, _ = await admin.get(f"/admin/{A}/rollcalls")
-    assert "訓練" not in page.split("<table")[1] and "本番" in page
+    _, page, _ = await admin.get(done[2].headers["Location"])
+    listed = page[page.index('id="rollcalls"'):page.index("</table>", page.index('id="rollcalls"'))]
+    assert "訓練" not in listed and "本番" in listed and "訓練の集計を消しました" in page
     assert ("rollcall.clear", DRILL) in {(r["action"], r["target"]) for r in await audit_log(world)}
     for browser in (operator, admin, other):
         await browser.close()
+
+
+@run
+async def test_staff_start_a_roll_call_by_hand_once_however_often_they_click(world, server, app):
+    await a_quake(world)
+    user = Browser(server)
+    await user.login(A, "a-operator")
+    status, page, _ = await user.get(f"/admin/{A}/rollcalls")
+    assert status == 200 and "安否確認を始める" in page and "北町" in page and "南町" in page
+    nonce = re.search(r'name="nonce" value="([^"]+)"', page).group(1)
+    token = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    refused = await user.post(f"/admin/{A}/rollcalls/start", {"csrf": token, "nonce": nonce})
+    assert refused[0] == 400 and "地区を選ぶか" in refused[1]
+    refused = await user.post(f"/admin/{A}/rollcalls/start", {"csrf": token, "nonce": nonce, "area": "nishi"})
+    assert refused[0] == 400 and "地区を一覧から選んでください" in refused[1]
+    for _ in range(2):   # a second click sends the same form again
+        done = await user.post(f"/admin/{A}/rollcalls/start", {"csrf": token, "nonce": nonce, "area": "minami"})
+        assert done[0] == 303 and done[2].headers["Location"].endswith("?started=1")
+    started = [e for e in inbox(world.store, A) if type(e) is RollCall and e.id.startswith("staff-")]
+    assert {(e.id, e.areas, e.drill) for e in started} == {(f"staff-{nonce}", ("minami",), False)}
+    world.step(world.now[0] + 60_000)
+    await world.side.sync()
+    rolls = [r for r in await world.side.read.rollcalls(A) if r["rollcall"] == f"staff-{nonce}"]
+    assert rolls == [{"rollcall": f"staff-{nonce}", "drill": 0, "at": rolls[0]["at"], "asked": 1}]   # MINAMI only
+    assert ("rollcall.start", f"staff-{nonce}") in {(r["action"], r["target"]) for r in await audit_log(world)}
+    page = (await user.get(f"/admin/{A}/rollcalls?started=1"))[1]
+    assert "安否確認を始めました" in page
+    await user.close()

@@ -41,3 +41,17 @@ def test_a_small_burst_reaches_everyone_once_and_every_answer_is_tallied(capsys)
     # a check card and the notice to each member, and a thanks to each who answered: nothing twice
     assert out["line"]["deliveries_per_member"] == {"2": 1200 - answering, "3": answering}, out["line"]
     assert out["line"]["duplicates"] == 0
+
+
+@pytest.mark.usefixtures("running_services")
+def test_a_small_roll_call_burst_reaches_everyone_once_and_every_safe_is_tallied(capsys):
+    assert main(["bench", "burst", "--members", "1200", "--speedup", "120", "--rollcall"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    answering = int(1200 * 0.6)
+    assert out["via"] == "rollcall" and out["notice"]["recipients"] == 1200
+    answers = out["answers"]
+    assert answers["posted"] == answers["acknowledged"] == answers["tallied"] == answering, answers
+    # the check card and the roll-call's card to each member; to each who answered, the answer (one
+    # reply: the roll-call's thanks and the check's confirmation together): nothing twice, no resend
+    assert out["line"]["deliveries_per_member"] == {"2": 1200 - answering, "3": answering}, out["line"]
+    assert out["line"]["duplicates"] == 0

@@ -307,3 +307,26 @@ def test_a_rollcall_reaches_its_area_by_multicast_and_each_answer_is_heard(tmp_p
         assert effects == ["rollcall_sent", "rollcall_resent"]
 
     town(story)(tmp_path)
+
+
+def test_where_the_town_has_areas_sign_up_asks_which_one_and_the_resident_is_in_its_roll_calls(tmp_path):
+    from streams.tenants import settings as ts
+    from streams.tenants.in_sqlite import SqliteRegistry
+    alice = user_id_for("alice-with-an-area")
+
+    async def story(t: Town, store: Store):
+        registry = SqliteRegistry(store)
+        await registry.save(TENANT.id, None, settings=ts.merged(await registry.settings(TENANT.id), 0,
+                                                                quake=ts.quake_config("kita,北町\nminami,南町\n")))
+        await t.runtime.settings_changed(TENANT.id)   # as the 設定 page tells the running service
+        welcome = await t.follow(alice)
+        time_q = await t.tap(alice, "毎日", await t.tap(alice, "安否通知", welcome))
+        area_q = await t.tap(alice, "午前9時", time_q)
+        assert "お住まいの地区を教えてください" in texts(area_q)
+        assert [i["action"]["label"] for i in area_q[0]["quickReply"]["items"]] == ["北町", "南町", "選ばない"]
+        card = await t.tap(alice, "南町", area_q)
+        assert "お住まいの地区：南町" in texts(card) and "お送りする日時：毎日 午前9時" in texts(card)
+        await t.tap(alice, "登録する", card)
+        assert dict(store.states(TENANT.id))[alice].settings.area == "minami"
+
+    town(story)(tmp_path)

@@ -39,7 +39,7 @@ from hypothesis_jsonschema import from_schema
 from agents import invitation
 from agents.subject import addressed
 from schemas.events import (Acknowledge, AskHelp, Follow, GroupJoined, GroupLeft, Help, LeaveContact, Message, Ok,
-                            Roster, StaffLinked, Unfollow)
+                            RollCall, Roster, StaffLinked, Unfollow)
 from schemas.settings import Schedule
 from schemas.tenant import Tenant
 from streams import codec
@@ -47,6 +47,7 @@ from streams.admin.redis_accounts import RedisStaff
 from streams.line.ingress import (KafkaSink, MemoryDedupe, MemorySink, RedisDedupe, create_app,
                              signed)
 from streams.kafka.feed import event_message
+from streams.kafka.records import Naming
 from streams.kafka.settings import Settings, partition_of
 from streams.line import webhook_events
 from streams.line.webhook_events import Malformed, Routed, parse, phone_number, route
@@ -354,6 +355,23 @@ def test_an_ok_in_a_group_reaches_both_the_members_and_the_groups_partition(kafk
                       (partition_of(member, PARTITIONS), member, member)}
     assert {codec.event_from_obj(m["event"]) for _, _, m in inbound} == {Ok(T0, member, group)}
     assert audit_of(kafka_tenant) == []
+
+
+def test_a_roll_call_staff_start_goes_onto_every_inbound_partition_for_the_tenant(kafka_tenant):
+    """KafkaSink (the admin screen's way in on Kafka): a roll-call is the tenant's, not one subject's."""
+    base = Settings.from_env()
+    rollcall = RollCall(T0, "staff-0123456789abcdef", ("kita",), True)
+
+    async def put():
+        async with KafkaSink(replace(base, prefix=kafka_tenant.id)) as sink:   # the home tenant
+            return await sink.put(kafka_tenant.id, Routed(events=[rollcall]))
+    placed = asyncio.run(put())
+    assert sorted(p for _, _, p, _ in placed) == list(range(PARTITIONS))
+    inbound = inbound_of(kafka_tenant)
+    assert sorted(p for p, _, _ in inbound) == list(range(PARTITIONS)) and {k for _, k, _ in inbound} == {None}
+    naming = Naming(kafka_tenant.id)
+    read = [naming.read(codec.dumps(m)) for _, _, m in inbound]
+    assert {(r.tenant, r.subject, r.event) for r in read} == {(kafka_tenant.id, None, rollcall)}
 
 
 def test_a_missing_or_wrong_signature_is_refused_and_nothing_is_stored(kafka_tenant):

@@ -398,3 +398,39 @@ def test_sign_up_warns_of_the_8_day_line_for_weekly_biweekly_and_30_day_schedule
         [card] = m.messages_for(Effect(AT, fx.SETUP_PROMPT, "U001", data=data), TEXTS, "Asia/Tokyo")
         said = "".join(_texts(card))
         assert ("8日以上、誰にも気づかれない可能性があります" in said) is warned, data
+
+
+def test_sign_up_asks_the_area_only_where_the_towns_areas_fit_as_quick_replies():
+    from agents import prompts, signup
+    chosen = signup.Choices("notify", "1d", None, 540)
+    few = [(f"a{i}", f"地区{i}") for i in range(12)]
+    asked = prompts.question(chosen, areas=few)
+    labels = [item["action"]["label"] for item in asked["quickReply"]["items"]]
+    assert labels == [name for _, name in few] + ["選ばない"] and len(labels) == 13
+    for item in asked["quickReply"]["items"]:
+        assert len(item["action"]["data"]) <= 300
+    many = few + [("a12", "地区12")]   # 13 and 「選ばない」 do not fit: chosen on My Page instead
+    assert prompts.question(chosen, areas=many)["type"] == "flex"       # straight to the confirmation
+    long_ids = [("x" * 40, "長い地区")]
+    assert prompts.question(chosen, areas=long_ids)["quickReply"]["items"][0]["action"]["label"] == "長い地区"
+    skipped = chosen.with_(area=signup.NO_AREA)
+    assert signup.settings("U1", skipped, "Asia/Tokyo").area is None
+    assert signup.settings("U1", chosen.with_(area="a3"), "Asia/Tokyo").area == "a3"
+    assert signup.parse(signup.encode(chosen.with_(area="a3"))) == chosen.with_(area="a3")
+    with pytest.raises(ValueError):
+        signup.parse("s=notify&a=" + "x" * 41)
+
+
+def test_answers_that_share_a_reply_token_go_in_one_reply_and_what_does_not_fit_by_push():
+    text = {"type": "text", "text": "ありがとう"}
+    items = [ob.Item("U1", (text,), "U1:r:R1:rollcall_safe", "tok-1"), ob.Item("U1", (text,), "U1:1:confirmed", "tok-1"),
+             ob.Item("U2", (text,), "U2:1:confirmed", "tok-2"),
+             *(ob.Item("U3", (text, text), f"U3:{i}", "tok-3") for i in range(3))]
+    replies, overflow = ob.reply_requests(items)
+    assert [(r.body["replyToken"], len(r.body["messages"]), r.effect_ids) for r, _ in replies] == [
+        ("tok-1", 2, ("U1:r:R1:rollcall_safe", "U1:1:confirmed")), ("tok-2", 1, ("U2:1:confirmed",)),
+        ("tok-3", 4, ("U3:0", "U3:1"))]
+    assert all(r.endpoint == ob.REPLY and r.retry_key is None for r, _ in replies)
+    for r, _ in replies:
+        REPLY.validate(r.body)
+    assert overflow == [ob.Item("U3", (text, text), "U3:2", None)]   # five messages at most: the rest by push

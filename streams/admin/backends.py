@@ -21,7 +21,7 @@ from agents import readside as rs
 from agents.group import UNCONFIRMED_AFTER
 from agents.member import ESCALATED
 from schemas import effects as fx
-from schemas.events import Resolve
+from schemas.events import Resolve, RollCall
 from streams.admin import accounts
 from streams.embedded import readside as sqlite_rs
 from streams.embedded.store import Store
@@ -64,6 +64,9 @@ class ReadSide(Protocol):
 
     async def clear_drill(self, tenant: str, rollcall: str) -> int:
         """Forget a drill's tally; 0 for a real roll-call (kept as the record)."""
+
+    async def start_rollcall(self, tenant: str, rollcall: RollCall, wall: int, login: str) -> None:
+        """Staff start a roll-call by hand: to the engine (the inbox, or every inbound partition), audited."""
 
 
 class Staff(Protocol):
@@ -164,6 +167,15 @@ class SqliteReadSide:
     async def clear_drill(self, tenant, rollcall):
         with self.store.transaction():
             return sqlite_rs.clear_drill(self.store.db, tenant, rollcall)
+
+    async def start_rollcall(self, tenant, rollcall, wall, login):
+        store = self.store
+
+        def write() -> None:   # the roll-call and its audit row in one commit
+            store.enqueue(tenant, [("", rollcall)])
+            accounts.audit(store.db, tenant, wall, login, "rollcall.start", rollcall.id, rollcall_detail(rollcall))
+
+        await store.grouped(write)
 
 
 class SqliteStaff:
@@ -304,3 +316,14 @@ class RedisReadSide:
 
     async def clear_drill(self, tenant, rollcall):
         return await self.reader.clear_drill(tenant, rollcall)
+
+    async def start_rollcall(self, tenant, rollcall, wall, login):
+        from streams.line.webhook_events import Routed
+        await self.sink.put(tenant, Routed(events=[rollcall]))   # first: a failure records nothing
+        await self.staff.audit(tenant, wall, login, "rollcall.start", rollcall.id, rollcall_detail(rollcall))
+
+
+def rollcall_detail(rollcall: RollCall) -> str:
+    """The audit row's detail of a roll-call staff started: its areas and whether it is a drill."""
+    areas = ",".join(rollcall.areas) if rollcall.areas is not None else "all"
+    return f"areas={areas}" + (" drill" if rollcall.drill else "")

@@ -8,24 +8,30 @@ from __future__ import annotations
 
 import csv
 import io
+import re
+import secrets
 
 from aiohttp import web
 
 from agents import readside as rs
+from schemas.events import RollCall
 from streams.admin import auth
-from streams.admin.keys import CLOCK, READSIDE, REGISTRY, SESSION, STAFF, TENANTS, WALL
+from streams.admin.keys import CLOCK, FORM, READSIDE, REGISTRY, SESSION, STAFF, TENANTS, WALL
 from streams.admin.view import local_time, render
 
 REFRESH_SECONDS = 5        # the live page reloads itself this often
 CURVE_MINUTES = 60         # the curve's first hour (most answer within minutes)
 CURVE_W, CURVE_H, CURVE_PAD = 600, 160, 36
 STATUS_WORDS = {rs.NEED_HELP: "助けが必要", rs.LISTED: "返事なし（再送後）", rs.WAITING: "返事待ち", rs.SAFE: "無事"}
-ACTION_WORDS = {"rollcall.clear": "訓練の集計を消去", "rollcall.csv": "返事のない方の一覧（CSV）を保存"}
+ACTION_WORDS = {"rollcall.clear": "訓練の集計を消去", "rollcall.csv": "返事のない方の一覧（CSV）を保存",
+                "rollcall.start": "安否確認を開始"}
+NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")   # the form's own id: a second click sends the same roll-call
 CSV_HEADER = ("地区", "地区ID", "LINEのID", "状態", "送った時刻")
 
 
 def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/{tenant}/rollcalls", rollcalls, name="rollcalls")
+    router.add_post("/{tenant}/rollcalls/start", start, name="rollcall_start")
     router.add_get("/{tenant}/rollcalls/{rollcall}", rollcall, name="rollcall")
     router.add_get("/{tenant}/rollcalls/{rollcall}/unanswered.csv", unanswered_csv, name="rollcall_csv")
     router.add_post("/{tenant}/rollcalls/{rollcall}/clear", clear, name="rollcall_clear")
@@ -38,11 +44,37 @@ async def _area_names(request: web.Request, tenant: str) -> dict[str, str]:
     return {**names, rs.NO_AREA: "地区なし"}
 
 
-async def rollcalls(request: web.Request) -> web.Response:
+async def rollcalls(request: web.Request, status: int = 200, error: str | None = None) -> web.Response:
     tenant = request.match_info["tenant"]
     zone = request.app[TENANTS][tenant]
     rows = [{**r, "at_text": local_time(r["at"], zone)} for r in await request.app[READSIDE].rollcalls(tenant)]
-    return render(request, "rollcalls.html", title="災害時の安否確認", rows=rows)
+    names = await _area_names(request, tenant)
+    areas = [(a, n) for a, n in names.items() if a != rs.NO_AREA]
+    return render(request, "rollcalls.html", status=status, title="災害時の安否確認", rows=rows, areas=areas,
+                  csrf=request[SESSION].csrf, nonce=secrets.token_urlsafe(16), error=error,
+                  started=request.query.get("started") == "1", cleared=request.query.get("cleared") == "1")
+
+
+async def start(request: web.Request) -> web.Response:
+    """Staff start a roll-call by hand (an earthquake the feed has not reported, a flood): the
+    areas ticked, or the whole town; a drill if ticked. Its id is the form's own, so a second click
+    (or a reload of the POST) is the same roll-call, which the engine takes once."""
+    tenant = request.match_info["tenant"]
+    form = request[FORM]
+    nonce = str(form.get("nonce", ""))
+    if not NONCE.fullmatch(nonce):
+        raise web.HTTPBadRequest(text="画面を開きなおして、もう一度お試しください。")
+    names = await _area_names(request, tenant)
+    chosen = tuple(a for a in form.getall("area", []) if isinstance(a, str))
+    if any(a not in names or a == rs.NO_AREA for a in chosen):
+        return await rollcalls(request, 400, "地区を一覧から選んでください。")
+    whole = form.get("whole") == "1"
+    if not whole and not chosen:
+        return await rollcalls(request, 400, "地区を選ぶか、「すべての地区」を選んでください。")
+    drill = form.get("drill") == "1"
+    event = RollCall(request.app[CLOCK](), f"staff{'-drill' if drill else ''}-{nonce}", None if whole else chosen, drill)
+    await request.app[READSIDE].start_rollcall(tenant, event, request.app[WALL](), request[SESSION].login)
+    return auth.see_other(request.app.router["rollcalls"].url_for(tenant=tenant).with_query(started="1"))
 
 
 async def _known(request: web.Request, tenant: str, rid: str) -> dict:

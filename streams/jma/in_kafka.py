@@ -25,7 +25,7 @@ from schemas.events import RollCall
 from streams.admin import redis_accounts
 from streams.jma.trigger import Memory
 from streams.jma.watch import SEEN_KEEP, quake_tenants
-from streams.kafka.records import Naming, rollcall_messages
+from streams.kafka.records import Naming
 from streams.kafka.settings import Settings
 from streams.tenants.in_redis import RedisRegistry
 from streams.tenants.registry import AuditRow
@@ -84,11 +84,9 @@ class KafkaQuakeStore:
         producer = await self._started()
         inbound, partitions = self.settings.inbound, self.settings.partitions
         await self._check_partitions(producer, inbound, partitions)
-        # the tenant field as the ingress writes it: none for the home tenant (its records read on as
-        # before there were tenants), the id for any other
-        named = self.naming.tagged(tenant, {}).get("tenant", "")
+        # named as the ingress names the tenant's records (none for the home tenant, the id for any other)
         pending = [await producer.send(inbound, value, key=key or None, partition=number)
-                   for number, key, value in rollcall_messages(rollcall, partitions, named)]
+                   for number, key, value in self.naming.rollcall_messages(tenant, rollcall, partitions)]
         await asyncio.wait_for(asyncio.gather(*pending), SEND_SECONDS)
 
     async def _started(self) -> AIOKafkaProducer:

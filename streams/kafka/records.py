@@ -62,6 +62,13 @@ class Naming:
             obj["reply"] = list(reply)
         return partition_of(key, partitions), key.encode(), codec.dumps(obj)
 
+    def rollcall_messages(self, tenant: str, event: RollCall, partitions: int) -> Iterator[Message]:
+        """`tenant`'s roll-call on every partition (each applies it to its own subjects of the
+        tenant), keyed like a tick: it is the partition's, not one subject's."""
+        value = codec.dumps(self.tagged(tenant, {"rollcall": codec.event_to_obj(event)}))
+        for number in range(partitions):
+            yield number, b"", value
+
     def read(self, value: bytes | None) -> Input:
         """The record an inbound message holds, or `Undecodable` (or a JSON error) saying why not."""
         if not value:
@@ -123,11 +130,8 @@ def tick(at: int, flush: str | None = None) -> bytes:
 
 
 def rollcall_messages(event: RollCall, partitions: int, tenant: str = "") -> Iterator[Message]:
-    """A tenant's roll-call on every partition (each applies it to its own subjects of the tenant),
-    keyed like a tick: it is the partition's, not one subject's."""
-    value = codec.dumps(_BARE.tagged(tenant, {"rollcall": codec.event_to_obj(event)}))
-    for number in range(partitions):
-        yield number, b"", value
+    """The home tenant's roll-call (or `tenant`'s, tagged) on every partition: what one-tenant drivers write."""
+    return _BARE.rollcall_messages(tenant, event, partitions)
 
 
 def tick_messages(at: int, partitions: int, flush: str | None = None) -> Iterator[Message]:

@@ -35,7 +35,7 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry, Counter
 
 from agents.subject import addressed
-from schemas.events import StaffLinked
+from schemas.events import RollCall, StaffLinked
 from schemas.tenant import Tenant
 from streams import codec
 from streams.kafka import redis_store
@@ -324,6 +324,11 @@ class KafkaSink:
         await self._check_partitions(inbound, partitions)
         pending, placed = [], []
         for event in routed.events:
+            if type(event) is RollCall:  # staff's: on every partition, for the tenant's subjects there
+                for number, key, value in self.naming.rollcall_messages(tenant_id, event, partitions):
+                    pending.append(await self._producer.send(inbound, value, key=key or None, partition=number))
+                    placed.append(("", event))
+                continue
             reply = routed.reply_for(event)  # for the worker to pass on to the sender
             for subject in addressed(event):
                 number, key, value = self.naming.event_message(tenant_id, subject, event, partitions, reply)

@@ -515,19 +515,20 @@ class Sender:
         if answers and self.claim_replies is not None:  # at most once across restarts (see __init__)
             allowed = await self._claim([i.effect_id for i in answers])
             answers = [i for i in answers if i.effect_id in allowed]
-        replies = [i for i in answers if i.reply_token is not None]
+        replies, overflow = ob.reply_requests([i for i in answers if i.reply_token is not None])
         # a token too old to use: by push, still claimed (a first delivery may have replied)
         requests = requests + self._leave_out_blocked(
-            ob.coalesce([i for i in answers if i.reply_token is None], scope=self.tenant.id), report)
+            ob.coalesce([i for i in answers if i.reply_token is None] + overflow, scope=self.tenant.id), report)
         # Replies first (free, and the token is ageing), tried once: a reply has no retry key and its
         # token is single-use, so a second try proves nothing. One LINE refused (token spent or
         # expired, or busy) falls back to a push: billed, but it arrives. One that got no answer may
         # have arrived, so it is left at that rather than risk thanking someone twice.
-        outcomes = await asyncio.gather(*(one(ob.reply_request(i), 1) for i in replies))
-        fallback = [ob.push_request(i._replace(reply_token=None), self.tenant.id)
-                    for i, (verdict, status) in zip(replies, outcomes) if verdict == ob.GIVE_UP and status]
-        if fallback:
-            fell_back = {r.effect_ids for r in fallback}
+        outcomes = await asyncio.gather(*(one(req, 1) for req, _ in replies))
+        refused = [(req, items) for (req, items), (verdict, status) in zip(replies, outcomes)
+                   if verdict == ob.GIVE_UP and status]
+        fallback = [ob.push_request(i._replace(reply_token=None), self.tenant.id) for _, items in refused for i in items]
+        if refused:
+            fell_back = {req.effect_ids for req, _ in refused}
             report.failed[:] = [f for f in report.failed if not (f.endpoint == ob.REPLY and f.effect_ids in fell_back)]
         await asyncio.gather(*(one(r) for r in requests + fallback))
 

@@ -312,7 +312,8 @@ def texts_with(base: Texts, s: TenantSettings | None) -> Texts:
     if s is None:
         return base
     return replace(base, check=s.check_text or base.check, quotes=s.quotes or base.quotes,
-                   long_intervals=not s.forbid_long_intervals)
+                   long_intervals=not s.forbid_long_intervals,
+                   areas=tuple((a.id, a.name) for a in s.quake.areas) if s.quake is not None else ())
 
 
 def tail(value: str | None) -> str:

@@ -15,6 +15,11 @@ N members, each on a daily check at 9:00:
              by reply. The live tally is the admin screen's count of answers for the day (anpi
              readside, in Redis), read every POLL seconds.
 
+With `rollcall` (`--rollcall`), the notice is a roll-call (agents/rollcall.py: the engine's own,
+the one the 気象庁 feed starts): a RollCall on every inbound partition, a card to each of the N
+from the worker through the outbox and the sender (multicasts of 500), and the answers are its
+「無事です」 (postback action=safe); the tally is the roll-call's, as its admin page reads it.
+
 Reported: each phase's seconds and their ratio to LINE's floor (the notice's from its commit, which
 is reported apart: choosing the recipients and storing its chunks); the answers' rate offered and taken
 (the busiest 10 s); the CPU seconds of each process during the answers, and answers per CPU second
@@ -87,13 +92,13 @@ def trailing(acks: list[float], reads: list[tuple[float, int]]) -> list[float]:
 
 # --- the poster (a child process) ------------------------------------------------------------------
 
-def _poster(conn, url: str, secret: str, plan: list[tuple[float, str, str]], concurrency: int) -> None:
+def _poster(conn, url: str, secret: str, plan: list[tuple[float, str, str]], concurrency: int,
+            data: str = "action=ok") -> None:
     """Posts a signed 「無事です」 tap for each of `plan` ((seconds from go, member, reply token)) at its
     time, stamped with the virtual time then (as LINE stamps a tap); waits for (go: epoch seconds,
     virtual time then) first; sends back (200 times as epoch seconds, statuses)."""
     import aiohttp
 
-    from agents.messages import OK_DATA
     from linesim.residents import postback_event, signed_webhook, user_source
 
     rng = random.Random(7)
@@ -110,7 +115,7 @@ def _poster(conn, url: str, secret: str, plan: list[tuple[float, str, str]], con
                 try:
                     at = int((go_virtual + time.time() - go) * 1000)
                     body, headers = signed_webhook(secret, BOT, [postback_event(
-                        user_source(member), OK_DATA, reply_token=token, timestamp=at, rng=rng)])
+                        user_source(member), data, reply_token=token, timestamp=at, rng=rng)])
                     for _ in range(20):  # a refused connection or a 5xx: LINE redelivers, so does this
                         try:
                             async with session.post(url, data=body, headers=headers) as resp:
@@ -169,23 +174,24 @@ def _machine_busy() -> float:
 # --- the run ---------------------------------------------------------------------------------------
 
 def burst_bench(members: int = 100_000, speedup: float = 10.0, ingress_processes: int = 1,
-                share: float = ANSWER_SHARE, seed: int = 1, concurrency: int = 256) -> str:
-    return json.dumps(asyncio.run(_burst(members, speedup, ingress_processes, share, seed, concurrency)),
+                share: float = ANSWER_SHARE, seed: int = 1, concurrency: int = 256, rollcall: bool = False) -> str:
+    return json.dumps(asyncio.run(_burst(members, speedup, ingress_processes, share, seed, concurrency, rollcall)),
                       ensure_ascii=False)
 
 
 async def _burst(members: int, speedup: float, ingress_processes: int, share: float, seed: int,
-                 concurrency: int) -> dict:
+                 concurrency: int, rollcall: bool = False) -> dict:
     import tempfile
 
     import redis.asyncio as aioredis
     from aiokafka import AIOKafkaProducer
 
     from agents import notices as nt
+    from agents.messages import OK_DATA, SAFE_DATA
     from agents.readside import day_of
     from linesim import Channel, Config, run_linesim, user_id_for
     from linesim.limits import ScaledClock
-    from schemas.events import Register
+    from schemas.events import Register, RollCall
     from schemas.settings import MemberSettings, Schedule
     from schemas.tenant import Tenant
     from streams.demo.on_kafka import (_alive, _answers, _database, _free_port, _send_ticks, _start, _stop_all,
@@ -221,7 +227,9 @@ async def _burst(members: int, speedup: float, ingress_processes: int, share: fl
                                 linger_ms=5, max_batch_size=1 << 20)
     reading = None
     out: dict = {"bench": "burst", "members": members, "answer_share": share, "speedup": speedup,
-                 "ingress_processes": ingress_processes, "partitions": settings.partitions}
+                 "ingress_processes": ingress_processes, "partitions": settings.partitions,
+                 "via": "rollcall" if rollcall else "notice"}
+    rid = "bench-rollcall"
     try:
         await redis.flushdb()
         await RedisRegistry(redis).add(tenant_registry.new_entry(tenant.id, tenant.id, start_ms), ts.merged(
@@ -278,13 +286,20 @@ async def _burst(members: int, speedup: float, ingress_processes: int, share: fl
 
             await _until(labelled, time.monotonic() + PHASE_SECONDS, processes, "every member's label")
             reader = Reader(redis)
-            d, errors = nt.draft(nt.DISASTER, "地震の安否確認", "大きな地震がありました。ご無事でしたら、下の「無事です」を押してください。",
-                                 [nt.WATCH], ok_button=True)
-            assert not errors, errors
-            notices = RedisNotices(redis)
             began = time.monotonic()
-            users, groups = await notices.choose(tenant.id, d.segment)
-            await notices.commit(tenant.id, book.new_id(), d, users, groups, "bench", int(clock.now() * 1000))
+            if rollcall:   # the engine's roll-call, on every partition, as the feed's watcher puts it
+                for number, key, value in naming.rollcall_messages(
+                        tenant.id, RollCall(nine_ms + 60_000, rid), settings.partitions):
+                    await producer.send(settings.inbound, value, key=key or None, partition=number)
+                await producer.flush()
+                users = people
+            else:
+                d, errors = nt.draft(nt.DISASTER, "地震の安否確認", "大きな地震がありました。ご無事でしたら、下の「無事です」を押してください。",
+                                     [nt.WATCH], ok_button=True)
+                assert not errors, errors
+                notices = RedisNotices(redis)
+                users, groups = await notices.choose(tenant.id, d.segment)
+                await notices.commit(tenant.id, book.new_id(), d, users, groups, "bench", int(clock.now() * 1000))
             committed = time.monotonic()
             await _until(lambda: sim.state.delivered >= 2 * members, time.monotonic() + PHASE_SECONDS, processes,
                          "the notice to every member")
@@ -302,7 +317,8 @@ async def _burst(members: int, speedup: float, ingress_processes: int, share: fl
             ctx = mp.get_context("spawn")
             parent, child = ctx.Pipe()
             poster = ctx.Process(target=_poster, args=(child, f"http://127.0.0.1:{port}/webhook/{tenant.id}",
-                                                       tenant.channel_secret, plan, concurrency), daemon=True)
+                                                       tenant.channel_secret, plan, concurrency,
+                                                       SAFE_DATA if rollcall else OK_DATA), daemon=True)
             poster.start()
             await _until(lambda: parent.poll(), time.monotonic() + 300, processes, "the poster's webhooks")
             parent.recv()
@@ -314,8 +330,10 @@ async def _burst(members: int, speedup: float, ingress_processes: int, share: fl
             answered = 0
             done_at = None
             while True:
-                got = (await reader.daily(tenant.id, [day])).get(day, {})
-                answered = got.get("answered", 0)
+                if rollcall:
+                    answered = (await reader.rollcall_tally(tenant.id, rid))["*"]["safe"]
+                else:
+                    answered = (await reader.daily(tenant.id, [day])).get(day, {}).get("answered", 0)
                 reads.append((time.time(), answered))
                 if done_at is None and parent.poll():
                     acked, statuses = parent.recv()
