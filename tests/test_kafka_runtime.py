@@ -18,7 +18,7 @@ from streams.simulation import simulator
 from streams.kafka import simulate as kafka_simulate
 from streams.kafka.feed import feed
 from streams.kafka.settings import Settings
-from proving_ground import committed, effect_ids, report, tally
+from proving_ground import committed, effect_ids, feed_slowly, report, tally
 from strategies import examples, scenarios
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,14 +123,18 @@ def _killed_three_times(worker: Settings, name: str) -> None:
         try:
             run.start_worker()
             flush = uuid.uuid4().hex
-            await run.produce(feed(loaded, run.settings.partitions, run.tick_every, flush))
+            # Fed over 15 s, not at once: a worker faster than the feed would otherwise finish before
+            # the first kill (it did, once the agent read whole fetches).
+            feeding = asyncio.ensure_future(feed_slowly(
+                run, list(feed(loaded, run.settings.partitions, run.tick_every, flush)), seconds=15))
             seen_at_kills = []
             # Early, middle and late: each kill lands in an open transaction (ticks and events still
-            # waiting in the topic), and each restart recovers from the changelog the last one left.
+            # arriving), and each restart recovers from the changelog the last one left.
             for fraction in (0.2, 0.55, 0.9):
                 seen_at_kills.append(await _count_effects(run, int(len(expected) * fraction), timeout=240))
                 run.kill_worker(signal.SIGKILL)
                 run.start_worker()  # same group, same changelog: recovers and carries on
+            await feeding
             effects = await run.collect(flush, timeout=300)
             every_copy = await committed(run.settings.kafka, run.settings.effects, run.settings.partitions)
             return seen_at_kills, effects, every_copy
@@ -139,7 +143,8 @@ def _killed_three_times(worker: Settings, name: str) -> None:
             await run.delete_topics()
 
     seen_at_kills, effects, every_copy = asyncio.run(crash_and_recover())
-    assert 0 < seen_at_kills[0] < len(expected), "the first kill did not land in the middle of the run"
+    assert 0 < seen_at_kills[0] < seen_at_kills[1] < seen_at_kills[2] < len(expected), \
+        f"the kills did not land in the middle of the run: {seen_at_kills} of {len(expected)}"
     assert effects == expected  # the same effects, field by field
     result = tally((e.id for e in expected), effect_ids(every_copy))
     report(name, result)
