@@ -221,8 +221,9 @@ def _escalate(state: MemberState, at: int, reason: str, out: list[Effect]) -> Me
     """The open cycle escalates at `at`: its contacts are told (安否通知 with contacts), else staff."""
     contacts = state.settings.contacts
     if state.settings.service == NOTIFY and contacts:
-        quiet = ",".join(c for c in contacts if c in state.quiet) or None   # whose notice waits for 7:00 at night
-        out.append(Effect(at, fx.CONTACTS_NOTIFIED, state.settings.id, state.cycle, to=contacts, data=quiet))
+        quiet = tuple(c for c in contacts if c in state.quiet)   # whose notice waits for 7:00 at night
+        out.append(Effect(at, fx.CONTACTS_NOTIFIED, state.settings.id, state.cycle, to=contacts,
+                          data=fx.notice_data(reason, quiet)))
         return state._replace(phase=ESCALATED, due=at + UNCLAIMED_AFTER, told=contacts, acked=())
     return _call_staff(state, at, reason, out)  # watch, or notify with nobody to tell
 

@@ -223,16 +223,21 @@ def _when(at_ms: int, zone: str) -> str:
 
 
 def contacts_notice(texts: Texts, effect: Effect, zone: str) -> dict:
-    """To the people a resident chose: who has not answered, since when, and what we ask of them."""
+    """To the people a resident chose: who has not answered since when (or asked for help when), and
+    what we ask of them."""
     who = shown_name(texts, effect.subject)
-    asked_at = effect.at - RESEND_AFTER - ESCALATE_AFTER  # when the unanswered check went out
+    if fx.notice_reason(effect.data) == fx.HELP:
+        head, when = f"{who}が、助けを求めています。", f"{_when(effect.at, zone)}に、ご本人から連絡がありました。"
+    else:
+        asked_at = effect.at - RESEND_AFTER - ESCALATE_AFTER  # when the unanswered check went out
+        head, when = f"{who}から、お返事がありません。", f"{_when(asked_at, zone)}に「{texts.check}」とお送りしました。"
     lines = [
         _text("安否確認のお知らせ", size="sm", color=MUTED_COLOR),
-        _text(f"{who}から、お返事がありません。", size="xl", weight="bold"),
-        _text(f"{_when(asked_at, zone)}に「{texts.check}」とお送りしました。", size="md"),
+        _text(head, size="xl", weight="bold"),
+        _text(when, size="md"),
         _text("様子を見に行っていただけますか。見に行くときは「見に行きます」を押してください。", size="md"),
     ]
-    alt = f"{who}から、お返事がありません。様子を見に行っていただけますか。"
+    alt = f"{head}様子を見に行っていただけますか。"
     return card(alt, lines, [button(postback(ACK_LABEL, ack_data(effect.subject, effect.cycle), ACK_LABEL))])
 
 

@@ -58,6 +58,25 @@ HELP = "help"                # the resident asked for help
 UNFOLLOWED_WATCH = "unfollowed"   # a 見守り resident blocked the account: staff must phone
 # a contact's notices at night: a nights_set's `data`
 NIGHTS_QUIET, NIGHTS_ANY = "quiet", "any"
+# a contacts_notified's `data`: "U1,U2" (whose notice waits for 7:00 at night) or None after the
+# ladder ran out; the same behind "help:" when the resident asked for help (LINE ids hold no ":")
+def notice_data(reason: str, quiet: tuple[str, ...]) -> str | None:
+    held = ",".join(quiet) or None
+    if reason != HELP:
+        return held
+    return f"{HELP}:{held}" if held else HELP
+
+
+def notice_reason(data: str | None) -> str:
+    return HELP if data is not None and (data == HELP or data.startswith(HELP + ":")) else NO_ANSWER
+
+
+def notice_quiet(data: str | None) -> frozenset[str]:
+    if data is None or data == HELP:
+        return frozenset()
+    return frozenset(data.removeprefix(HELP + ":").split(","))
+
+
 # whom a help calls: a help_confirm's and a help_requested's `data`
 HELP_TO_STAFF, HELP_TO_CONTACTS, HELP_TO_BOTH = "staff", "contacts", "both"
 # kinds that may come more than once in a cycle: their instant is part of their id

@@ -434,3 +434,24 @@ def test_answers_that_share_a_reply_token_go_in_one_reply_and_what_does_not_fit_
     for r, _ in replies:
         REPLY.validate(r.body)
     assert overflow == [ob.Item("U3", (text, text), "U3:2", None)]   # five messages at most: the rest by push
+
+
+def test_a_help_request_tells_the_contacts_that_help_was_asked_for_not_that_no_answer_came():
+    from streams.simulation import scenario, simulator
+    town = {"start": "2026-12-01T00:00:00+09:00", "end": "2026-12-03T00:00:00+09:00",
+            "members": [{"id": "U001", "interval": "1d", "time": "09:00", "service": "notify",
+                         "contacts": ["U900"]}],
+            "events": [{"at": "2026-12-01T09:05:00+09:00", "type": "ok", "member": "U001"},
+                       {"at": "2026-12-01T14:20:00+09:00", "type": "help", "member": "U001"}]}
+    [notice] = [e for e in simulator.run(scenario.parse(town)) if e.effect == fx.CONTACTS_NOTIFIED]
+    assert fx.notice_reason(notice.data) == fx.HELP and not fx.notice_quiet(notice.data)
+    [card] = m.messages_for(notice, TEXTS, "Asia/Tokyo")
+    texts = " ".join(_texts(card))
+    assert "山田 花子さんが、助けを求めています。" in texts and "12月1日 午後2時20分" in texts
+    assert "お返事がありません" not in texts and card["altText"].startswith("山田 花子さんが、助けを求めています。")
+    from streams.mypage.view import history_line  # and the resident's own history says why they were told
+    assert history_line(notice) == "「助けてほしい」を受けて、ご家族など（1人）にお知らせしました"
+    # the notice's other meaning, the contacts waiting for the morning, rides along unchanged
+    assert fx.notice_quiet(fx.notice_data(fx.HELP, ("U900", "U901"))) == {"U900", "U901"}
+    assert fx.notice_reason(fx.notice_data(fx.NO_ANSWER, ("U900",))) == fx.NO_ANSWER
+    assert fx.notice_data(fx.NO_ANSWER, ()) is None and fx.notice_quiet(None) == frozenset()

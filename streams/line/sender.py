@@ -400,13 +400,13 @@ class Sender:
         """(the contacts whose notice waits for the morning, when it goes). Decided by the notice's own
         instant, so a batch delivered again decides the same; one whose morning has already come (a
         backlog) goes at once."""
-        if self.held is None or effect.effect != fx.CONTACTS_NOTIFIED or not effect.data:
+        if self.held is None or effect.effect != fx.CONTACTS_NOTIFIED or not fx.notice_quiet(effect.data):
             return frozenset(), 0
         zone = self.tenant.timezone
         if not nights.quiet(effect.at, zone):
             return frozenset(), 0
         morning = nights.morning_after(effect.at, zone)
-        return (frozenset(effect.data.split(",")), morning) if morning > now * 1000 else (frozenset(), 0)
+        return (fx.notice_quiet(effect.data), morning) if morning > now * 1000 else (frozenset(), 0)
 
     async def post_hooks(self) -> int:
         """Post the outgoing webhook's deliveries that are due (streams/hooks/delivery.py)."""

@@ -150,7 +150,8 @@ def history_line(e: Effect) -> str | None:
     if kind == fx.ALL_CLEAR:
         return f"お知らせしたご家族など（{len(e.to or ())}人）に、お返事があったことを伝えました"
     if kind == fx.CONTACTS_NOTIFIED:
-        return f"お返事がなかったので、ご家族など（{len(e.to or ())}人）にお知らせしました"
+        why = "「助けてほしい」を受けて" if fx.notice_reason(e.data) == fx.HELP else "お返事がなかったので"
+        return f"{why}、ご家族など（{len(e.to or ())}人）にお知らせしました"
     if kind == fx.ENROLLED:
         return "登録しました"
     if kind == fx.PHONE_SAVED:
