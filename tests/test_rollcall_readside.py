@@ -135,3 +135,24 @@ def test_the_tally_by_area_the_lists_and_the_curve_follow_the_committed_effects(
 
 def epoch_ms(local: str) -> int:
     return round(datetime.fromisoformat(local + ":00+09:00").timestamp() * 1000)
+
+
+def test_in_redis_a_roll_calls_member_lists_are_forgotten_like_closed_cases_and_its_tally_like_daily_counts(running_services):
+    from streams.kafka.readside import CLOSED_DAYS, DAILY_DAYS
+    effects = simulator.run(scenario_module.load(ROOT / "examples" / "jishin.yaml"))
+
+    async def ttls():
+        client = aioredis.from_url(redis_url())
+        try:
+            await redis_tally(effects, "town", client)
+            keys = [k.decode() async for k in client.scan_iter("anpi:{town}:rs:roll:*")]
+            return {k: await client.pttl(k) for k in keys}
+        finally:
+            await client.aclose()
+    day = 86_400_000
+    found = asyncio.run(ttls())
+    lists = {k: t for k, t in found.items() if k.endswith((":st", ":need_help", ":kita", ":minami"))}
+    tallies = {k: t for k, t in found.items() if k not in lists}
+    assert lists and tallies and any(k.endswith(":curve") for k in tallies)
+    assert all((CLOSED_DAYS - 1) * day < t <= CLOSED_DAYS * day for t in lists.values()), lists
+    assert all((DAILY_DAYS - 1) * day < t <= DAILY_DAYS * day for t in tallies.values()), tallies

@@ -43,6 +43,8 @@ case hash of a staff call (closed cases expire after CLOSED_DAYS).
     anpi:{t}:rs:roll:<id>:<status>:<area>  zset of the members waiting / listed in an area (by when
                                      sent), and anpi:{t}:rs:roll:<id>:need_help (by when they asked)
     anpi:{t}:rs:roll:<id>:curve      hash minute after it went out -> answers that minute
+                                     (a roll-call's tally and curve expire after DAILY_DAYS, its
+                                     members' statuses and lists after CLOSED_DAYS)
 
 Members by service and state are the worker's own read model (streams/kafka/redis_store.py, `anpi:<t>:counts`).
 
@@ -200,8 +202,12 @@ local function roll_move(r, member, from, to, area, at)
     elseif from ~= 'safe' then redis.call('ZREM', r .. ':' .. from .. ':' .. area, member) end
   end
   redis.call('HINCRBY', r, to .. '|' .. area, 1)
-  if to == 'need_help' then redis.call('ZADD', r .. ':need_help', at, member)
-  elseif to ~= 'safe' then redis.call('ZADD', r .. ':' .. to .. ':' .. area, at, member) end
+  local list = nil
+  if to == 'need_help' then list = r .. ':need_help' elseif to ~= 'safe' then list = r .. ':' .. to .. ':' .. area end
+  if list then
+    redis.call('ZADD', list, at, member)
+    redis.call('PEXPIRE', list, CLOSED_MS)  -- who is on which list: forgotten as a closed case is
+  end
 end
 
 local function close_case(key, id, kind, at, outcome)
@@ -325,9 +331,15 @@ for _, op in ipairs(ops) do
       local rid, member, area, drill, at = op[3], op[4], op[5], op[6], op[7]
       local r = p .. 'roll:' .. rid
       if redis.call('HSETNX', r .. ':st', member, 'waiting|' .. area .. '|' .. at) == 1 then
-        redis.call('ZADD', p .. 'rolls', 'NX', at, rid)
+        if redis.call('ZADD', p .. 'rolls', 'NX', at, rid) == 1 then
+          -- a new roll-call: each member's status is kept as long as a closed case, the tally (no one
+          -- named in it) as long as the daily counts; older roll-calls leave the list
+          redis.call('PEXPIRE', r .. ':st', CLOSED_MS)
+          redis.call('ZREMRANGEBYSCORE', p .. 'rolls', '-inf', at - DAILY_MS)
+        end
         redis.call('HSETNX', r, 'drill', drill)
         redis.call('HSETNX', r, 'at', at)
+        redis.call('PEXPIRE', r, DAILY_MS)
         roll_move(r, member, nil, 'waiting', area, at)
       end
     elseif name == 'rans' or name == 'rlist' then
@@ -345,6 +357,7 @@ for _, op in ipairs(ops) do
           redis.call('HSET', r .. ':st', member, to .. '|' .. area .. '|' .. sent)
           if name == 'rans' and from ~= 'safe' then
             redis.call('HINCRBY', r .. ':curve', math.floor((at - tonumber(sent)) / 60000), 1)
+            redis.call('PEXPIRE', r .. ':curve', DAILY_MS)
           end
         end
       end
