@@ -19,7 +19,7 @@ from agents.clock import zone as tz
 from agents.member import CLOSED_BY_STAFF, ESCALATE_AFTER, RESEND_AFTER
 from schemas import effects as fx
 from schemas.effects import Effect
-from schemas.events import AcceptInvite, Acknowledge, ContactNights, Enroll, GroupJoined, LeaveContact
+from schemas.events import AcceptInvite, Acknowledge, ContactNights, Enroll, GroupJoined, LeaveContact, NeedHelp, Safe
 
 # what the ingress reads back from a tap (postback data); keep in step with it
 OK_DATA = "action=ok"
@@ -179,6 +179,20 @@ def rollcall_answered(effect: Effect) -> list[dict]:
     return [{"type": "text", "text": DRILL_NEED_HELP_TEXT}] if drill else []
 
 
+def group_rollcall_answered(effect: Effect) -> dict:
+    """Into the group, under its roll-call card: who answered what (a tap is seen by no one else),
+    the person named by a mention, as LINE shows them there."""
+    drill = effect.data == fx.DRILL
+    if effect.effect == fx.GROUP_ROLLCALL_SAFE:
+        text = "{who}さんは、無事です。"
+    elif drill:
+        text = "{who}さんが「助けが必要」を押しました（訓練です）。"
+    else:
+        text = "{who}さんが、助けを求めています。\nお近くの方は、無理のない範囲で声をかけてください。\n" + EMERGENCY_NOTE
+    return {"type": "textV2", "text": (DRILL_MARK if drill else "") + text,
+            "substitution": {"who": {"type": "mention", "mentionee": {"type": "user", "userId": effect.member}}}}
+
+
 def help_button() -> dict:
     return {**button(postback(HELP_LABEL, HELP_DATA, HELP_LABEL), primary=False), "height": "sm"}
 
@@ -330,17 +344,23 @@ def messages_for(effect: Effect, texts: Texts, zone: str) -> list[dict]:
         return [rollcall_card(effect)]
     if kind == fx.ROLLCALL_SAFE or kind == fx.ROLLCALL_NEED_HELP:
         return rollcall_answered(effect)
+    if kind in GROUP_ROLLCALL_ANSWERS:
+        return [group_rollcall_answered(effect)]
     return prompts.messages(effect, texts.friend_url, texts.mypage, texts.long_intervals, texts.areas)
 
 
 ROLLCALL_CARDS = frozenset({fx.ROLLCALL_SENT, fx.ROLLCALL_RESENT, fx.GROUP_ROLLCALL_POSTED})
+GROUP_ROLLCALL_ANSWERS = frozenset({fx.GROUP_ROLLCALL_SAFE, fx.GROUP_ROLLCALL_NEED_HELP})
 SENDS_MESSAGES = frozenset({fx.CHECK_SENT, fx.CHECK_RESENT, fx.CONTACTS_NOTIFIED, fx.CONFIRMED,
                             fx.RESOLVED_AFTER_ESCALATION, fx.GROUP_CHECK_POSTED, fx.GROUP_UNCONFIRMED,
                             fx.ALL_CLEAR, fx.HELP_CONFIRM, fx.HELP_REQUESTED, fx.ROLLCALL_SAFE,
-                            fx.ROLLCALL_NEED_HELP}) | ROLLCALL_CARDS | prompts.KINDS
+                            fx.ROLLCALL_NEED_HELP}) | ROLLCALL_CARDS | GROUP_ROLLCALL_ANSWERS | prompts.KINDS
 # answers to someone's own tap or message: a reply token of theirs may be at hand (free to answer with)
 REPLYABLE = frozenset({fx.CONFIRMED, fx.RESOLVED_AFTER_ESCALATION, fx.HELP_CONFIRM, fx.HELP_REQUESTED,
-                       fx.ROLLCALL_SAFE, fx.ROLLCALL_NEED_HELP}) | prompts.KINDS
+                       fx.ROLLCALL_SAFE, fx.ROLLCALL_NEED_HELP}) | GROUP_ROLLCALL_ANSWERS | prompts.KINDS
+# said in a group only while the tap's reply token is fresh: a push to a group is paid once per
+# person in it, too dear for every 「無事です」 (a 「助けが必要」 is worth it)
+REPLY_ONLY = frozenset({fx.GROUP_ROLLCALL_SAFE})
 
 
 def answers(event) -> str | None:
@@ -353,7 +373,8 @@ def answers(event) -> str | None:
     if kind is Enroll:
         return event.settings.id
     if getattr(event, "group", None) is not None:
-        return None  # a tap in a group: its token would answer into the group
+        # a tap in a group: its token answers into the group, which hears a roll-call's answers only
+        return event.group if kind is Safe or kind is NeedHelp else None
     return getattr(event, "member", None)
 
 

@@ -330,3 +330,47 @@ def test_where_the_town_has_areas_sign_up_asks_which_one_and_the_resident_is_in_
         assert dict(store.states(TENANT.id))[alice].settings.area == "minami"
 
     town(story)(tmp_path)
+
+
+def test_in_a_group_each_roll_call_answer_is_said_in_the_group_by_reply(tmp_path):
+    """A tap is seen by no one else in a group: the group hears who is safe and who asked for help,
+    each named by a mention, by the free reply; a 「無事です」 whose token has gone stale is not pushed
+    (a push to a group is paid once per person in it)."""
+    from schemas.events import RollCall
+    group = group_id_for("rollcall-group")
+    a, b, c = (user_id_for(f"rollcall-group-{x}") for x in "abc")
+
+    async def story(t: Town, store: Store):
+        await t.send(group_source(group), lambda **kw: join_event(group, **kw))
+        token = t.sim.state.issue_reply_token(TENANT.id, group_source(group))
+        assert await t.sim.state.crowd.post(TENANT.id, [member_joined_event(
+            group, [a, b, c], reply_token=token, timestamp=t.clock.now_ms())]) == 200
+        now = int(t.clock.now() * 1000)
+        assert store.accept(TENANT.id, None, [("", RollCall(now + 60_000, "jma-1", None))])
+        await t.at(START + 120)
+        await t.until(lambda: "みなさん、ご無事ですか？" in texts(t.seen(group)[-1].messages), "the group's card")
+        card = t.seen(group)[-1].messages
+
+        def answer(who: str, label: str):
+            source = group_source(group, who)
+            return t.send(source, lambda **kw: postback_event(source, button(card, label)["data"], **kw))
+        safe = await answer(a, "無事です")
+        assert t.seen(group)[-1].endpoint == "reply"
+        assert safe[0]["type"] == "textV2" and safe[0]["text"] == "{who}さんは、無事です。"
+        assert safe[0]["substitution"]["who"]["mentionee"]["userId"] == a
+        helped = await answer(b, "助けが必要")
+        assert t.seen(group)[-1].endpoint == "reply" and helped[0]["substitution"]["who"]["mentionee"]["userId"] == b
+        assert "{who}さんが、助けを求めています。" in helped[0]["text"] and "119番" in helped[0]["text"]
+        before = len(t.seen(group))  # c's tap comes late, its token two minutes old: nothing pushed to all
+        token = t.sim.state.issue_reply_token(TENANT.id, group_source(group, c))
+        assert await t.sim.state.crowd.post(TENANT.id, [postback_event(
+            group_source(group, c), button(card, "無事です")["data"], reply_token=token,
+            timestamp=t.clock.now_ms() - 120_000)]) == 200
+        await t.until(lambda: any(e.member == c for e in store.effects(TENANT.id)), "c's answer")
+        await t.runtime.drain()
+        await asyncio.sleep(0.3)
+        assert len(t.seen(group)) == before
+        said = [(e.effect, e.member) for e in store.effects(TENANT.id) if e.subject == group and e.member]
+        assert said == [("group_rollcall_safe", a), ("group_rollcall_need_help", b), ("group_rollcall_safe", c)]
+
+    town(story)(tmp_path)

@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from agents import outbound as ob
 from agents.clock import zone as tz
-from agents.messages import (REPLYABLE, ROLLCALL_CARDS, SENDS_MESSAGES, STAFF_ALERTS, Texts, local_date, messages_for,
+from agents.messages import (REPLY_ONLY, REPLYABLE, ROLLCALL_CARDS, SENDS_MESSAGES, STAFF_ALERTS, Texts, local_date, messages_for,
                              recipients, staff_alert)
 from agents import nights
 from agents.on_call import OnCall, on_duty
@@ -383,6 +383,8 @@ class Sender:
                 continue                     # e.g. a real 「助けが必要」: its help_requested answers it
             answer = token is not None and effect.effect in REPLYABLE
             fresh = answer and now - token_at / 1000 < self.reply_max_age
+            if effect.effect in REPLY_ONLY and not fresh:
+                continue                     # worth a free reply, not a paid push to a whole group
             quiet, morning = self._quiet(effect, now)
             for to in recipients(effect):
                 if to in quiet:

@@ -89,8 +89,9 @@ class Routed:
     """What one webhook body means. `reply_tokens`: member -> (token, timestamp of its event).
 
     Reply tokens are free to answer with but single-use and good for about a minute: the timestamp
-    lets the sender judge whether one is still worth trying. Only one-to-one chats give a token
-    here, since a token from a group event replies into the group, not to the member.
+    lets the sender judge whether one is still worth trying. One-to-one chats give a token here,
+    and a group's roll-call answers (a token from a group event replies into the group, not to the
+    member), keyed by the group.
     """
     events: list[Inbound] = field(default_factory=list)
     audit: list[dict] = field(default_factory=list)
@@ -258,7 +259,7 @@ def route(tenant: str, events: list, zone: str = "Asia/Tokyo", long_intervals: b
             continue
         routed.events.extend(inbound)
         token = getattr(event, "reply_token", None)
-        holder = _reply_holder(event)
+        holder = _reply_holder(event, inbound)
         if token and holder:
             held = routed.reply_tokens.get(holder)
             if held is None or held[1] <= event.timestamp:  # the newest token is the one still alive
@@ -266,15 +267,17 @@ def route(tenant: str, events: list, zone: str = "Asia/Tokyo", long_intervals: b
     return routed
 
 
-def _reply_holder(event) -> str | None:
+def _reply_holder(event, inbound: list[Inbound]) -> str | None:
     """Whom a reply with this event's token reaches: the person in a one-to-one chat, or the group
-    the account just joined. A token from someone's tap in a group would answer into the group, so
-    it is kept for nobody."""
+    the account just joined. A token from someone's tap in a group answers into the group, so it is
+    kept for the group only when the group is to hear the answer: a roll-call's (a postback is seen
+    by no one else, and the group wants to know who is safe)."""
     source = event.source
     if isinstance(event, JoinEvent):
         return source.group_id if isinstance(source, GroupSource) else None
     if isinstance(source, (GroupSource, RoomSource)):
-        return None
+        in_group = isinstance(source, GroupSource) and any(type(e) is Safe or type(e) is NeedHelp for e in inbound)
+        return source.group_id if in_group else None
     return getattr(source, "user_id", None)
 
 
