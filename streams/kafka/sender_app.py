@@ -50,6 +50,7 @@ from dataclasses import replace
 
 import faust
 import redis.asyncio as aioredis
+from aiokafka.structs import TopicPartition
 
 from agents import mypage_link
 from schemas.tenant import Tenant
@@ -57,6 +58,7 @@ from streams import codec, startup
 from streams.tenants import registry as tenant_registry
 from streams.tenants.from_env import tenant_from_env
 from streams.tenants.in_redis import RedisRegistry
+from streams.kafka.intake import BatchApp
 from streams.kafka.settings import Settings
 from agents.messages import Texts
 from streams.kafka.records import Naming
@@ -80,7 +82,7 @@ def create_app(settings: Settings, tenant: Tenant, line_api: str, wall: Callable
     """`wall`: the clock a reply token's age is judged by (LINE's: real time; a test's or the demo's:
     linesim's), `reply_max_age` in its seconds. `limits`: the channel's requests per second per
     endpoint, shared by every replica (Redis)."""
-    app = faust.App(
+    app = BatchApp(
         f"{settings.prefix}-sender",
         broker=f"kafka://{settings.kafka}",
         topic_partitions=settings.partitions,
@@ -128,14 +130,19 @@ def create_app(settings: Settings, tenant: Tenant, line_api: str, wall: Callable
         # the notices staff send from `anpi admin serve` (お知らせ配信), every tenant's, chunk by chunk
         await sender.deliver_notices()
 
-    pending: dict[int, list] = {}  # per partition: (event, record) of the batch not yet delivered
+    # The outbox is read by whole fetches (streams/kafka/intake.py), as the subject agent reads its
+    # inbound topic: Faust's per-event stream cost ~0.3 ms a record, which held a 100,000-member
+    # roll-call's cards at 13× LINE's floor. The agent only subscribes the topic; Faust's consumer
+    # keeps the group, the rebalances and their seeks, and the commit of what _commit_delivered says.
+    pending: dict[int, list] = {}  # per partition: (offset, generation, record) of the batch not yet delivered
     last: dict[int, asyncio.Future] = {}  # per partition: its latest batch being delivered
     in_flight: dict[asyncio.Future, int] = {}  # every batch being delivered -> its records
     delivered: dict[int, int] = {}  # per partition: the offset past the mark of its last batch acked
 
-    def current(message) -> bool:
+    def current(batch: list) -> bool:
         """Fetched since the last rebalance, and none under way: this sender's to deliver and ack."""
-        return app.flow_control.is_active() and message.generation_id == app.consumer_generation_id
+        generation = app.consumer_generation_id
+        return app.flow_control.is_active() and all(entry[1] == generation for entry in batch)
 
     @app.on_partitions_revoked.connect
     async def drop_half_read(_app, revoked, **kwargs) -> None:
@@ -164,13 +171,13 @@ def create_app(settings: Settings, tenant: Tenant, line_api: str, wall: Callable
 
     async def deliver_whole(number: int, batch: list):
         """Deliver a batch, trying again whatever fails (LINE's own failures are retried inside:
-        this is for everything else) until it is done or the partition is no longer ours. An agent
-        that raised was restarted by Faust past the batches it held, which were then never sent.
+        this is for everything else) until it is done or the partition is no longer ours. A batch
+        that raised out of the intake would stop the consumer's drain loop with it.
         None: not delivered, not to be acked."""
         attempt = 0
-        while all(current(e.message) for e, _ in batch):
+        while current(batch):
             try:
-                return await sender.deliver([r for _, r in batch[:-1]])
+                return await sender.deliver([record for _, _, record in batch[:-1]])
             except Exception as error:
                 attempt += 1
                 log.warning("partition %d: batch of %d not delivered (%s: %s); trying again", number,
@@ -183,43 +190,47 @@ def create_app(settings: Settings, tenant: Tenant, line_api: str, wall: Callable
     async def deliver(stream):
         _commit_delivered(app.consumer, settings.outbox, delivered)
         _rewind_uncommitted(app.consumer, settings.outbox)
-        async for events in stream.noack_take(1000, within=0.05):
-            for event in events:
-                message = event.message
-                if not current(message):
-                    continue  # taken before a rebalance: read again from the committed offset after it
-                number, record = message.partition, codec.loads(event.value)
-                batch = pending.setdefault(number, [])
-                if batch and (batch[-1][0].message.offset >= message.offset
-                              or batch[0][0].message.generation_id != message.generation_id):
-                    # read again (a seek back to the committed offset): keep only what came before it
-                    batch[:] = [entry for entry in batch if entry[0].message.offset < message.offset
-                                and entry[0].message.generation_id == message.generation_id]
-                batch.append((event, record))
-                if "batch_end" in record:
-                    del pending[number]
-                    # Batches deliver side by side, of every partition, so that LINE slow or failing
-                    # for one call holds up no other batch; each is acked only after the batches
-                    # before it on its partition (what is committed: see _commit_delivered).
-                    task = asyncio.ensure_future(deliver_and_ack(stream, number, batch, last.get(number)))
-                    last[number] = task
-                    in_flight[task] = len(batch)
-                    task.add_done_callback(lambda t: in_flight.pop(t, None))
-                    task.add_done_callback(lambda t, n=number: last.get(n) is t and last.pop(n))
-                    while in_flight and (len(in_flight) >= batches_in_flight
-                                         or sum(in_flight.values()) >= RECORDS_IN_FLIGHT):
-                        await asyncio.wait(list(in_flight), return_when=asyncio.FIRST_COMPLETED)
+        async for _ in stream:  # never: the intake takes the topic's records
+            log.error("an outbox record reached Faust's stream, which does not handle it")
 
-    async def deliver_and_ack(stream, number: int, batch: list, before: asyncio.Future | None) -> bool:
+    async def intake(number: int, records: list) -> None:
+        """A fetch's records of one partition: gathered up to each batch's mark, each whole batch
+        delivered side by side with the others (of every partition), so that LINE slow or failing
+        for one call holds up no other; each is acked only after the batches before it on its
+        partition (what is committed: see _commit_delivered)."""
+        generation = app.consumer_generation_id
+        batch = pending.setdefault(number, [])
+        for record in records:
+            offset = record.offset
+            if batch and (batch[-1][0] >= offset or batch[0][1] != generation):
+                # read again (a seek back to the committed offset): keep only what came before it
+                batch[:] = [entry for entry in batch if entry[0] < offset and entry[1] == generation]
+            value = codec.loads(record.value)
+            batch.append((offset, generation, value))
+            if "batch_end" not in value:
+                continue
+            del pending[number]
+            task = asyncio.ensure_future(deliver_and_ack(number, batch, last.get(number)))
+            last[number] = task
+            in_flight[task] = len(batch)
+            task.add_done_callback(lambda t: in_flight.pop(t, None))
+            task.add_done_callback(lambda t, n=number: last.get(n) is t and last.pop(n))
+            batch = pending.setdefault(number, [])
+            while in_flight and (len(in_flight) >= batches_in_flight
+                                 or sum(in_flight.values()) >= RECORDS_IN_FLIGHT):
+                await asyncio.wait(list(in_flight), return_when=asyncio.FIRST_COMPLETED)
+
+    app.intake, app.intake_topic = intake, settings.outbox
+
+    async def deliver_and_ack(number: int, batch: list, before: asyncio.Future | None) -> bool:
         """Deliver, then ack once the partition's batch before this one is acked; True if acked."""
         report = await deliver_whole(number, batch)
         for failure in report.failed if report is not None else ():
             log.warning("%s gave up: %s %s", failure.endpoint, failure.status, failure.reason)
         earlier_acked = True if before is None else await before
-        if earlier_acked and report is not None and all(current(e.message) for e, _ in batch):
-            for e, _ in batch:
-                await stream.ack(e)
-            delivered[number] = batch[-1][0].message.offset + 1
+        if earlier_acked and report is not None and current(batch):
+            delivered[number] = batch[-1][0] + 1
+            app.consumer._acked[TopicPartition(settings.outbox, number)]  # the commit looks at the partitions it has
             return True
         # a rebalance (or the shutdown) came meanwhile, or an earlier batch was left: the next
         # reader of the partition reads from the committed offset and sends it again, same keys
