@@ -21,7 +21,7 @@ from agents import rollcall, signup
 from agents.schedule import anchor, next_slot
 from schemas import effects as fx
 from schemas.effects import Effect
-from schemas.events import GroupJoined, GroupLeft, Message, NeedHelp, Ok, Register, RollCall, Roster, Safe, Tick
+from schemas.events import GroupJoined, GroupLeft, Message, NeedHelp, Ok, Register, RollCall, Roster, Safe, SetArea, Tick
 from schemas.settings import WEEKDAYS, GroupSettings
 
 UNCONFIRMED_AFTER = 23 * HOUR
@@ -79,6 +79,8 @@ def _step(state: GroupState, event) -> tuple[GroupState, list[Effect]]:
         state = _seen(state, event.member)
         state = state._replace(roll=rollcall.tally(state.roll, event.at, said, event.member, state.settings.id,
                                                    state.settings.area, out))
+    elif type(event) is SetArea:
+        state = state._replace(settings=rollcall.set_area(state.settings, event, out))
     else:
         raise TypeError(f"group step: unknown event {event!r}")
     return state, out

@@ -43,7 +43,7 @@ from schemas import effects as fx
 from schemas.effects import Effect
 from schemas.events import (AcceptInvite, Acknowledge, AskHelp, ChangeSettings, ContactNights, Enroll, Follow, Help, Invite,
                             LeaveContact, Message, NeedHelp, Ok, OpenMyPage, Pause, Phone, Register, Resolve, RollCall,
-                            Safe, Setup, StaffLinked, Tick, Unfollow)
+                            Safe, SetArea, Setup, StaffLinked, Tick, Unfollow)
 from schemas.settings import NOTIFY, PHONE_KEPT, WATCH, MemberSettings
 
 IDLE, SENT, RESENT, ESCALATED = "idle", "sent", "resent", "escalated"
@@ -163,6 +163,8 @@ def step(state: MemberState, event) -> tuple[MemberState, list[Effect]]:
                                                     state.settings.area, out))
         if not drill:  # a drill calls no one: its 「助けが必要」 is the answer only
             state = _help(state, event.at, out)
+    elif kind is SetArea:
+        state = state._replace(settings=rollcall.set_area(state.settings, event, out))
     elif kind is AskHelp:
         if state.following:
             s = state.settings

@@ -58,7 +58,7 @@ DAILY = frozenset({fx.CHECK_SENT, fx.CHECK_RESENT, fx.CONFIRMED, fx.RESOLVED_AFT
 MEMBER_HISTORY = frozenset({fx.CHECK_SENT, fx.CHECK_RESENT, fx.CONFIRMED, fx.RESOLVED_AFTER_ESCALATION,
                             fx.STAFF_CALL, fx.CONTACTS_NOTIFIED, fx.HELP_REQUESTED, fx.ALL_CLEAR, fx.ENROLLED,
                             fx.PHONE_SAVED, fx.INVITE_CREATED, fx.CONTACT_ADDED, fx.CONTACT_LEFT, fx.UNFOLLOWED,
-                            fx.FOLLOWED})
+                            fx.FOLLOWED, fx.AREA_SET})
 
 # case outcomes: what staff recorded, or how the case closed by itself
 REACHED = "reached"          # 連絡がつき無事: closes through a Resolve event in the engine

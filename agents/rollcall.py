@@ -20,11 +20,13 @@ per answer; 「助けが必要」 also reaches that member's own ladder, through
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import NamedTuple
 
 from schemas import effects as fx
 from schemas.effects import Effect
-from schemas.events import RollCall
+from schemas.events import RollCall, SetArea
+from schemas.settings import GroupSettings, MemberSettings
 
 SAFE, NEED_HELP = "safe", "need_help"
 
@@ -55,6 +57,14 @@ def concerns(event: RollCall, area: str | None) -> bool:
 
 def _drill(drill: bool) -> str | None:
     return fx.DRILL if drill else None
+
+
+def set_area(settings: MemberSettings | GroupSettings, event: SetArea, out: list[Effect]):
+    """Staff set a member's or a group's area: its settings with it (unchanged if it was already so)."""
+    if settings.area == event.area:
+        return settings
+    out.append(Effect(event.at, fx.AREA_SET, settings.id, area=event.area))
+    return replace(settings, area=event.area)
 
 
 # --- a member ----------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from schemas.effects import Effect
 from schemas import effects as fx
 from schemas.events import (AcceptInvite, Acknowledge, AskHelp, ChangeSettings, ContactNights, LeaveContact, Enroll, Event, Follow, GroupJoined, GroupLeft, StaffLinked,
                             Help, Invite, Message, NeedHelp, Ok, OpenMyPage, Pause, Phone, Register, Resolve, RollCall,
-                            Roster, Safe, Setup, Tick, Unfollow)
+                            Roster, Safe, SetArea, Setup, Tick, Unfollow)
 from schemas.settings import GroupSettings, MemberSettings
 
 State = member.MemberState | group.GroupState
@@ -22,8 +22,9 @@ class Refused(Exception):
 # what each kind of subject takes (everything else is refused, never half applied)
 MEMBER_EVENTS = frozenset({Tick, Register, ChangeSettings, Ok, Message, Pause, Resolve, Help, Unfollow, Follow, Setup,
                            Enroll, Phone, Invite, AcceptInvite, Acknowledge, OpenMyPage, AskHelp, LeaveContact,
-                           ContactNights, StaffLinked, RollCall, Safe, NeedHelp})
-GROUP_EVENTS = frozenset({Tick, Register, Ok, Message, GroupJoined, GroupLeft, Roster, RollCall, Safe, NeedHelp})
+                           ContactNights, StaffLinked, RollCall, Safe, NeedHelp, SetArea})
+GROUP_EVENTS = frozenset({Tick, Register, Ok, Message, GroupJoined, GroupLeft, Roster, RollCall, Safe, NeedHelp,
+                          SetArea})
 BROADCAST = frozenset({Tick, RollCall})  # addressed to no one subject: each partition applies them to all its own
 _TAKES = {member.MemberState: MEMBER_EVENTS, group.GroupState: GROUP_EVENTS}
 _ORDINALS = (719163, 839693)  # [1970-01-01, 2300-01-01) as date ordinals: what a pause may name
@@ -63,6 +64,8 @@ def admit(subject: str, state: State | None, event: Event) -> None:
         raise Refused("Pause: date out of range")
     if kind is RollCall:
         _admit_rollcall(event)
+    if kind is SetArea and event.area is not None and (type(event.area) is not str or not 0 < len(event.area) <= AREA_MAX):
+        raise Refused(f"SetArea: area must be null or a string of 1 to {AREA_MAX} characters")
     if state is None:
         return
     takes = _TAKES.get(type(state))
@@ -73,6 +76,7 @@ def admit(subject: str, state: State | None, event: Event) -> None:
 
 
 ROLLCALL_ID_MAX = 100
+AREA_MAX = 100
 RESEND_RANGE = (60_000, 24 * 3_600_000)  # a minute to a day: a resend sooner is noise, later is no roll-call
 
 
@@ -128,6 +132,8 @@ def addressed(event: Event) -> tuple[str, ...]:
         return (event.group,)
     if kind is Tick or kind is RollCall:
         return ()
+    if kind is SetArea:
+        return (event.subject,)
     if (kind is Ok or kind is Message or kind is Safe or kind is NeedHelp) and event.group is not None:
         return (event.group, event.member)
     return (event.member,)

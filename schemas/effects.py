@@ -47,6 +47,7 @@ ROLLCALL_NEED_HELP = "rollcall_need_help"    # 「助けが必要」 (with help_
 GROUP_ROLLCALL_POSTED = "group_rollcall_posted"        # the card in a group
 GROUP_ROLLCALL_SAFE = "group_rollcall_safe"            # member: who answered 「無事です」 in the group
 GROUP_ROLLCALL_NEED_HELP = "group_rollcall_need_help"  # member: who answered 「助けが必要」 there
+AREA_SET = "area_set"                  # staff set the subject's area (`area`; None: none)
 DRILL = "drill"
 
 ESCALATIONS = (STAFF_CALL, CONTACTS_NOTIFIED)

@@ -238,8 +238,17 @@ class NeedHelp:
     group: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class SetArea:
+    """Staff set the area (地区) of a member or a group (`subject`; None: no area), from the admin
+    screen or a roster: the roll-calls it is in from now on. Not a sign of life: staff, not the resident."""
+    at: int
+    subject: str
+    area: str | None
+
+
 Conversation = (Setup | Enroll | Phone | Invite | AcceptInvite | Acknowledge | GroupJoined | GroupLeft | Roster
                 | OpenMyPage | AskHelp | LeaveContact | ContactNights | StaffLinked)
 Inbound = (Register | ChangeSettings | Ok | Message | Pause | Resolve | Help | Unfollow | Follow | Safe | NeedHelp
-           | Conversation)
+           | SetArea | Conversation)
 Event = Inbound | Tick | RollCall

@@ -12,7 +12,8 @@ from agents.member import MemberState
 from agents.rollcall import GroupRoll, Roll
 from schemas.effects import Effect
 from schemas.events import (AcceptInvite, Acknowledge, AskHelp, ChangeSettings, ContactNights, LeaveContact, StaffLinked, Enroll, Follow, GroupJoined, GroupLeft, Help, Invite, Message, NeedHelp, Ok,
-                            OpenMyPage, Pause, Phone, Register, Resolve, RollCall, Roster, Safe, Setup, Tick, Unfollow)
+                            OpenMyPage, Pause, Phone, Register, Resolve, RollCall, Roster, Safe, SetArea, Setup, Tick,
+                            Unfollow)
 from agents.clock import zone
 from schemas.settings import INTERVALS, SERVICES, GroupSettings, MemberSettings, Schedule
 
@@ -78,7 +79,8 @@ _CONVERSATION_BY_NAME = {name: kind for kind, name in _CONVERSATION.items()}
 _PLAIN = {Ok: "ok", Message: "message", Resolve: "resolve", Help: "help", Unfollow: "unfollow", Follow: "follow",
           Safe: "safe", NeedHelp: "need_help"}
 _PLAIN_BY_NAME = {name: kind for kind, name in _PLAIN.items()}
-_NAMES = {**_SETTINGS, **_CONVERSATION, **_PLAIN, Pause: "pause", Tick: "tick", RollCall: "rollcall"}
+_NAMES = {**_SETTINGS, **_CONVERSATION, **_PLAIN, Pause: "pause", Tick: "tick", RollCall: "rollcall",
+          SetArea: "set_area"}
 
 
 def event_name(event) -> str:
@@ -104,6 +106,8 @@ def event_to_obj(event) -> dict:
         return obj
     if kind is Pause:
         return {"type": "pause", "at": event.at, "member": event.member, "until": event.until}
+    if kind is SetArea:
+        return {"type": "set_area", "at": event.at, "subject": event.subject, "area": event.area}
     obj = {"type": _PLAIN[kind], "at": event.at, "member": event.member}
     if getattr(event, "group", None) is not None:
         obj["group"] = event.group
@@ -158,6 +162,11 @@ def event_from_obj(obj) -> object:
             else:
                 values.append(_field(obj, kind, name, str))
         return cls(at, *values)
+    if kind == "set_area":
+        area = obj.get("area")
+        if area is not None and type(area) is not str:
+            raise Undecodable("set_area.area: expected a string or null")
+        return SetArea(at, _field(obj, kind, "subject", str), area)
     if kind == "pause":
         return Pause(at, _field(obj, kind, "member", str), _field(obj, kind, "until", int))
     if kind in ("ok", "message", "safe", "need_help"):

@@ -137,3 +137,32 @@ async def test_staff_start_a_roll_call_by_hand_once_however_often_they_click(wor
     page = (await user.get(f"/admin/{A}/rollcalls?started=1"))[1]
     assert "安否確認を始めました" in page
     await user.close()
+
+
+@run
+async def test_staff_set_a_residents_area_and_that_areas_next_roll_call_reaches_them(world, server, app):
+    await a_quake(world)
+    user = Browser(server)
+    await user.login(A, "a-operator")
+    page = (await user.get(f"/admin/{A}/rollcalls"))[1]
+    assert "住民・グループの地区" in page and '<option value="">地区なし</option>' in page
+    token = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    refused = await user.post(f"/admin/{A}/rollcalls/area", {"csrf": token, "subject": user_id_for("nobody"),
+                                                             "area": "kita"})
+    assert refused[0] == 400 and "登録されていません" in refused[1]
+    refused = await user.post(f"/admin/{A}/rollcalls/area", {"csrf": token, "subject": MINAMI, "area": "nishi"})
+    assert refused[0] == 400 and "地区を一覧から選んでください" in refused[1]
+    done = await user.post(f"/admin/{A}/rollcalls/area", {"csrf": token, "subject": MINAMI, "area": "kita"})
+    assert done[0] == 303 and done[2].headers["Location"].endswith("?area_set=1")
+    assert "地区を設定しました" in (await user.get(f"/admin/{A}/rollcalls?area_set=1"))[1]
+    world.step(world.now[0] + 60_000)
+    await world.side.sync()
+    assert await world.side.read.area_of(A, MINAMI) == (True, "kita")
+    assert ("area.set", MINAMI) in {(r["action"], r["target"]) for r in await audit_log(world)}
+    world.store.accept(A, None, [("", RollCall(world.now[0] + 60_000, "kita-only", ("kita",)))])
+    world.step(world.now[0] + 120_000)
+    await world.side.sync()
+    [kita_only] = [r for r in await world.side.read.rollcalls(A) if r["rollcall"] == "kita-only"]
+    assert kita_only["asked"] == 4   # the three of 北町 and MINAMI, now of 北町 too
+    assert await world.side.read.area_of(B, MINAMI) == (False, None)   # another town knows no such resident
+    await user.close()

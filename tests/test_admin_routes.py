@@ -341,7 +341,8 @@ FORMS = {"/{tenant}/calls/record": {"member": WATCH_SILENT, "cycle": "1", "outco
          "/{tenant}/settings/line": {"channel_secret": "stranger-secret-0123456789",
                                      "channel_access_token": "stranger-token-0123456789abcdef"},
          "/{tenant}/rollcalls/{rollcall}/clear": {},
-         "/{tenant}/rollcalls/start": {"whole": "1", "nonce": "stranger-nonce-0123456789"}}
+         "/{tenant}/rollcalls/start": {"whole": "1", "nonce": "stranger-nonce-0123456789"},
+         "/{tenant}/rollcalls/area": {"subject": WATCH_SILENT, "area": ""}}
 
 
 async def a_notice(world: World) -> str:

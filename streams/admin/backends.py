@@ -21,7 +21,8 @@ from agents import readside as rs
 from agents.group import UNCONFIRMED_AFTER
 from agents.member import ESCALATED
 from schemas import effects as fx
-from schemas.events import Resolve, RollCall
+from schemas.events import Resolve, RollCall, SetArea
+from streams import codec
 from streams.admin import accounts
 from streams.embedded import readside as sqlite_rs
 from streams.embedded.store import Store
@@ -67,6 +68,12 @@ class ReadSide(Protocol):
 
     async def start_rollcall(self, tenant: str, rollcall: RollCall, wall: int, login: str) -> None:
         """Staff start a roll-call by hand: to the engine (the inbox, or every inbound partition), audited."""
+
+    async def area_of(self, tenant: str, subject: str) -> tuple[bool, str | None]:
+        """(whether the resident or group is known, its area) as the read side has it now."""
+
+    async def set_area(self, tenant: str, area: SetArea, wall: int, login: str) -> None:
+        """Staff set a resident's or a group's area: to the engine, audited."""
 
 
 class Staff(Protocol):
@@ -174,6 +181,20 @@ class SqliteReadSide:
         def write() -> None:   # the roll-call and its audit row in one commit
             store.enqueue(tenant, [("", rollcall)])
             accounts.audit(store.db, tenant, wall, login, "rollcall.start", rollcall.id, rollcall_detail(rollcall))
+
+        await store.grouped(write)
+
+    async def area_of(self, tenant, subject):
+        row = self.store.db.execute("SELECT state FROM states WHERE tenant = ? AND subject = ?",
+                                    (tenant, subject)).fetchone()
+        return (False, None) if row is None else (True, codec.state_from_obj(codec.loads(row[0])).settings.area)
+
+    async def set_area(self, tenant, area, wall, login):
+        store = self.store
+
+        def write() -> None:   # the change and its audit row in one commit
+            store.enqueue(tenant, [(area.subject, area)])
+            accounts.audit(store.db, tenant, wall, login, "area.set", area.subject, area_detail(area))
 
         await store.grouped(write)
 
@@ -321,6 +342,20 @@ class RedisReadSide:
         from streams.line.webhook_events import Routed
         await self.sink.put(tenant, Routed(events=[rollcall]))   # first: a failure records nothing
         await self.staff.audit(tenant, wall, login, "rollcall.start", rollcall.id, rollcall_detail(rollcall))
+
+    async def area_of(self, tenant, subject):
+        from streams.kafka.readside import prefix
+        raw = await self.redis.get(prefix(tenant) + "state:" + subject)
+        return (False, None) if not raw else (True, codec.state_from_obj(codec.loads(raw)).settings.area)
+
+    async def set_area(self, tenant, area, wall, login):
+        from streams.line.webhook_events import Routed
+        await self.sink.put(tenant, Routed(events=[area]))   # first: a failure records nothing
+        await self.staff.audit(tenant, wall, login, "area.set", area.subject, area_detail(area))
+
+
+def area_detail(area: SetArea) -> str:
+    return f"area={area.area if area.area is not None else '-'}"
 
 
 def rollcall_detail(rollcall: RollCall) -> str:

@@ -14,7 +14,7 @@ import secrets
 from aiohttp import web
 
 from agents import readside as rs
-from schemas.events import RollCall
+from schemas.events import RollCall, SetArea
 from streams.admin import auth
 from streams.admin.keys import CLOCK, FORM, READSIDE, REGISTRY, SESSION, STAFF, TENANTS, WALL
 from streams.admin.view import local_time, render
@@ -24,7 +24,7 @@ CURVE_MINUTES = 60         # the curve's first hour (most answer within minutes)
 CURVE_W, CURVE_H, CURVE_PAD = 600, 160, 36
 STATUS_WORDS = {rs.NEED_HELP: "助けが必要", rs.LISTED: "返事なし（再送後）", rs.WAITING: "返事待ち", rs.SAFE: "無事"}
 ACTION_WORDS = {"rollcall.clear": "訓練の集計を消去", "rollcall.csv": "返事のない方の一覧（CSV）を保存",
-                "rollcall.start": "安否確認を開始"}
+                "rollcall.start": "安否確認を開始", "area.set": "地区を設定"}
 NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")   # the form's own id: a second click sends the same roll-call
 CSV_HEADER = ("地区", "地区ID", "LINEのID", "状態", "送った時刻")
 
@@ -32,6 +32,7 @@ CSV_HEADER = ("地区", "地区ID", "LINEのID", "状態", "送った時刻")
 def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/{tenant}/rollcalls", rollcalls, name="rollcalls")
     router.add_post("/{tenant}/rollcalls/start", start, name="rollcall_start")
+    router.add_post("/{tenant}/rollcalls/area", set_area, name="rollcall_area")
     router.add_get("/{tenant}/rollcalls/{rollcall}", rollcall, name="rollcall")
     router.add_get("/{tenant}/rollcalls/{rollcall}/unanswered.csv", unanswered_csv, name="rollcall_csv")
     router.add_post("/{tenant}/rollcalls/{rollcall}/clear", clear, name="rollcall_clear")
@@ -44,15 +45,18 @@ async def _area_names(request: web.Request, tenant: str) -> dict[str, str]:
     return {**names, rs.NO_AREA: "地区なし"}
 
 
-async def rollcalls(request: web.Request, status: int = 200, error: str | None = None) -> web.Response:
+async def rollcalls(request: web.Request, status: int = 200, error: str | None = None,
+                    area_error: str | None = None) -> web.Response:
     tenant = request.match_info["tenant"]
     zone = request.app[TENANTS][tenant]
     rows = [{**r, "at_text": local_time(r["at"], zone)} for r in await request.app[READSIDE].rollcalls(tenant)]
     names = await _area_names(request, tenant)
     areas = [(a, n) for a, n in names.items() if a != rs.NO_AREA]
     return render(request, "rollcalls.html", status=status, title="災害時の安否確認", rows=rows, areas=areas,
-                  csrf=request[SESSION].csrf, nonce=secrets.token_urlsafe(16), error=error,
-                  started=request.query.get("started") == "1", cleared=request.query.get("cleared") == "1")
+                  no_area=rs.NO_AREA,
+                  csrf=request[SESSION].csrf, nonce=secrets.token_urlsafe(16), error=error, area_error=area_error,
+                  started=request.query.get("started") == "1", cleared=request.query.get("cleared") == "1",
+                  area_set=request.query.get("area_set") == "1")
 
 
 async def start(request: web.Request) -> web.Response:
@@ -75,6 +79,26 @@ async def start(request: web.Request) -> web.Response:
     event = RollCall(request.app[CLOCK](), f"staff{'-drill' if drill else ''}-{nonce}", None if whole else chosen, drill)
     await request.app[READSIDE].start_rollcall(tenant, event, request.app[WALL](), request[SESSION].login)
     return auth.see_other(request.app.router["rollcalls"].url_for(tenant=tenant).with_query(started="1"))
+
+
+async def set_area(request: web.Request) -> web.Response:
+    """Staff set the area of a resident or a group (by the LINE id the call queue and the CSV show):
+    the roll-calls of that area reach them from then on. Audited; applied by the engine in seconds."""
+    tenant = request.match_info["tenant"]
+    form = request[FORM]
+    subject = str(form.get("subject", "")).strip()
+    area = str(form.get("area", ""))
+    names = await _area_names(request, tenant)
+    if area not in names:
+        return await rollcalls(request, 400, area_error="地区を一覧から選んでください。")
+    known, current = await request.app[READSIDE].area_of(tenant, subject) if subject else (False, None)
+    if not known:
+        return await rollcalls(request, 400, area_error="そのLINEのIDの方（グループ）は、登録されていません。")
+    chosen = None if area == rs.NO_AREA else area
+    if chosen != current:
+        await request.app[READSIDE].set_area(tenant, SetArea(request.app[CLOCK](), subject, chosen),
+                                             request.app[WALL](), request[SESSION].login)
+    return auth.see_other(request.app.router["rollcalls"].url_for(tenant=tenant).with_query(area_set="1"))
 
 
 async def _known(request: web.Request, tenant: str, rid: str) -> dict:

@@ -1,9 +1,10 @@
 """`anpi sender`: the LINE sender as a Faust agent of its own on the outbox topic (Kafka runtime).
 
 The subject agent writes each batch's LINE-bound effects to the outbox, then a `batch_end` mark, in
-one transaction. This agent gathers a partition's effects up to the mark, delivers them as one
-batch (streams/line/sender.py: coalesced multicasts, rate limits, retries with the same key), and only
-then acks them, mark included. After a crash the batch comes again whole, coalesces into the same
+one transaction. This app reads the outbox by whole fetches (streams/kafka/intake.py, as the worker
+reads its inbound topic), gathers a partition's effects up to the mark, delivers them as one batch
+(streams/line/sender.py: coalesced multicasts, rate limits, retries with the same key), and only
+then counts them delivered (acked), mark included. After a crash the batch comes again whole, coalesces into the same
 requests with the same retry keys, and LINE answers 409 to those it had accepted: nothing is sent
 twice.
 
@@ -18,8 +19,8 @@ the sender stayed stuck, its partitions freed only when the broker gave up on it
 wait (`stream_wait_empty=False`). After every rebalance Faust seeks each assigned partition back to
 its committed offset before it resumes, and that re-reading is the only way on:
 
-- a message is *current* while no rebalance is under way and it was fetched since the last one (its
-  generation is the group's). Only current messages are gathered, and only current ones are ever
+- a record is *current* while no rebalance is under way and it was fetched since the last one (the
+  group's generation when the intake took it is the group's now). Only current messages are gathered, and only current ones are ever
   acked. A half-read batch is dropped when its partition is revoked, never acked (acking it would
   commit past effects not yet delivered, and lose them): its next reader reads it again whole.
 - a batch being delivered when a rebalance comes may finish; its acks are not made, so its next

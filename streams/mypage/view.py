@@ -152,6 +152,8 @@ def history_line(e: Effect) -> str | None:
     if kind == fx.CONTACTS_NOTIFIED:
         why = "「助けてほしい」を受けて" if fx.notice_reason(e.data) == fx.HELP else "お返事がなかったので"
         return f"{why}、ご家族など（{len(e.to or ())}人）にお知らせしました"
+    if kind == fx.AREA_SET:
+        return "担当の職員が、お住まいの地区を設定しました" if e.area else "担当の職員が、お住まいの地区の設定を外しました"
     if kind == fx.ENROLLED:
         return "登録しました"
     if kind == fx.PHONE_SAVED:
