@@ -20,11 +20,14 @@ def main(argv: list[str] | None = None) -> int:
 
     commands.add_parser("sender", help="run the LINE sender of the Kafka runtime (settings and secrets from ANPI_*)")
     ing = commands.add_parser("ingress", help="serve the LINE webhook of the Kafka runtime (settings and secrets "
-                                             "from ANPI_*)")
+                                             "from ANPI_*), or with --db of anpi serve's SQLite file")
     ing.add_argument("--host", default="127.0.0.1")
     ing.add_argument("--port", type=int, default=8080)
     ing.add_argument("--processes", type=int, default=None,
                      help="servers on the one port (SO_REUSEPORT; default ANPI_INGRESS_PROCESSES or 1)")
+    ing.add_argument("--db", default=None,
+                     help="write into this SQLite file's inbox, for `anpi serve --db` on the same file to apply "
+                          "(default: the Kafka runtime's inbound topic)")
 
     serve = commands.add_parser("serve", help="every tenant's webhook, engine and sender in this process (SQLite)")
     serve.add_argument("--db", default="var/anpi.db", help="the SQLite file (default var/anpi.db)")
@@ -156,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                               "of a fresh tenant on ANPI_KAFKA, de-duplicated in Redis at ANPI_REDIS")
     ingress.add_argument("--concurrency", type=int, default=64, help="requests in flight (default 64)")
     ingress.add_argument("--processes", type=int, default=1,
-                         help="ingress processes on one port (SO_REUSEPORT; kafka only; default 1)")
+                         help="ingress processes on one port (SO_REUSEPORT; default 1)")
     ingress.add_argument("--profile", metavar="FILE", help="write a cProfile of the server's timed part here")
     sender = bench_what.add_parser("sender", help="seconds for the sender to deliver one check to N members "
                                                   "against linesim with LINE's rate limits, and the ratio to their floor")
@@ -217,9 +220,6 @@ def _run(args) -> int:
                     print("anpi bench ingress: --requests, --concurrency and --processes must be positive",
                           file=sys.stderr)
                     return 2
-                if args.processes > 1 and args.sink != "kafka":
-                    print("anpi bench ingress: --processes needs --sink kafka (SQLite has one writer)", file=sys.stderr)
-                    return 2
                 print(bench_edge.ingress_bench(args.requests, args.sink, args.concurrency, args.profile,
                                                processes=args.processes))
             else:
@@ -243,6 +243,9 @@ def _run(args) -> int:
             print(benches.core_bench(args.members, args.days, args.answer_after))
         return 0
     if args.command == "ingress":
+        if args.db is not None:
+            from streams.embedded.ingress_main import main as embedded_ingress
+            return embedded_ingress(args.db, args.host, args.port, args.processes)
         from streams.kafka.ingress_main import main as ingress_main
         return ingress_main(args.host, args.port, args.processes)
     if args.command == "sender":

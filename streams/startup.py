@@ -78,6 +78,20 @@ def metrics_port(env, name: str, host: str) -> int:
     return port(number(env, name, 0, low=0), name, host)
 
 
+def ingress_processes(env, processes: int | None, host: str) -> tuple[int, int]:
+    """(servers on the webhook's port, the first one's /metrics port or 0): --processes, else
+    ANPI_INGRESS_PROCESSES (default 1); server i serves its metrics on ANPI_INGRESS_METRICS_PORT + i,
+    each checked free on `host`."""
+    if processes is None:
+        processes = number(env, "ANPI_INGRESS_PROCESSES", 1, low=1)
+    elif processes < 1:
+        raise BadSetting(f"--processes {processes}: expected at least 1")
+    first = metrics_port(env, "ANPI_INGRESS_METRICS_PORT", host)
+    for extra in range(1, processes if first else 0):
+        port(first + extra, f"ANPI_INGRESS_METRICS_PORT + {extra}", host)
+    return processes, first
+
+
 def number(env, name: str, default, kind=int, low=None):
     """An ANPI_* number from `env` (default when unset), at least `low`."""
     raw = env.get(name)

@@ -25,13 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
 import os
-import signal
 import time
 
 import redis.asyncio as aioredis
-from aiohttp import web
 from prometheus_client import start_http_server
 
 from agents import mypage_link
@@ -40,7 +37,7 @@ from streams.line import ingress
 from streams.admin.redis_accounts import RedisStaff
 from streams.mypage.in_redis import RedisMembers, RedisSessions
 from streams.kafka.settings import Settings
-from streams.process import until_stopped
+from streams.process import prefork, serve_until_stopped
 from streams.tenants import registry as tenant_registry
 from streams.tenants.from_env import tenant_from_env
 from streams.tenants.in_redis import RedisRegistry
@@ -52,18 +49,13 @@ def main(host: str, port: int, processes: int | None = None) -> int:
     seed = tenant_from_env("ingress", settings.prefix)
     if seed is None:
         return 2
-    if processes is None:
-        processes = startup.number(os.environ, "ANPI_INGRESS_PROCESSES", 1, low=1)
-    elif processes < 1:
-        raise startup.BadSetting(f"--processes {processes}: expected at least 1")
-    metrics_port = startup.metrics_port(os.environ, "ANPI_INGRESS_METRICS_PORT", settings.web_host)
-    for extra in range(1, processes if metrics_port else 0):
-        startup.port(metrics_port + extra, f"ANPI_INGRESS_METRICS_PORT + {extra}", settings.web_host)
+    processes, metrics_port = startup.ingress_processes(os.environ, processes, settings.web_host)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if processes == 1:
         _one(settings, seed, host, port, metrics_port, reuse_port=False)
         return 0
-    return _prefork(processes, settings, seed, host, port, metrics_port)
+    return prefork(processes, lambda i: _one(settings, seed, host, port, metrics_port + i if metrics_port else 0, True),
+                   "anpi ingress")
 
 
 def _one(settings: Settings, seed, host: str, port: int, metrics_port: int, reuse_port: bool) -> None:
@@ -71,36 +63,6 @@ def _one(settings: Settings, seed, host: str, port: int, metrics_port: int, reus
     if metrics_port:
         start_http_server(metrics_port, settings.web_host, registry=metrics.registry)
     asyncio.run(_serve(settings, seed, host, port, metrics, reuse_port))
-
-
-def _prefork(processes: int, settings: Settings, seed, host: str, port: int, metrics_port: int) -> int:
-    """`processes` servers on one port; the first that ends ends them all (its exit code is ours)."""
-    fork = multiprocessing.get_context("fork")  # nothing is running yet: no loop, no connection
-    children = [fork.Process(target=_one, name=f"anpi-ingress-{i}", daemon=False,
-                             args=(settings, seed, host, port, metrics_port + i if metrics_port else 0, True))
-                for i in range(processes)]
-    for child in children:
-        child.start()
-    stopping = []
-
-    def stop(*_):
-        stopping.append(True)
-        for child in children:
-            if child.is_alive():
-                child.terminate()  # SIGTERM: each stops as one ingress does
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    print(f"anpi ingress: {processes} processes on port {port}", flush=True)
-    from multiprocessing.connection import wait
-    wait([child.sentinel for child in children])
-    first = next(child for child in children if not child.is_alive())
-    if not stopping:
-        logging.getLogger("anpi.ingress").error("ingress process %s ended (exit %s); stopping the others",
-                                                first.name, first.exitcode)
-        stop()
-    for child in children:
-        child.join()
-    return 0 if stopping and first.exitcode in (0, -signal.SIGTERM) else (first.exitcode or 1)
 
 
 async def _serve(settings: Settings, seed, host: str, port: int, metrics: ingress.Metrics,
@@ -130,12 +92,8 @@ async def _serve(settings: Settings, seed, host: str, port: int, metrics: ingres
                                  liff_channel_id=os.environ.get("ANPI_LIFF_CHANNEL_ID") or None,
                                  liff_id=os.environ.get("ANPI_LIFF_ID") or None)
         await reload()
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
-        print(f"anpi ingress: LINE webhook URLs http://{host}:{port}/webhook/<tenant> (tenant {seed.id} and "
-              f"those added with `anpi tenant add --redis`), onto {settings.inbound}", flush=True)
-        await until_stopped()
+        await serve_until_stopped(app, host, port, reuse_port,
+                                  f"anpi ingress: LINE webhook URLs http://{host}:{port}/webhook/<tenant> (tenant "
+                                  f"{seed.id} and those added with `anpi tenant add --redis`), onto {settings.inbound}")
         following.cancel()
-        await runner.cleanup()
     await redis.aclose()

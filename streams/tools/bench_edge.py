@@ -288,8 +288,6 @@ def ingress_bench(requests: int = 5000, sink: str = "sqlite", concurrency: int =
     with `processes` > 1, that many servers on one port (SO_REUSEPORT), their CPU summed."""
     if sink not in ("sqlite", "kafka", "memory", "bare"):
         raise ValueError("sink must be sqlite or kafka")
-    if processes > 1 and sink == "sqlite":
-        raise ValueError("--processes: the SQLite sink has one writer (anpi serve's own process)")
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     warmup = min(500, max(concurrency, requests // 10)) if warmup is None else warmup
     tenant_id = f"bench-{uuid.uuid4().hex[:10]}"
