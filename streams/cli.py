@@ -59,6 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     create_user.add_argument("--redis", nargs="?", const=os.environ.get("ANPI_REDIS", "redis://127.0.0.1:6379/0"),
                              metavar="URL", help="create it in Redis (the Kafka runtime's admin screen): at URL, "
                                                  "else ANPI_REDIS")
+    unlock = admin_what.add_parser("unlock", help="let a staff account log in again from every address (when "
+                                                  "every administrator is locked out)")
+    unlock.add_argument("--db", default="var/anpi.db", help="the SQLite file of `anpi serve` (default var/anpi.db)")
+    unlock.add_argument("--tenant", required=True)
+    unlock.add_argument("--login", required=True)
+    unlock.add_argument("--redis", nargs="?", const=os.environ.get("ANPI_REDIS", "redis://127.0.0.1:6379/0"),
+                        metavar="URL", help="the account is in Redis (the Kafka runtime's admin screen): at URL, "
+                                            "else ANPI_REDIS")
     admin_serve = admin_what.add_parser("serve", help="the admin screen of the Kafka runtime (/admin; settings from "
                                                       "ANPI_KAFKA, ANPI_REDIS, ANPI_TOPIC_PREFIX, ANPI_TIMEZONE)")
     admin_serve.add_argument("--host", default="127.0.0.1")
@@ -264,6 +272,8 @@ def _run(args) -> int:
         from streams.admin import cli as admin_cli
         if args.what == "serve":
             return admin_cli.serve(args.host, args.port)
+        if args.what == "unlock":
+            return admin_cli.unlock(args.tenant, args.login, db=args.db, redis_url=args.redis)
         if args.redis:
             return admin_cli.create_user_redis(args.redis, args.tenant, args.login, args.role)
         return admin_cli.create_user(args.db, args.tenant, args.login, args.role)

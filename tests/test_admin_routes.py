@@ -20,12 +20,12 @@ from aiohttp.test_utils import TestServer
 from agents import notices as notices_rules
 from agents import readside as rs
 from agents.clock import HOUR, MINUTE
-from backends import admin_server, backend, keys_of, side_of  # noqa: F401 (backend: the fixture)
+from backends import admin_server, backend, keys_of, redis_url, side_of  # noqa: F401 (backend: the fixture)
 from linesim import user_id_for
 from schemas import effects as fx
 from schemas.events import Acknowledge, Ok, Register, Resolve, RollCall
 from schemas.settings import GroupSettings, MemberSettings, Schedule
-from streams import cli, codec
+from streams import cli, codec, forwarded
 from streams.admin import accounts, pages
 from streams.demo.town import DEMO_LOGIN, demo_login
 from streams.embedded import readside
@@ -37,6 +37,7 @@ START = 1_796_050_800_000  # 2026-12-01T00:00+09:00
 DAY = 24 * HOUR
 A, B = "city-a", "city-b"
 PASSWORD = "correct horse battery"
+LOCKED_OUT = "この端末からは15分間ログインできません"
 TOKYO = Schedule("1d", 9 * 60, "Asia/Tokyo", None)
 
 WATCH_SILENT = user_id_for("watch-silent")      # never answers: staff are called
@@ -124,9 +125,12 @@ async def audit_log(world: World) -> list[dict]:
 class Browser:
     """A user agent with its own cookie jar that does not follow redirects (tests look at them)."""
 
-    def __init__(self, server: TestServer):
+    def __init__(self, server: TestServer, headers: dict | None = None):
         self.server = server
-        self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+        # behind a TLS proxy the browser is on https: it sends the Secure cookies (to the proxy)
+        secure = str(server.make_url("/")) if (headers or {}).get("X-Forwarded-Proto") == "https" else None
+        self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True, treat_as_secure_origin=secure),
+                                          headers=headers)
 
     def url(self, path: str) -> str:
         return str(self.server.make_url(path))
@@ -173,6 +177,22 @@ def run(test):
     return wrapper
 
 
+def behind_proxy(test):
+    """As `run`, with the test client's address a trusted proxy (ANPI_TRUSTED_PROXIES=127.0.0.1)."""
+    inner = run(test)
+
+    def wrapper(tmp_path, backend, monkeypatch):
+        monkeypatch.setenv(forwarded.ENV, "127.0.0.1")
+        inner(tmp_path, backend)
+    wrapper.__name__ = test.__name__
+    return wrapper
+
+
+def from_address(server: TestServer, address: str, proto: str = "https") -> Browser:
+    """A browser at `address`, as a TLS proxy in front of anpi says."""
+    return Browser(server, {"X-Forwarded-For": address, "X-Forwarded-Proto": proto})
+
+
 def inbox(store: Store, tenant: str) -> list:
     return [codec.event_from_obj(json.loads(p.event)) for p in store.pending(tenant, 0, limit=100_000)]
 
@@ -217,9 +237,9 @@ async def test_five_wrong_passwords_lock_the_account_for_fifteen_minutes(world, 
     for _ in range(accounts.MAX_FAILURES - 1):
         assert (await user.login(A, "a-operator", "wrong password"))[0] == 401
     status, page, _ = await user.login(A, "a-operator", "wrong password")
-    assert status == 401 and "15分間" in page
+    assert status == 401 and LOCKED_OUT in page
     status, page, _ = await user.login(A, "a-operator")  # even the right password, while locked
-    assert status == 401 and "15分間" in page and user.session_id() is None
+    assert status == 401 and LOCKED_OUT in page and user.session_id() is None
     assert (await user.login(A, "a-admin"))[0] == 303  # the lock is per account
     world.wall[0] += 14 * MINUTE
     assert (await Browser(server).login(A, "a-operator"))[0] == 401
@@ -229,6 +249,68 @@ async def test_five_wrong_passwords_lock_the_account_for_fifteen_minutes(world, 
     assert (await world.side.staff.users(A))[1]["failed"] == 0
     await user.close()
     await fresh.close()
+
+
+@behind_proxy
+async def test_a_strangers_wrong_passwords_lock_their_address_out_but_not_the_accounts_owner(world, server, app):
+    stranger, owner = from_address(server, "203.0.113.9"), from_address(server, "198.51.100.7")
+    for _ in range(accounts.MAX_FAILURES):
+        assert (await stranger.login(A, "a-operator", "wrong password"))[0] == 401
+    status, page, _ = await stranger.login(A, "a-operator")  # even the right password, from there
+    assert status == 401 and LOCKED_OUT in page and stranger.session_id() is None
+    status, _, response = await owner.login(A, "a-operator")  # the owner, from the office
+    assert status == 303 and response.cookies["anpi_admin"]["secure"]
+    world.wall[0] += accounts.LOCK_MS
+    assert (await stranger.login(A, "a-operator"))[0] == 303
+    for browser in (stranger, owner):
+        await browser.close()
+
+
+@behind_proxy
+async def test_an_address_that_guesses_at_many_logins_is_locked_out_of_all_of_them(world, server, app):
+    sprayer, other = from_address(server, "203.0.113.10"), from_address(server, "198.51.100.8")
+    results = [(await sprayer.login(A, f"guess-{i}", "wrong password"))[0] for i in range(accounts.SOURCE_MAX_FAILURES)]
+    assert results == [401] * accounts.SOURCE_MAX_FAILURES
+    status, page, _ = await sprayer.login(A, "a-admin")
+    assert status == 401 and LOCKED_OUT in page
+    assert (await other.login(A, "a-admin"))[0] == 303
+    for browser in (sprayer, other):
+        await browser.close()
+
+
+@behind_proxy
+async def test_the_login_page_answers_the_same_for_a_known_and_an_unknown_login(world, server, app):
+    pages_seen = {}
+    for i, login in enumerate(("a-operator", "no-such-person")):
+        browser = from_address(server, f"203.0.113.{20 + i}")
+        answers = []
+        for _ in range(accounts.MAX_FAILURES + 1):
+            status, page, response = await browser.login(A, login, "wrong password")
+            answers.append((status, re.sub(r'value="[^"]*"', 'value=""', page), sorted(response.cookies)))
+        pages_seen[login] = answers
+        await browser.close()
+    assert pages_seen["a-operator"] == pages_seen["no-such-person"]
+    assert LOCKED_OUT in pages_seen["no-such-person"][-1][1] and LOCKED_OUT not in pages_seen["no-such-person"][0][1]
+
+
+@behind_proxy
+async def test_the_session_cookie_is_secure_behind_a_trusted_tls_proxy(world, server, app):
+    status, _, response = await from_address(server, "198.51.100.9").login(A, "a-admin")
+    assert status == 303 and response.cookies["anpi_admin"]["secure"]
+    status, _, response = await from_address(server, "198.51.100.9", proto="http").login(A, "a-admin")
+    assert status == 303 and not response.cookies["anpi_admin"]["secure"]
+
+
+@run
+async def test_forwarded_headers_from_an_untrusted_peer_are_ignored(world, server, app):
+    liar = from_address(server, "198.51.100.11")   # no trusted proxy here: the headers are the client's own
+    for _ in range(accounts.MAX_FAILURES):
+        await liar.login(A, "a-operator", "wrong password")
+    status, _, response = await from_address(server, "198.51.100.12").login(A, "a-operator")
+    assert status == 401   # the same peer whatever it writes: still locked out
+    status, _, response = await liar.login(A, "a-admin")
+    assert status == 303 and not response.cookies["anpi_admin"]["secure"]
+    await liar.close()
 
 
 @run
@@ -768,6 +850,33 @@ def test_the_cli_creates_an_account_with_the_password_from_the_environment_or_st
     asyncio.run(check())
     assert PASSWORD not in open(db, "rb").read().decode("latin-1")  # only its argon2id hash is kept
     store.close()
+
+
+def test_anpi_admin_unlock_lets_a_locked_out_account_in_again_from_every_address(tmp_path, backend, capsys):
+    """When every administrator is locked out, the command line unlocks one (audited)."""
+    world = build_world(str(tmp_path / "anpi.db"), days=1)
+    wall = lambda: world.wall[0]  # noqa: E731
+
+    async def go():
+        async with side_of(backend, world, {A: "Asia/Tokyo"}) as side:
+            await side.add_staff(A, "a-admin", "admin", HASHED, START)
+            for source in ("203.0.113.1", "203.0.113.2"):
+                for _ in range(accounts.MAX_FAILURES):
+                    await side.staff.authenticate(A, "a-admin", "wrong password", wall, source)
+                assert await side.staff.authenticate(A, "a-admin", PASSWORD, wall, source) == accounts.LOCKED
+            assert (await side.staff.users(A))[0]["locked_until"] > START
+            where = ["--redis", redis_url()] if backend == "redis" else ["--db", world.store.path]
+            assert await asyncio.to_thread(cli.main, ["admin", "unlock", "--tenant", A, "--login", "a-admin", *where]) == 0
+            for source in ("203.0.113.1", "203.0.113.2"):
+                assert await side.staff.authenticate(A, "a-admin", PASSWORD, wall, source) == accounts.OK
+            assert (await side.staff.users(A))[0]["locked_until"] == 0
+            assert [(r["login"], r["action"], r["target"]) for r in await side.audit_log(A)][0] == \
+                ("(anpi admin)", "user.unlock", "a-admin")
+            assert await asyncio.to_thread(cli.main, ["admin", "unlock", "--tenant", A, "--login", "nobody", *where]) == 2
+    asyncio.run(go())
+    assert "has no account 'nobody'" in capsys.readouterr().err
+    assert cli.main(["admin", "unlock", "--tenant", A, "--login", "a-admin", "--db", str(tmp_path / "none.db")]) == 2
+    world.store.close()
 
 
 def test_the_demo_login_is_an_administrator_with_a_fresh_password_each_run(tmp_path):

@@ -176,6 +176,19 @@ def run(coro):
 # --- signing in -------------------------------------------------------------------------------------
 
 
+def test_behind_a_trusted_tls_proxy_the_session_cookie_is_secure(store, monkeypatch):
+    monkeypatch.setenv("ANPI_TRUSTED_PROXIES", "127.0.0.1")
+    clock = Clock()
+
+    async def main():
+        async with served(store, clock) as (browser, _):
+            for proto, secure in (("https", True), ("http", False)):
+                async with browser.http.get(link(SAKURA, HANA, clock.now), headers={"X-Forwarded-Proto": proto},
+                                            allow_redirects=False) as r:
+                    assert r.status == 303 and ("Secure" in r.headers["Set-Cookie"]) is secure
+    run(main())
+
+
 def test_a_link_opens_a_short_session_and_the_page_shows_the_settings_in_words(store):
     clock = Clock()
 

@@ -1,6 +1,9 @@
 """Staff accounts, sessions and the audit log of the admin screen, in the embedded store's SQLite file.
 
-    admin_users     per tenant: login, role (admin | operator), argon2id hash, failed attempts, lock
+    admin_users     per tenant: login, role (admin | operator), argon2id hash
+    admin_lockouts  wrong passwords counted by login and source address, and by source address alone,
+                    each under a SHA-256 of what it counts (no login or address in clear); the rule
+                    is LOCKOUT below
     admin_sessions  the SHA-256 of each session id (a stolen copy of the file opens no session),
                     its tenant and login, its CSRF token, and when it expires
     admin_audit     who did what, when, to which case (never a password, a session id or a token)
@@ -37,6 +40,10 @@ CREATE TABLE IF NOT EXISTS admin_audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, t
                                         at INTEGER NOT NULL, login TEXT NOT NULL, action TEXT NOT NULL,
                                         target TEXT, detail TEXT);
 CREATE INDEX IF NOT EXISTS admin_audit_by_tenant ON admin_audit (tenant, seq);
+CREATE TABLE IF NOT EXISTS admin_lockouts (tenant TEXT NOT NULL, key TEXT NOT NULL, login_key TEXT,
+                                           failed INTEGER NOT NULL, window_until INTEGER NOT NULL,
+                                           locked_until INTEGER NOT NULL, PRIMARY KEY (tenant, key)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS admin_lockouts_by_login ON admin_lockouts (tenant, login_key);
 CREATE TABLE IF NOT EXISTS admin_line (tenant TEXT NOT NULL, login TEXT NOT NULL, line_user TEXT,
                                        duty_start INTEGER NOT NULL DEFAULT 0, duty_end INTEGER NOT NULL DEFAULT 0,
                                        PRIMARY KEY (tenant, login)) WITHOUT ROWID;
@@ -47,8 +54,9 @@ CREATE TABLE IF NOT EXISTS admin_line_codes (tenant TEXT NOT NULL, hash TEXT NOT
 
 ADMIN, OPERATOR = "admin", "operator"
 ROLES = (ADMIN, OPERATOR)
-MAX_FAILURES = 5                       # wrong passwords in a row before the account locks
-LOCK_MS = 15 * 60_000                  # … for 15 minutes
+MAX_FAILURES = 5                       # wrong passwords for one login from one address within LOCK_MS …
+LOCK_MS = 15 * 60_000                  # … lock that login from that address for 15 minutes
+SOURCE_MAX_FAILURES = 20               # wrong passwords from one address for any logins: that address
 IDLE_MS = 30 * 60_000                  # a session ends after 30 minutes without a page view
 MAX_SESSION_MS = 12 * 3_600_000        # … and after 12 hours in any case
 MIN_PASSWORD = 10
@@ -109,10 +117,17 @@ USER_FIELDS = ("login", "role", "failed", "locked_until", "created_at", "line_li
 
 
 def users(db: sqlite3.Connection, tenant: str) -> list[dict]:
-    rows = db.execute("SELECT u.login, role, failed, locked_until, created_at, l.line_user IS NOT NULL, "
-                      "coalesce(duty_start, 0), coalesce(duty_end, 0) FROM admin_users u LEFT JOIN admin_line l "
+    """Each account; `failed` and `locked_until` over every address it was tried from."""
+    rows = db.execute("SELECT u.login, role, created_at, l.line_user IS NOT NULL, coalesce(duty_start, 0), "
+                      "coalesce(duty_end, 0) FROM admin_users u LEFT JOIN admin_line l "
                       "ON l.tenant = u.tenant AND l.login = u.login WHERE u.tenant = ? ORDER BY u.login", (tenant,))
-    return [dict(zip(USER_FIELDS, row), line_linked=bool(row[5])) for row in rows]
+    found = []
+    for login, role, created_at, linked, start, end in rows.fetchall():
+        failed, locked_until = db.execute("SELECT coalesce(sum(failed), 0), coalesce(max(locked_until), 0) FROM "
+                                          "admin_lockouts WHERE tenant = ? AND login_key = ?",
+                                          (tenant, lock_keys(tenant, login, "")[2])).fetchone()
+        found.append(dict(zip(USER_FIELDS, (login, role, failed, locked_until, created_at, bool(linked), start, end))))
+    return found
 
 
 # --- staff alerts on LINE (agents/on_call.py) ---------------------------------------------------------
@@ -173,8 +188,9 @@ def on_call_staff(db: sqlite3.Connection, tenant: str) -> list[on_call.OnCall]:
 
 
 def unlock(db: sqlite3.Connection, tenant: str, login: str) -> bool:
-    return db.execute("UPDATE admin_users SET failed = 0, locked_until = 0 WHERE tenant = ? AND login = ?",
-                      (tenant, login)).rowcount == 1
+    """Clear the login's lockouts from every address; False if there is no such account."""
+    db.execute("DELETE FROM admin_lockouts WHERE tenant = ? AND login_key = ?", (tenant, lock_keys(tenant, login, "")[2]))
+    return exists(db, tenant, login)
 
 
 def random_password() -> str:
@@ -199,35 +215,66 @@ def _verify(hashed: str, password: str) -> bool:
         return False
 
 
-async def authenticate(db: sqlite3.Connection, tenant: str, login: str, password: str, now) -> str:
-    """OK, BAD or LOCKED. `now()` gives ms; it is read after the (slow, threaded) verification too.
+def lock_keys(tenant: str, login: str, source: str) -> tuple[str, str, str]:
+    """What a failed login counts under: (this login from this address, this address, this login)."""
+    def h(*parts: str) -> str:
+        return hashlib.sha256("\0".join((tenant, *parts)).encode()).hexdigest()
+    return h("pair", login, source), h("source", source), h("login", login)
 
-    Five wrong passwords in a row lock the account for 15 minutes; while locked even the right
-    password is refused, and attempts do not extend the lock.
-    """
-    row = db.execute("SELECT hash, locked_until FROM admin_users WHERE tenant = ? AND login = ?",
-                     (tenant, login)).fetchone()
-    if row is not None and row[1] > now():
+
+LOCKOUT = """Wrong passwords are counted twice: for the login from the address they came from, and for
+the address whatever the login. MAX_FAILURES for one login from one address within LOCK_MS lock that
+login from that address for LOCK_MS; SOURCE_MAX_FAILURES from one address lock the address. While
+locked even the right password is refused there, and attempts do not extend the lock; the right
+password from elsewhere still opens the account (a stranger cannot keep its owner out). Unknown
+logins are counted the same way, so the answers do not tell which logins exist. The right password
+clears that login's count from that address; `anpi admin unlock` and the users page clear a login's
+counts from every address."""
+
+
+def _locked(db: sqlite3.Connection, tenant: str, keys, now: int) -> bool:
+    return db.execute(f"SELECT 1 FROM admin_lockouts WHERE tenant = ? AND key IN ({','.join('?' * len(keys))}) "
+                      "AND locked_until > ?", (tenant, *keys, now)).fetchone() is not None
+
+
+def _count_failure(db: sqlite3.Connection, tenant: str, key: str, login_key: str | None, limit: int, now: int) -> bool:
+    """One more wrong password under `key`; True if that locks it (LOCKOUT)."""
+    row = db.execute("SELECT failed, window_until, locked_until FROM admin_lockouts WHERE tenant = ? AND key = ?",
+                     (tenant, key)).fetchone()
+    failed, window_until, locked_until = row or (0, 0, 0)
+    if locked_until > now:
+        return True
+    if window_until <= now:
+        failed, window_until = 0, now + LOCK_MS
+    failed += 1
+    if failed >= limit:
+        failed, window_until, locked_until = 0, now, now + LOCK_MS
+    db.execute("INSERT INTO admin_lockouts VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, key) DO UPDATE SET "
+               "failed = excluded.failed, window_until = excluded.window_until, locked_until = excluded.locked_until",
+               (tenant, key, login_key, failed, window_until, locked_until if failed == 0 else 0))
+    return failed == 0
+
+
+async def authenticate(db: sqlite3.Connection, tenant: str, login: str, password: str, now, source: str = "") -> str:
+    """OK, BAD or LOCKED by LOCKOUT, for `login` tried from the address `source`. `now()` gives ms; it
+    is read after the (slow, threaded) verification too."""
+    pair, by_source, login_key = lock_keys(tenant, login, source)
+    if _locked(db, tenant, (pair, by_source), now()):
         return LOCKED
-    hashed = row[0] if row is not None else _dummy_hash()
-    good = await asyncio.get_running_loop().run_in_executor(None, _verify, hashed, password)
-    if row is None:
-        return BAD
+    row = db.execute("SELECT hash FROM admin_users WHERE tenant = ? AND login = ?", (tenant, login)).fetchone()
+    good = await asyncio.get_running_loop().run_in_executor(None, _verify, row[0] if row else _dummy_hash(), password)
     # No await from here on: read-modify-write is atomic with respect to other requests.
-    failed, locked_until = db.execute("SELECT failed, locked_until FROM admin_users WHERE tenant = ? AND login = ?",
-                                      (tenant, login)).fetchone()
     t = now()
-    if locked_until > t:
+    if _locked(db, tenant, (pair, by_source), t):
         return LOCKED  # locked by a concurrent attempt meanwhile
-    if good:
-        db.execute("UPDATE admin_users SET failed = 0, locked_until = 0 WHERE tenant = ? AND login = ?",
-                   (tenant, login))
+    db.execute("DELETE FROM admin_lockouts WHERE tenant = ? AND window_until <= ? AND locked_until <= ?",
+               (tenant, t, t))  # sweep the counts that ran out
+    if good and row is not None:
+        db.execute("DELETE FROM admin_lockouts WHERE tenant = ? AND key = ?", (tenant, pair))
         return OK
-    failed = (0 if locked_until else failed) + 1  # a lock that ran out starts a fresh count
-    locked_until = t + LOCK_MS if failed >= MAX_FAILURES else 0
-    db.execute("UPDATE admin_users SET failed = ?, locked_until = ? WHERE tenant = ? AND login = ?",
-               (0 if locked_until else failed, locked_until, tenant, login))
-    return LOCKED if locked_until else BAD
+    locked = _count_failure(db, tenant, pair, login_key, MAX_FAILURES, t)
+    locked = _count_failure(db, tenant, by_source, None, SOURCE_MAX_FAILURES, t) or locked
+    return LOCKED if locked else BAD
 
 
 # --- sessions -----------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from collections.abc import Callable
 import jinja2
 from aiohttp import web
 
+from streams import forwarded
 from streams.admin import accounts, auth, pages, view
 from streams.admin.backends import ReadSide, SqliteReadSide, SqliteStaff, Staff
 from streams.admin.keys import CLOCK, NOTICES, READSIDE, REGISTRY, SETTINGS_CHANGED, STAFF, STORE, TEMPLATES, TENANTS, WALL
@@ -57,7 +58,7 @@ def create_kafka_app(readside: ReadSide, staff: Staff, registry, notices, tenant
 
 
 def _app(readside, staff, registry, notices, tenants, now_ms, wall_ms) -> web.Application:
-    app = web.Application(middlewares=[auth.headers, auth.guard], client_max_size=64 * 1024)
+    app = web.Application(middlewares=[forwarded.middleware(), auth.headers, auth.guard], client_max_size=64 * 1024)
     app[READSIDE], app[STAFF], app[REGISTRY], app[NOTICES], app[CLOCK] = readside, staff, registry, notices, now_ms
     app[TENANTS] = tenants
     app[WALL] = wall_ms or (lambda: int(time.time() * 1000))

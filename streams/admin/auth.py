@@ -116,8 +116,9 @@ def not_found(request: web.Request) -> web.Response:
 
 MESSAGES = {
     accounts.BAD: "ログインIDかパスワードが違います。",
-    accounts.LOCKED: f"続けて{accounts.MAX_FAILURES}回まちがえたため、このアカウントは{accounts.LOCK_MS // 60_000}分間"
-                     "ログインできません。時間をおいてお試しいただくか、管理者にロックの解除を依頼してください。",
+    # The same words whichever count locked (accounts.LOCKOUT), and for a login that does not exist.
+    accounts.LOCKED: f"続けてまちがえたため、この端末からは{accounts.LOCK_MS // 60_000}分間ログインできません。"
+                     "時間をおいてお試しいただくか、管理者にロックの解除を依頼してください。",
 }
 
 
@@ -143,16 +144,17 @@ async def login(request: web.Request) -> web.Response:
         return _login_page(request, 403, "画面の有効期限が切れました。もう一度入力してください。")
     name, password = str(form.get("login", "")).strip(), str(form.get("password", ""))
     staff, wall = request.app[STAFF], request.app[WALL]
-    result = await staff.authenticate(tenant, name, password, wall)
-    if tenant not in request.app[TENANTS]:  # accounts of a tenant not served here do not log in here
+    result = await staff.authenticate(tenant, name, password, wall, request.remote or "")
+    if tenant not in request.app[TENANTS] and result == accounts.OK:  # a tenant not served here: not here
         result = accounts.BAD
-    known = await staff.exists(tenant, name)
     if result != accounts.OK:
-        # An unknown login is not written down: it may be a password typed into the wrong box.
+        # An unknown login is not written down: it may be a password typed into the wrong box. The
+        # page itself answers the same for a known and an unknown login.
+        known = await staff.exists(tenant, name)
         await staff.audit(tenant, wall(), name if known else "(不明なID)",
                           "login.locked" if result == accounts.LOCKED else "login.failed")
         log.info("tenant %s: a login attempt failed", tenant)
-        return _login_page(request, 401, MESSAGES[result], login=name if known else "")
+        return _login_page(request, 401, MESSAGES[result], login=name)
     session_id = await staff.open_session(tenant, name, wall())
     await staff.audit(tenant, wall(), name, "login")
     log.info("tenant %s: staff logged in", tenant)

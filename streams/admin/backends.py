@@ -203,8 +203,8 @@ class SqliteStaff:
     def __init__(self, store: Store):
         self.store = store
 
-    async def authenticate(self, tenant, login, password, now):
-        return await accounts.authenticate(self.store.db, tenant, login, password, now)
+    async def authenticate(self, tenant, login, password, now, source=""):
+        return await accounts.authenticate(self.store.db, tenant, login, password, now, source)
 
     async def exists(self, tenant, login):
         return accounts.exists(self.store.db, tenant, login)

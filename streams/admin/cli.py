@@ -87,6 +87,57 @@ def create_user_redis(url: str, tenant: str, login: str, role: str, stdin=None, 
     return 0
 
 
+def unlock(tenant: str, login: str, db: str | None = None, redis_url: str | None = None, err=None) -> int:
+    """`anpi admin unlock`: clear a login's lockouts from every address (accounts.LOCKOUT), audited,
+    in the SQLite file `db` or, with `redis_url`, in Redis. 0 done, 2 no such account, 1 Redis unreachable."""
+    import asyncio
+
+    err = err or sys.stderr
+    now = int(time.time() * 1000)
+    if redis_url:
+        import redis.asyncio as aioredis
+
+        from streams.admin.redis_accounts import RedisStaff
+
+        async def go() -> bool:
+            redis = aioredis.from_url(redis_url)
+            try:
+                staff = RedisStaff(redis)
+                done = await staff.unlock(tenant, login)
+                if done:
+                    await staff.audit(tenant, now, "(anpi admin)", "user.unlock", login)
+                return done
+            finally:
+                await redis.aclose()
+        try:
+            done, where = asyncio.run(go()), "Redis"
+        except ValueError as e:
+            print(f"anpi admin: {e}", file=err)
+            return 2
+        except OSError as e:
+            print(f"anpi admin: cannot reach Redis ({type(e).__name__})", file=err)
+            return 1
+    else:
+        if not os.path.exists(db):
+            print(f"anpi admin: {db}: no such file (the SQLite file of `anpi serve`: --db)", file=err)
+            return 2
+        store = Store(db)
+        try:
+            accounts.install(store.db)
+            with store.transaction():
+                done = accounts.unlock(store.db, tenant, login)
+                if done:
+                    accounts.audit(store.db, tenant, now, "(anpi admin)", "user.unlock", login)
+        finally:
+            store.close()
+        where = db
+    if not done:
+        print(f"anpi admin: tenant {tenant!r} has no account {login!r} in {where}", file=err)
+        return 2
+    print(f"anpi admin: {login!r} of tenant {tenant!r} can log in again ({where})", file=err)
+    return 0
+
+
 def serve(host: str, port: int, env=os.environ) -> int:
     """`anpi admin serve`: /admin/<tenant> for every tenant of the Kafka deployment (ANPI_TENANT, by
     default ANPI_TOPIC_PREFIX, and those of the registry in Redis, followed without a restart): the

@@ -4,7 +4,7 @@
 Keys, per tenant, in the tenant's hash slot (braces):
 
     anpi:{t}:admin:logins              set of logins
-    anpi:{t}:admin:user:<sha256 of login>  hash: role, hash (argon2id), failed, locked_until, created_at,
+    anpi:{t}:admin:user:<sha256 of login>  hash: role, hash (argon2id), created_at,
                                        and for alerts on LINE line_user, duty_start, duty_end, line_code
                                        (a login may be a person's name: key names hold none)
     anpi:{t}:admin:linecode:<sha256>   hash: login, user (its key), valid_until, used_by: a one-time
@@ -12,6 +12,9 @@ Keys, per tenant, in the tenant's hash slot (braces):
     anpi:{t}:admin:session:<sha256>    hash: login, user (its key), csrf, created_at, expires_at; expires
                                        with the session
     anpi:{t}:admin:audit               list of JSON rows, newest first (the last AUDIT_KEEP)
+    anpi:{t}:admin:lock:<sha256>       hash: failed, window_until, locked_until: wrong passwords counted by
+                                       login and address, or by address (accounts.LOCKOUT); expires
+    anpi:{t}:admin:locks:<sha256>      set of the lock keys of one login (for unlock and the users page)
 
 A session id is "<tenant>.<random>": the tenant says which slot to look in, and only the SHA-256 of
 the whole id is stored (a copy of Redis opens no session). A session of another tenant is still
@@ -31,8 +34,8 @@ from agents import on_call
 from schemas.tenant import ID as _TENANT
 from schemas.tenant import ID_RULE
 from streams.admin import accounts
-from streams.admin.accounts import (BAD, IDLE_MS, LOCK_MS, LOCKED, MAX_FAILURES, MAX_SESSION_MS, OK, AccountError,
-                                    Session)
+from streams.admin.accounts import (BAD, IDLE_MS, LOCK_MS, LOCKED, MAX_FAILURES, MAX_SESSION_MS, OK,
+                                    SOURCE_MAX_FAILURES, AccountError, Session, lock_keys)
 
 AUDIT_KEEP = 100_000
 
@@ -63,32 +66,33 @@ def audit_commands(pipe, tenant: str, at: int, login: str, action: str, target: 
 # KEYS: user, logins, audit; ARGV: role, hash, now, audit row (JSON), keep. 1 = created, 0 = taken.
 _ADD = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'role', ARGV[1], 'hash', ARGV[2], 'failed', 0, 'locked_until', 0, 'created_at', ARGV[3])
+redis.call('HSET', KEYS[1], 'role', ARGV[1], 'hash', ARGV[2], 'created_at', ARGV[3])
 redis.call('SADD', KEYS[2], ARGV[6])
 redis.call('LPUSH', KEYS[3], ARGV[4])
 redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[5]) - 1)
 return 1
 """
 
-# After a password was verified (outside, in a thread). KEYS: user; ARGV: now, good ("1"/"0"), max, lock ms.
-_SETTLE = """
-local f = redis.call('HMGET', KEYS[1], 'role', 'failed', 'locked_until')
-if not f[1] then return 'bad' end
-local failed, locked, t = tonumber(f[2] or '0'), tonumber(f[3] or '0'), tonumber(ARGV[1])
-if locked > t then return 'locked' end
-if ARGV[2] == '1' then
-  redis.call('HSET', KEYS[1], 'failed', 0, 'locked_until', 0)
-  return 'ok'
-end
-if locked > 0 then failed = 0 end
+# One more wrong password (accounts.LOCKOUT, as accounts._count_failure). KEYS: the lock key, and the
+# login's set of lock keys (or the lock key again: none); ARGV: now, limit, lock ms, ttl ms. 1 = locked.
+_FAIL = """
+local f = redis.call('HMGET', KEYS[1], 'failed', 'window_until', 'locked_until')
+local failed, window, locked, t = tonumber(f[1] or '0'), tonumber(f[2] or '0'), tonumber(f[3] or '0'), tonumber(ARGV[1])
+if locked > t then return 1 end
+if window <= t then failed = 0; window = t + tonumber(ARGV[3]) end
 failed = failed + 1
-if failed >= tonumber(ARGV[3]) then
-  redis.call('HSET', KEYS[1], 'failed', 0, 'locked_until', t + tonumber(ARGV[4]))
-  return 'locked'
+locked = 0
+if failed >= tonumber(ARGV[2]) then failed = 0; window = t; locked = t + tonumber(ARGV[3]) end
+redis.call('HSET', KEYS[1], 'failed', failed, 'window_until', window, 'locked_until', locked)
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]))
+if KEYS[2] ~= KEYS[1] then
+  redis.call('SADD', KEYS[2], KEYS[1])
+  redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[4]))
 end
-redis.call('HSET', KEYS[1], 'failed', failed, 'locked_until', 0)
-return 'bad'
+if locked > 0 then return 1 end
+return 0
 """
+LOCK_TTL_MS = 2 * LOCK_MS + 3_600_000   # only collects what ran out: the rule reads the stored times
 
 # KEYS: session; ARGV: (unused), now, idle ms, max ms. {login, role, csrf, expires_at} or nil.
 _SESSION = """
@@ -124,7 +128,7 @@ class RedisStaff:
     def __init__(self, redis: aioredis.Redis):
         self.redis = redis
         self._add = redis.register_script(_ADD)
-        self._settle = redis.register_script(_SETTLE)
+        self._fail = redis.register_script(_FAIL)
         self._session = redis.register_script(_SESSION)
         self._link = redis.register_script(_LINK)
 
@@ -156,13 +160,28 @@ class RedisStaff:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
             for login in logins:
-                pipe.hmget(_user(tenant, login), "role", "failed", "locked_until", "created_at", "line_user",
-                           "duty_start", "duty_end")
+                pipe.hmget(_user(tenant, login), "role", "created_at", "line_user", "duty_start", "duty_end")
+                pipe.smembers(self._locks(tenant, login))
             rows = await pipe.execute()
-        return [{"login": login, "role": _text(role), "failed": int(failed or 0), "locked_until": int(locked or 0),
-                 "created_at": int(created or 0), "line_linked": bool(line), "duty_start": int(start or 0),
-                 "duty_end": int(end or 0)}
-                for login, (role, failed, locked, created, line, start, end) in zip(logins, rows) if role is not None]
+        found = []
+        for login, (role, created, line, start, end), locks in zip(logins, rows[::2], rows[1::2]):
+            if role is None:
+                continue
+            failed, locked_until = 0, 0
+            for key in locks:
+                f, until = await self.redis.hmget(key, "failed", "locked_until")
+                failed, locked_until = failed + int(f or 0), max(locked_until, int(until or 0))
+            found.append({"login": login, "role": _text(role), "failed": failed, "locked_until": locked_until,
+                          "created_at": int(created or 0), "line_linked": bool(line), "duty_start": int(start or 0),
+                          "duty_end": int(end or 0)})
+        return found
+
+    @staticmethod
+    def _lock(tenant: str, key: str) -> str:
+        return _p(tenant) + "lock:" + key
+
+    def _locks(self, tenant: str, login: str) -> str:
+        return _p(tenant) + "locks:" + lock_keys(tenant, login, "")[2]
 
     # --- staff alerts on LINE (agents/on_call.py) ---------------------------------------------------
 
@@ -203,29 +222,40 @@ class RedisStaff:
                 for login, (line, start, end) in zip(logins, rows) if line]
 
     async def unlock(self, tenant: str, login: str) -> bool:
-        key = _user(tenant, login)
-        if not await self.redis.exists(key):
-            return False
-        await self.redis.hset(key, mapping={"failed": 0, "locked_until": 0})
-        return True
+        """Clear the login's lockouts from every address; False if there is no such account."""
+        index = self._locks(tenant, login)
+        keys = list(await self.redis.smembers(index))
+        await self.redis.delete(index, *keys)
+        return await self.exists(tenant, login)
 
     # --- logging in ---------------------------------------------------------------------------------
 
-    async def authenticate(self, tenant: str, login: str, password: str, now) -> str:
-        """OK, BAD or LOCKED, by the rules of accounts.authenticate (five wrong: 15 minutes locked)."""
+    async def authenticate(self, tenant: str, login: str, password: str, now, source: str = "") -> str:
+        """OK, BAD or LOCKED by accounts.LOCKOUT, for `login` tried from the address `source`."""
         try:
             key = _user(tenant, login)
         except ValueError:
             return BAD
-        hashed, locked_until = await self.redis.hmget(key, "hash", "locked_until")
-        if hashed is not None and int(locked_until or 0) > now():
+        pair, by_source, _ = lock_keys(tenant, login, source)
+        pair, by_source = self._lock(tenant, pair), self._lock(tenant, by_source)
+
+        async def locked(t: int) -> bool:
+            return any(int(until or 0) > t for until in (await self.redis.hget(pair, "locked_until"),
+                                                          await self.redis.hget(by_source, "locked_until")))
+        if await locked(now()):
             return LOCKED
+        hashed = await self.redis.hget(key, "hash")
         good = await asyncio.get_running_loop().run_in_executor(
             None, accounts._verify, _text(hashed) if hashed is not None else accounts._dummy_hash(), password)
-        if hashed is None:
-            return BAD
-        result = _text(await self._settle([key], [now(), "1" if good else "0", MAX_FAILURES, LOCK_MS]))
-        return {"ok": OK, "locked": LOCKED}.get(result, BAD)
+        t = now()
+        if await locked(t):
+            return LOCKED
+        if good and hashed is not None:
+            await self.redis.delete(pair)
+            return OK
+        a = await self._fail([pair, self._locks(tenant, login)], [t, MAX_FAILURES, LOCK_MS, LOCK_TTL_MS])
+        b = await self._fail([by_source, by_source], [t, SOURCE_MAX_FAILURES, LOCK_MS, LOCK_TTL_MS])
+        return LOCKED if int(a) or int(b) else BAD
 
     # --- sessions -------------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -72,9 +73,21 @@ class Pending:
     reply: tuple[str, int] | None = None
 
 
+def _owner_only(path: str) -> None:
+    """The file holds residents' data and the channels' secrets: readable by its owner only (0600),
+    made so before SQLite opens it (its -wal and -shm files take the file's mode)."""
+    if path == ":memory:" or path.startswith("file:"):
+        return
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for name in (path, path + "-wal", path + "-shm"):
+        if os.path.exists(name) and os.stat(name).st_mode & 0o077:
+            os.chmod(name, 0o600)
+
+
 class Store:
     def __init__(self, path: str):
         self.path = path
+        _owner_only(path)
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode: a commit survives a crash of the process (what a restart needs);

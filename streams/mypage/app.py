@@ -34,6 +34,7 @@ from agents.member import MAX_CONTACTS, MemberState
 from schemas.events import ChangeSettings, Invite, Pause
 from schemas.settings import EIGHT_DAY_WARNING, INTERVALS, NOTIFY, WATCH, WEEKDAYS, past_the_eight_day_line
 from schemas.tenant import Tenant
+from streams import forwarded
 from streams.embedded.store import Store
 from streams.mypage import forms, liff, sessions, view
 from streams.mypage.backends import Members, NotRegistered, Sessions
@@ -342,6 +343,7 @@ def mount(app: web.Application, members: Members, sessions_: Sessions, registry,
     mypage = MyPage(members, sessions_, registry, tenants, now_ms, line_api=line_api,
                     liff_channel_id=liff_channel_id, liff_id=liff_id,
                     wall_ms=wall_ms or (lambda: int(time.time() * 1000)))
+    app.middlewares.append(forwarded.middleware())   # its session cookie is Secure behind a TLS proxy
     r = app.router
     r.add_get("/mypage/{tenant}", mypage.open)
     r.add_get("/mypage/{tenant}/top-image", mypage.top_image)
