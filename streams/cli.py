@@ -94,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--redis", nargs="?", const=os.environ.get("ANPI_REDIS", "redis://127.0.0.1:6379/0"),
                        metavar="URL", help="the Kafka deployment's Redis instead: at URL, else ANPI_REDIS")
 
+    key = commands.add_parser("key", help="the data key that seals phone numbers, names and secrets at rest")
+    key_what = key.add_subparsers(dest="what", required=True, metavar="ACTION")
+    key_new = key_what.add_parser("new", help="print a fresh key for ANPI_DATA_KEYS (put it first to rotate; keep "
+                                              "the old ones after it while records sealed with them remain)")
+    key_new.add_argument("--id", default=None, help="its id (letters, digits, _ or -; default a random one)")
     richmenu = commands.add_parser("richmenu", help="the LINE rich menu (元気です・助けてほしい・マイページ)")
     richmenu_what = richmenu.add_subparsers(dest="what", required=True, metavar="ACTION")
     richmenu_what.add_parser("install", help="make it every friend's default (the channel's access token from "
@@ -194,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     from streams.startup import guarded
-    return guarded(args.command, lambda: _run(args))  # a bad setting: one line, exit 2 (streams/startup.py)
+    from streams.startup import data_keys
+    return guarded(args.command, lambda: (data_keys(args.command), _run(args))[1])  # a bad setting: one line, exit 2 (streams/startup.py)
 
 
 def _run(args) -> int:
@@ -277,6 +283,12 @@ def _run(args) -> int:
         if args.redis:
             return admin_cli.create_user_redis(args.redis, args.tenant, args.login, args.role)
         return admin_cli.create_user(args.db, args.tenant, args.login, args.role)
+    if args.command == "key":
+        from streams import sealed
+        line = sealed.new_key_line(args.id)
+        sealed.parse_keys(line, "--id")   # the id's rule, said as the setting's
+        print(line)
+        return 0
     if args.command == "richmenu":
         return _richmenu_install()
     if args.command == "tenant":

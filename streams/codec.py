@@ -1,7 +1,8 @@
 """Records to JSON bytes and back: how events, states and effects travel on Kafka and rest in tables.
 
 Compact on purpose (a tenant's table holds a state per member, rewritten at every step), and total:
-load(dump(x)) == x for every record the engine makes.
+load(dump(x)) == x for every record the engine makes. A phone number is sealed in the record
+(streams/sealed.py): every table, topic and file that holds records holds it as ciphertext.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from schemas.events import (AcceptInvite, Acknowledge, AskHelp, ChangeSettings, 
                             Unfollow)
 from agents.clock import zone
 from schemas.settings import INTERVALS, SERVICES, GroupSettings, MemberSettings, Schedule
+from streams.sealed import SealError, seal, unseal
 
 # --- settings -------------------------------------------------------------------------------------
 
@@ -25,7 +27,7 @@ def settings_to_obj(s: MemberSettings | GroupSettings) -> dict:
     if isinstance(s, GroupSettings):
         obj["members"] = list(s.members)
     else:
-        obj.update(service=s.service, phone=s.phone, contacts=list(s.contacts))
+        obj.update(service=s.service, phone=seal(s.phone), contacts=list(s.contacts))
     if s.area is not None:  # most tenants have no areas: nothing written
         obj["area"] = s.area
     return obj
@@ -64,7 +66,7 @@ def settings_from_obj(obj: dict) -> MemberSettings | GroupSettings:
     schedule = schedule_from_obj(obj)
     if "members" in obj:
         return GroupSettings(obj["id"], schedule, tuple(obj["members"]), obj.get("area"))
-    return MemberSettings(obj["id"], _word(obj["service"]), schedule, obj["phone"], tuple(obj["contacts"]),
+    return MemberSettings(obj["id"], _word(obj["service"]), schedule, unseal(obj["phone"]), tuple(obj["contacts"]),
                           obj.get("area"))
 
 
@@ -103,6 +105,8 @@ def event_to_obj(event) -> dict:
         for name in event.__slots__[1:]:
             value = getattr(event, name)
             obj[name] = schedule_to_obj(value) if name == "schedule" else list(value) if isinstance(value, tuple) else value
+        if kind is Phone:
+            obj["number"] = seal(obj["number"])
         return obj
     if kind is Pause:
         return {"type": "pause", "at": event.at, "member": event.member, "until": event.until}
@@ -159,6 +163,8 @@ def event_from_obj(obj) -> object:
                 if cycle is not None and type(cycle) is not int:
                     raise Undecodable(f"{kind}.cycle: expected an integer")
                 values.append(cycle)
+            elif name == "number":
+                values.append(_opened(f"{kind}.number", _field(obj, kind, name, str)))
             else:
                 values.append(_field(obj, kind, name, str))
         return cls(at, *values)
@@ -239,7 +245,14 @@ def _settings(where: str, obj: dict) -> MemberSettings | GroupSettings:
         raise Undecodable(f"{where}.service: expected one of {', '.join(SERVICES)}")
     if phone is not None and not isinstance(phone, str):
         raise Undecodable(f"{where}.phone: expected null or a string")
-    return MemberSettings(subject, service, schedule, phone, _ids(obj.get("contacts", []), f"{where}.contacts"), area)
+    return MemberSettings(subject, service, schedule, _opened(f"{where}.phone", phone), _ids(obj.get("contacts", []), f"{where}.contacts"), area)
+
+
+def _opened(where: str, value: str | None) -> str | None:
+    try:
+        return unseal(value)
+    except SealError as e:
+        raise Undecodable(f"{where}: {e}") from None
 
 
 def known_zone(name: str) -> bool:

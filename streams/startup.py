@@ -107,9 +107,22 @@ def number(env, name: str, default, kind=int, low=None):
 
 
 def guarded(command: str, main: Callable[[], int]) -> int:
-    """Run a command's `main`; a `BadSetting` becomes its one line on stderr and exit 2."""
+    """Run a command's `main`; a `BadSetting` (or data keys that cannot be used) becomes its one line
+    on stderr and exit 2."""
+    from streams.sealed import SealError
     try:
         return main()
-    except BadSetting as e:
+    except (BadSetting, SealError) as e:
         print(f"anpi {command}: {e}", file=sys.stderr)
         return 2
+
+
+KEYED = {"serve", "demo", "worker", "ingress", "sender", "readside", "admin", "tenant", "quarantine"}
+
+
+def data_keys(command: str) -> None:
+    """The data keys (streams/sealed.py), read before a command that opens the store starts: a bad
+    ANPI_DATA_KEYS is one line and exit 2 at the start, not an error at the first record."""
+    if command in KEYED:
+        from streams.sealed import keyring
+        keyring()

@@ -8,6 +8,9 @@ import pytest
 from streams.tools import services
 
 CI = os.environ.get("CI") == "true"
+# One data key for the whole run, inherited by every process a test starts (streams/sealed.py).
+TEST_DATA_KEY = "test:" + "dGVzdCBrZXkgb2YgdGhlIGFucGkgdGVzdCBzdWl0ZSE="
+os.environ.setdefault("ANPI_DATA_KEYS", TEST_DATA_KEY)
 
 
 @pytest.fixture(scope="session")

@@ -209,8 +209,24 @@ def test_the_watch_service_asks_for_a_phone_number_and_keeps_only_that_services(
         await asyncio.sleep(0.2)
         assert len(t.seen(neighbour)) == before  # no answer: nothing was saved
         assert dict(store.states(TENANT.id))[neighbour].settings.phone is None
+        # in the store's files (the states, the inbox, the effects, the registry) nothing is in clear
+        found = on_disk(tmp_path, ["09012345678", "０９０－１２３４－５６７８", "09011112222", TENANT.channel_secret,
+                                   TENANT.channel_access_token])
+        assert found == {}, found
 
     town(story)(tmp_path)
+
+
+def on_disk(folder, needles: list[str]) -> dict:
+    """Which of `needles` lie in clear (UTF-8) in which files of `folder`."""
+    found = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file():
+            data = path.read_bytes()
+            hits = [n for n in needles if n.encode() in data]
+            if hits:
+                found[path.name] = hits
+    return found
 
 
 def test_a_group_that_invites_the_account_gets_the_how_to_the_card_and_the_list_of_who_is_missing(tmp_path):

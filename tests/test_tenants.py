@@ -19,6 +19,7 @@ from schemas import effects as fx
 from schemas.events import Register
 from schemas.settings import MemberSettings, Schedule
 from schemas.tenant import Tenant
+from streams import sealed
 from streams.tools import services
 from streams.embedded.serve import ServedRuntime
 from streams.embedded.store import Store
@@ -174,8 +175,13 @@ def test_tenant_add_and_list_with_the_secrets_from_stdin_or_the_environment(tmp_
     for run in (added, again, listed):
         assert SECRET_B not in run.stdout + run.stderr and TOKEN_B not in run.stdout + run.stderr
     store = Store(db)
-    assert store.db.execute("SELECT channel_secret FROM tenant_settings WHERE tenant = 'abiko'").fetchone() == (SECRET_B,)
+    (stored,) = store.db.execute("SELECT channel_secret FROM tenant_settings WHERE tenant = 'abiko'").fetchone()
+    assert stored.startswith("sealed:") and sealed.unseal(stored) == SECRET_B   # sealed at rest
+    assert SqliteRegistry(store).settings_now("abiko").channel_secret == SECRET_B
     store.close()
+    with open(db, "rb") as f:
+        data = f.read()
+    assert SECRET_B.encode() not in data and TOKEN_B.encode() not in data
 
 
 @pytest.mark.parametrize("args,stdin,says", [

@@ -28,6 +28,7 @@ from agents.partition import wake
 from agents.subject_agent import SubjectAgent
 from schemas import effects as fx
 from streams import codec, quarantine
+from streams.sealed import seal
 from streams.kafka import changelog, metrics
 from streams.kafka import snapshot as snapshots
 from streams.kafka import quarantine as kafka_quarantine
@@ -399,11 +400,12 @@ def create_app(settings: Settings) -> faust.App:
     def _escalation_record(tenant: str, effect, number: int) -> bytes:
         """The escalations topic's record: the effect (never a reply token), and for a staff call the
         member's phone from the state this worker holds, for the call queue (streams/kafka/readside_app.py).
-        Only this topic carries it: the effects and outbox records stay free of personal data."""
+        Only this topic carries it, sealed (streams/sealed.py): the effects and outbox records stay free
+        of personal data."""
         phone = None
         if effect.effect == fx.STAFF_CALL:
             phone = getattr(getattr(logic.state(number, tenant, effect.subject), "settings", None), "phone", None)
-        return naming.effect(tenant, effect, **({"phone": phone} if phone else {}))[1]
+        return naming.effect(tenant, effect, **({"phone": seal(phone)} if phone else {}))[1]
 
     assigned_at: dict[int, float] = {}  # per partition: monotonic time it was last assigned here
 

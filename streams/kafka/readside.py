@@ -64,6 +64,7 @@ import redis.asyncio as aioredis
 from agents import readside as rs
 from schemas import effects as fx
 from schemas.settings import kept_phone
+from streams.sealed import unseal
 from schemas.tenant import ID as _TENANT
 from schemas.tenant import ID_RULE
 from streams import codec
@@ -158,7 +159,7 @@ def state_ops(subject: str, value: bytes | None) -> list[list]:
     try:
         obj = codec.loads(value)
         if isinstance(obj, list) and obj and obj[0] == "m" and isinstance(obj[1], dict) and obj[1].get("phone"):
-            obj[1]["phone"] = kept_phone(obj[1]["phone"])
+            obj[1]["phone"] = kept_phone(unseal(obj[1]["phone"]))
         return [["state", subject, json.dumps(obj, ensure_ascii=False, separators=(",", ":"))]]
     except (ValueError, IndexError, TypeError):   # not a state this read side can read: nothing
         return []
@@ -468,6 +469,8 @@ def _row(raw: dict, fields: Iterable[str]) -> dict:
             out[f] = None
         elif f in _INTS:
             out[f] = int(v)
+        elif f == "phone":   # sealed on the escalations topic and here (streams/sealed.py)
+            out[f] = unseal(v)
         else:
             out[f] = v
     return out

@@ -28,6 +28,7 @@ from agents.messages import Texts
 from schemas.areas import Area
 from schemas.tenant import Tenant
 from streams.jma.bulletin import parse_threshold
+from streams.sealed import seal, unseal
 
 CHECK_MAX = 40          # characters of the question on the check card
 QUOTES_MAX = 100        # quotes in the list
@@ -273,13 +274,14 @@ def merged(old: TenantSettings | None, at: int, *, check_text=_KEEP, quotes=_KEE
 
 
 def to_obj(s: TenantSettings) -> dict:
-    """The record as plain fields (None left out), for a backend to store."""
+    """The record as plain fields (None left out), for a backend to store: the channel's secret and
+    token and the outgoing webhook's secret sealed (streams/sealed.py)."""
     obj = {"check_text": s.check_text, "quotes": list(s.quotes) if s.quotes else None, "timezone": s.timezone,
-           "channel_secret": s.channel_secret, "channel_access_token": s.channel_access_token,
+           "channel_secret": seal(s.channel_secret), "channel_access_token": seal(s.channel_access_token),
            "secret_updated_at": s.secret_updated_at, "token_updated_at": s.token_updated_at,
            "updated_at": s.updated_at, "staff_call_limit_hours": s.staff_call_limit_hours,
            "forbid_long_intervals": 1 if s.forbid_long_intervals else None, "hook_url": s.hook_url,
-           "hook_secret": s.hook_secret, "hook_updated_at": s.hook_updated_at,
+           "hook_secret": seal(s.hook_secret), "hook_updated_at": s.hook_updated_at,
            "quake": json.dumps(s.quake.to_obj(), ensure_ascii=False) if s.quake is not None else None}
     return {k: v for k, v in obj.items() if v is not None}
 
@@ -287,9 +289,10 @@ def to_obj(s: TenantSettings) -> dict:
 def from_obj(obj: dict) -> TenantSettings:
     quotes = obj.get("quotes")
     return TenantSettings(obj.get("check_text"), tuple(quotes) if quotes else None, obj.get("timezone"),
-                          obj.get("channel_secret"), obj.get("channel_access_token"), obj.get("secret_updated_at"),
+                          unseal(obj.get("channel_secret")), unseal(obj.get("channel_access_token")),
+                          obj.get("secret_updated_at"),
                           obj.get("token_updated_at"), obj.get("updated_at") or 0, obj.get("staff_call_limit_hours"),
-                          bool(obj.get("forbid_long_intervals")), obj.get("hook_url"), obj.get("hook_secret"),
+                          bool(obj.get("forbid_long_intervals")), obj.get("hook_url"), unseal(obj.get("hook_secret")),
                           obj.get("hook_updated_at"),
                           QuakeConfig.from_obj(json.loads(obj["quake"])) if obj.get("quake") else None)
 
