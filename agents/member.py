@@ -11,6 +11,8 @@ Nobody is left waiting: an escalated cycle ends only when a person has been reac
     help (「助けてほしい」) ──▶ help_requested and, at once, staff_call (help) or contacts_notified
     a 見守り resident unfollows ──▶ staff_call (unfollowed): staff must phone them
     a cycle that told contacts closes ──▶ all_clear to the same contacts
+    「退会」 ──▶ withdraw_confirm; confirmed (Withdraw) ──▶ withdrawn, and no state at all: checks stop,
+    contacts are released, the shells delete the state and the read sides forget the resident
 
 A roll-call after a disaster (agents/rollcall.py) runs beside the ladder, on a timer of its own
 (`roll`); its 「無事です」 is a sign of life here and its 「助けが必要」 a help.
@@ -41,7 +43,7 @@ from agents import rollcall, signup
 from agents.schedule import anchor, next_slot
 from schemas import effects as fx
 from schemas.effects import Effect
-from schemas.events import (AcceptInvite, Acknowledge, AskHelp, ChangeSettings, ContactNights, Enroll, Follow, Help, Invite,
+from schemas.events import (AcceptInvite, Acknowledge, AskHelp, AskWithdraw, Withdraw, ChangeSettings, ContactNights, Enroll, Follow, Help, Invite,
                             LeaveContact, Message, NeedHelp, Ok, OpenMyPage, Pause, Phone, Register, Resolve, RollCall,
                             Safe, SetArea, Setup, StaffLinked, Tick, Unfollow)
 from schemas.settings import NOTIFY, PHONE_KEPT, WATCH, MemberSettings
@@ -165,6 +167,11 @@ def step(state: MemberState, event) -> tuple[MemberState, list[Effect]]:
             state = _help(state, event.at, out)
     elif kind is SetArea:
         state = state._replace(settings=rollcall.set_area(state.settings, event, out))
+    elif kind is AskWithdraw:
+        out.append(Effect(event.at, fx.WITHDRAW_CONFIRM, state.settings.id))
+    elif kind is Withdraw:  # the resident leaves: nothing of them is kept (the shells delete the state)
+        out.append(Effect(event.at, fx.WITHDRAWN, state.settings.id))
+        return None, out
     elif kind is AskHelp:
         if state.following:
             s = state.settings

@@ -38,6 +38,10 @@ class Partition:
                 return effects
         else:
             state, effects = _STEP[type(state)](state, event)
+            if state is None:  # withdrawn: the subject is gone (the shells delete what they saved)
+                del self.table[subject]
+                self.due.set(subject, None)
+                return effects
         self.table[subject] = state
         self.due.set(subject, wake(state))
         return effects

@@ -52,6 +52,16 @@ CONTACT_ADDED_TEXT = ("連絡先に登録しました。ありがとうござい
                       "お返事がないときは、このLINEでお知らせします。")
 ACKNOWLEDGED_TEXT = ("ありがとうございます。よろしくお願いいたします。\n"
                      "ご本人と連絡がつかず心配なときは、ためらわずに110番・119番へご連絡ください。")
+WITHDRAW_ACTION = "withdraw"
+WITHDRAW_WORDS = frozenset({"退会", "退会する", "退会します", "退会したい", "退会したいです"})  # typed, after NFKC
+WITHDRAW_LABEL, WITHDRAW_NOT_LABEL = "退会する", "退会しない"
+WITHDRAW_ASK_TEXT = ("退会しますか？\n"
+                     "退会すると、お元気かの確認が止まり、\n"
+                     "お預かりしている記録は、すべて消えます。")
+WITHDRAWN_TEXT = ("退会の手続きが終わりました。\n"
+                  "お預かりしていた記録は、すべて消しました。\n"
+                  "これまで、ありがとうございました。\n"
+                  "また使いたいときは、メニューの「マイページ」を押してください。")
 LEAVE_LABEL = "連絡先をやめる"
 LEAVE_ACTION = "leave"
 NIGHTS_ACTION = "nights"
@@ -261,6 +271,12 @@ def messages(effect: Effect, friend_url: str = "", mypage=None, long_intervals: 
         said = NIGHTS_QUIET_TEXT if quiet else NIGHTS_ANY_TEXT
         return [_card(said.replace("\n", ""), [_text(said, size="lg")],
                       [_button(nights_button(effect.subject, quiet=not quiet), primary=False)])]
+    if kind == fx.WITHDRAW_CONFIRM:   # asked once: a slip of the finger removes nobody
+        return [_card(WITHDRAW_ASK_TEXT.replace("\n", ""), [_text(WITHDRAW_ASK_TEXT, size="lg")],
+                      [_button(_postback(WITHDRAW_LABEL, f"action={WITHDRAW_ACTION}")),
+                       _button(_postback(WITHDRAW_NOT_LABEL, "action=ok"), primary=False)])]
+    if kind == fx.WITHDRAWN:
+        return [{"type": "text", "text": WITHDRAWN_TEXT}]
     if kind == fx.LEFT_AS_CONTACT:
         return [{"type": "text", "text": LEFT_AS_CONTACT_TEXT}]
     if kind == fx.CONTACT_LEFT:
@@ -281,6 +297,7 @@ def messages(effect: Effect, friend_url: str = "", mypage=None, long_intervals: 
 
 KINDS = frozenset({fx.WELCOME, fx.SETUP_PROMPT, fx.ENROLLED, fx.PHONE_SAVED, fx.INVITE_CREATED,
                    fx.CONTACT_ADDED, fx.INVITE_REFUSED, fx.GROUP_WELCOME, fx.MYPAGE_LINK, fx.LEFT_AS_CONTACT,
-                   fx.CONTACT_LEFT, fx.CONTACT_ACKNOWLEDGED, fx.ACK_NOT_NEEDED, fx.STAFF_LINKED, fx.NIGHTS_SET})
+                   fx.CONTACT_LEFT, fx.CONTACT_ACKNOWLEDGED, fx.ACK_NOT_NEEDED, fx.STAFF_LINKED, fx.NIGHTS_SET,
+                   fx.WITHDRAW_CONFIRM, fx.WITHDRAWN})
 TO_MEMBER = frozenset({fx.CONTACT_ADDED, fx.INVITE_REFUSED, fx.CONTACT_ACKNOWLEDGED, fx.ACK_NOT_NEEDED,
                        fx.LEFT_AS_CONTACT, fx.NIGHTS_SET})  # told to the one who sent the code

@@ -107,6 +107,12 @@ class CloseCase(NamedTuple):
     at: int
 
 
+class Forget(NamedTuple):
+    """A resident withdrew: every row naming them goes (their cases, answers, roll-call statuses);
+    counts that identify nobody stay."""
+    member: str
+
+
 class Acknowledged(NamedTuple):
     member: str
     cycle: int
@@ -201,6 +207,8 @@ def effect_changes(effect, zone: str) -> list:
         return [Reminded(effect.subject, effect.cycle, int(effect.data or 0), effect.at)]
     if kind == fx.HELP_REQUESTED:
         return [Urgent(effect.subject, effect.cycle)]
+    if kind == fx.WITHDRAWN:
+        return [Forget(effect.subject)]
     if kind not in DAILY:
         return []
     out: list = [Count(day_of(effect.at, zone), kind)]

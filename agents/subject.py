@@ -5,7 +5,7 @@ from agents import group, member
 from agents.clock import EARLIEST, LATEST
 from schemas.effects import Effect
 from schemas import effects as fx
-from schemas.events import (AcceptInvite, Acknowledge, AskHelp, ChangeSettings, ContactNights, LeaveContact, Enroll, Event, Follow, GroupJoined, GroupLeft, StaffLinked,
+from schemas.events import (AcceptInvite, Acknowledge, AskHelp, AskWithdraw, Withdraw, ChangeSettings, ContactNights, LeaveContact, Enroll, Event, Follow, GroupJoined, GroupLeft, StaffLinked,
                             Help, Invite, Message, NeedHelp, Ok, OpenMyPage, Pause, Phone, Register, Resolve, RollCall,
                             Roster, Safe, SetArea, Setup, Tick, Unfollow)
 from schemas.settings import GroupSettings, MemberSettings
@@ -22,7 +22,7 @@ class Refused(Exception):
 # what each kind of subject takes (everything else is refused, never half applied)
 MEMBER_EVENTS = frozenset({Tick, Register, ChangeSettings, Ok, Message, Pause, Resolve, Help, Unfollow, Follow, Setup,
                            Enroll, Phone, Invite, AcceptInvite, Acknowledge, OpenMyPage, AskHelp, LeaveContact,
-                           ContactNights, StaffLinked, RollCall, Safe, NeedHelp, SetArea})
+                           ContactNights, StaffLinked, RollCall, Safe, NeedHelp, SetArea, AskWithdraw, Withdraw})
 GROUP_EVENTS = frozenset({Tick, Register, Ok, Message, GroupJoined, GroupLeft, Roster, RollCall, Safe, NeedHelp,
                           SetArea})
 BROADCAST = frozenset({Tick, RollCall})  # addressed to no one subject: each partition applies them to all its own
@@ -31,7 +31,8 @@ _ORDINALS = (719163, 839693)  # [1970-01-01, 2300-01-01) as date ordinals: what 
 
 
 def step(state: State | None, event: Event, subject: str | None = None) -> tuple[State | None, list[Effect]]:
-    """step(state, event) -> (state, effects), or `Refused`. With `state` None, see `start`.
+    """step(state, event) -> (state, effects), or `Refused`. With `state` None, see `start`; a
+    state of None after the step (a Withdraw) means the subject is gone: the shells delete it.
     `subject`: the subject stepped (default: the state's own, or the first the event addresses)."""
     if subject is None:
         subject = state.settings.id if state is not None else next(iter(addressed(event)), "")

@@ -27,6 +27,10 @@ class Tracked(dict):
         super().__setitem__(subject, state)
         self.changed[subject] = state
 
+    def __delitem__(self, subject: str) -> None:   # a withdrawn subject: None is saved as its deletion
+        super().__delitem__(subject)
+        self.changed[subject] = None
+
 
 class SubjectAgent:
     """Per assigned Kafka partition, one `Partition` per tenant with subjects on it: a subject's state
@@ -89,9 +93,10 @@ class SubjectAgent:
         at = self.last_tick.get(number)
         return at is not None and any(part.behind(at) for part in self.partitions.get(number, {}).values())
 
-    def drain(self, number: int) -> dict[tuple[str, str], State]:
-        """The states written since the last drain (the last one per subject): what must be saved."""
-        out: dict[tuple[str, str], State] = {}
+    def drain(self, number: int) -> dict[tuple[str, str], State | None]:
+        """The states written since the last drain (the last one per subject): what must be saved;
+        None for a subject that is gone (withdrawn): its saved state is deleted."""
+        out: dict[tuple[str, str], State | None] = {}
         for tenant, part in self.partitions[number].items():
             table = part.table
             changed, table.changed = table.changed, {}

@@ -177,6 +177,21 @@ class AskHelp:
 
 
 @dataclass(frozen=True, slots=True)
+class AskWithdraw:
+    """「退会」 typed in LINE: the resident is asked once to confirm (nothing is removed yet)."""
+    at: int
+    member: str
+
+
+@dataclass(frozen=True, slots=True)
+class Withdraw:
+    """退会, confirmed in LINE or on My Page: checks stop, contacts are released, and the resident's
+    state and history are removed from the store (only counts that identify nobody remain)."""
+    at: int
+    member: str
+
+
+@dataclass(frozen=True, slots=True)
 class OpenMyPage:
     """The resident asks for their My Page (the rich menu's button, where LIFF is not available)."""
     at: int
@@ -248,7 +263,7 @@ class SetArea:
 
 
 Conversation = (Setup | Enroll | Phone | Invite | AcceptInvite | Acknowledge | GroupJoined | GroupLeft | Roster
-                | OpenMyPage | AskHelp | LeaveContact | ContactNights | StaffLinked)
+                | OpenMyPage | AskHelp | LeaveContact | ContactNights | StaffLinked | AskWithdraw | Withdraw)
 Inbound = (Register | ChangeSettings | Ok | Message | Pause | Resolve | Help | Unfollow | Follow | Safe | NeedHelp
            | SetArea | Conversation)
 Event = Inbound | Tick | RollCall

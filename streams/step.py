@@ -47,7 +47,7 @@ class Aside:
 @dataclass(slots=True)
 class Stepped:
     effects: list[tuple[str, Effect]] = field(default_factory=list)         # (tenant, effect)
-    states: dict[tuple[str, str], State] = field(default_factory=dict)      # (tenant, subject) -> state
+    states: dict[tuple[str, str], State | None] = field(default_factory=dict)  # (tenant, subject) -> state (None: gone)
     replies: dict[str, tuple[str, int]] = field(default_factory=dict)       # effect id -> (token, at)
     aside: list[Aside] = field(default_factory=list)
     flushes: list[str] = field(default_factory=list)

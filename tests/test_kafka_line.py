@@ -9,9 +9,12 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import pytest
 import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiohttp import web
 
 from agents import hooks
+from backends import key_contents
 from kafka_edges import ingress_in_process, kill, start_sender
 from linesim import Channel, Config, ManualClock, Resident, run_linesim, user_id_for
 from linesim.residents import follow_event, message_event, postback_event, user_source
@@ -44,6 +47,33 @@ async def until(condition, timeout: float = 90.0, what: str = "") -> None:
         if asyncio.get_running_loop().time() > deadline:
             raise TimeoutError(f"waited {timeout:.0f} s for {what}")
         await asyncio.sleep(0.1)
+
+
+async def topic_bytes(settings: Settings) -> bytes:
+    """Every record (key, headers, value) of every topic of the run, committed or not, end to end."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka)
+    await admin.start()
+    try:
+        names = [n for n in await admin.list_topics() if n.startswith(settings.prefix)]
+    finally:
+        await admin.close()
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka, enable_auto_commit=False,
+                                isolation_level="read_uncommitted")
+    await consumer.start()
+    try:
+        await consumer.topics()   # the cluster's metadata: every topic's partitions
+        parts = [TopicPartition(n, p) for n in names for p in consumer.partitions_for_topic(n) or ()]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        out, quiet = [], 0
+        while quiet < 2:   # read until two fetches in a row bring nothing
+            batches = await consumer.getmany(timeout_ms=1000)
+            quiet = 0 if batches else quiet + 1
+            for records in batches.values():
+                out += [b"".join([r.key or b"", *(v for _, v in r.headers), r.value or b""]) for r in records]
+        return b"\n".join(out)
+    finally:
+        await consumer.stop()
 
 
 def test_an_answer_and_an_escalation_go_all_the_way_round_through_kafka():
@@ -138,6 +168,14 @@ def test_an_answer_and_an_escalation_go_all_the_way_round_through_kafka():
                 await until(lambda: got(staff) == 3, what="the second staff alert")
                 await until(lambda: len(posts) == 2, what="the call centre's two posts")
                 await asyncio.sleep(1.0)                               # nothing more comes
+                # no phone number or secret in clear on any topic of the run, or in Redis
+                secrets_ = ["090-0000-0001", "09000000001", tenant.channel_secret, tenant.channel_access_token,
+                            HOOK_SECRET]
+                on_topics = await topic_bytes(run.settings)
+                assert len(on_topics) > 10_000 and [x for x in secrets_ if x.encode() in on_topics] == []
+                in_redis = b"".join([k + b"=" + repr(await key_contents(redis, k)).encode()
+                                     for k in await redis.keys("*")])
+                assert [x for x in secrets_ if x.encode() in in_redis] == []
                 return sim.state
         finally:
             kill(sender)

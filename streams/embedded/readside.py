@@ -108,8 +108,8 @@ def apply_step(db: sqlite3.Connection, tenant: str, old: Mapping[str, str | None
     for effect in effects:
         zone = zones.get(effect.subject)
         if zone is None:
-            zone = zones[effect.subject] = rs.zone_of(states.get(effect.subject)) if effect.subject in states \
-                else _zone_in_table(db, tenant, effect.subject)
+            zone = zones[effect.subject] = rs.zone_of(states[effect.subject]) \
+                if states.get(effect.subject) is not None else _zone_in_table(db, tenant, effect.subject)
         for change in rs.effect_changes(effect, zone):
             if type(change) is rs.Count:
                 counts[(change.day, change.kind)] += change.n
@@ -134,6 +134,9 @@ def _write(db: sqlite3.Connection, tenant: str, change, zone: str, counts: Count
                          (tenant, f"{change.member}:{change.cycle}:{fx.CHECK_SENT}")).fetchone()
         if row is not None:  # the cycle's check: the OK counts for the day it went out
             counts[(rs.day_of(row[0], zone), rs.ANSWERED)] += 1
+    elif kind is rs.Forget:  # a resident withdrew: the rows that name them go, the counts stay
+        for table in ("rs_cases", "rs_acks", "rs_rolls"):
+            db.execute(f"DELETE FROM {table} WHERE tenant = ? AND member = ?", (tenant, change.member))
     elif kind is rs.Acknowledged:
         db.execute("INSERT OR IGNORE INTO rs_acks VALUES (?, ?, ?, ?, ?)",
                    (tenant, change.member, change.cycle, change.contact, change.at))

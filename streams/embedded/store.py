@@ -246,7 +246,8 @@ class Store:
             step = (step[0] if step else 0) + 1
             old_labels = readside.old_labels(self.db, tenant, states)  # before the new states overwrite them
             self.db.executemany("INSERT OR REPLACE INTO states VALUES (?, ?, ?)",
-                                [(tenant, subject, _dump(codec.state_to_obj(s))) for subject, s in states.items()])
+                                [(tenant, subject, _dump(codec.state_to_obj(s))) for subject, s in states.items()
+                                 if s is not None])
             self.db.executemany("INSERT OR IGNORE INTO effects (tenant, step, id, kind, at, effect, reply) "
                                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                                 [(tenant, step, e.id, e.effect, e.at, _dump(codec.effect_to_obj(e)),
@@ -257,9 +258,24 @@ class Store:
                 once: set[str] = set()
                 effects = [e for e in effects if e.id in new and not (e.id in once or once.add(e.id))]
             readside.apply_step(self.db, tenant, old_labels, states, effects)
+            self._forget(tenant, [subject for subject, s in states.items() if s is None], inbox)
             self.db.execute("INSERT INTO cursors (tenant, inbox, tick, step) VALUES (?, ?, ?, ?) ON CONFLICT (tenant) "
                             "DO UPDATE SET inbox = excluded.inbox, tick = excluded.tick, step = excluded.step",
                             (tenant, inbox, tick, step))
+
+    def _forget(self, tenant: str, subjects: list[str], applied: int) -> None:
+        """Withdrawn residents (a state of None): their state, the inbox rows applied, and the effects
+        the sender will never read again (sent, or kinds that are not messages) are deleted. What is
+        still to be sent (their goodbye) goes as it is: deleting a row of a step the sender has begun
+        would change its batches, and the retry keys with them."""
+        from agents.routes import OUTBOX
+        kinds = sorted(OUTBOX)
+        for subject in subjects:
+            self.db.execute("DELETE FROM states WHERE tenant = ? AND subject = ?", (tenant, subject))
+            self.db.execute("DELETE FROM inbox WHERE tenant = ? AND subject = ? AND seq <= ?", (tenant, subject, applied))
+            self.db.execute(f"DELETE FROM effects WHERE tenant = ? AND id >= ? AND id < ? AND (sent = 1 OR kind NOT IN "
+                            f"({','.join('?' * len(kinds))}))", (tenant, subject + ":", subject + ";", *kinds))
+            self.db.execute("DELETE FROM quarantine WHERE tenant = ? AND subject = ?", (tenant, subject))
 
     # --- sender ----------------------------------------------------------------------------------
 
@@ -286,6 +302,15 @@ class Store:
         with self._transaction():
             readside.count_sent(self.db, seqs)  # the month's LINE quota used, once per effect
             self.db.executemany("UPDATE effects SET sent = 1 WHERE seq = ?", [(seq,) for seq in seqs])
+            for chunk in (seqs[i:i + 500] for i in range(0, len(seqs), 500)):
+                goodbyes = self.db.execute(f"SELECT tenant, effect FROM effects WHERE kind = 'withdrawn' AND seq IN "
+                                           f"({','.join('?' * len(chunk))})", chunk).fetchall()
+                for tenant, raw in goodbyes:   # their goodbye went: the last rows that name them go too
+                    subject = json.loads(raw)["subject"]
+                    self.db.execute("DELETE FROM effects WHERE tenant = ? AND id >= ? AND id < ? AND sent = 1",
+                                    (tenant, subject + ":", subject + ";"))
+                    self.db.execute("DELETE FROM replied WHERE tenant = ? AND effect >= ? AND effect < ?",
+                                    (tenant, subject + ":", subject + ";"))
 
     # --- quarantine ------------------------------------------------------------------------------
 

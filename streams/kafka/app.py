@@ -319,6 +319,9 @@ def create_app(settings: Settings) -> faust.App:
         for entry in aside:  # with the offset that passes them: a restart never applies them again
             out.add(settings.quarantine, codec.dumps(entry), entry["id"].encode())
         for (tenant, subject), state in states.items():
+            if state is None:   # withdrawn: a tombstone, which compaction makes the record's end
+                out.add(settings.changelog, None, naming.key(tenant, subject).encode())
+                continue
             out.add(settings.changelog, codec.dumps(codec.state_to_obj(state)), naming.key(tenant, subject).encode(),
                     changelog.due_header(wake(state)))
         mark = os.urandom(8)
@@ -359,7 +362,7 @@ def create_app(settings: Settings) -> faust.App:
         for entry in aside:
             metrics.QUARANTINED.labels(entry["kind"]).inc()
         for key, state in states.items():
-            labels[key] = label(state)
+            labels[key] = label(state) if state is not None else ""   # "": gone from the counts
         if done.ticked or number not in lag_watched:
             _watch_tick(number)
         metrics.LATENCY.labels(str(number)).observe(time.perf_counter() - started)

@@ -112,6 +112,8 @@ def effect_ops(effect, zone: str) -> list[list]:
             ops.append(["close", change.member, change.at])
         elif kind is rs.Acknowledged:
             ops.append(["ack", change.member, change.cycle, change.contact, change.at])
+        elif kind is rs.Forget:
+            ops.append(["forget", change.member])
         elif kind is rs.RollSent:
             ops.append(["rsent", change.rollcall, change.member, change.area or rs.NO_AREA, int(change.drill), change.at])
         elif kind is rs.RollAnswer:
@@ -362,6 +364,31 @@ for _, op in ipairs(ops) do
           end
         end
       end
+    elseif name == 'forget' then
+      -- a resident withdrew: every key and list entry naming them goes; the counts stay
+      local member = op[3]
+      for _, kind in ipairs({%(kinds)s}) do
+        for _, list in ipairs({p .. 'open:' .. kind, p .. 'closed:' .. kind}) do
+          for _, id in ipairs(redis.call('ZRANGE', list, 0, -1)) do
+            if string.sub(id, 1, #member + 1) == member .. ':' then
+              redis.call('ZREM', list, id)
+              redis.call('DEL', p .. 'case:' .. id, p .. 'acks:' .. id)
+            end
+          end
+        end
+      end
+      redis.call('DEL', p .. 'mopen:' .. member, p .. 'sent:' .. member, p .. 'hist:' .. member,
+                 p .. 'state:' .. member)
+      for _, rid in ipairs(redis.call('ZRANGE', p .. 'rolls', 0, -1)) do
+        local r = p .. 'roll:' .. rid
+        local v = redis.call('HGET', r .. ':st', member)
+        if v then
+          local from, area = string.match(v, '^([^|]*)|([^|]*)|')
+          redis.call('ZREM', r .. ':need_help', member)
+          redis.call('ZREM', r .. ':' .. from .. ':' .. area, member)
+          redis.call('HDEL', r .. ':st', member)
+        end
+      end
     elseif name == 'use' then
       local key = p .. 'usage:' .. op[3]
       redis.call('INCRBY', key, op[4])
@@ -380,7 +407,8 @@ redis.call('HSET', KEYS[1], field, last)
 return applied
 """ % {"sent": SENT_DAYS * DAY_MS, "daily": DAILY_DAYS * DAY_MS, "closed": CLOSED_DAYS * DAY_MS,
        "pending": PENDING_PHONE_DAYS * DAY_MS, "keep": CLOSED_KEEP, "hist": HISTORY_DAYS * DAY_MS,
-       "hist_keep": HISTORY_KEEP, "urgent": URGENT_FIRST}
+       "hist_keep": HISTORY_KEEP, "urgent": URGENT_FIRST,
+       "kinds": ", ".join(f"'{kind}'" for kind in sorted(fx.ESCALATIONS))}
 
 # Staff recorded an outcome on an open case. KEYS[1] = the case hash; ARGV = prefix, member, cycle,
 # action, at, close ("1" / "0"). Returns 1, or 0 if the case is not open (closed meanwhile, or unknown).

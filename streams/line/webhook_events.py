@@ -19,9 +19,11 @@ reason in the audit, before it can reach a subject it does not fit):
   postback "action=ack" (見に行きます)      Acknowledge(at, member, contact, cycle), one-to-one only
   postback "action=help" (助けてほしい)    AskHelp (asks to confirm); with "sure=1" Help; one-to-one only
   postback "action=leave" (連絡先をやめる)  LeaveContact(at, member, contact), one-to-one only
+  postback "action=withdraw" (退会する)     Withdraw(at, member): the resident is removed; one-to-one only
   postback "action=nights" (夜は知らせない)  ContactNights(at, member, contact, quiet), one-to-one only
   any message from a person               Message(at, member, group if written in a group)
     … in a one-to-one chat, also:           a phone number → Phone; 「招待 <code>」 → AcceptInvite;
+                                          「退会」 → AskWithdraw (a card to confirm it);
                                           「職員 <code>」 → StaffCode, which the ingress checks
                                           against the staff accounts and turns into StaffLinked
   follow / unfollow                       Follow / Unfollow
@@ -50,8 +52,9 @@ from pydantic.v1 import ValidationError
 
 from agents import invitation, on_call, signup
 from agents.messages import ACK_ACTION, HELP_ACTION, NEED_HELP_ACTION, SAFE_ACTION, answers
-from agents.prompts import ENROLL_ACTION, INVITE_ACTION, LEAVE_ACTION, MYPAGE_ACTION, NIGHTS_ACTION, SETUP_ACTION
-from schemas.events import (AcceptInvite, Acknowledge, AskHelp, ContactNights, Enroll, Help, LeaveContact, Follow, GroupJoined, GroupLeft, Inbound, Invite, Message, NeedHelp, Ok,
+from agents.prompts import (ENROLL_ACTION, INVITE_ACTION, LEAVE_ACTION, MYPAGE_ACTION, NIGHTS_ACTION, SETUP_ACTION,
+                            WITHDRAW_ACTION, WITHDRAW_WORDS)
+from schemas.events import (AcceptInvite, Acknowledge, AskHelp, AskWithdraw, Withdraw, ContactNights, Enroll, Help, LeaveContact, Follow, GroupJoined, GroupLeft, Inbound, Invite, Message, NeedHelp, Ok,
                             OpenMyPage, Phone, Roster, Safe, Setup, Unfollow)
 from schemas.settings import Schedule, past_the_eight_day_line
 
@@ -340,6 +343,8 @@ def _postback(event: PostbackEvent, member: str, group: str | None, one_to_one: 
         if not _ID.fullmatch(whose) or not is_person(whose) or quiet not in ("0", "1"):
             return [], "postback"
         return [ContactNights(at, whose, member, quiet == "1")], ""
+    if action == WITHDRAW_ACTION and one_to_one:   # the confirm card's 「退会する」, or My Page's
+        return [Withdraw(at, member)], ""
     if action == HELP_ACTION and one_to_one:
         sure = parse_qs(data).get("sure", [""])[-1] == "1"
         return [Help(at, member) if sure else AskHelp(at, member)], ""
@@ -383,6 +388,8 @@ def _typed(at: int, member: str, text: str) -> tuple[list[Inbound], str]:
     code = on_call.read(text)
     if code is not None:
         return [StaffCode(at, member, code)], ""
+    if unicodedata.normalize("NFKC", text).strip().rstrip("。.!！") in WITHDRAW_WORDS:
+        return [AskWithdraw(at, member)], ""
     invited = invitation.read(text)
     if invited is not None:
         inviter, code = invited
