@@ -27,7 +27,7 @@ from agents import invitation, mypage_link
 from agents.clock import DAY, HOUR, MINUTE, local_to_epoch
 from linesim import Channel, Config, ManualClock, run_linesim, user_id_for
 from schemas import effects as fx
-from schemas.events import AcceptInvite, ChangeSettings, Invite, Ok, Pause, Register
+from schemas.events import AcceptInvite, ChangeSettings, Invite, Ok, Pause, Register, Withdraw
 from schemas.settings import MemberSettings, Schedule
 from schemas.tenant import Tenant
 from streams import codec
@@ -395,6 +395,26 @@ def test_a_pause_commits_pause_and_no_check_goes_before_that_date(store):
         effects += [e for e in engine.step(t) if e.subject == HANA and e.effect == fx.CHECK_SENT]
     assert [e.at for e in effects] == [at(5, 9)]  # nothing on the 1st to the 4th
     assert all(e.at >= at(5, 0) for e in effects)
+
+
+def test_withdrawing_on_my_page_asks_once_then_removes_the_resident_and_ends_the_session(store):
+    clock = Clock(at(1, 8))
+    engine = Engine(store, "sakura")
+
+    async def main():
+        async with served(store, clock) as (browser, _):
+            page = await browser.open(SAKURA, HANA, clock.now)
+            assert "退会する" in text(page)
+            status, page = await browser.change(SAKURA, "withdraw", page)   # the box left empty
+            assert status == 400 and "「退会します」に印をつけてから" in text(page)
+            assert not [e for e in inbox(store, "sakura") if type(e) is Withdraw]
+            status, body, r = await browser.post("/mypage/sakura/withdraw", {"csrf": csrf(page), "sure": "1"})
+            assert status == 200 and "退会しました" in text(body) and "anpi_mypage=\"\"" in r.headers["Set-Cookie"]
+    run(main())
+    assert inbox(store, "sakura")[-1] == Withdraw(at(1, 8), HANA)
+    effects = [e for t in range(at(1, 8), at(4, 0), HOUR) for e in engine.step(t) if e.subject == HANA]
+    assert [e.effect for e in effects] == [fx.WITHDRAWN]   # and no check after it
+    assert HANA not in dict(store.states("sakura"))
 
 
 def test_resuming_ends_the_pause_at_the_next_slot(store):

@@ -10,7 +10,7 @@ from agents.partition import Partition
 from agents.subject_agent import Tracked
 from linesim import user_id_for
 from schemas import effects as fx
-from schemas.events import AskWithdraw, Ok, Register, Tick, Withdraw
+from schemas.events import AskWithdraw, Ok, Register, Withdraw
 from schemas.settings import MemberSettings, Schedule
 from test_conversations import TENANT, Town, on_disk, texts, town
 

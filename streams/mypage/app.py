@@ -31,7 +31,7 @@ from aiohttp import web
 from agents import invitation, mypage_link, prompts
 from agents.clock import DAY, local_ordinal
 from agents.member import MAX_CONTACTS, MemberState
-from schemas.events import ChangeSettings, Invite, Pause
+from schemas.events import ChangeSettings, Invite, Pause, Withdraw
 from schemas.settings import EIGHT_DAY_WARNING, INTERVALS, NOTIFY, WATCH, WEEKDAYS, past_the_eight_day_line
 from schemas.tenant import Tenant
 from streams import forwarded
@@ -58,6 +58,7 @@ PAGES = {   # (title, sentence) of the short pages that stand in for the real on
     "unregistered": ("まだ登録されていません", "マイページは、LINEで登録したあとに使えます。"
                                           "LINEのトーク画面で、ご案内にそって登録してください。"),
     "missing": ("ページが見つかりませんでした", "アドレスをお確かめください。"),
+    "withdrawn": ("退会しました", "お預かりしていた記録は、すべて消しました。これまで、ありがとうございました。"),
 }
 
 
@@ -237,9 +238,10 @@ class MyPage:
     # --- changes ----------------------------------------------------------------------------------
 
     def change(self, build: Callable[[MemberState, int, Mapping[str, str], sessions.Session], list], section: str,
-               done: str = CHANGED, anchor: str = ""):
+               done: str = CHANGED, anchor: str = "", ends: bool = False):
         """A POST handler: session, CSRF, then `build(state, now, form, session)` → engine events,
-        committed through Members with the state read; `forms.Invalid` shows its message instead."""
+        committed through Members with the state read; `forms.Invalid` shows its message instead.
+        `ends`: the change removes the resident (退会): a short page, and the cookie goes."""
 
         async def handle(request: web.Request) -> web.StreamResponse:
             tenant = self.tenant(request)
@@ -262,6 +264,10 @@ class MyPage:
             except forms.Invalid as invalid:
                 state = await self.members.state(tenant.id, session.member)
                 return await self.page(tenant, session, state, error=(section, str(invalid)), http_status=400)
+            if ends:
+                response = self.short_page(tenant, "withdrawn", 200)
+                response.del_cookie(COOKIE, path=_root(tenant))
+                return response
             await self.sessions.set_flash(tenant.id, sid, done)
             return _see_other(_root(tenant) + anchor)
 
@@ -298,6 +304,12 @@ def _pause(state: MemberState, now: int, form, session) -> list:
 def _resume(state: MemberState, now: int, form, session) -> list:
     # A pause "until today" has already ended: the next check goes at the next slot from now.
     return [Pause(now, state.settings.id, local_ordinal(state.settings.schedule.zone, now))]
+
+
+def _withdraw(state: MemberState, now: int, form, session) -> list:
+    if form.get("sure") != "1":   # asked once, as in LINE: a slip of the finger removes nobody
+        raise forms.Invalid("退会するときは、「退会します」に印をつけてから、ボタンを押してください。")
+    return [Withdraw(now, state.settings.id)]
 
 
 def _remove_contact(state: MemberState, now: int, form, session) -> list:
@@ -358,6 +370,7 @@ def mount(app: web.Application, members: Members, sessions_: Sessions, registry,
             ("invite", _invite, "contacts", "招待を作りました。下の文章を、LINEで送ってください。", "#invitation")):
         r.add_post(f"/mypage/{{tenant}}/{path}", mypage.change(build, section, done, anchor))
     r.add_post("/mypage/{tenant}/area", mypage.change_area)
+    r.add_post("/mypage/{tenant}/withdraw", mypage.change(_withdraw, "withdraw", ends=True))
     app.on_cleanup.append(mypage.close)
     return mypage
 
