@@ -106,6 +106,8 @@ def test_the_read_side_forgets_a_withdrawn_resident_and_keeps_the_counts(tmp_pat
         if kind == "sqlite":
             store = run_embedded(tmp_path, loaded)
             daily = store.db.execute("SELECT kind, SUM(n) FROM rs_daily GROUP BY kind").fetchall()
+            assert store.db.execute("SELECT COUNT(*) FROM rs_rolls WHERE member = ?", (who,)).fetchone()[0] > 0
+            assert store.db.execute("SELECT COUNT(*) FROM rs_cases WHERE member = ?", (who,)).fetchone()[0] > 0
             store.accept("town", None, [(who, Withdraw(loaded.end, who))])
             Engine(store, "town").step(loaded.end)
             assert store.db.execute("SELECT kind, SUM(n) FROM rs_daily GROUP BY kind").fetchall() == daily
