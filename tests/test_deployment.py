@@ -48,6 +48,12 @@ def test_every_compose_service_has_a_healthcheck():
     assert [name for name, service in COMPOSE["services"].items() if "healthcheck" not in service] == []
 
 
+def test_every_anpi_process_gets_the_one_data_key_from_the_environment_and_none_makes_its_own():
+    anpi = {name: service for name, service in COMPOSE["services"].items() if service.get("build")}
+    keys = {name: service.get("environment", {}).get("ANPI_DATA_KEYS") for name, service in anpi.items()}
+    assert set(keys.values()) == {"${ANPI_DATA_KEYS:?set it in .env (anpi key new)}"}, keys
+
+
 def test_prometheus_scrapes_each_anpi_process_on_the_port_compose_gives_it():
     jobs = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())["scrape_configs"]
     scraped = {sd["names"][0]: sd["port"] for job in jobs for sd in job.get("dns_sd_configs", [])}
