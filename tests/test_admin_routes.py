@@ -328,6 +328,28 @@ async def test_an_administrator_unlocks_a_locked_account(world, server, app):
 
 
 @run
+async def test_staff_answer_a_disclosure_request_from_the_call_queue_and_each_look_is_audited(world, server, app):
+    world.step(START + DAY + 13 * HOUR)   # the staff call of the silent 見守り resident is open
+    admin = Browser(server)
+    await admin.login(A, "a-admin")
+    _, queue, _ = await admin.get("/admin/city-a/calls")
+    assert f"/admin/city-a/residents/{WATCH_SILENT}" in queue
+    status, page, _ = await admin.get(f"/admin/city-a/residents/{WATCH_SILENT}")
+    assert status == 200 and "住民の情報（開示用）" in page and "見守り" in page and "0001" in page
+    assert 'id="cases"' in page and "「お元気ですか？」をお送りしました" in page
+    status, body, response = await admin.get(f"/admin/city-a/residents/{WATCH_SILENT}/export.json")
+    held = json.loads(body)
+    assert status == 200 and "attachment" in response.headers["Content-Disposition"]
+    assert held["member"] == WATCH_SILENT and held["state"]["settings"]["service"] == "watch"
+    assert [c["kind"] for c in held["cases"]] == [fx.STAFF_CALL]
+    assert {fx.CHECK_SENT, fx.STAFF_CALL} <= {e["effect"] for e in held["history"]}
+    looks = [(r["login"], r["action"], r["target"]) for r in await audit_log(world) if r["action"].startswith("resident")]
+    assert looks == [("a-admin", "resident.export", WATCH_SILENT), ("a-admin", "resident.view", WATCH_SILENT)]
+    assert (await admin.get("/admin/city-a/residents/U" + "9" * 32))[0] == 404
+    await admin.close()
+
+
+@run
 async def test_logout_ends_the_session_for_good(world, server, app):
     user = Browser(server)
     await user.login(A, "a-admin")
@@ -465,7 +487,8 @@ def test_a_user_of_another_tenant_gets_not_found_on_every_route(tmp_path, backen
             assert (await stranger.login(B, "b-admin"))[0] == 303
             token = await stranger.csrf(B)   # a valid token of the stranger's own session
             before = await _tenant_a_rows(world)
-            url = "/admin" + path.replace("{tenant}", A).replace("{notice}", notice_id).replace("{rollcall}", rollcall)
+            url = "/admin" + path.replace("{tenant}", A).replace("{notice}", notice_id).replace("{rollcall}", rollcall) \
+                .replace("{member}", WATCH_SILENT)
             if method == "GET":
                 status, page, _ = await stranger.get(url)
             else:

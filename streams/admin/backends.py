@@ -15,6 +15,8 @@ inline as before). The pages (streams/admin/pages.py, auth.py) never see which o
 """
 from __future__ import annotations
 
+import json
+
 from typing import Protocol
 
 from agents import readside as rs
@@ -74,6 +76,12 @@ class ReadSide(Protocol):
 
     async def set_area(self, tenant: str, area: SetArea, wall: int, login: str) -> None:
         """Staff set a resident's or a group's area: to the engine, audited."""
+
+
+    async def held_about(self, tenant: str, member: str) -> dict | None:
+        """Everything the read side holds about one resident, for a disclosure request (APPI):
+        {state (agents' plain record, or None), cases, history (their effects), rollcalls}; None
+        when it holds nothing at all."""
 
 
 class Staff(Protocol):
@@ -199,6 +207,21 @@ class SqliteReadSide:
         await store.grouped(write)
 
 
+    async def held_about(self, tenant, member):
+        db = self.store.db
+        state = sqlite_rs.state_of(db, tenant, member)
+        cases = [dict(zip(sqlite_rs.CASE_COLUMNS, row)) for row in db.execute(
+            f"SELECT {', '.join(sqlite_rs.CASE_COLUMNS)} FROM rs_cases WHERE tenant = ? AND member = ? ORDER BY cycle",
+            (tenant, member))]
+        history = [json.loads(raw) for (raw,) in db.execute(
+            "SELECT effect FROM effects WHERE tenant = ? AND id >= ? AND id < ? ORDER BY at, seq",
+            (tenant, member + ":", member + ";"))]
+        rolls = [dict(zip(ROLL_FIELDS, row)) for row in db.execute(
+            f"SELECT {', '.join(ROLL_FIELDS)} FROM rs_rolls WHERE tenant = ? AND member = ? ORDER BY sent_at",
+            (tenant, member))]
+        return held(state, cases, history, rolls)
+
+
 class SqliteStaff:
     def __init__(self, store: Store):
         self.store = store
@@ -258,6 +281,29 @@ class SqliteStaff:
 
 
 # --- Kafka: Redis, and the tenant's inbound topic -------------------------------------------------------
+
+
+ROLL_FIELDS = ("rollcall", "area", "drill", "sent_at", "answer", "answered_at", "listed")
+
+
+def held(state, cases: list, history: list, rolls: list) -> dict | None:
+    """A disclosure's record, the same from either read side."""
+    if state is None and not (cases or history or rolls):
+        return None
+    return {"state": plain(state), "cases": cases, "history": history, "rollcalls": rolls}
+
+
+def plain(value):
+    """A state as JSON-ready data: records as objects by field name, sets as sorted lists."""
+    if hasattr(value, "_asdict"):
+        return {k: plain(v) for k, v in value._asdict().items()}
+    if hasattr(value, "__dataclass_fields__"):
+        return {k: plain(getattr(value, k)) for k in value.__dataclass_fields__}
+    if isinstance(value, (frozenset, set)):
+        return sorted(plain(v) for v in value)
+    if isinstance(value, (tuple, list)):
+        return [plain(v) for v in value]
+    return value
 
 
 class RedisReadSide:
@@ -352,6 +398,29 @@ class RedisReadSide:
         from streams.line.webhook_events import Routed
         await self.sink.put(tenant, Routed(events=[area]))   # first: a failure records nothing
         await self.staff.audit(tenant, wall, login, "area.set", area.subject, area_detail(area))
+
+    async def held_about(self, tenant, member):
+        from streams.kafka.readside import prefix
+        p, redis = prefix(tenant), self.redis
+        raw = await redis.get(f"{p}state:{member}")
+        state = codec.state_from_obj(json.loads(raw)) if raw else None   # the phone: its last four digits
+        cases = []
+        for kind in fx.ESCALATIONS:
+            for where in ("open", "closed"):
+                for key in await redis.zrange(f"{p}{where}:{kind}", 0, -1):
+                    case_member, _, cycle = key.decode().rpartition(":")
+                    if case_member == member:
+                        found = await self.reader.case(tenant, member, int(cycle))
+                        if found is not None:
+                            cases.append(found)
+        history = [json.loads(v) for v in await redis.zrange(f"{p}hist:{member}", 0, -1)]
+        rolls = []
+        for rid in await redis.zrange(f"{p}rolls", 0, -1):
+            status = await redis.hget(f"{p}roll:{rid.decode()}:st", member)
+            if status is not None:
+                said, area, sent = status.decode().split("|", 2)
+                rolls.append({"rollcall": rid.decode(), "area": area, "status": said, "sent_at": int(sent)})
+        return held(state, sorted(cases, key=lambda c: c["cycle"]), history, rolls)
 
 
 def area_detail(area: SetArea) -> str:

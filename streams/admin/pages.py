@@ -19,7 +19,7 @@ from agents import on_call
 from agents import readside as rs
 from agents.clock import local_ordinal
 from schemas import effects as fx
-from streams.admin import accounts, auth, chart, notice_pages, rollcall_pages, settings_pages
+from streams.admin import accounts, auth, chart, notice_pages, resident_pages, rollcall_pages, settings_pages
 from streams.admin.keys import CLOCK, FORM, READSIDE, SESSION, STAFF, TENANTS, WALL
 from streams.admin.view import elapsed, local_time, render
 
@@ -35,7 +35,7 @@ ACTION_WORDS = {"login": "ログイン", "login.failed": "ログイン失敗", "
                 "notice.preview": "お知らせを確認画面で表示", "notice.send": "お知らせを配信",
                 "staff.line_code": "LINE通知のコードを表示", accounts.LINE_LINKED: "LINE通知を連携",
                 "staff.line_unlink": "LINE通知の連携を解除", "staff.duty": "LINE通知の勤務時間を変更",
-                **settings_pages.ACTION_WORDS, **rollcall_pages.ACTION_WORDS}
+                **settings_pages.ACTION_WORDS, **rollcall_pages.ACTION_WORDS, **resident_pages.ACTION_WORDS}
 ROLE_WORDS = {accounts.ADMIN: "管理者", accounts.OPERATOR: "担当者"}
 URGENT_WORDS = "助けを求めています"
 REASON_WORDS = {fx.HELP: URGENT_WORDS, fx.NO_ANSWER: "返事がありません",
@@ -65,6 +65,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
     settings_pages.add_routes(router)
     notice_pages.add_routes(router)
     rollcall_pages.add_routes(router)
+    resident_pages.add_routes(router)
 
 
 def _context(request: web.Request) -> tuple[str, str, int]:
