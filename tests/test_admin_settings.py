@@ -452,6 +452,25 @@ def test_the_staff_call_limit_is_saved_checked_audited_and_read_by_the_alert(tmp
     served(story, members=(MemberSettings(RESIDENT, "notify", DAILY_9, None, ()),))(tmp_path)
 
 
+def test_the_retention_period_is_saved_checked_audited_and_the_running_engine_uses_it(tmp_path):
+    async def story(t: Town):
+        admin = t.staff()
+        await admin.login(TENANT.id, "town-admin")
+        status, page = await admin.get("/admin/town/settings")
+        assert 'id="retention-days" name="retention" min="30" max="3650" value="365"' in page
+        csrf = csrf_in(page)
+        for bad in ("29", "3651", "一年"):
+            status, page, _ = await admin.post("/admin/town/settings/retention", {"csrf": csrf, "retention": bad})
+            assert status == 400 and "記録を残す期間は 30 から 3650 までの日数" in page, bad
+        status, _, _ = await admin.post("/admin/town/settings/retention", {"csrf": csrf, "retention": "９０"})
+        assert status == 303 and SqliteRegistry(t.store).settings_now(TENANT.id).retention_days == 90
+        assert audit_rows(t.store)[-1][1:] == ("settings.retention", None, "365日 → 90日")
+        await t.until(lambda: t.runtime.towns[TENANT.id].engine.retention_ms == 90 * 86_400_000, "the engine")
+        await admin.close()
+
+    served(story, members=(MemberSettings(RESIDENT, "notify", DAILY_9, None, ()),))(tmp_path)
+
+
 # --- the LINE channel's credentials: in use at once, never shown again ------------------------------------
 
 

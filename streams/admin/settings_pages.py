@@ -45,12 +45,13 @@ ACTION_WORDS = {"settings.look": "設定を変更：マイページの画像・�
                 "settings.message": "設定を変更：確認の文言・名言",
                 "settings.timezone": "設定を変更：タイムゾーン",
                 "settings.limit": "設定を変更：職員の連絡待ちの上限",
+                "settings.retention": "設定を変更：記録を残す期間",
                 "settings.intervals": "設定を変更：お送りする間隔（8日の線）",
                 "settings.hook": "設定を変更：外部への通知（Webhook）",
                 "settings.line": "設定を変更：LINEチャネルの認証情報"}
 DONE_WORDS = {"look": "マイページの画像と利用規約を保存しました。", "message": "確認の文言と名言を保存しました。",
               "timezone": "タイムゾーンを保存しました。", "line": "LINEチャネルの認証情報を保存しました。",
-              "limit": "職員の連絡待ちの上限を保存しました。",
+              "limit": "職員の連絡待ちの上限を保存しました。", "retention": "記録を残す期間を保存しました。",
               "none": "変更はありませんでした。"}
 
 
@@ -61,6 +62,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_post("/{tenant}/settings/message", save_message, name="settings_message")
     router.add_post("/{tenant}/settings/timezone", save_timezone, name="settings_timezone")
     router.add_post("/{tenant}/settings/limit", save_limit, name="settings_limit")
+    router.add_post("/{tenant}/settings/retention", save_retention, name="settings_retention")
     router.add_post("/{tenant}/settings/line", save_line, name="settings_line")
     router.add_post("/{tenant}/settings/intervals", save_intervals, name="settings_intervals")
     router.add_post("/{tenant}/settings/hook", save_hook, name="settings_hook")
@@ -110,6 +112,9 @@ async def _page(request: web.Request, status: int = 200, *, errors: dict[str, st
         # the staff call limit (the alert)
         limit=typed.get("limit", stored.staff_call_limit_hours or tenant_settings.STAFF_CALL_LIMIT_HOURS),
         limit_range=tenant_settings.STAFF_CALL_LIMIT_RANGE,
+        # how long records are kept
+        retention=typed.get("retention", stored.retention_days or tenant_settings.RETENTION_DAYS),
+        retention_range=tenant_settings.RETENTION_RANGE,
         # the 8-day line
         forbid_long=stored.forbid_long_intervals, eight_day_warning=EIGHT_DAY_WARNING,
         # the outgoing webhook (its secret shown once, right after it was made)
@@ -261,17 +266,29 @@ async def save_timezone(request: web.Request) -> web.Response:
 
 @auth.admin_only
 async def save_limit(request: web.Request) -> web.Response:
-    raw = str(request[FORM].get("limit", ""))
+    return await _save_number(request, "limit", "staff_call_limit_hours", tenant_settings.clean_limit,
+                              tenant_settings.STAFF_CALL_LIMIT_HOURS, "時間")
+
+
+@auth.admin_only
+async def save_retention(request: web.Request) -> web.Response:
+    return await _save_number(request, "retention", "retention_days", tenant_settings.clean_retention,
+                              tenant_settings.RETENTION_DAYS, "日")
+
+
+async def _save_number(request: web.Request, section: str, field: str, clean, default: int, unit: str):
+    """One whole-number setting: checked, saved and audited as "old → new", or shown again with why."""
+    raw = str(request[FORM].get(section, ""))
     try:
-        hours = tenant_settings.clean_limit(raw)
+        value = clean(raw)
     except tenant_settings.Invalid as e:
-        return await _page(request, 400, errors={"limit": str(e)}, typed={"limit": raw})
+        return await _page(request, 400, errors={section: str(e)}, typed={section: raw})
     stored = await _stored(request)
-    old = (stored.staff_call_limit_hours if stored else None) or tenant_settings.STAFF_CALL_LIMIT_HOURS
-    if hours == old:
-        return _unchanged(request, "limit")
-    return await _saved(request, "limit", "settings.limit", f"{old}時間 → {hours}時間",
-                        settings=lambda wall: tenant_settings.merged(stored, wall, staff_call_limit_hours=hours))
+    old = (getattr(stored, field) if stored else None) or default
+    if value == old:
+        return _unchanged(request, section)
+    return await _saved(request, section, f"settings.{section}", f"{old}{unit} → {value}{unit}",
+                        settings=lambda wall: tenant_settings.merged(stored, wall, **{field: value}))
 
 
 @auth.admin_only

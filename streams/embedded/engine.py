@@ -27,11 +27,13 @@ from schemas.events import Tick
 from streams import codec, quarantine
 from streams.embedded.store import Pending, Store
 from streams.step import Aside, Input, step
+from streams.tenants.settings import retention_ms
 
 log = logging.getLogger("anpi.engine")
 
 ONE = 0  # the embedded engine's one partition of the SubjectAgent
 STALE_AFTER = 30.0  # seconds without a committed step (the loop steps every half second) = unhealthy
+PRUNE_EVERY = 3_600_000                     # engine time between two retention prunes (Store.prune)
 
 
 class Metrics:
@@ -52,6 +54,8 @@ class Engine:
         self.quarantined = self.metrics.quarantined
         self.last_step = self.metrics.last_step.labels(tenant)
         self.stepped_at: float | None = None  # monotonic time of the last step that went through
+        self.retention_ms = retention_ms(None)  # the default until the runtime sets the tenant's (設定 → 記録を残す期間): the runtime sets it
+        self.pruned_at = float("-inf")            # engine time of the last prune (one an hour)
         self.load()
 
     def load(self) -> None:
@@ -84,6 +88,9 @@ class Engine:
                                    at=tick_at if tick_at is not None else self.last_tick, replies=done.replies)
         for _, _, kind, _ in aside:
             self.quarantined.labels(kind).inc()
+        if tick_at is not None and tick_at - self.pruned_at >= PRUNE_EVERY:
+            self.pruned_at = tick_at
+            self.store.prune(self.tenant, tick_at - self.retention_ms)
         self.stepped_at = time.monotonic()
         self.last_step.set(time.time())
         return effects

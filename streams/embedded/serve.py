@@ -40,6 +40,7 @@ from streams.notices.delivery import NoticeDelivery
 from streams.notices.in_sqlite import SqliteNotices
 from streams.process import until_stopped
 from streams.tenants import registry as tenant_registry
+from streams.tenants import settings as tenant_settings
 from streams.tenants.from_env import tenant_from_env
 from streams.tenants.in_sqlite import SqliteRegistry
 
@@ -171,6 +172,7 @@ class ServedRuntime(Runtime):
             texts = replace(texts, mypage=mypage_link.linker(self.public_url, tenant.id, tenant.channel_secret),
                             calls_url=f"{self.public_url}/admin/{tenant.id}/calls")
         town.sender.use(tenant, texts)
+        town.engine.retention_ms = tenant_settings.retention_ms(running.stored)
         town.sender.on_call_source = functools.partial(self.staff.on_call, tenant.id)
         if self.mypage is not None:
             self.mypage.tenants[tenant.id] = tenant

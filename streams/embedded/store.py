@@ -263,6 +263,35 @@ class Store:
                             "DO UPDATE SET inbox = excluded.inbox, tick = excluded.tick, step = excluded.step",
                             (tenant, inbox, tick, step))
 
+    PRUNE_BATCH = 5_000
+
+    def prune(self, tenant: str, before: int) -> dict[str, int]:
+        """Retention: the tenant's inbox rows (applied) and effect rows (that the sender will not read
+        again) stamped before `before` are deleted; the read side's counts keep what they counted.
+        Rows are looked at from the oldest on, a batch at a time, and the look stops at the first
+        batch that is not all old: each call costs what it deletes, not the size of the file."""
+        from agents.routes import OUTBOX
+        outbox = OUTBOX
+        applied = self.db.execute("SELECT inbox FROM cursors WHERE tenant = ?", (tenant,)).fetchone()
+        applied = applied[0] if applied else 0
+        done = {"inbox": 0, "effects": 0}
+        for table, gone in (("inbox", lambda seq, at, kind, sent: seq <= applied and at < before),
+                            ("effects", lambda seq, at, kind, sent: at < before and (sent or kind not in outbox))):
+            columns = ("seq, json_extract(event, '$.at'), '', 0" if table == "inbox" else "seq, at, kind, sent")
+            after = 0
+            while True:
+                rows = self.db.execute(f"SELECT {columns} FROM {table} WHERE tenant = ? AND seq > ? ORDER BY seq "
+                                       f"LIMIT ?", (tenant, after, self.PRUNE_BATCH)).fetchall()
+                old = [(seq,) for seq, at, kind, sent in rows if at is not None and gone(seq, at, kind, sent)]
+                if old:
+                    with self._transaction():
+                        self.db.executemany(f"DELETE FROM {table} WHERE seq = ?", old)
+                    done[table] += len(old)
+                if len(old) < len(rows) or len(rows) < self.PRUNE_BATCH:
+                    break
+                after = rows[-1][0]
+        return done
+
     def _forget(self, tenant: str, subjects: list[str], applied: int) -> None:
         """Withdrawn residents (a state of None): their state, the inbox rows applied, and the effects
         the sender will never read again (sent, or kinds that are not messages) are deleted. What is

@@ -8,6 +8,8 @@ Reads top-down as the pipeline it is. The logic per message lives in agents/subj
 """
 from __future__ import annotations
 
+from datetime import timedelta
+
 import asyncio
 import itertools
 import logging
@@ -124,8 +126,10 @@ def create_app(settings: Settings) -> faust.App:
     )
 
     def raw_topic(name):
+        # kept ANPI_RETENTION_DAYS when this worker makes the topic (the deployment's, for every tenant
+        # on it); the read side in Redis keeps its own shorter times, and the counts
         return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
-                         partitions=settings.partitions)
+                         partitions=settings.partitions, retention=timedelta(days=settings.retention_days))
 
     inbound = raw_topic(settings.inbound)
     outputs = [raw_topic(name) for name in (settings.effects, settings.outbox, settings.escalations)]

@@ -28,6 +28,7 @@ class Settings:
     # a partition's states copied to the worker's disk this often while they change (0: never), so
     # that taking it again reads only the changelog's tail (streams/kafka/snapshot.py)
     snapshot_seconds: float = 300.0
+    retention_days: int = 365        # inbound, effects, outbox and escalations keep this long (then counts only)
 
     @classmethod
     def from_env(cls, env=os.environ) -> "Settings":
@@ -46,6 +47,7 @@ class Settings:
             health_stale_seconds=startup.number(env, "ANPI_HEALTH_STALE_SECONDS", cls.health_stale_seconds, float,
                                                 low=1),
             snapshot_seconds=startup.number(env, "ANPI_SNAPSHOT_SECONDS", cls.snapshot_seconds, float, low=0),
+            retention_days=startup.number(env, "ANPI_RETENTION_DAYS", cls.retention_days, low=1),
         )
 
     def env(self) -> dict[str, str]:
@@ -56,7 +58,7 @@ class Settings:
                 "ANPI_TICK_GRACE_SECONDS": str(self.tick_grace_seconds), "ANPI_WEB_PORT": str(self.web_port),
                 "ANPI_WEB_HOST": self.web_host, "ANPI_WORKER_INSTANCE": self.instance,
                 "ANPI_HEALTH_STALE_SECONDS": str(self.health_stale_seconds),
-                "ANPI_SNAPSHOT_SECONDS": str(self.snapshot_seconds)}
+                "ANPI_SNAPSHOT_SECONDS": str(self.snapshot_seconds), "ANPI_RETENTION_DAYS": str(self.retention_days)}
 
     # topics: one place for their names
     @property

@@ -65,7 +65,7 @@ class RedisRegistry:
         obj = {_text(k): _text(v) for k, v in raw.items()}
         obj["quotes"] = json.loads(obj["quotes"]) if obj.get("quotes") else None
         for number in ("secret_updated_at", "token_updated_at", "updated_at", "staff_call_limit_hours",
-                       "forbid_long_intervals", "hook_updated_at"):
+                       "forbid_long_intervals", "hook_updated_at", "retention_days"):
             if obj.get(number) is not None:
                 obj[number] = int(obj[number])
         return ts.from_obj(obj)

@@ -84,6 +84,7 @@ class TenantSettings:
     hook_secret: str | None = field(default=None, repr=False)   # signs its bodies: made here, shown once
     hook_updated_at: int | None = None
     quake: QuakeConfig | None = None            # areas and the 気象庁 trigger (None: no areas, no roll-calls)
+    retention_days: int | None = None           # inbox and effect rows older than this are pruned (None: default)
 
 
 
@@ -128,12 +129,31 @@ STAFF_CALL_LIMIT_HOURS = 12          # the default: two reminders gone by and no
 STAFF_CALL_LIMIT_RANGE = (1, 168)    # an hour to a week
 
 
-def clean_limit(value: str) -> int:
+def _whole_number(value: str, bounds: tuple[int, int], rule: str) -> int:
+    """A whole number within `bounds`, typed as people type it (full-width digits too); else
+    Invalid(rule), the rule said with the bounds."""
     raw = str(value).strip().translate(str.maketrans("０１２３４５６７８９", "0123456789"))
-    lo, hi = STAFF_CALL_LIMIT_RANGE
+    lo, hi = bounds
     if not raw.isdigit() or not lo <= int(raw) <= hi:
-        raise Invalid(f"上限は {lo} から {hi} までの時間（整数）で入力してください。")
+        raise Invalid(rule.format(lo=lo, hi=hi))
     return int(raw)
+
+
+def clean_limit(value: str) -> int:
+    return _whole_number(value, STAFF_CALL_LIMIT_RANGE, "上限は {lo} から {hi} までの時間（整数）で入力してください。")
+
+
+RETENTION_DAYS = 365                 # the default: a year of records, then counts only
+RETENTION_RANGE = (30, 3650)         # a month to ten years
+
+
+def clean_retention(value: str) -> int:
+    return _whole_number(value, RETENTION_RANGE, "記録を残す期間は {lo} から {hi} までの日数（整数）で入力してください。")
+
+
+def retention_ms(s: "TenantSettings | None") -> int:
+    days = s.retention_days if s is not None and s.retention_days else RETENTION_DAYS
+    return days * 86_400_000
 
 
 def staff_call_limit_ms(s: "TenantSettings | None") -> int:
@@ -239,7 +259,8 @@ _KEEP = object()
 
 def merged(old: TenantSettings | None, at: int, *, check_text=_KEEP, quotes=_KEEP, timezone=_KEEP,
            channel_secret=_KEEP, channel_access_token=_KEEP, staff_call_limit_hours=_KEEP,
-           forbid_long_intervals=_KEEP, hook_url=_KEEP, hook_secret=_KEEP, quake=_KEEP) -> TenantSettings:
+           forbid_long_intervals=_KEEP, hook_url=_KEEP, hook_secret=_KEEP, quake=_KEEP,
+           retention_days=_KEEP) -> TenantSettings:
     """`old` with the parts passed replaced (None clears one back to its default); the rest is kept.
     Every value is checked: `Invalid` means nothing is to be written."""
     new = old or TenantSettings(updated_at=at)
@@ -267,6 +288,8 @@ def merged(old: TenantSettings | None, at: int, *, check_text=_KEEP, quotes=_KEE
         new = replace(new, forbid_long_intervals=bool(forbid_long_intervals))
     if quake is not _KEEP:  # a QuakeConfig made by quake_config (checked there), or None
         new = replace(new, quake=quake)
+    if retention_days is not _KEEP:
+        new = replace(new, retention_days=None if retention_days is None else clean_retention(retention_days))
     if channel_access_token is not _KEEP:
         new = replace(new, channel_access_token=None if channel_access_token is None
                       else clean_token(channel_access_token), token_updated_at=at)
@@ -282,7 +305,8 @@ def to_obj(s: TenantSettings) -> dict:
            "updated_at": s.updated_at, "staff_call_limit_hours": s.staff_call_limit_hours,
            "forbid_long_intervals": 1 if s.forbid_long_intervals else None, "hook_url": s.hook_url,
            "hook_secret": seal(s.hook_secret), "hook_updated_at": s.hook_updated_at,
-           "quake": json.dumps(s.quake.to_obj(), ensure_ascii=False) if s.quake is not None else None}
+           "quake": json.dumps(s.quake.to_obj(), ensure_ascii=False) if s.quake is not None else None,
+           "retention_days": s.retention_days}
     return {k: v for k, v in obj.items() if v is not None}
 
 
@@ -294,7 +318,8 @@ def from_obj(obj: dict) -> TenantSettings:
                           obj.get("token_updated_at"), obj.get("updated_at") or 0, obj.get("staff_call_limit_hours"),
                           bool(obj.get("forbid_long_intervals")), obj.get("hook_url"), unseal(obj.get("hook_secret")),
                           obj.get("hook_updated_at"),
-                          QuakeConfig.from_obj(json.loads(obj["quake"])) if obj.get("quake") else None)
+                          QuakeConfig.from_obj(json.loads(obj["quake"])) if obj.get("quake") else None,
+                          obj.get("retention_days"))
 
 
 # --- what the runtime uses -----------------------------------------------------------------------------
