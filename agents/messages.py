@@ -107,6 +107,7 @@ class Texts:
     calls_url: str = ""    # the admin screen's call queue, which staff alerts link to ("": not served)
     long_intervals: bool = True   # sign-up offers schedules past the 8-day line (a tenant may forbid them)
     areas: tuple[tuple[str, str], ...] = ()   # the tenant's areas (id, name), which sign-up may offer
+    privacy: str = prompts.PRIVACY_TEXT       # the tenant's privacy notice, shown before 「登録する」
 
 
 def local_date(at_ms: int, zone: str) -> date:
@@ -346,7 +347,7 @@ def messages_for(effect: Effect, texts: Texts, zone: str) -> list[dict]:
         return rollcall_answered(effect)
     if kind in GROUP_ROLLCALL_ANSWERS:
         return [group_rollcall_answered(effect)]
-    return prompts.messages(effect, texts.friend_url, texts.mypage, texts.long_intervals, texts.areas)
+    return prompts.messages(effect, texts.friend_url, texts.mypage, texts.long_intervals, texts.areas, texts.privacy)
 
 
 ROLLCALL_CARDS = frozenset({fx.ROLLCALL_SENT, fx.ROLLCALL_RESENT, fx.GROUP_ROLLCALL_POSTED})

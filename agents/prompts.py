@@ -52,6 +52,9 @@ CONTACT_ADDED_TEXT = ("連絡先に登録しました。ありがとうござい
                       "お返事がないときは、このLINEでお知らせします。")
 ACKNOWLEDGED_TEXT = ("ありがとうございます。よろしくお願いいたします。\n"
                      "ご本人と連絡がつかず心配なときは、ためらわずに110番・119番へご連絡ください。")
+PRIVACY_TEXT = ("お預かりするのは、LINEのID、お電話番号（見守りのとき）、お返事の記録です。"
+                "安否の確認と、そのための連絡にだけ使います。退会すると、すべて消します。")
+PRIVACY_HEADING = "個人情報の取り扱い"
 WITHDRAW_ACTION = "withdraw"
 WITHDRAW_WORDS = frozenset({"退会", "退会する", "退会します", "退会したい", "退会したいです"})  # typed, after NFKC
 WITHDRAW_LABEL, WITHDRAW_NOT_LABEL = "退会する", "退会しない"
@@ -139,7 +142,7 @@ def offered_areas(choices: signup.Choices, areas) -> tuple[tuple[str, str], ...]
     return areas if fits else ()
 
 
-def question(choices: signup.Choices, long_intervals: bool = True, areas=()) -> dict:
+def question(choices: signup.Choices, long_intervals: bool = True, areas=(), privacy: str = PRIVACY_TEXT) -> dict:
     """The next question, with one quick-reply button per answer; or the card to confirm.
     `long_intervals` False: the tenant does not offer schedules past the 8-day line; `areas`: the
     tenant's (id, name), asked after the time where they fit as quick replies."""
@@ -158,11 +161,12 @@ def question(choices: signup.Choices, long_intervals: bool = True, areas=()) -> 
         answers = [(name, choices.with_(area=a)) for a, name in areas]
         answers.append((NO_AREA_LABEL, choices.with_(area=signup.NO_AREA)))
     else:
-        return confirm_card(choices, dict(areas))
+        return confirm_card(choices, dict(areas), privacy)
     return _quick(QUESTIONS[which], [_postback(label, _setup_data(c)) for label, c in answers])
 
 
-def confirm_card(choices: signup.Choices, area_names=None) -> dict:
+def confirm_card(choices: signup.Choices, area_names=None, privacy: str = PRIVACY_TEXT) -> dict:
+    """What will be stored, the tenant's privacy notice (read before anything is), and 「登録する」."""
     rows = [_text("この内容で登録します", size="xl", weight="bold"),
             _text(f"サービス：{SERVICE_NAMES[choices.service]}", size="lg"),
             _text(SERVICE_HELP[choices.service], size="md", color=MUTED_COLOR),
@@ -172,6 +176,7 @@ def confirm_card(choices: signup.Choices, area_names=None) -> dict:
     if past_the_eight_day_line(choices.interval):
         rows.append(_text(f"ご注意：この間隔では、{EIGHT_DAY_WARNING}。毎日か数日ごとがおすすめです。",
                           size="md", color=WARN_COLOR))
+    rows += [_text(PRIVACY_HEADING, size="md", weight="bold"), _text(privacy, size="sm", color=MUTED_COLOR)]
     enroll = _postback("登録する", f"action={ENROLL_ACTION}&{signup.encode(choices)}")
     again = _postback("やり直す", f"action={SETUP_ACTION}")
     alt = f"この内容で登録します：{SERVICE_NAMES[choices.service]}、{schedule_label(choices)}"
@@ -245,7 +250,8 @@ def mypage_card(url: str | None) -> dict:
                  [_button({"type": "uri", "label": "マイページを開く", "uri": url})])
 
 
-def messages(effect: Effect, friend_url: str = "", mypage=None, long_intervals: bool = True, areas=()) -> list[dict]:
+def messages(effect: Effect, friend_url: str = "", mypage=None, long_intervals: bool = True, areas=(),
+             privacy: str = PRIVACY_TEXT) -> list[dict]:
     """`mypage`: (member, at) -> a signed My Page URL, or None where My Page is not served.
     `long_intervals`: the tenant offers schedules past the 8-day line; `areas`: its (id, name)."""
     kind = effect.effect
@@ -254,7 +260,7 @@ def messages(effect: Effect, friend_url: str = "", mypage=None, long_intervals: 
     if kind == fx.WELCOME:
         return welcome()
     if kind == fx.SETUP_PROMPT:
-        return [question(signup.parse(effect.data or ""), long_intervals, areas)]
+        return [question(signup.parse(effect.data or ""), long_intervals, areas, privacy)]
     if kind == fx.ENROLLED:
         return enrolled(effect.data or "")
     if kind == fx.PHONE_SAVED:

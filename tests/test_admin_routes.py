@@ -438,6 +438,7 @@ FORMS = {"/{tenant}/calls/record": {"member": WATCH_SILENT, "cycle": "1", "outco
          "/{tenant}/settings/timezone": {"timezone": "America/New_York"},
          "/{tenant}/settings/limit": {"limit": "168"},
          "/{tenant}/settings/retention": {"retention": "30"},
+         "/{tenant}/settings/privacy": {"privacy": "よその自治体の文面"},
          "/{tenant}/settings/intervals": {"forbid_long": "1"},
          "/{tenant}/settings/hook": {"hook_url": "https://stranger.example/hook"},
          "/{tenant}/line/code": {},

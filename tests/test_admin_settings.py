@@ -471,6 +471,34 @@ def test_the_retention_period_is_saved_checked_audited_and_the_running_engine_us
     served(story, members=(MemberSettings(RESIDENT, "notify", DAILY_9, None, ()),))(tmp_path)
 
 
+def test_the_privacy_notice_is_edited_on_the_settings_page_and_shown_before_registering(tmp_path):
+    async def story(t: Town):
+        admin = t.staff()
+        await admin.login(TENANT.id, "town-admin")
+        status, page = await admin.get("/admin/town/settings")
+        assert "安否の確認と、そのための連絡にだけ使います" in page and 'id="reset-privacy"' not in page
+        csrf = csrf_in(page)
+        status, page, _ = await admin.post("/admin/town/settings/privacy", {"csrf": csrf, "privacy": "あ" * 301})
+        assert status == 400 and "300文字以内" in page
+        notice = "お預かりした情報は、町の見守りにだけ使います。問い合わせ：福祉課 0123-45-6789"
+        status, _, _ = await admin.post("/admin/town/settings/privacy", {"csrf": csrf, "privacy": notice})
+        assert status == 303 and SqliteRegistry(t.store).settings_now(TENANT.id).privacy_notice == notice
+        assert audit_rows(t.store)[-1][1:3] == ("settings.privacy", None)
+        newcomer = user_id_for("privacy-newcomer")   # has chosen 安否通知, daily, 9:00: the card to confirm
+        token = t.sim.state.issue_reply_token(TENANT.id, user_source(newcomer))
+        event = postback_event(user_source(newcomer), "action=setup&s=notify&i=1d&t=540", reply_token=token,
+                               timestamp=t.clock.now_ms())
+        assert await t.webhook(TENANT.channel_secret, [event]) == 200
+        await t.until(lambda: t.seen(newcomer), "the card to confirm")
+        assert notice in json.dumps(t.seen(newcomer)[-1].messages, ensure_ascii=False)
+        status, page = await admin.get("/admin/town/settings")
+        status, _, _ = await admin.post("/admin/town/settings/privacy", {"csrf": csrf_in(page), "reset": "1"})
+        assert status == 303 and SqliteRegistry(t.store).settings_now(TENANT.id).privacy_notice is None
+        await admin.close()
+
+    served(story, members=(MemberSettings(RESIDENT, "notify", DAILY_9, None, ()),))(tmp_path)
+
+
 # --- the LINE channel's credentials: in use at once, never shown again ------------------------------------
 
 

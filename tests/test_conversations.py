@@ -139,6 +139,7 @@ def test_a_new_friend_signs_up_by_buttons_invites_family_and_the_family_is_told(
         time_q = await t.tap(alice, "毎日", interval_q)
         card = await t.tap(alice, "午前9時", time_q)
         assert "お送りする日時：毎日 午前9時" in texts(card) and "安否通知" in texts(card)
+        assert "個人情報の取り扱い" in texts(card) and "退会すると、すべて消します" in texts(card)   # read first
         done = await t.tap(alice, "登録する", card)
         assert "毎日 午前9時ごろに「お元気ですか？」とお送りします" in texts(done)
         state = dict(store.states(TENANT.id))[alice]

@@ -29,6 +29,7 @@ from aiohttp import web
 
 from agents.clock import local_ordinal
 from agents.messages import CHECK_TEXT, QUOTES, Texts, check_card
+from agents.prompts import PRIVACY_TEXT
 from schemas.settings import EIGHT_DAY_WARNING
 from streams.admin import auth, flex
 from streams.admin.keys import CLOCK, FORM, REGISTRY, SESSION, SETTINGS_CHANGED, TENANTS, WALL
@@ -46,12 +47,14 @@ ACTION_WORDS = {"settings.look": "設定を変更：マイページの画像・�
                 "settings.timezone": "設定を変更：タイムゾーン",
                 "settings.limit": "設定を変更：職員の連絡待ちの上限",
                 "settings.retention": "設定を変更：記録を残す期間",
+                "settings.privacy": "設定を変更：個人情報の取り扱い",
                 "settings.intervals": "設定を変更：お送りする間隔（8日の線）",
                 "settings.hook": "設定を変更：外部への通知（Webhook）",
                 "settings.line": "設定を変更：LINEチャネルの認証情報"}
 DONE_WORDS = {"look": "マイページの画像と利用規約を保存しました。", "message": "確認の文言と名言を保存しました。",
               "timezone": "タイムゾーンを保存しました。", "line": "LINEチャネルの認証情報を保存しました。",
               "limit": "職員の連絡待ちの上限を保存しました。", "retention": "記録を残す期間を保存しました。",
+              "privacy": "個人情報の取り扱いを保存しました。",
               "none": "変更はありませんでした。"}
 
 
@@ -63,6 +66,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_post("/{tenant}/settings/timezone", save_timezone, name="settings_timezone")
     router.add_post("/{tenant}/settings/limit", save_limit, name="settings_limit")
     router.add_post("/{tenant}/settings/retention", save_retention, name="settings_retention")
+    router.add_post("/{tenant}/settings/privacy", save_privacy, name="settings_privacy")
     router.add_post("/{tenant}/settings/line", save_line, name="settings_line")
     router.add_post("/{tenant}/settings/intervals", save_intervals, name="settings_intervals")
     router.add_post("/{tenant}/settings/hook", save_hook, name="settings_hook")
@@ -112,6 +116,9 @@ async def _page(request: web.Request, status: int = 200, *, errors: dict[str, st
         # the staff call limit (the alert)
         limit=typed.get("limit", stored.staff_call_limit_hours or tenant_settings.STAFF_CALL_LIMIT_HOURS),
         limit_range=tenant_settings.STAFF_CALL_LIMIT_RANGE,
+        # the privacy notice on the sign-up card
+        privacy=typed.get("privacy", stored.privacy_notice or PRIVACY_TEXT), privacy_max=tenant_settings.PRIVACY_MAX,
+        custom_privacy=bool(stored.privacy_notice),
         # how long records are kept
         retention=typed.get("retention", stored.retention_days or tenant_settings.RETENTION_DAYS),
         retention_range=tenant_settings.RETENTION_RANGE,
@@ -240,6 +247,25 @@ async def save_message(request: web.Request) -> web.Response:
     return await _saved(request, "message", "settings.message", "、".join(changes),
                         settings=lambda wall: tenant_settings.merged(
                             stored, wall, check_text=None if check == CHECK_TEXT else check, quotes=quotes or None))
+
+
+@auth.admin_only
+async def save_privacy(request: web.Request) -> web.Response:
+    """The privacy notice residents read on the sign-up card before 「登録する」; 「元に戻す」 (reset)
+    brings back the built-in one."""
+    form = request[FORM]
+    raw = str(form.get("privacy", ""))
+    try:
+        notice = None if str(form.get("reset", "")) == "1" else tenant_settings.clean_privacy(raw)
+    except tenant_settings.Invalid as e:
+        return await _page(request, 400, errors={"privacy": str(e)}, typed={"privacy": raw})
+    if notice == PRIVACY_TEXT:
+        notice = None
+    stored = await _stored(request)
+    if notice == (stored.privacy_notice if stored else None):
+        return _unchanged(request, "privacy")
+    return await _saved(request, "privacy", "settings.privacy", "標準の文面に戻す" if notice is None else f"{len(notice)}文字",
+                        settings=lambda wall: tenant_settings.merged(stored, wall, privacy_notice=notice))
 
 
 def _count(quotes: tuple[str, ...]) -> str:

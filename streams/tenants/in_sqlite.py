@@ -26,7 +26,8 @@ CREATE TABLE IF NOT EXISTS tenant_settings (tenant TEXT PRIMARY KEY, check_text 
                                             secret_updated_at INTEGER, token_updated_at INTEGER,
                                             updated_at INTEGER NOT NULL, staff_call_limit_hours INTEGER,
                                             forbid_long_intervals INTEGER, hook_url TEXT, hook_secret TEXT,
-                                            hook_updated_at INTEGER, quake TEXT, retention_days INTEGER)
+                                            hook_updated_at INTEGER, quake TEXT, retention_days INTEGER,
+                                            privacy_notice TEXT)
                                             WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS tenant_look (tenant TEXT PRIMARY KEY, top_image BLOB, image_type TEXT, terms TEXT,
                                         updated_at INTEGER NOT NULL) WITHOUT ROWID;
@@ -35,7 +36,8 @@ INSERT OR IGNORE INTO tenant_version VALUES (1, 0);
 """
 SETTINGS_COLUMNS = ("check_text", "quotes", "timezone", "channel_secret", "channel_access_token",
                     "secret_updated_at", "token_updated_at", "updated_at", "staff_call_limit_hours",
-                    "forbid_long_intervals", "hook_url", "hook_secret", "hook_updated_at", "quake", "retention_days")
+                    "forbid_long_intervals", "hook_url", "hook_secret", "hook_updated_at", "quake", "retention_days",
+                    "privacy_notice")
 
 
 class SqliteRegistry:
@@ -45,7 +47,8 @@ class SqliteRegistry:
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(tenant_settings)")}
         for added, kind in (("staff_call_limit_hours", "INTEGER"), ("forbid_long_intervals", "INTEGER"),
                             ("hook_url", "TEXT"), ("hook_secret", "TEXT"), ("hook_updated_at", "INTEGER"),
-                            ("quake", "TEXT"), ("retention_days", "INTEGER")):
+                            ("quake", "TEXT"), ("retention_days", "INTEGER"),
+                            ("privacy_notice", "TEXT")):
             if added not in columns:   # an older file
                 self.db.execute(f"ALTER TABLE tenant_settings ADD COLUMN {added} {kind}")
         accounts.install(self.db)

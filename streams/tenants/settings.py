@@ -31,6 +31,7 @@ from streams.jma.bulletin import parse_threshold
 from streams.sealed import seal, unseal
 
 CHECK_MAX = 40          # characters of the question on the check card
+PRIVACY_MAX = 300       # characters of the privacy notice on the sign-up card
 QUOTES_MAX = 100        # quotes in the list
 QUOTE_MAX = 60          # characters per quote
 SECRET_PATTERN = re.compile(r"^[\x21-\x7e]{8,256}$")    # LINE's: 32 hex digits; printable ASCII, no spaces
@@ -85,10 +86,21 @@ class TenantSettings:
     hook_updated_at: int | None = None
     quake: QuakeConfig | None = None            # areas and the 気象庁 trigger (None: no areas, no roll-calls)
     retention_days: int | None = None           # inbox and effect rows older than this are pruned (None: default)
+    privacy_notice: str | None = None           # shown before 「登録する」 (None: agents/prompts.PRIVACY_TEXT)
 
 
 
 # --- validation ------------------------------------------------------------------------------------
+
+
+def clean_privacy(text: str) -> str:
+    text = " ".join((text or "").split())
+    if not text:
+        raise Invalid("個人情報の取り扱いを入力してください（空にするときは「元に戻す」を押してください）。")
+    if len(text) > PRIVACY_MAX:
+        raise Invalid(f"個人情報の取り扱いは{PRIVACY_MAX}文字以内にしてください（いま{len(text)}文字）。"
+                      "くわしい説明は、マイページの利用規約に書けます。")
+    return text
 
 
 def clean_check_text(text: str) -> str:
@@ -260,7 +272,7 @@ _KEEP = object()
 def merged(old: TenantSettings | None, at: int, *, check_text=_KEEP, quotes=_KEEP, timezone=_KEEP,
            channel_secret=_KEEP, channel_access_token=_KEEP, staff_call_limit_hours=_KEEP,
            forbid_long_intervals=_KEEP, hook_url=_KEEP, hook_secret=_KEEP, quake=_KEEP,
-           retention_days=_KEEP) -> TenantSettings:
+           retention_days=_KEEP, privacy_notice=_KEEP) -> TenantSettings:
     """`old` with the parts passed replaced (None clears one back to its default); the rest is kept.
     Every value is checked: `Invalid` means nothing is to be written."""
     new = old or TenantSettings(updated_at=at)
@@ -288,6 +300,8 @@ def merged(old: TenantSettings | None, at: int, *, check_text=_KEEP, quotes=_KEE
         new = replace(new, forbid_long_intervals=bool(forbid_long_intervals))
     if quake is not _KEEP:  # a QuakeConfig made by quake_config (checked there), or None
         new = replace(new, quake=quake)
+    if privacy_notice is not _KEEP:
+        new = replace(new, privacy_notice=None if privacy_notice is None else clean_privacy(privacy_notice))
     if retention_days is not _KEEP:
         new = replace(new, retention_days=None if retention_days is None else clean_retention(retention_days))
     if channel_access_token is not _KEEP:
@@ -306,7 +320,7 @@ def to_obj(s: TenantSettings) -> dict:
            "forbid_long_intervals": 1 if s.forbid_long_intervals else None, "hook_url": s.hook_url,
            "hook_secret": seal(s.hook_secret), "hook_updated_at": s.hook_updated_at,
            "quake": json.dumps(s.quake.to_obj(), ensure_ascii=False) if s.quake is not None else None,
-           "retention_days": s.retention_days}
+           "retention_days": s.retention_days, "privacy_notice": s.privacy_notice}
     return {k: v for k, v in obj.items() if v is not None}
 
 
@@ -319,7 +333,7 @@ def from_obj(obj: dict) -> TenantSettings:
                           bool(obj.get("forbid_long_intervals")), obj.get("hook_url"), unseal(obj.get("hook_secret")),
                           obj.get("hook_updated_at"),
                           QuakeConfig.from_obj(json.loads(obj["quake"])) if obj.get("quake") else None,
-                          obj.get("retention_days"))
+                          obj.get("retention_days"), obj.get("privacy_notice"))
 
 
 # --- what the runtime uses -----------------------------------------------------------------------------
@@ -340,7 +354,7 @@ def texts_with(base: Texts, s: TenantSettings | None) -> Texts:
     if s is None:
         return base
     return replace(base, check=s.check_text or base.check, quotes=s.quotes or base.quotes,
-                   long_intervals=not s.forbid_long_intervals,
+                   long_intervals=not s.forbid_long_intervals, privacy=s.privacy_notice or base.privacy,
                    areas=tuple((a.id, a.name) for a in s.quake.areas) if s.quake is not None else ())
 
 
