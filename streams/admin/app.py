@@ -27,9 +27,11 @@ from aiohttp import web
 from streams import forwarded
 from streams.admin import accounts, auth, pages, view
 from streams.admin.backends import ReadSide, SqliteReadSide, SqliteStaff, Staff
-from streams.admin.keys import CLOCK, NOTICES, READSIDE, REGISTRY, SETTINGS_CHANGED, STAFF, STORE, TEMPLATES, TENANTS, WALL
+from streams.admin.keys import CLOCK, NOTICES, PROFILES, READSIDE, REGISTRY, SETTINGS_CHANGED, STAFF, STORE, TEMPLATES, TENANTS, WALL
 from streams.embedded.store import Store
 from streams.notices.in_sqlite import SqliteNotices
+from streams.residents.in_redis import RedisProfiles
+from streams.residents.in_sqlite import SqliteProfiles
 from streams.tenants.in_sqlite import SqliteRegistry
 
 
@@ -42,6 +44,7 @@ def create_app(store: Store, tenants: dict[str, str], now_ms: Callable[[], int],
     app = _app(SqliteReadSide(store), SqliteStaff(store), SqliteRegistry(store), SqliteNotices(store), tenants,
                now_ms, wall_ms)
     app[STORE] = store
+    app[PROFILES] = SqliteProfiles(store)
     app[SETTINGS_CHANGED] = on_settings or (lambda tenant: None)
     pages.add_routes(app.router)
     return app
@@ -52,6 +55,7 @@ def create_kafka_app(readside: ReadSide, staff: Staff, registry, notices, tenant
     """The admin screen of the Kafka runtime: backends.RedisReadSide, redis_accounts.RedisStaff,
     tenants.in_redis.RedisRegistry and notices.in_redis.RedisNotices."""
     app = _app(readside, staff, registry, notices, tenants, now_ms, wall_ms)
+    app[PROFILES] = RedisProfiles(readside.redis)   # beside the read side, in the same Redis
     app[SETTINGS_CHANGED] = lambda tenant: None
     pages.add_routes(app.router)
     return app

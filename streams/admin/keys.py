@@ -13,6 +13,7 @@ READSIDE = web.AppKey("readside", object)             # backends.ReadSide: SQLit
 STAFF = web.AppKey("staff", object)                   # backends.Staff: accounts, sessions, audit
 REGISTRY = web.AppKey("registry", object)             # tenants.registry.Registry: settings and look
 NOTICES = web.AppKey("notices", object)               # notices.book.Notices: SQLite or Redis
+PROFILES = web.AppKey("profiles", object)             # residents.book.Profiles: SQLite or Redis
 TENANTS = web.AppKey("tenants", dict)                 # tenant id -> time zone (the runtime keeps it current)
 CLOCK = web.AppKey("clock", Callable[[], int])        # the engine's time, ms
 WALL = web.AppKey("wall", Callable[[], int])          # real time, ms: sessions and lockouts

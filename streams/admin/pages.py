@@ -20,7 +20,7 @@ from agents import readside as rs
 from agents.clock import local_ordinal
 from schemas import effects as fx
 from streams.admin import accounts, auth, chart, notice_pages, resident_pages, rollcall_pages, settings_pages
-from streams.admin.keys import CLOCK, FORM, READSIDE, SESSION, STAFF, TENANTS, WALL
+from streams.admin.keys import CLOCK, FORM, PROFILES, READSIDE, SESSION, STAFF, TENANTS, WALL
 from streams.admin.view import elapsed, local_time, render
 
 SERVICES = (("watch", "見守り"), ("notify", "安否通知"))
@@ -29,7 +29,7 @@ PHASES = (("idle", "次の確認を待っています"), ("sent", "確認を送�
 GROUP_PHASES = (("group:idle", "次の確認を待っています"), ("group:posted", "確認を投稿中"), ("group:left", "退出済み"))
 OUTCOME_WORDS = {rs.REACHED: "連絡がつき無事", rs.NO_ANSWER: "応答なし", rs.VISIT: "訪問を依頼",
                  rs.EMERGENCY: "救急・警察に連絡", rs.RESIDENT: "ご本人から応答あり"}
-ACTION_WORDS = {"login": "ログイン", "login.failed": "ログイン失敗", "login.locked": "ログイン失敗（ロック中）",
+ACTION_WORDS = {"calls.view": "連絡待ちの一覧（電話番号）を表示", "login": "ログイン", "login.failed": "ログイン失敗", "login.locked": "ログイン失敗（ロック中）",
                 "logout": "ログアウト", "user.create": "アカウントを作成", "user.unlock": "ロックを解除",
                 **{f"case.{k}": f"対応を記録：{v}" for k, v in OUTCOME_WORDS.items()},
                 "notice.preview": "お知らせを確認画面で表示", "notice.send": "お知らせを配信",
@@ -127,6 +127,14 @@ async def calls(request: web.Request) -> web.Response:
     reads = request.app[READSIDE]
     open_rows = [_case_view(zone, now, row) for row in await reads.cases(tenant, fx.STAFF_CALL, "open")]
     closed = [_case_view(zone, now, row) for row in await reads.cases(tenant, fx.STAFF_CALL, "closed", limit=20)]
+    # whom the caller calls: the names staff keep (streams/residents), read for the rows shown only
+    profiles = await request.app[PROFILES].many(tenant, [r["member"] for r in open_rows + closed])
+    for row in open_rows + closed:
+        row["profile"] = profiles.get(row["member"])
+    shown = [r["member"] for r in open_rows if r.get("phone")]
+    if shown:   # who looked at whose phone number
+        await request.app[STAFF].audit(tenant, request.app[WALL](), request[SESSION].login, "calls.view", None,
+                                       ",".join(shown))
     done = request.query.get("done")
     # the page lists the longest waits only
     waiting = await reads.open_count(tenant, fx.STAFF_CALL)

@@ -15,6 +15,7 @@ resumes exactly where the last commit left off and nothing is applied or emitted
     replied   answers claimed by the sender (at most once: a reply has no retry key, see claim_replies)
     quarantine inbox rows (or a subject's tick) the engine could not decode or apply, with the
               reason, set aside in the step that passed them (streams/quarantine.py)
+    resident_profiles  staff's profile of a resident, sealed (streams/residents/), deleted when they withdraw
     rs_*      the admin screen's read side, updated in each step's transaction
               (streams/embedded/readside.py); admin_* tables belong to streams/admin
 """
@@ -53,6 +54,8 @@ CREATE TABLE IF NOT EXISTS webhooks (tenant TEXT NOT NULL, event_id TEXT NOT NUL
                                      PRIMARY KEY (tenant, event_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS replied (tenant TEXT NOT NULL, effect TEXT NOT NULL,
                                     PRIMARY KEY (tenant, effect)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS resident_profiles (tenant TEXT NOT NULL, member TEXT NOT NULL, profile TEXT NOT NULL,
+                                              PRIMARY KEY (tenant, member)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS quarantine (id INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL,
                                        subject TEXT NOT NULL, event TEXT NOT NULL, kind TEXT NOT NULL,
                                        reason TEXT NOT NULL, at INTEGER, retried INTEGER NOT NULL DEFAULT 0);
@@ -305,6 +308,7 @@ class Store:
             self.db.execute(f"DELETE FROM effects WHERE tenant = ? AND id >= ? AND id < ? AND (sent = 1 OR kind NOT IN "
                             f"({','.join('?' * len(kinds))}))", (tenant, subject + ":", subject + ";", *kinds))
             self.db.execute("DELETE FROM quarantine WHERE tenant = ? AND subject = ?", (tenant, subject))
+            self.db.execute("DELETE FROM resident_profiles WHERE tenant = ? AND member = ?", (tenant, subject))
 
     # --- sender ----------------------------------------------------------------------------------
 

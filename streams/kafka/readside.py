@@ -379,6 +379,7 @@ for _, op in ipairs(ops) do
       end
       redis.call('DEL', p .. 'mopen:' .. member, p .. 'sent:' .. member, p .. 'hist:' .. member,
                  p .. 'state:' .. member)
+      redis.call('HDEL', string.sub(p, 1, #p - 3) .. 'profiles', member)  -- staff's profile (streams/residents)
       for _, rid in ipairs(redis.call('ZRANGE', p .. 'rolls', 0, -1)) do
         local r = p .. 'roll:' .. rid
         local v = redis.call('HGET', r .. ':st', member)

@@ -1,0 +1,35 @@
+"""The residents' profiles: the seam both runtimes implement.
+
+    embedded (SQLite)  streams/residents/in_sqlite.py   one sealed row per resident
+    Kafka + Redis      streams/residents/in_redis.py    one sealed hash field per resident
+
+A profile is staff's, not the engine's: saving one is audited in the same write; a withdrawal
+(effect `withdrawn`) deletes it, on Kafka by `anpi readside` with the rest of what names them.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+from streams.residents.profile import Profile, fold
+
+SEARCH_LIMIT = 200
+
+
+class Profiles(Protocol):
+    async def get(self, tenant: str, member: str) -> Profile | None: ...
+
+    async def many(self, tenant: str, members: list[str]) -> dict[str, Profile]: ...
+
+    async def put(self, tenant: str, member: str, profile: Profile, audit: tuple) -> None:
+        """Save (an empty profile removes it) with its audit row (at, login, action, target, detail)."""
+
+    async def all(self, tenant: str) -> dict[str, Profile]: ...
+
+    async def delete(self, tenant: str, member: str) -> None: ...
+
+
+def matches(profiles: dict[str, Profile], query: str, limit: int = SEARCH_LIMIT) -> list[tuple[str, Profile]]:
+    """The profiles whose words hold every word of `query` (folded alike), by ふりがな then 氏名."""
+    words = [fold(w) for w in query.split() if w]
+    found = [(m, p) for m, p in profiles.items() if all(w in p.words() or w in m.lower() for w in words)]
+    return sorted(found, key=lambda mp: (fold(mp[1].kana or mp[1].name), mp[0]))[:limit]
