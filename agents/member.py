@@ -43,7 +43,7 @@ from agents import rollcall, signup
 from agents.schedule import anchor, next_slot
 from schemas import effects as fx
 from schemas.effects import Effect
-from schemas.events import (AcceptInvite, Acknowledge, AskHelp, AskWithdraw, Withdraw, ChangeSettings, ContactNights, Enroll, Follow, Help, Invite,
+from schemas.events import (AcceptInvite, Acknowledge, AskHelp, AskWithdraw, CodeRefused, Withdraw, ChangeSettings, ContactNights, Enroll, Follow, Help, Invite,
                             LeaveContact, Message, NeedHelp, Ok, OpenMyPage, Pause, Phone, Register, Resolve, RollCall,
                             Safe, SetArea, Setup, StaffLinked, Tick, Unfollow)
 from schemas.settings import NOTIFY, PHONE_KEPT, WATCH, MemberSettings
@@ -167,6 +167,8 @@ def step(state: MemberState, event) -> tuple[MemberState, list[Effect]]:
             state = _help(state, event.at, out)
     elif kind is SetArea:
         state = state._replace(settings=rollcall.set_area(state.settings, event, out))
+    elif kind is CodeRefused:
+        out.append(Effect(event.at, fx.CODE_REFUSED, state.settings.id))
     elif kind is AskWithdraw:
         out.append(Effect(event.at, fx.WITHDRAW_CONFIRM, state.settings.id))
     elif kind is Withdraw:  # the resident leaves: nothing of them is kept (the shells delete the state)

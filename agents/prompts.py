@@ -55,6 +55,8 @@ ACKNOWLEDGED_TEXT = ("ありがとうございます。よろしくお願いい�
 PRIVACY_TEXT = ("お預かりするのは、LINEのID、お電話番号（見守りのとき）、お返事の記録です。"
                 "安否の確認と、そのための連絡にだけ使います。退会すると、すべて消します。")
 PRIVACY_HEADING = "個人情報の取り扱い"
+CODE_REFUSED_TEXT = ("その登録番号は使えませんでした。\n"
+                     "紙に書かれた番号を、もう一度お確かめください。わからないときは、市役所の担当にお問い合わせください。")
 WITHDRAW_ACTION = "withdraw"
 WITHDRAW_WORDS = frozenset({"退会", "退会する", "退会します", "退会したい", "退会したいです"})  # typed, after NFKC
 WITHDRAW_LABEL, WITHDRAW_NOT_LABEL = "退会する", "退会しない"
@@ -283,6 +285,8 @@ def messages(effect: Effect, friend_url: str = "", mypage=None, long_intervals: 
                        _button(_postback(WITHDRAW_NOT_LABEL, "action=ok"), primary=False)])]
     if kind == fx.WITHDRAWN:
         return [{"type": "text", "text": WITHDRAWN_TEXT}]
+    if kind == fx.CODE_REFUSED:
+        return [{"type": "text", "text": CODE_REFUSED_TEXT}]
     if kind == fx.LEFT_AS_CONTACT:
         return [{"type": "text", "text": LEFT_AS_CONTACT_TEXT}]
     if kind == fx.CONTACT_LEFT:
@@ -304,6 +308,6 @@ def messages(effect: Effect, friend_url: str = "", mypage=None, long_intervals: 
 KINDS = frozenset({fx.WELCOME, fx.SETUP_PROMPT, fx.ENROLLED, fx.PHONE_SAVED, fx.INVITE_CREATED,
                    fx.CONTACT_ADDED, fx.INVITE_REFUSED, fx.GROUP_WELCOME, fx.MYPAGE_LINK, fx.LEFT_AS_CONTACT,
                    fx.CONTACT_LEFT, fx.CONTACT_ACKNOWLEDGED, fx.ACK_NOT_NEEDED, fx.STAFF_LINKED, fx.NIGHTS_SET,
-                   fx.WITHDRAW_CONFIRM, fx.WITHDRAWN})
+                   fx.WITHDRAW_CONFIRM, fx.WITHDRAWN, fx.CODE_REFUSED})
 TO_MEMBER = frozenset({fx.CONTACT_ADDED, fx.INVITE_REFUSED, fx.CONTACT_ACKNOWLEDGED, fx.ACK_NOT_NEEDED,
                        fx.LEFT_AS_CONTACT, fx.NIGHTS_SET})  # told to the one who sent the code

@@ -5,7 +5,7 @@ from agents import group, member
 from agents.clock import EARLIEST, LATEST
 from schemas.effects import Effect
 from schemas import effects as fx
-from schemas.events import (AcceptInvite, Acknowledge, AskHelp, AskWithdraw, Withdraw, ChangeSettings, ContactNights, LeaveContact, Enroll, Event, Follow, GroupJoined, GroupLeft, StaffLinked,
+from schemas.events import (AcceptInvite, Acknowledge, AskHelp, AskWithdraw, CodeRefused, Withdraw, ChangeSettings, ContactNights, LeaveContact, Enroll, Event, Follow, GroupJoined, GroupLeft, StaffLinked,
                             Help, Invite, Message, NeedHelp, Ok, OpenMyPage, Pause, Phone, Register, Resolve, RollCall,
                             Roster, Safe, SetArea, Setup, Tick, Unfollow)
 from schemas.settings import GroupSettings, MemberSettings
@@ -22,7 +22,8 @@ class Refused(Exception):
 # what each kind of subject takes (everything else is refused, never half applied)
 MEMBER_EVENTS = frozenset({Tick, Register, ChangeSettings, Ok, Message, Pause, Resolve, Help, Unfollow, Follow, Setup,
                            Enroll, Phone, Invite, AcceptInvite, Acknowledge, OpenMyPage, AskHelp, LeaveContact,
-                           ContactNights, StaffLinked, RollCall, Safe, NeedHelp, SetArea, AskWithdraw, Withdraw})
+                           ContactNights, StaffLinked, RollCall, Safe, NeedHelp, SetArea, AskWithdraw, Withdraw,
+                           CodeRefused})
 GROUP_EVENTS = frozenset({Tick, Register, Ok, Message, GroupJoined, GroupLeft, Roster, RollCall, Safe, NeedHelp,
                           SetArea})
 BROADCAST = frozenset({Tick, RollCall})  # addressed to no one subject: each partition applies them to all its own
@@ -116,6 +117,8 @@ def start(event: Event) -> tuple[State | None, list[Effect]]:
         return None, [member.refused(event)]
     if kind is StaffLinked:  # staff need not be residents
         return None, [member.staff_linked(event)]
+    if kind is CodeRefused:  # told, and nothing kept
+        return None, [Effect(event.at, fx.CODE_REFUSED, event.member)]
     return None, []  # an OK, a message, a pause … of someone never registered: nothing to act on
 
 

@@ -36,6 +36,7 @@ CONTACT_LEFT = "contact_left"          # member: a contact who chose to stop bei
 NIGHTS_SET = "nights_set"              # member: the contact; data: "quiet" (nothing 21:00–7:00) or "any"
 LEFT_AS_CONTACT = "left_as_contact"    # member: the same contact, answered that they are no longer one
 STAFF_LINKED = "staff_linked"          # data: the staff login this LINE now alerts ("": the code did not work)
+CODE_REFUSED = "code_refused"          # a registration code from a printed sheet did not work
 WITHDRAW_CONFIRM = "withdraw_confirm"  # 「退会」 typed: asked once to confirm
 WITHDRAWN = "withdrawn"                # the resident left: their state is removed (the read sides forget them)
 HELP_CONFIRM = "help_confirm"          # data: whom a help would call (HELP_TO_*): asked once, so a slip sends nobody

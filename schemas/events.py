@@ -177,6 +177,14 @@ class AskHelp:
 
 
 @dataclass(frozen=True, slots=True)
+class CodeRefused:
+    """A registration code from the printed sheet that did not work (wrong, expired, or used by
+    another LINE): the sender is told, nothing else changes."""
+    at: int
+    member: str
+
+
+@dataclass(frozen=True, slots=True)
 class AskWithdraw:
     """「退会」 typed in LINE: the resident is asked once to confirm (nothing is removed yet)."""
     at: int
@@ -263,7 +271,7 @@ class SetArea:
 
 
 Conversation = (Setup | Enroll | Phone | Invite | AcceptInvite | Acknowledge | GroupJoined | GroupLeft | Roster
-                | OpenMyPage | AskHelp | LeaveContact | ContactNights | StaffLinked | AskWithdraw | Withdraw)
+                | OpenMyPage | AskHelp | LeaveContact | ContactNights | StaffLinked | AskWithdraw | Withdraw | CodeRefused)
 Inbound = (Register | ChangeSettings | Ok | Message | Pause | Resolve | Help | Unfollow | Follow | Safe | NeedHelp
            | SetArea | Conversation)
 Event = Inbound | Tick | RollCall

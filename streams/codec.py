@@ -12,7 +12,7 @@ from agents.group import GroupState
 from agents.member import MemberState
 from agents.rollcall import GroupRoll, Roll
 from schemas.effects import Effect
-from schemas.events import (AcceptInvite, Acknowledge, AskHelp, AskWithdraw, Withdraw, ChangeSettings, ContactNights, LeaveContact, StaffLinked, Enroll, Follow, GroupJoined, GroupLeft, Help, Invite, Message, NeedHelp, Ok,
+from schemas.events import (AcceptInvite, Acknowledge, AskHelp, AskWithdraw, CodeRefused, Withdraw, ChangeSettings, ContactNights, LeaveContact, StaffLinked, Enroll, Follow, GroupJoined, GroupLeft, Help, Invite, Message, NeedHelp, Ok,
                             OpenMyPage, Pause, Phone, Register, Resolve, RollCall, Roster, Safe, SetArea, Setup, Tick,
                             Unfollow)
 from agents.clock import zone
@@ -77,7 +77,7 @@ _CONVERSATION = {Setup: "setup", Phone: "phone", Invite: "invite", AcceptInvite:
                  GroupJoined: "group_joined", GroupLeft: "group_left", Roster: "roster", OpenMyPage: "mypage",
                  Acknowledge: "acknowledge", AskHelp: "ask_help", LeaveContact: "leave_contact",
                  ContactNights: "contact_nights", StaffLinked: "staff_linked", AskWithdraw: "ask_withdraw",
-                 Withdraw: "withdraw"}
+                 Withdraw: "withdraw", CodeRefused: "code_refused"}
 _CONVERSATION_BY_NAME = {name: kind for kind, name in _CONVERSATION.items()}
 _PLAIN = {Ok: "ok", Message: "message", Resolve: "resolve", Help: "help", Unfollow: "unfollow", Follow: "follow",
           Safe: "safe", NeedHelp: "need_help"}

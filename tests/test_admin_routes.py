@@ -488,6 +488,7 @@ FORMS = {"/{tenant}/calls/record": {"member": WATCH_SILENT, "cycle": "1", "outco
          "/{tenant}/settings/retention": {"retention": "30"},
          "/{tenant}/settings/privacy": {"privacy": "よその自治体の文面"},
          "/{tenant}/residents/{member}/profile": {"name": "よその人が書いた名前"},
+         "/{tenant}/residents/import": {"commit": "1"},
          "/{tenant}/settings/intervals": {"forbid_long": "1"},
          "/{tenant}/settings/hook": {"hook_url": "https://stranger.example/hook"},
          "/{tenant}/line/code": {},

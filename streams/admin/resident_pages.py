@@ -7,19 +7,24 @@ app[PROFILES] and app[STAFF] (the audit log). Every view is audited: who looked 
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
+import os
 
 from aiohttp import web
 
 from streams import codec
 from streams.admin import auth
-from streams.admin.keys import FORM, PROFILES, READSIDE, SESSION, STAFF, TENANTS, WALL
+from streams.admin.keys import FORM, PROFILES, READSIDE, REGISTRY, SESSION, STAFF, TENANTS, WALL
+from streams.residents import codes, roster
 from streams.residents import profile as profiles
 from streams.residents.book import matches
 from streams.admin.view import local_time, render
 from streams.mypage.view import history_line
 
 ACTION_WORDS = {"resident.view": "住民の情報を表示", "resident.export": "住民の情報を保存（開示用）",
+                "residents.import": "名簿を取り込み", "residents.csv": "名簿（CSV）を保存",
                 "resident.profile": "住民の情報（氏名・住所など）を変更", "residents.search": "住民を検索"}
 AUDIT_SCAN = 20_000   # the audit rows searched for what staff did about one resident (newest first)
 SERVICE_WORDS = {"watch": "見守り（職員がお電話）", "notify": "安否通知（ご家族などにお知らせ）"}
@@ -27,6 +32,9 @@ SERVICE_WORDS = {"watch": "見守り（職員がお電話）", "notify": "安否
 
 def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/{tenant}/residents", residents, name="residents")
+    router.add_get("/{tenant}/residents.csv", roster_csv, name="residents_csv")
+    router.add_get("/{tenant}/residents/import", import_form, name="residents_import")
+    router.add_post("/{tenant}/residents/import", import_roster, name="residents_import_post")
     router.add_get("/{tenant}/residents/{member}", resident, name="resident")
     router.add_post("/{tenant}/residents/{member}/profile", save_profile, name="resident_profile")
     router.add_get("/{tenant}/residents/{member}/export.json", export, name="resident_export")
@@ -40,7 +48,72 @@ async def residents(request: web.Request) -> web.Response:
     if query:
         await request.app[STAFF].audit(tenant, request.app[WALL](), request[SESSION].login, "residents.search",
                                        None, f"{len(found)}人")
-    return render(request, "residents.html", title="住民", query=query, found=found)
+    waiting = [p for p in await request.app[PROFILES].pending(tenant) if p.used_by is None]
+    return render(request, "residents.html", title="住民", query=query, found=found, waiting=waiting,
+                  when=lambda at: local_time(at, request.app[TENANTS][tenant]))
+
+
+CSV_HEADER = ("氏名", "ふりがな", "住所", "連絡メモ", "鍵の預け先", "LINEのID", "状態")
+
+
+async def roster_csv(request: web.Request) -> web.Response:
+    """The roster as staff keep it: everyone with a profile, and the imported not yet linked (Excel
+    opens UTF-8 with its BOM). Audited: it holds names and addresses."""
+    tenant = request.match_info["tenant"]
+    out = io.StringIO()
+    out.write("\ufeff")
+    writer = csv.writer(out)
+    writer.writerow(CSV_HEADER)
+    for member, p in sorted((await request.app[PROFILES].all(tenant)).items(), key=lambda mp: profiles.fold(
+            mp[1].kana or mp[1].name)):
+        writer.writerow([p.name, p.kana, p.address, p.note, p.key_holder, member, "登録済み"])
+    for p in await request.app[PROFILES].pending(tenant):
+        if p.used_by is None:
+            writer.writerow([p.row.name, p.row.kana, p.row.address, p.row.note, "", "", "LINE未連携"])
+    await request.app[STAFF].audit(tenant, request.app[WALL](), request[SESSION].login, "residents.csv")
+    return web.Response(body=out.getvalue().encode(), content_type="text/csv", charset="utf-8",
+                        headers={"Content-Disposition": 'attachment; filename="residents.csv"'})
+
+
+async def import_form(request: web.Request, status: int = 200, read=None) -> web.Response:
+    return render(request, "residents_import.html", status=status, title="名簿の取り込み", read=read,
+                  csrf=request[SESSION].csrf, max_rows=roster.MAX_ROWS, services=SERVICE_WORDS)
+
+
+@auth.admin_only
+@auth.max_body(roster.MAX_BYTES + 64 * 1024)
+async def import_roster(request: web.Request) -> web.Response:
+    """The dry run (「確かめる」) lists every row's problem and stores nothing; 「取り込む」 with no
+    problem registers each row as not yet linked, with a code shown once on its printable sheet."""
+    tenant = request.match_info["tenant"]
+    form = request[FORM]
+    upload = form.get("file")
+    data = upload.file.read() if isinstance(upload, web.FileField) else b""
+    if not data:
+        return await import_form(request, 400, roster.Read([], [(0, "CSVファイルを選んでください。")]))
+    stored = await request.app[REGISTRY].settings(tenant)
+    quake = getattr(stored, "quake", None)
+    areas = {a.id: a.name for a in quake.areas} if quake is not None else {}
+    read = roster.read(data, areas)
+    if read.problems or str(form.get("commit", "")) != "1":
+        return await import_form(request, 400 if read.problems else 200, read)
+    issued = [(codes.new_code(), row) for row in read.rows]
+    wall, login = request.app[WALL](), request[SESSION].login
+    await request.app[PROFILES].add_pending(tenant, [(codes.code_hash(tenant, code), row) for code, row in issued],
+                                            wall, (wall, login, "residents.import", None, f"{len(issued)}人"))
+    friend = os.environ.get("ANPI_FRIEND_URL", "")   # the account's add-friend link (https://line.me/R/ti/p/@…)
+    sheets = [{"name": row.name, "kana": row.kana, "code": codes.shown(code),
+               "qr": _qr(codes.message_url(friend, code) or friend)} for code, row in issued]
+    return render(request, "residents_sheets.html", title="登録の用紙", sheets=sheets, friend=friend,
+                  until=local_time(wall + codes.VALID_FOR, request.app[TENANTS][tenant]))
+
+
+def _qr(url: str) -> str | None:
+    """The sheet's QR code as inline SVG (segno: pure Python), or None without a URL."""
+    if not url:
+        return None
+    import segno
+    return segno.make(url, error="m").svg_inline(scale=4, dark="#000", light="#fff")
 
 
 async def _held(request: web.Request, action: str) -> tuple[str, dict]:

@@ -28,6 +28,7 @@ from streams import startup
 from streams.admin import accounts
 from streams.admin.backends import SqliteStaff
 from streams.embedded.runtime import StoreDedupe, StoreSink
+from streams.residents.in_sqlite import SqliteProfiles
 from streams.embedded.store import Store
 from streams.line import ingress
 from streams.process import prefork, serve_until_stopped
@@ -86,7 +87,7 @@ async def _serve(db: str, seeds: dict, host: str, port: int, metrics: ingress.Me
     await reload()
     following = asyncio.create_task(tenant_registry.follow(registry, reload), name="tenants")
     app = ingress.create_app(tenants, StoreSink(store), StoreDedupe(store), metrics=metrics,
-                             staff_links=SqliteStaff(store).link_line)
+                             staff_links=SqliteStaff(store).link_line, resident_codes=SqliteProfiles(store).claim)
     await serve_until_stopped(app, host, port, reuse_port,
                               f"anpi ingress: LINE webhook URLs http://{host}:{port}/webhook/<tenant> "
                               f"({', '.join(sorted(tenants))} and those added with `anpi tenant add --db {db}`), "

@@ -30,6 +30,7 @@ from streams.embedded.engine import Engine, run_engines
 from streams.embedded.engine import Metrics as EngineMetrics
 from streams.embedded.held import SqliteHeld
 from streams.hooks.in_sqlite import SqliteHooks
+from streams.residents.in_sqlite import SqliteProfiles
 from streams.embedded.store import Store
 from streams.line.sender import Metrics as SenderMetrics
 from streams.line.sender import Sender
@@ -95,6 +96,7 @@ class Runtime:
         self.listeners: list[Callable[[list[Effect]], None]] = []
         self.towns: dict[str, Town] = {}
         self.staff_links = None   # the ingress's check of staff link codes (`anpi serve`: the staff accounts)
+        self.resident_codes = SqliteProfiles(store).claim   # the imported roster's registration codes
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._runner: web.AppRunner | None = None
@@ -131,7 +133,7 @@ class Runtime:
         """What the server serves: the webhook, /healthz and /metrics (subclasses mount more, e.g. the
         admin screen)."""
         app = ingress.create_app(self.tenants, StoreSink(self.store), StoreDedupe(self.store), self.health,
-                                 self.ingress_metrics, self.staff_links)
+                                 self.ingress_metrics, self.staff_links, self.resident_codes)
         app.router.add_get("/metrics", self._metrics)
         return app
 

@@ -16,6 +16,7 @@ resumes exactly where the last commit left off and nothing is applied or emitted
     quarantine inbox rows (or a subject's tick) the engine could not decode or apply, with the
               reason, set aside in the step that passed them (streams/quarantine.py)
     resident_profiles  staff's profile of a resident, sealed (streams/residents/), deleted when they withdraw
+    resident_pending   imported residents not yet linked to a LINE: their row (sealed), by their code's hash
     rs_*      the admin screen's read side, updated in each step's transaction
               (streams/embedded/readside.py); admin_* tables belong to streams/admin
 """
@@ -56,6 +57,9 @@ CREATE TABLE IF NOT EXISTS replied (tenant TEXT NOT NULL, effect TEXT NOT NULL,
                                     PRIMARY KEY (tenant, effect)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS resident_profiles (tenant TEXT NOT NULL, member TEXT NOT NULL, profile TEXT NOT NULL,
                                               PRIMARY KEY (tenant, member)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS resident_pending (tenant TEXT NOT NULL, hash TEXT NOT NULL, row TEXT NOT NULL,
+                                             created_at INTEGER NOT NULL, valid_until INTEGER NOT NULL,
+                                             used_by TEXT, PRIMARY KEY (tenant, hash)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS quarantine (id INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL,
                                        subject TEXT NOT NULL, event TEXT NOT NULL, kind TEXT NOT NULL,
                                        reason TEXT NOT NULL, at INTEGER, retried INTEGER NOT NULL DEFAULT 0);
@@ -309,6 +313,7 @@ class Store:
                             f"({','.join('?' * len(kinds))}))", (tenant, subject + ":", subject + ";", *kinds))
             self.db.execute("DELETE FROM quarantine WHERE tenant = ? AND subject = ?", (tenant, subject))
             self.db.execute("DELETE FROM resident_profiles WHERE tenant = ? AND member = ?", (tenant, subject))
+            self.db.execute("DELETE FROM resident_pending WHERE tenant = ? AND used_by = ?", (tenant, subject))
 
     # --- sender ----------------------------------------------------------------------------------
 

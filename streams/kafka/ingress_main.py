@@ -35,6 +35,7 @@ from agents import mypage_link
 from streams import mypage, startup
 from streams.line import ingress
 from streams.admin.redis_accounts import RedisStaff
+from streams.residents.in_redis import RedisProfiles
 from streams.mypage.in_redis import RedisMembers, RedisSessions
 from streams.kafka.settings import Settings
 from streams.process import prefork, serve_until_stopped
@@ -81,7 +82,8 @@ async def _serve(settings: Settings, seed, host: str, port: int, metrics: ingres
     following = asyncio.create_task(tenant_registry.follow(registry, reload), name="tenants")
     async with ingress.KafkaSink(settings) as sink:
         app = ingress.create_app(tenants, sink, ingress.RedisDedupe(redis), metrics=metrics,
-                                 staff_links=RedisStaff(redis).link_line)
+                                 staff_links=RedisStaff(redis).link_line,
+                                 resident_codes=RedisProfiles(redis).claim)
         if os.environ.get("ANPI_CLOCK_URL"):
             from streams.shared_clock import SharedClock
             now_ms = SharedClock(os.environ["ANPI_CLOCK_URL"]).now_ms

@@ -379,7 +379,12 @@ for _, op in ipairs(ops) do
       end
       redis.call('DEL', p .. 'mopen:' .. member, p .. 'sent:' .. member, p .. 'hist:' .. member,
                  p .. 'state:' .. member)
-      redis.call('HDEL', string.sub(p, 1, #p - 3) .. 'profiles', member)  -- staff's profile (streams/residents)
+      local t = string.sub(p, 1, #p - 3)
+      redis.call('HDEL', t .. 'profiles', member)  -- staff's profile and the roster row it came from (streams/residents)
+      local rows = redis.call('HGETALL', t .. 'pending')
+      for i = 1, #rows, 2 do
+        if cjson.decode(rows[i + 1]).used_by == member then redis.call('HDEL', t .. 'pending', rows[i]) end
+      end
       for _, rid in ipairs(redis.call('ZRANGE', p .. 'rolls', 0, -1)) do
         local r = p .. 'roll:' .. rid
         local v = redis.call('HGET', r .. ':st', member)

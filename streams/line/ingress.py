@@ -35,13 +35,14 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry, Counter
 
 from agents.subject import addressed
-from schemas.events import RollCall, StaffLinked
+from schemas.events import CodeRefused, Enroll, RollCall, StaffLinked
 from schemas.tenant import Tenant
 from streams import codec
 from streams.kafka import redis_store
 from streams.kafka.records import Naming
 from streams.kafka.settings import Settings
-from streams.line.webhook_events import Malformed, Routed, StaffCode, parse, route
+from streams.line.webhook_events import Malformed, ResidentCode, Routed, StaffCode, parse, route
+from streams.residents import codes as resident_codes
 
 log = logging.getLogger("anpi.ingress")
 
@@ -90,14 +91,18 @@ HEALTH = web.AppKey("health", object)
 METRICS = web.AppKey("metrics", Metrics)
 # (tenant, code, LINE user id, at) -> the staff login linked, or None: a Staff store's link_line
 STAFF_LINKS = web.AppKey("staff_links", object)
+# (tenant, code hash, LINE user id, at) -> the imported roster's row it registers, or None: a Profiles' claim
+RESIDENT_CODES = web.AppKey("resident_codes", object)
 
 
 def create_app(tenants: Mapping[str, Tenant], sink: Sink, dedupe: Dedupe,
                health: Callable[[], tuple[bool, str]] | None = None, metrics: Metrics | None = None,
-               staff_links: Callable[[str, str, str, int], Awaitable[str | None]] | None = None) -> web.Application:
+               staff_links: Callable[[str, str, str, int], Awaitable[str | None]] | None = None,
+               resident_codes: Callable[[str, str, str, int], Awaitable[object | None]] | None = None) -> web.Application:
     app = web.Application()
     app[TENANTS], app[SINK], app[DEDUPE] = tenants, sink, dedupe
     app[STAFF_LINKS] = staff_links
+    app[RESIDENT_CODES] = resident_codes
     app[HEALTH] = health or (lambda: (True, "ok"))
     app[METRICS] = metrics or Metrics()
     app.router.add_post("/webhook/{tenant}", webhook)
@@ -138,6 +143,7 @@ async def webhook(request: web.Request) -> web.Response:
                 fresh.append(event)
         routed = route(tenant.id, fresh, tenant.timezone, tenant.long_intervals)
         await _link_staff(routed, tenant.id, request.app[STAFF_LINKS])
+        await _link_residents(routed, tenant, request.app[RESIDENT_CODES])
         if routed.events or routed.audit:
             await request.app[SINK].put(tenant.id, routed)
     except BaseException as error:  # also cancellation: an unstored event must stay deliverable
@@ -164,6 +170,18 @@ async def _link_staff(routed: Routed, tenant_id: str, links) -> None:
         if type(event) is StaffCode:
             login = await links(tenant_id, event.code, event.member, event.at) if links is not None else None
             routed.events[i] = StaffLinked(event.at, event.member, login or "")
+
+
+async def _link_residents(routed: Routed, tenant: Tenant, claims) -> None:
+    """Each registration code from a printed sheet becomes Enroll with the imported row's settings
+    (its profile moved to the person's LINE id by the claim), or CodeRefused; the code is stored
+    nowhere. Without a roster here, every code is refused."""
+    for i, event in enumerate(routed.events):
+        if type(event) is ResidentCode:
+            row = await claims(tenant.id, resident_codes.code_hash(tenant.id, event.code), event.member, event.at) \
+                if claims is not None else None
+            routed.events[i] = Enroll(event.at, row.settings(event.member, tenant.timezone)) if row is not None \
+                else CodeRefused(event.at, event.member)
 
 
 def signed(secret: str, body: bytes, signature: str | None) -> bool:

@@ -25,7 +25,9 @@ reason in the audit, before it can reach a subject it does not fit):
     … in a one-to-one chat, also:           a phone number → Phone; 「招待 <code>」 → AcceptInvite;
                                           「退会」 → AskWithdraw (a card to confirm it);
                                           「職員 <code>」 → StaffCode, which the ingress checks
-                                          against the staff accounts and turns into StaffLinked
+                                          against the staff accounts and turns into StaffLinked;
+                                          「登録 <code>」 → ResidentCode, which it checks against the
+                                          imported roster and turns into Enroll (or CodeRefused)
   follow / unfollow                       Follow / Unfollow
   postbacks of sign-up (one-to-one)       action=setup → Setup, action=enroll → Enroll,
                                           action=invite → Invite (agents/signup.py, agents/invitation.py),
@@ -51,6 +53,7 @@ from linebot.v3.webhooks import (DeliveryContext, Event, EventMode, FollowEvent,
 from pydantic.v1 import ValidationError
 
 from agents import invitation, on_call, signup
+from streams.residents import codes as resident_codes
 from agents.messages import ACK_ACTION, HELP_ACTION, NEED_HELP_ACTION, SAFE_ACTION, answers
 from agents.prompts import (ENROLL_ACTION, INVITE_ACTION, LEAVE_ACTION, MYPAGE_ACTION, NIGHTS_ACTION, SETUP_ACTION,
                             WITHDRAW_ACTION, WITHDRAW_WORDS)
@@ -71,6 +74,16 @@ class Malformed(ValueError):
 class StaffCode:
     """A staff link code sent from LINE: never stored as it is; the ingress (which can read the
     staff accounts) replaces it by the engine event StaffLinked before anything is stored."""
+    at: int
+    member: str
+    code: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResidentCode:
+    """An imported resident's registration code (「登録 1234 5678」, streams/residents/codes.py): the
+    ingress (which can read the pending roster) replaces it by Enroll, or CodeRefused, before
+    anything is stored."""
     at: int
     member: str
     code: str
@@ -388,6 +401,9 @@ def _typed(at: int, member: str, text: str) -> tuple[list[Inbound], str]:
     code = on_call.read(text)
     if code is not None:
         return [StaffCode(at, member, code)], ""
+    code = resident_codes.read(text)
+    if code is not None:
+        return [ResidentCode(at, member, code)], ""
     if unicodedata.normalize("NFKC", text).strip().rstrip("。.!！") in WITHDRAW_WORDS:
         return [AskWithdraw(at, member)], ""
     invited = invitation.read(text)

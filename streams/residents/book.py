@@ -8,9 +8,18 @@ A profile is staff's, not the engine's: saving one is audited in the same write;
 """
 from __future__ import annotations
 
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from streams.residents.profile import Profile, fold
+from streams.residents.roster import Row
+
+
+class Pending(NamedTuple):
+    code_hash: str
+    row: Row
+    created_at: int
+    valid_until: int
+    used_by: str | None
 
 SEARCH_LIMIT = 200
 
@@ -26,6 +35,22 @@ class Profiles(Protocol):
     async def all(self, tenant: str) -> dict[str, Profile]: ...
 
     async def delete(self, tenant: str, member: str) -> None: ...
+
+    # imported residents not yet linked (streams/residents/roster.py, codes.py)
+
+    async def add_pending(self, tenant: str, entries: list[tuple[str, Row]], at: int, audit: tuple) -> None:
+        """(code hash, row) of each: registered until the code is sent from a LINE, with the audit row."""
+
+    async def pending(self, tenant: str) -> list[Pending]: ...
+
+    async def claim(self, tenant: str, code_hash: str, line_user: str, at: int) -> Row | None:
+        """The row a code registers `line_user` as (its profile saved under their id, the code spent);
+        None for a code that is wrong, expired or spent by another LINE."""
+
+
+def by_import(pending: list[Pending]) -> list[Pending]:
+    """As staff imported them: file by file, each in its own order."""
+    return sorted(pending, key=lambda p: (p.created_at, p.row.line, p.code_hash))
 
 
 def matches(profiles: dict[str, Profile], query: str, limit: int = SEARCH_LIMIT) -> list[tuple[str, Profile]]:
