@@ -61,8 +61,7 @@ async def topic_bytes(settings: Settings) -> bytes:
                                 isolation_level="read_uncommitted")
     await consumer.start()
     try:
-        await consumer.topics()   # the cluster's metadata: every topic's partitions
-        parts = [TopicPartition(n, p) for n in names for p in consumer.partitions_for_topic(n) or ()]
+        parts = [TopicPartition(n, p) for n in names for p in range(settings.partitions)]   # every topic's
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         out, quiet = [], 0

@@ -167,15 +167,14 @@ async def last_changelog_value(settings: Settings, key: bytes):
                                 isolation_level="read_committed")
     await consumer.start()
     try:
-        await consumer.topics()
-        parts = [TopicPartition(settings.changelog, p) for p in consumer.partitions_for_topic(settings.changelog)]
+        parts = [TopicPartition(settings.changelog, p) for p in range(settings.partitions)]
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
-        ends = await consumer.end_offsets(parts)
-        found, missing = [], object()
-        value = missing
-        while any(await consumer.position(tp) < ends[tp] for tp in parts):
-            for records in (await consumer.getmany(timeout_ms=1000)).values():
+        found, value, quiet = [], None, 0
+        while quiet < 2:   # read until two fetches in a row bring nothing
+            batches = await consumer.getmany(timeout_ms=1000)
+            quiet = 0 if batches else quiet + 1
+            for records in batches.values():
                 for r in records:
                     if r.key == key:
                         value = r.value
