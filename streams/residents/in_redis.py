@@ -16,8 +16,10 @@ _CLAIM = """
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if not raw then return 0 end
 local p = cjson.decode(raw)
-if p.used_by and p.used_by ~= ARGV[2] then return 0 end
-if p.used_by then return 2 end
+local used = p.used_by
+if used == cjson.null then used = nil end
+if used and used ~= ARGV[2] then return 0 end
+if used then return 2 end
 p.used_by = ARGV[2]
 redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(p))
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
