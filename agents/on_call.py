@@ -13,18 +13,15 @@ shift, 17–9); start == end is all day.
 from __future__ import annotations
 
 import hashlib
-import re
-import secrets
 from datetime import datetime
 from typing import Iterable, NamedTuple
 
 from agents.clock import MINUTE, zone as tz
+from agents.link_code import LinkCode
 
 CODE_PREFIX = "職員"
-CODE_DIGITS = 8
 LINK_CODE_VALID_FOR = 15 * MINUTE
-_CODE_LINE = re.compile(r"\s*" + CODE_PREFIX + r"[\s:：]*([0-9０-９][0-9０-９\s\-－]{%d,24})\s*" % (CODE_DIGITS - 1))
-_NOT_DIGITS = re.compile(r"[\s\-－]")
+STAFF_CODE = LinkCode(CODE_PREFIX, "anpi-staff-link")
 
 
 class OnCall(NamedTuple):
@@ -65,26 +62,22 @@ def on_duty(staff: Iterable[OnCall], at_ms: int, zone: str) -> tuple[str, ...]:
 
 def new_code() -> str:
     """Eight random digits: typed by hand on a phone, good for 15 minutes, used once."""
-    return "".join(secrets.choice("0123456789") for _ in range(CODE_DIGITS))
+    return STAFF_CODE.new()
 
 
 def shown(code: str) -> str:
     """「職員 1234 5678」: the line to send, as the admin screen shows it."""
-    return f"{CODE_PREFIX} {code[:4]} {code[4:]}"
+    return STAFF_CODE.shown(code)
 
 
 def read(text: str) -> str | None:
     """The code in a line a staff member sent, however they spaced it (full-width digits too), else None."""
-    line = _CODE_LINE.fullmatch(text)
-    if line is None:
-        return None
-    digits = _NOT_DIGITS.sub("", line.group(1)).translate(str.maketrans("０１２３４５６７８９", "0123456789"))
-    return digits if len(digits) == CODE_DIGITS and digits.isdigit() else None
+    return STAFF_CODE.read(text)
 
 
 def code_hash(tenant: str, code: str) -> str:
     """How a code is kept: never in clear (a store's reader must not be able to link their own LINE)."""
-    return hashlib.sha256(f"anpi-staff-link\n{tenant}\n{code}".encode()).hexdigest()
+    return STAFF_CODE.hash(tenant, code)
 
 
 def case_anchor(member: str, cycle: int | None) -> str:

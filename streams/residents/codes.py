@@ -4,37 +4,15 @@ their LINE is theirs from then on. Kept only as a hash; good for VALID_FOR; spen
 that sends it (the same one sending it again, as LINE redelivers, is linked again)."""
 from __future__ import annotations
 
-import hashlib
 import re
-import secrets
 from urllib.parse import quote
 
+from agents.link_code import LinkCode
+
 PREFIX = "登録"
-DIGITS = 8
 VALID_FOR = 180 * 86_400_000          # half a year to bring the sheet to a phone
-_LINE = re.compile(r"\s*" + PREFIX + r"[\s:：]*([0-9０-９][0-9０-９\s\-－]{%d,24})\s*" % (DIGITS - 1))
-_NOT_DIGITS = re.compile(r"[\s\-－]")
-
-
-def new_code() -> str:
-    return "".join(secrets.choice("0123456789") for _ in range(DIGITS))
-
-
-def shown(code: str) -> str:
-    return f"{PREFIX} {code[:4]} {code[4:]}"
-
-
-def read(text: str) -> str | None:
-    """The code in a line a resident sent, however spaced (full-width digits too), else None."""
-    line = _LINE.fullmatch(text)
-    if line is None:
-        return None
-    digits = _NOT_DIGITS.sub("", line.group(1)).translate(str.maketrans("０１２３４５６７８９", "0123456789"))
-    return digits if len(digits) == DIGITS and digits.isdigit() else None
-
-
-def code_hash(tenant: str, code: str) -> str:
-    return hashlib.sha256(f"anpi-resident-code\n{tenant}\n{code}".encode()).hexdigest()
+RESIDENT_CODE = LinkCode(PREFIX, "anpi-resident-code")
+new_code, shown, read, code_hash = RESIDENT_CODE.new, RESIDENT_CODE.shown, RESIDENT_CODE.read, RESIDENT_CODE.hash
 
 
 def message_url(friend_url: str, code: str) -> str | None:
