@@ -149,7 +149,18 @@ async def resident(request: web.Request, status: int = 200, error: str | None = 
                   error=error, saved=request.query.get("saved") == "1", csrf=request[SESSION].csrf,
                   settings=settings, service=SERVICE_WORDS.get(settings.get("service"), settings.get("service")),
                   lines=lines, when=lambda at: local_time(at, zone) if at else "—",
-                  actions=[(local_time(r["at"], zone), r["login"], r["action"]) for r in found["staff_actions"]])
+                  kinds=CASE_WORDS, statuses=STATUS_WORDS,
+                  actions=[(local_time(r["at"], zone), r["login"], _words().get(r["action"], r["action"]))
+                           for r in found["staff_actions"]])
+
+
+CASE_WORDS = {"staff_call": "職員の連絡", "contacts_notified": "ご家族などにお知らせ"}
+STATUS_WORDS = {"open": "対応中", "closed": "完了"}
+
+
+def _words() -> dict:
+    from streams.admin.pages import ACTION_WORDS   # the audit page's words (it imports this module)
+    return ACTION_WORDS
 
 
 async def save_profile(request: web.Request) -> web.Response:
