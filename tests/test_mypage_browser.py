@@ -108,3 +108,45 @@ def test_a_resident_changes_the_time_and_pauses_and_the_engine_reacts(tmp_path, 
     assert reacted.due == at(6, 18, 30)
     for name in ("mypage.png", "mypage-settings.png"):
         assert (SHOTS / name).stat().st_size > 10_000
+
+
+def test_a_resident_withdraws_on_my_page_after_ticking_the_box_and_nothing_of_them_stays(tmp_path, browser):  # noqa: F811
+    store = Store(str(tmp_path / "anpi.db"))
+    store.accept(SAKURA.id, None, [(HANA, Register(at(1, 0), MemberSettings(
+        HANA, "watch", Schedule("1d", 9 * 60, ZONE), "09012345678", ())))])
+    engine = Engine(store, SAKURA.id)
+    now = at(1, 10)
+    engine.step(now)
+    server, state = ServerThread(), {}
+
+    async def setup() -> str:
+        state["runner"] = runner = web.AppRunner(create_app(store, {SAKURA.id: SAKURA}, lambda: now), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        return f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+    async def step() -> list:
+        return engine.step(now + MINUTE)
+
+    base = server.start(setup)
+    link = mypage_link.linker(base, SAKURA.id, SAKURA.channel_secret)(HANA, now - 2 * MINUTE)
+    context = browser.new_context(viewport=PHONE, device_scale_factor=2, locale="ja-JP", is_mobile=True,
+                                  has_touch=True)
+    page = context.new_page()
+    try:
+        page.goto(link)
+        page.get_by_role("button", name="退会する").click()       # the box left empty: asked to tick it
+        assert "「退会します」に印をつけてから" in page.inner_text("#withdraw")
+        page.get_by_label("退会します").check()
+        page.get_by_role("button", name="退会する").click()
+        assert "退会しました" in page.inner_text("body")
+        effects = server.call(step)
+        page.goto(f"{base}/mypage/{SAKURA.id}")                  # the session went with the cookie
+        assert "退会しました" not in page.inner_text("body")
+    finally:
+        context.close()
+        server.stop(lambda: state["runner"].cleanup())
+    assert [e.effect for e in effects if e.subject == HANA] == ["withdrawn"]
+    assert HANA not in dict(store.states(SAKURA.id))
+    store.close()
