@@ -366,6 +366,8 @@ async def test_staff_keep_whom_they_call_find_them_by_name_and_a_withdrawal_remo
     assert status == 303
     _, queue, _ = await admin.get("/admin/city-a/calls")      # the caller sees whom they call
     assert "山田 花子" in queue and "耳が遠い" in queue
+    status, sheet, r = await admin.get("/admin/city-a/calls.csv")   # and can take the list away
+    assert status == 200 and sheet.startswith("\ufeff氏名,") and "山田 花子" in sheet and PHONES[WATCH_SILENT] in sheet
     for query in ("ヤマダ", "やまだ 緑", "ﾊﾅｺ"):                 # as staff type it
         _, found, _ = await admin.get(f"/admin/city-a/residents?q={query}")
         assert f"/admin/city-a/residents/{WATCH_SILENT}" in found, query
@@ -374,7 +376,7 @@ async def test_staff_keep_whom_they_call_find_them_by_name_and_a_withdrawal_remo
     _, body, _ = await admin.get(f"/admin/city-a/residents/{WATCH_SILENT}/export.json")
     assert json.loads(body)["profile"]["key_holder"] == "隣の佐藤さん"
     actions = [r["action"] for r in await audit_log(world)]
-    assert {"resident.profile", "residents.search", "calls.view"} <= set(actions)
+    assert {"resident.profile", "residents.search", "calls.view", "calls.csv"} <= set(actions)
     if world.side.redis is None:   # sealed at rest: no name or address in the file
         world.store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         data = open(world.store.path, "rb").read()
