@@ -242,6 +242,7 @@ def mypage_app(kind: str, store, tenants, now_ms, redis=None, **options):
     request, as `anpi readside` keeps up in the background."""
     from streams import mypage
     from streams.mypage.in_redis import RedisMembers, RedisSessions
+    from streams.residents.in_redis import RedisProfiles
     if kind == "sqlite":
         app = mypage.create_app(store, tenants, now_ms, **options)
         return app, SqliteRegistry(store)
@@ -255,7 +256,7 @@ def mypage_app(kind: str, store, tenants, now_ms, redis=None, **options):
     app = web.Application(client_max_size=64 * 1024, middlewares=[read_side])
     registry = RedisRegistry(redis)
     mypage.mount(app, RedisMembers(redis, StoreInbound(store), MYPAGE_DEPLOYMENT), RedisSessions(redis), registry,
-                 tenants, now_ms, **options)
+                 tenants, now_ms, profiles=RedisProfiles(redis), **options)
     return app, registry
 
 

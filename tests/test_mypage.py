@@ -34,6 +34,8 @@ from streams import codec
 from streams.tenants import look as tenant_look
 from streams.embedded.engine import Engine
 from streams.embedded.store import Store
+from streams.residents.in_redis import RedisProfiles
+from streams.residents.in_sqlite import SqliteProfiles
 from streams.mypage import reading
 
 from backends import backend, mypage_app, redis_contents, redis_url  # noqa: F401  (backend: a fixture)
@@ -415,6 +417,32 @@ def test_withdrawing_on_my_page_asks_once_then_removes_the_resident_and_ends_the
     effects = [e for t in range(at(1, 8), at(4, 0), HOUR) for e in engine.step(t) if e.subject == HANA]
     assert [e.effect for e in effects] == [fx.WITHDRAWN]   # and no check after it
     assert HANA not in dict(store.states("sakura"))
+
+
+def test_a_resident_tells_staff_their_name_and_address_only_with_consent(store):
+    clock = Clock(at(1, 8))
+
+    async def main():
+        async with served(store, clock) as (browser, _):
+            page = await browser.open(SAKURA, HANA, clock.now)
+            assert "お名前など（職員が連絡するとき）" in text(page)
+            mine = {"name": "花山 はな", "kana": "はなやま はな", "address": "桜町3-4-5", "key_holder": "長女"}
+            status, page = await browser.change(SAKURA, "profile", page, **mine)   # the box left empty
+            assert status == 400 and "「同意します」に印をつけてください" in text(page)
+            status, page = await browser.change(SAKURA, "profile", page, **mine, consent="1")
+            assert status == 200 and CHANGED in text(page) and 'value="桜町3-4-5"' in page
+    run(main())
+
+    async def kept_profile():
+        if store.backend != "redis":
+            return await SqliteProfiles(store).get("sakura", HANA)
+        client = aioredis.from_url(redis_url())
+        try:
+            return await RedisProfiles(client).get("sakura", HANA)
+        finally:
+            await client.aclose()
+    kept = run(kept_profile())
+    assert (kept.name, kept.address, kept.key_holder, kept.updated_by) == ("花山 はな", "桜町3-4-5", "長女", "(本人)")
 
 
 def test_resuming_ends_the_pause_at_the_next_slot(store):

@@ -92,7 +92,7 @@ async def _serve(settings: Settings, seed, host: str, port: int, metrics: ingres
         residents = mypage.mount(app, RedisMembers(redis, sink, settings.prefix), RedisSessions(redis), registry,
                                  tenants, now_ms, line_api=os.environ.get("ANPI_LINE_API") or None,
                                  liff_channel_id=os.environ.get("ANPI_LIFF_CHANNEL_ID") or None,
-                                 liff_id=os.environ.get("ANPI_LIFF_ID") or None)
+                                 liff_id=os.environ.get("ANPI_LIFF_ID") or None, profiles=RedisProfiles(redis))
         await reload()
         await serve_until_stopped(app, host, port, reuse_port,
                                   f"anpi ingress: LINE webhook URLs http://{host}:{port}/webhook/<tenant> (tenant "

@@ -37,6 +37,8 @@ from schemas.tenant import Tenant
 from streams import forwarded
 from streams.embedded.store import Store
 from streams.mypage import forms, liff, sessions, view
+from streams.residents import profile as resident_profile
+from streams.residents.in_sqlite import SqliteProfiles
 from streams.mypage.backends import Members, NotRegistered, Sessions
 from streams.mypage.in_sqlite import SqliteMembers, SqliteSessions
 from streams.tenants.in_sqlite import SqliteRegistry
@@ -51,6 +53,7 @@ CHANGED = "変更しました"
 LIFF_SDK = "https://static.line-scdn.net/liff/edge/2/sdk.js"
 
 AGAIN = "お手数ですが、LINEのトーク画面の下にある「マイページ」を、もう一度押してください。"
+PROFILE_CONSENT = "市の担当者に伝えてよいときは、「同意します」に印をつけてください。"
 PAGES = {   # (title, sentence) of the short pages that stand in for the real one
     "link": ("マイページを開けませんでした", "このボタンは使えなくなっています（30分たつと使えなくなります）。"),
     "session": ("マイページをもう一度開いてください", "しばらく操作がなかったため、いったん閉じました。"),
@@ -76,11 +79,12 @@ HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Re
 class MyPage:
     def __init__(self, members: Members, sessions_: Sessions, registry, tenants: Mapping[str, Tenant],
                  now_ms: Callable[[], int], *, line_api: str | None, liff_channel_id: str | None,
-                 liff_id: str | None, wall_ms: Callable[[], int]):
+                 liff_id: str | None, wall_ms: Callable[[], int], profiles=None):
         """`registry`: the tenants' look (top image, terms): streams/tenants/registry.Registry.
         `tenants` is read on every request, as the ingress reads its own: the runtime replaces a
         Tenant there (settings saved) and the next request uses it."""
         self.members, self.sessions, self.registry = members, sessions_, registry
+        self.profiles = profiles   # residents.book.Profiles: the staff-side profile, which they may fill in
         self.tenants, self.now_ms, self.wall_ms = tenants, now_ms, wall_ms
         self.line_api, self.liff_channel_id, self.liff_id = line_api, liff_channel_id, liff_id
         self.keys = {t.id: mypage_link.key_for(t.channel_secret) for t in self.tenants.values()}
@@ -209,7 +213,10 @@ class MyPage:
             can_invite=s.service == NOTIFY and len(s.contacts) < MAX_CONTACTS,
             invitation=view.invitation(state, now) if s.service == NOTIFY else None,
             history=view.history(effects, session.member, zone), history_days=HISTORY_DAYS,
-            areas=list(areas.items()), current_area=s.area)
+            areas=list(areas.items()), current_area=s.area,
+            profile=await self.profiles.get(tenant.id, session.member) if self.profiles is not None else None,
+            profiles_kept=self.profiles is not None, profile_labels=resident_profile.LABELS,
+            profile_limits=resident_profile.LIMITS)
 
     async def areas(self, tenant: str) -> dict[str, str]:
         """The tenant's areas (id -> name) from its settings; {} when it has none."""
@@ -237,6 +244,45 @@ class MyPage:
 
     # --- changes ----------------------------------------------------------------------------------
 
+    async def posted(self, request: web.Request):
+        """A form POST's (tenant, session id, session, fields), or the short page that refuses it
+        (no such tenant, no session, no CSRF token)."""
+        tenant = self.tenant(request)
+        if tenant is None:
+            return self.short_page(None, "missing", 404)
+        found = await self.session(request, tenant)
+        if found is None:
+            return self.short_page(tenant, "session", 403)
+        sid, session = found
+        form = await request.post()
+        if not hmac.compare_digest(str(form.get("csrf", "")).encode(), session.csrf.encode()):
+            log.info("tenant %s: My Page form without its CSRF token refused", tenant.id)
+            return self.short_page(tenant, "csrf", 403)
+        return tenant, sid, session, {k: v for k, v in form.items() if isinstance(v, str)}
+
+    async def save_profile(self, request: web.Request) -> web.StreamResponse:
+        """The resident's own name, address and key holder, for the staff who may call or visit them:
+        kept only with their consent (the box), beside staff's note, audited as theirs."""
+        posted = await self.posted(request)
+        if isinstance(posted, web.StreamResponse):
+            return posted
+        tenant, sid, session, fields = posted
+        state = await self.members.state(tenant.id, session.member)
+        if state is None:
+            return self.short_page(tenant, "unregistered", 200)
+        if fields.get("consent") != "1":
+            return await self.page(tenant, session, state, error=("profile", PROFILE_CONSENT), http_status=400)
+        old = await self.profiles.get(tenant.id, session.member)
+        wall = self.wall_ms()
+        try:
+            mine = resident_profile.clean({**fields, "note": old.note if old else ""}, wall, "(本人)")
+        except resident_profile.Invalid as invalid:
+            return await self.page(tenant, session, state, error=("profile", str(invalid)), http_status=400)
+        await self.profiles.put(tenant.id, session.member, mine, (wall, "(本人)", "resident.profile", session.member,
+                                                                  "本人がマイページで入力"))
+        await self.sessions.set_flash(tenant.id, sid, CHANGED)
+        return _see_other(_root(tenant) + "#profile")
+
     def change(self, build: Callable[[MemberState, int, Mapping[str, str], sessions.Session], list], section: str,
                done: str = CHANGED, anchor: str = "", ends: bool = False):
         """A POST handler: session, CSRF, then `build(state, now, form, session)` → engine events,
@@ -244,18 +290,10 @@ class MyPage:
         `ends`: the change removes the resident (退会): a short page, and the cookie goes."""
 
         async def handle(request: web.Request) -> web.StreamResponse:
-            tenant = self.tenant(request)
-            if tenant is None:
-                return self.short_page(None, "missing", 404)
-            found = await self.session(request, tenant)
-            if found is None:
-                return self.short_page(tenant, "session", 403)
-            sid, session = found
-            form = await request.post()
-            if not hmac.compare_digest(str(form.get("csrf", "")).encode(), session.csrf.encode()):
-                log.info("tenant %s: My Page form without its CSRF token refused", tenant.id)
-                return self.short_page(tenant, "csrf", 403)
-            fields = {k: v for k, v in form.items() if isinstance(v, str)}
+            posted = await self.posted(request)
+            if isinstance(posted, web.StreamResponse):
+                return posted
+            tenant, sid, session, fields = posted
             now = self.now_ms()
             try:
                 await self.members.change(tenant.id, session.member, lambda state: build(state, now, fields, session))
@@ -339,12 +377,13 @@ def _see_other(location: str) -> web.Response:
 def add_routes(app: web.Application, store: Store, tenants: Mapping[str, Tenant], now_ms: Callable[[], int],
                **options) -> MyPage:
     """Mount My Page on `app` under /mypage/{tenant}, over the embedded store (`mount`'s options)."""
-    return mount(app, SqliteMembers(store), SqliteSessions(store), SqliteRegistry(store), tenants, now_ms, **options)
+    return mount(app, SqliteMembers(store), SqliteSessions(store), SqliteRegistry(store), tenants, now_ms,
+                 profiles=SqliteProfiles(store), **options)
 
 
 def mount(app: web.Application, members: Members, sessions_: Sessions, registry, tenants: Mapping[str, Tenant],
           now_ms: Callable[[], int], *, line_api: str | None = None, liff_channel_id: str | None = None,
-          liff_id: str | None = None, wall_ms: Callable[[], int] | None = None) -> MyPage:
+          liff_id: str | None = None, wall_ms: Callable[[], int] | None = None, profiles=None) -> MyPage:
     """Mount My Page on `app` under /mypage/{tenant}, over either runtime's backends.
 
     `now_ms` is the engine's clock (links are stamped with it, events are committed at it);
@@ -354,7 +393,7 @@ def mount(app: web.Application, members: Members, sessions_: Sessions, registry,
     """
     mypage = MyPage(members, sessions_, registry, tenants, now_ms, line_api=line_api,
                     liff_channel_id=liff_channel_id, liff_id=liff_id,
-                    wall_ms=wall_ms or (lambda: int(time.time() * 1000)))
+                    wall_ms=wall_ms or (lambda: int(time.time() * 1000)), profiles=profiles)
     app.middlewares.append(forwarded.middleware())   # its session cookie is Secure behind a TLS proxy
     r = app.router
     r.add_get("/mypage/{tenant}", mypage.open)
@@ -371,6 +410,8 @@ def mount(app: web.Application, members: Members, sessions_: Sessions, registry,
         r.add_post(f"/mypage/{{tenant}}/{path}", mypage.change(build, section, done, anchor))
     r.add_post("/mypage/{tenant}/area", mypage.change_area)
     r.add_post("/mypage/{tenant}/withdraw", mypage.change(_withdraw, "withdraw", ends=True))
+    if profiles is not None:
+        r.add_post("/mypage/{tenant}/profile", mypage.save_profile)
     app.on_cleanup.append(mypage.close)
     return mypage
 
