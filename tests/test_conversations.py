@@ -210,6 +210,9 @@ def test_the_watch_service_asks_for_a_phone_number_and_keeps_only_that_services(
         await asyncio.sleep(0.2)
         assert len(t.seen(neighbour)) == before  # no answer: nothing was saved
         assert dict(store.states(TENANT.id))[neighbour].settings.phone is None
+        # the inbox keeps no phone number once applied (the state has it), sealed or not
+        assert store.db.execute("SELECT COUNT(*) FROM inbox WHERE json_extract(event, '$.type') = 'phone' OR "
+                                "json_extract(event, '$.settings.phone') IS NOT NULL").fetchone() == (0,)
         # in the store's files (the states, the inbox, the effects, the registry) nothing is in clear
         found = on_disk(tmp_path, ["09012345678", "０９０－１２３４－５６７８", "09011112222", TENANT.channel_secret,
                                    TENANT.channel_access_token])

@@ -5,7 +5,7 @@ states, its effects and the inbox position it reached commit in one transaction,
 resumes exactly where the last commit left off and nothing is applied or emitted twice.
 
     inbox     events as ingress accepted them (committed before the webhook's 200), each with the
-              reply token that came with it, if any
+              reply token that came with it, if any; one carrying a phone number is deleted once applied
     states    one row per subject: the engine's state (streams/codec.py JSON)
     cursors   per tenant: the last inbox row applied, the last tick, the number of steps committed
     effects   every effect, once (by id), with the step that decided it; `sent` marks those the
@@ -249,8 +249,8 @@ class Store:
         with self._transaction():
             self.db.executemany("INSERT INTO quarantine (tenant, subject, event, kind, reason, at) VALUES "
                                 "(?, ?, ?, ?, ?, ?)", [(tenant, *q, at) for q in quarantined])
-            step = self.db.execute("SELECT step FROM cursors WHERE tenant = ?", (tenant,)).fetchone()
-            step = (step[0] if step else 0) + 1
+            before = self.db.execute("SELECT step, inbox FROM cursors WHERE tenant = ?", (tenant,)).fetchone()
+            step, applied_before = (before[0] + 1, before[1]) if before else (1, 0)
             old_labels = readside.old_labels(self.db, tenant, states)  # before the new states overwrite them
             self.db.executemany("INSERT OR REPLACE INTO states VALUES (?, ?, ?)",
                                 [(tenant, subject, _dump(codec.state_to_obj(s))) for subject, s in states.items()
@@ -269,6 +269,11 @@ class Store:
             self.db.execute("INSERT INTO cursors (tenant, inbox, tick, step) VALUES (?, ?, ?, ?) ON CONFLICT (tenant) "
                             "DO UPDATE SET inbox = excluded.inbox, tick = excluded.tick, step = excluded.step",
                             (tenant, inbox, tick, step))
+            # once applied, the inbox keeps no phone number: the state holds it now (the engine reads
+            # only the rows after its cursor, and a restart resumes from this commit)
+            self.db.execute("DELETE FROM inbox WHERE tenant = ? AND seq > ? AND seq <= ? AND CASE WHEN json_valid(event) "
+                            "THEN json_extract(event, '$.type') = 'phone' OR json_extract(event, '$.settings.phone') "
+                            "IS NOT NULL ELSE 0 END", (tenant, applied_before, inbox))
 
     PRUNE_BATCH = 5_000
 
@@ -284,7 +289,8 @@ class Store:
         done = {"inbox": 0, "effects": 0}
         for table, gone in (("inbox", lambda seq, at, kind, sent: seq <= applied and at < before),
                             ("effects", lambda seq, at, kind, sent: at < before and (sent or kind not in outbox))):
-            columns = ("seq, json_extract(event, '$.at'), '', 0" if table == "inbox" else "seq, at, kind, sent")
+            columns = ("seq, CASE WHEN json_valid(event) THEN json_extract(event, '$.at') END, '', 0"  # a poison row:
+                       if table == "inbox" else "seq, at, kind, sent")                                      # no time, kept
             after = 0
             while True:
                 rows = self.db.execute(f"SELECT {columns} FROM {table} WHERE tenant = ? AND seq > ? ORDER BY seq "
