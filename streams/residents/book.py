@@ -1,7 +1,7 @@
-"""The residents' profiles: the seam both runtimes implement.
+"""The residents' profiles and the imported roster not yet linked: the seam both runtimes implement.
 
-    embedded (SQLite)  streams/residents/in_sqlite.py   one sealed row per resident
-    Kafka + Redis      streams/residents/in_redis.py    one sealed hash field per resident
+    embedded (SQLite)  streams/residents/in_sqlite.py   one sealed row per resident, per roster row
+    Kafka + Redis      streams/residents/in_redis.py    one sealed hash field per resident, per roster row
 
 A profile is staff's, not the engine's: saving one is audited in the same write; a withdrawal
 (effect `withdrawn`) deletes it, on Kafka by `anpi readside` with the rest of what names them.
@@ -19,7 +19,8 @@ class Pending(NamedTuple):
     row: Row
     created_at: int
     valid_until: int
-    used_by: str | None
+    used_by: str | None    # the LINE that sent the code (None: not yet linked)
+
 
 SEARCH_LIMIT = 200
 
