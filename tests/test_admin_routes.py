@@ -366,6 +366,9 @@ async def test_staff_keep_whom_they_call_find_them_by_name_and_a_withdrawal_remo
     assert status == 303
     _, queue, _ = await admin.get("/admin/city-a/calls")      # the caller sees whom they call
     assert "山田 花子" in queue and "耳が遠い" in queue
+    _, found, _ = await admin.get("/admin/city-a/calls?q=はなこ")   # found by name in the queue
+    _, other, _ = await admin.get("/admin/city-a/calls?q=佐々木")
+    assert f'data-member="{WATCH_SILENT}"' in found and f'data-member="{WATCH_SILENT}"' not in other
     status, sheet, r = await admin.get("/admin/city-a/calls.csv")   # and can take the list away
     assert status == 200 and sheet.startswith("\ufeff氏名,") and "山田 花子" in sheet and PHONES[WATCH_SILENT] in sheet
     for query in ("ヤマダ", "やまだ 緑", "ﾊﾅｺ"):                 # as staff type it

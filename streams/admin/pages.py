@@ -24,6 +24,8 @@ from schemas import effects as fx
 from streams.admin import accounts, auth, chart, notice_pages, resident_pages, rollcall_pages, settings_pages
 from streams.admin.keys import CLOCK, FORM, PROFILES, READSIDE, SESSION, STAFF, TENANTS, WALL
 from streams.admin.view import elapsed, local_time, render
+from streams.residents.book import matches
+from streams.residents.profile import Profile
 
 SERVICES = (("watch", "見守り"), ("notify", "安否通知"))
 PHASES = (("idle", "次の確認を待っています"), ("sent", "確認を送り、返事待ち"), ("resent", "再送して返事待ち"),
@@ -134,6 +136,10 @@ async def calls(request: web.Request) -> web.Response:
     profiles = await request.app[PROFILES].many(tenant, [r["member"] for r in open_rows + closed])
     for row in open_rows + closed:
         row["profile"] = profiles.get(row["member"])
+    query = request.query.get("q", "").strip()[:100]
+    if query:   # 「山田」: only the cases of residents whose name (or note, address, id) has it
+        wanted = {m for m, _ in matches({r["member"]: r["profile"] or Profile() for r in open_rows}, query, 10_000)}
+        open_rows = [r for r in open_rows if r["member"] in wanted]
     shown = [r["member"] for r in open_rows if r.get("phone")]
     if shown:   # who looked at whose phone number
         await request.app[STAFF].audit(tenant, request.app[WALL](), request[SESSION].login, "calls.view", None,
@@ -142,6 +148,7 @@ async def calls(request: web.Request) -> web.Response:
     # the page lists the longest waits only
     waiting = await reads.open_count(tenant, fx.STAFF_CALL)
     return render(request, "calls.html", title="職員の連絡待ち", open_rows=open_rows, closed=closed, waiting=waiting,
+                  query=query,
                   csrf=request[SESSION].csrf, outcomes=[(k, OUTCOME_WORDS[k]) for k in rs.OUTCOMES],
                   done=OUTCOME_WORDS.get(done), gone=request.query.get("gone") == "1", urgent_words=URGENT_WORDS)
 
