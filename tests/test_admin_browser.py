@@ -27,6 +27,8 @@ from streams.admin import accounts
 from streams.admin.app import create_app
 from streams.embedded.engine import Engine
 from streams.embedded.store import Store
+from streams.residents.in_sqlite import SqliteProfiles
+from streams.residents.profile import Profile
 
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "docs" / "screenshots"
@@ -128,6 +130,10 @@ def test_staff_log_in_read_the_overview_and_work_a_call_to_closed(tmp_path, brow
 
     server, setup, teardown = admin_and_engine(store, engine, lambda: now)
     base = server.start(setup)
+    # staff know the longest wait by name (streams/residents): the caller finds her so (in the
+    # server's thread: one thread uses the store's connection)
+    server.call(lambda: SqliteProfiles(store).put(TENANT, open_cases[0][0], Profile(
+        "桜井 ふみ", "さくらい ふみ", "桜町2-1", "日中はデイサービス"), (START, "(test)", "resident.profile", None, None)))
     SHOTS.mkdir(parents=True, exist_ok=True)
     context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="ja-JP")
     page = context.new_page()
@@ -157,6 +163,12 @@ def test_staff_log_in_read_the_overview_and_work_a_call_to_closed(tmp_path, brow
         page.click("text=職員の連絡待ち（見守り）")
         page.wait_for_url(f"**/admin/{TENANT}/calls")
         rows = page.locator("#open-cases tbody tr")
+        assert rows.count() == len(open_cases)
+        assert "桜井 ふみ" in page.inner_text("#open-cases") and "日中はデイサービス" in page.inner_text("#open-cases")
+        page.fill("#q", "サクライ")                     # found by name, as staff type it
+        page.click("button >> text=探す")
+        assert rows.count() == 1 and "桜井 ふみ" in rows.first.inner_text()
+        page.click("text=すべて表示")
         assert rows.count() == len(open_cases)
         member, cycle = open_cases[0]
         first = page.locator(f'#open-cases tr[data-member="{member}"][data-cycle="{cycle}"]')
