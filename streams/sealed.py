@@ -47,6 +47,7 @@ class Keyring:
         self.sealing = keys[0][0]
         self._aead = {kid: AESGCM(key) for kid, key in keys}
         self._mac = {kid: hashlib.sha256(b"anpi synthetic iv\0" + key).digest() for kid, key in keys}
+        self._blind = {kid: hashlib.sha256(b"anpi blind index\0" + key).digest() for kid, key in keys}
 
     def seal(self, text: str) -> str:
         kid = self.sealing
@@ -54,6 +55,23 @@ class Keyring:
         nonce = hmac.new(self._mac[kid], data, hashlib.sha256).digest()[:12]
         return f"{PREFIX}{kid}:" + base64.urlsafe_b64encode(nonce + self._aead[kid].encrypt(nonce, data, kid.encode())) \
             .decode().rstrip("=")
+
+    def blind(self, text: str, kid: str | None = None) -> str:
+        """An index entry for `text`: equal texts give equal entries, and nothing of the text shows
+        (an HMAC under a key of its own, derived from the data key)."""
+        kid = kid or self.sealing
+        return kid + ":" + hmac.new(self._blind[kid], text.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def phone_blind(self, phone: str) -> str:
+        """A phone number's index entry, however it was typed (streams/line/webhook_events.phone_number)."""
+        return self.blind(_digits(phone))
+
+    def phone_blinds(self, phone: str) -> list[str]:
+        return self.blinds(_digits(phone))
+
+    def blinds(self, text: str) -> list[str]:
+        """`text`'s entry under every key held (an index written before a rotation still finds it)."""
+        return [self.blind(text, kid) for kid in self._aead]
 
     def unseal(self, text: str) -> str:
         kid, _, body = text[len(PREFIX):].partition(":")
@@ -66,6 +84,11 @@ class Keyring:
         except Exception:   # InvalidTag, bad base64, bad UTF-8: all the same to the caller
             raise SealError(f"a value sealed with key {kid!r} that does not open (altered, or another key "
                             "of that name)") from None
+
+
+def _digits(phone: str) -> str:
+    from streams.line.webhook_events import phone_number
+    return phone_number(phone) or re.sub(r"\D", "", phone)
 
 
 def parse_keys(value: str, name: str = KEYS_ENV) -> list[tuple[str, bytes]]:

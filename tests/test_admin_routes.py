@@ -376,6 +376,10 @@ async def test_staff_keep_whom_they_call_find_them_by_name_and_a_withdrawal_remo
         assert f"/admin/city-a/residents/{WATCH_SILENT}" in found, query
     _, found, _ = await admin.get("/admin/city-a/residents?q=佐々木")
     assert 'id="none"' in found
+    _, found, _ = await admin.get("/admin/city-a/residents?q=０９０－１１１１－０００１")   # by the number a caller gives
+    assert f"/admin/city-a/residents/{WATCH_SILENT}" in found and "山田 花子" in found
+    _, found, _ = await admin.get(f"/admin/city-a/residents?q={PHONES[WATCH_OK]}")     # no profile: the id
+    assert f"/admin/city-a/residents/{WATCH_OK}" in found
     _, body, _ = await admin.get(f"/admin/city-a/residents/{WATCH_SILENT}/export.json")
     assert json.loads(body)["profile"]["key_holder"] == "隣の佐藤さん"
     actions = [r["action"] for r in await audit_log(world)]
@@ -399,6 +403,8 @@ async def test_staff_keep_whom_they_call_find_them_by_name_and_a_withdrawal_remo
     await world.side.sync()
     assert (await admin.get(f"/admin/city-a/residents/{WATCH_SILENT}"))[0] == 404
     _, found, _ = await admin.get("/admin/city-a/residents?q=ヤマダ")
+    assert 'id="none"' in found
+    _, found, _ = await admin.get(f"/admin/city-a/residents?q={PHONES[WATCH_SILENT]}")
     assert 'id="none"' in found
     await admin.close()
 

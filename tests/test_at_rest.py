@@ -132,3 +132,23 @@ def test_anpi_key_new_prints_a_key_the_setting_takes():
                          text=True, check=True)
     (kid, key), = sealed.parse_keys(run.stdout.strip())
     assert kid == "k2" and len(key) == 32
+
+
+def test_residents_are_found_by_phone_through_a_blind_index_also_in_a_file_from_before_it(tmp_path):
+    from streams.embedded import readside
+    from streams.embedded.engine import Engine
+    path = str(tmp_path / "anpi.db")
+    store = Store(path)
+    member = "U" + "5" * 32
+    store.accept("town", None, [(member, Register(1_796_050_800_000, MemberSettings(
+        member, "watch", Schedule("1d", 540, "Asia/Tokyo", None), "090-1234-5678", ())))])
+    Engine(store, "town").step(1_796_050_800_000)
+    assert readside.by_phone(store.db, "town", "09012345678") == [member]
+    assert readside.by_phone(store.db, "town", "09000000000") == []
+    (blind,) = store.db.execute("SELECT blind FROM rs_phones").fetchone()
+    assert "12345678" not in blind and blind.startswith("test:")
+    store.db.execute("DROP TABLE rs_phones")   # as a file written before the index
+    store.close()
+    store = Store(path)
+    assert readside.by_phone(store.db, "town", "+81 90-1234-5678") == [member]
+    store.close()

@@ -78,6 +78,9 @@ class ReadSide(Protocol):
         """Staff set a resident's or a group's area: to the engine, audited."""
 
 
+    async def by_phone(self, tenant: str, phone: str) -> list[str]:
+        """The residents whose phone number is `phone` (digits only), by the read side's blind index."""
+
     async def held_about(self, tenant: str, member: str) -> dict | None:
         """Everything the read side holds about one resident, for a disclosure request (APPI):
         {state (agents' plain record, or None), cases, history (their effects), rollcalls}; None
@@ -206,6 +209,9 @@ class SqliteReadSide:
 
         await store.grouped(write)
 
+
+    async def by_phone(self, tenant, phone):
+        return sqlite_rs.by_phone(self.store.db, tenant, phone)
 
     async def held_about(self, tenant, member):
         db = self.store.db
@@ -398,6 +404,9 @@ class RedisReadSide:
         from streams.line.webhook_events import Routed
         await self.sink.put(tenant, Routed(events=[area]))   # first: a failure records nothing
         await self.staff.audit(tenant, wall, login, "area.set", area.subject, area_detail(area))
+
+    async def by_phone(self, tenant, phone):
+        return await self.reader.by_phone(tenant, phone)
 
     async def held_about(self, tenant, member):
         from streams.kafka.readside import prefix

@@ -20,6 +20,7 @@ from streams.admin.keys import FORM, PROFILES, READSIDE, REGISTRY, SESSION, STAF
 from streams.residents import codes, roster
 from streams.residents import profile as profiles
 from streams.residents.book import matches
+from streams.line.webhook_events import phone_number
 from streams.admin.view import local_time, render
 from streams.mypage.view import history_line
 
@@ -45,6 +46,11 @@ async def residents(request: web.Request) -> web.Response:
     tenant = request.match_info["tenant"]
     query = request.query.get("q", "").strip()[:100]
     found = matches(await request.app[PROFILES].all(tenant), query) if query else []
+    number = phone_number(query) if query else None
+    if number:   # a phone number: the residents with it, by the read side's index (profile or not)
+        by_number = await request.app[READSIDE].by_phone(tenant, number)
+        kept = await request.app[PROFILES].many(tenant, by_number)
+        found = [(m, kept.get(m) or profiles.Profile()) for m in by_number]
     if query:
         await request.app[STAFF].audit(tenant, request.app[WALL](), request[SESSION].login, "residents.search",
                                        None, f"{len(found)}人")

@@ -13,6 +13,7 @@ agents/readside.py; this module only reads and writes rows.
     rs_groups  one row per つながり group: its current check
     rs_usage   (tenant, month) -> messages handed to LINE that count against the quota (an estimate)
     rs_acks    (tenant, member, cycle, contact) -> when that contact answered 「見に行きます」
+    rs_phones  (tenant, blind index of a phone number, member): find a resident by their number
     rs_rolls   one row per member per roll-call: area when asked, drill, when sent, the answer
                (safe | need_help) and when, listed (no answer after the resend)
 """
@@ -25,7 +26,9 @@ from collections.abc import Iterable, Mapping
 
 from agents import readside as rs
 from schemas import effects as fx
+from schemas.settings import PHONE_KEPT
 from streams import codec
+from streams.sealed import keyring
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS rs_daily (tenant TEXT NOT NULL, day TEXT NOT NULL, kind TEXT NOT NULL,
@@ -50,12 +53,15 @@ CREATE TABLE IF NOT EXISTS rs_acks (tenant TEXT NOT NULL, member TEXT NOT NULL, 
                                     PRIMARY KEY (tenant, member, cycle, contact)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rs_usage (tenant TEXT NOT NULL, month TEXT NOT NULL, n INTEGER NOT NULL,
                                      PRIMARY KEY (tenant, month)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rs_phones (tenant TEXT NOT NULL, blind TEXT NOT NULL, member TEXT NOT NULL,
+                                      PRIMARY KEY (tenant, blind, member)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS rs_phones_by_member ON rs_phones (tenant, member);
 CREATE TABLE IF NOT EXISTS rs_rolls (tenant TEXT NOT NULL, rollcall TEXT NOT NULL, member TEXT NOT NULL,
                                      area TEXT NOT NULL DEFAULT '', drill INTEGER NOT NULL, sent_at INTEGER NOT NULL,
                                      answer TEXT, answered_at INTEGER, listed INTEGER NOT NULL DEFAULT 0,
                                      PRIMARY KEY (tenant, rollcall, member)) WITHOUT ROWID;
 """
-TABLES = ("rs_daily", "rs_labels", "rs_cases", "rs_groups", "rs_usage", "rs_acks", "rs_rolls")
+TABLES = ("rs_daily", "rs_labels", "rs_cases", "rs_groups", "rs_usage", "rs_acks", "rs_rolls", "rs_phones")
 
 
 def install(db: sqlite3.Connection) -> bool:
@@ -66,6 +72,10 @@ def install(db: sqlite3.Connection) -> bool:
     for name, kind in ADDED_CASE_COLUMNS:  # a file from before they existed
         if name not in columns:
             db.execute(f"ALTER TABLE rs_cases ADD COLUMN {name} {kind}")
+    if "rs_phones" not in have and "rs_daily" in have:   # a file from before the phone index: index it once
+        for tenant in [t for (t,) in db.execute("SELECT DISTINCT tenant FROM states")]:
+            _index_phones(db, tenant, {}, {s: _decode(raw) for s, raw in
+                                           db.execute("SELECT subject, state FROM states WHERE tenant = ?", (tenant,))})
     return "rs_daily" not in have
 
 
@@ -76,8 +86,10 @@ ADDED_CASE_COLUMNS = (("reason", "TEXT"), ("reminders", "INTEGER NOT NULL DEFAUL
 # --- writing (inside the store's transactions) ------------------------------------------------------
 
 
-def old_labels(db: sqlite3.Connection, tenant: str, subjects: Iterable[str]) -> dict[str, str | None]:
-    """The labels of these subjects as committed, before the step overwrites them."""
+def old_labels(db: sqlite3.Connection, tenant: str, subjects: Iterable[str],
+               phones: dict[str, str | None] | None = None) -> dict[str, str | None]:
+    """The labels of these subjects as committed, before the step overwrites them (and into
+    `phones`, a member's phone number then, for the phone index)."""
     subjects = list(subjects)
     out: dict[str, str | None] = dict.fromkeys(subjects)
     for i in range(0, len(subjects), 500):  # a few hundred keys a statement: far fewer round trips
@@ -85,13 +97,19 @@ def old_labels(db: sqlite3.Connection, tenant: str, subjects: Iterable[str]) -> 
         rows = db.execute(f"SELECT subject, state FROM states WHERE tenant = ? AND subject IN "
                           f"({','.join('?' * len(chunk))})", (tenant, *chunk))
         for subject, raw in rows:
-            out[subject] = rs.safe_label(_decode(raw))
+            state = _decode(raw)
+            out[subject] = rs.safe_label(state)
+            if phones is not None:
+                phones[subject] = getattr(getattr(state, "settings", None), "phone", None)
     return out
 
 
 def apply_step(db: sqlite3.Connection, tenant: str, old: Mapping[str, str | None], states: Mapping[str, object],
-               effects: Iterable) -> None:
-    """Count one step: its changed states (`old` labels before it) and its newly inserted effects."""
+               effects: Iterable, old_phones: Mapping[str, str | None] | None = None) -> None:
+    """Count one step: its changed states (`old` labels before it) and its newly inserted effects;
+    index the phone numbers that changed (`old_phones`: before it)."""
+    if old_phones is not None:
+        _index_phones(db, tenant, old_phones, states)
     for label, n in rs.label_moves(old, states).items():
         db.execute("INSERT INTO rs_labels VALUES (?, ?, ?) ON CONFLICT (tenant, label) DO UPDATE SET n = n + ?",
                    (tenant, label, n, n))
@@ -125,6 +143,24 @@ def apply_step(db: sqlite3.Connection, tenant: str, old: Mapping[str, str | None
     _open(db, opens)
     db.executemany("INSERT INTO rs_daily VALUES (?, ?, ?, ?) ON CONFLICT (tenant, day, kind) DO UPDATE SET n = n + ?",
                    [(tenant, day, kind, n, n) for (day, kind), n in counts.items()])
+
+
+def _index_phones(db: sqlite3.Connection, tenant: str, old: Mapping[str, str | None], states: Mapping[str, object]):
+    """rs_phones: a blind index (streams/sealed.py) of each member's phone number, so staff can find
+    a resident by the number a caller gives, with no number in the table."""
+    for subject, state in states.items():
+        phone = getattr(getattr(state, "settings", None), "phone", None)
+        if phone == old.get(subject):
+            continue
+        db.execute("DELETE FROM rs_phones WHERE tenant = ? AND member = ?", (tenant, subject))
+        if phone and not phone.startswith(PHONE_KEPT):
+            db.execute("INSERT OR IGNORE INTO rs_phones VALUES (?, ?, ?)", (tenant, keyring().phone_blind(phone), subject))
+
+
+def by_phone(db: sqlite3.Connection, tenant: str, phone: str) -> list[str]:
+    blinds = keyring().phone_blinds(phone)
+    return [m for (m,) in db.execute(f"SELECT member FROM rs_phones WHERE tenant = ? AND blind IN "
+                                     f"({','.join('?' * len(blinds))}) ORDER BY member", (tenant, *blinds))]
 
 
 def _write(db: sqlite3.Connection, tenant: str, change, zone: str, counts: Counter) -> None:
@@ -221,7 +257,7 @@ def rebuild(db: sqlite3.Connection) -> None:
     for tenant in tenants:
         states = {subject: _decode(raw) for subject, raw in
                   db.execute("SELECT subject, state FROM states WHERE tenant = ?", (tenant,))}
-        apply_step(db, tenant, {}, states, ())
+        apply_step(db, tenant, {}, states, (), old_phones={})
         rows = db.execute("SELECT effect FROM effects WHERE tenant = ? ORDER BY seq", (tenant,)).fetchall()
         apply_step(db, tenant, {}, {}, [codec.effect_from_obj(json.loads(raw)) for (raw,) in rows])
     _bill(db, db.execute("SELECT tenant, effect FROM effects WHERE sent = 1 ORDER BY seq").fetchall())

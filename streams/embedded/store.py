@@ -251,7 +251,8 @@ class Store:
                                 "(?, ?, ?, ?, ?, ?)", [(tenant, *q, at) for q in quarantined])
             before = self.db.execute("SELECT step, inbox FROM cursors WHERE tenant = ?", (tenant,)).fetchone()
             step, applied_before = (before[0] + 1, before[1]) if before else (1, 0)
-            old_labels = readside.old_labels(self.db, tenant, states)  # before the new states overwrite them
+            old_phones: dict[str, str | None] = {}
+            old_labels = readside.old_labels(self.db, tenant, states, old_phones)  # before the new states overwrite them
             self.db.executemany("INSERT OR REPLACE INTO states VALUES (?, ?, ?)",
                                 [(tenant, subject, _dump(codec.state_to_obj(s))) for subject, s in states.items()
                                  if s is not None])
@@ -264,7 +265,7 @@ class Store:
                                                      (tenant, step))}
                 once: set[str] = set()
                 effects = [e for e in effects if e.id in new and not (e.id in once or once.add(e.id))]
-            readside.apply_step(self.db, tenant, old_labels, states, effects)
+            readside.apply_step(self.db, tenant, old_labels, states, effects, old_phones)
             self._forget(tenant, [subject for subject, s in states.items() if s is None], inbox)
             self.db.execute("INSERT INTO cursors (tenant, inbox, tick, step) VALUES (?, ?, ?, ?) ON CONFLICT (tenant) "
                             "DO UPDATE SET inbox = excluded.inbox, tick = excluded.tick, step = excluded.step",

@@ -35,6 +35,8 @@ case hash of a staff call (closed cases expire after CLOSED_DAYS).
     anpi:{t}:rs:usage:<month>        messages that count against LINE's monthly quota (an estimate)
     anpi:{t}:rs:state:<subject>      the subject's state, as the changelog has it but for the phone
                                      number (kept_phone: its last four digits): My Page
+    anpi:{t}:rs:phone:<blind>        set of the members with that phone number (a blind index entry,
+                                     streams/sealed.py; anpi:{t}:rs:phoneof:<member> its entry)
     anpi:{t}:rs:hist:<member>        zset: the member's own effects (as the effects topic has them) by
                                      time, the last HISTORY_DAYS, at most HISTORY_KEEP (My Page)
     anpi:{t}:rs:rolls                zset roll-call id by when it went out (its first card)
@@ -63,8 +65,8 @@ import redis.asyncio as aioredis
 
 from agents import readside as rs
 from schemas import effects as fx
-from schemas.settings import kept_phone
-from streams.sealed import unseal
+from schemas.settings import PHONE_KEPT, kept_phone
+from streams.sealed import keyring, unseal
 from schemas.tenant import ID as _TENANT
 from schemas.tenant import ID_RULE
 from streams import codec
@@ -157,12 +159,15 @@ def state_ops(subject: str, value: bytes | None) -> list[list]:
     """A subject's state from the changelog ("" once it is gone), for My Page, with a member's phone
     number replaced by PHONE_KEPT: the number stays in the changelog (and a staff call's case)."""
     if value is None:
-        return [["state", subject, ""]]
+        return [["state", subject, ""], ["pix", subject, ""]]
     try:
         obj = codec.loads(value)
+        blind = ""
         if isinstance(obj, list) and obj and obj[0] == "m" and isinstance(obj[1], dict) and obj[1].get("phone"):
-            obj[1]["phone"] = kept_phone(unseal(obj[1]["phone"]))
-        return [["state", subject, json.dumps(obj, ensure_ascii=False, separators=(",", ":"))]]
+            phone = unseal(obj[1]["phone"])
+            blind = keyring().phone_blind(phone) if not phone.startswith(PHONE_KEPT) else ""
+            obj[1]["phone"] = kept_phone(phone)
+        return [["state", subject, json.dumps(obj, ensure_ascii=False, separators=(",", ":"))], ["pix", subject, blind]]
     except (ValueError, IndexError, TypeError):   # not a state this read side can read: nothing
         return []
 
@@ -364,6 +369,20 @@ for _, op in ipairs(ops) do
           end
         end
       end
+    elseif name == 'pix' then
+      -- the phone index: a member's number as a blind entry (streams/sealed.py), never the number
+      local member, new = op[3], op[4]
+      local okey = p .. 'phoneof:' .. member
+      local old = redis.call('GET', okey)
+      if old ~= new then
+        if old then redis.call('SREM', p .. 'phone:' .. old, member) end
+        if new ~= '' then
+          redis.call('SADD', p .. 'phone:' .. new, member)
+          redis.call('SET', okey, new)
+        else
+          redis.call('DEL', okey)
+        end
+      end
     elseif name == 'forget' then
       -- a resident withdrew: every key and list entry naming them goes; the counts stay
       local member = op[3]
@@ -377,8 +396,10 @@ for _, op in ipairs(ops) do
           end
         end
       end
+      local blind = redis.call('GET', p .. 'phoneof:' .. member)
+      if blind then redis.call('SREM', p .. 'phone:' .. blind, member) end
       redis.call('DEL', p .. 'mopen:' .. member, p .. 'sent:' .. member, p .. 'hist:' .. member,
-                 p .. 'state:' .. member)
+                 p .. 'state:' .. member, p .. 'phoneof:' .. member)
       local t = string.sub(p, 1, #p - 3)
       redis.call('HDEL', t .. 'profiles', member)  -- staff's profile and the roster row it came from (streams/residents)
       local rows = redis.call('HGETALL', t .. 'pending')
@@ -569,6 +590,11 @@ class Reader:
                 pipe.hgetall(p + "case:" + _text(case_id))
             rows = await pipe.execute()
         return [_row(raw, CASE_FIELDS) for raw in rows if _has(raw, "kind")]
+
+    async def by_phone(self, tenant: str, phone: str) -> list[str]:
+        """The members whose phone number is `phone` (the blind index the states keep)."""
+        keys = [f"{prefix(tenant)}phone:{b}" for b in keyring().phone_blinds(phone)]
+        return sorted(m.decode() for m in await self.redis.sunion(keys))
 
     async def case(self, tenant: str, member: str, cycle: int) -> dict | None:
         raw = await self.redis.hgetall(f"{prefix(tenant)}case:{member}:{cycle}")
