@@ -1,5 +1,6 @@
 """The residents as staff know them: a search over the profiles staff keep (氏名, ふりがな, 住所, メモ:
-streams/residents), and one resident's page — their profile (staff edit it here), the registration
+streams/residents) or by phone number (the read side's blind index), the roster in (CSV import,
+with a dry run, and printable sheets of registration codes) and out (CSV), and one resident's page — their profile (staff edit it here), the registration
 (the phone number, as staff need it), the cases, the history, the roll-calls and what staff did
 about them — which is also the answer to a disclosure request (個人情報の開示, APPI), as a readable
 page and as JSON to hand over. Read through app[READSIDE] (either runtime's read side),
@@ -17,12 +18,12 @@ from aiohttp import web
 from streams import codec
 from streams.admin import auth
 from streams.admin.keys import FORM, PROFILES, READSIDE, REGISTRY, SESSION, STAFF, TENANTS, WALL
+from streams.admin.view import local_time, render
+from streams.line.webhook_events import phone_number
+from streams.mypage.view import history_line
 from streams.residents import codes, roster
 from streams.residents import profile as profiles
 from streams.residents.book import matches
-from streams.line.webhook_events import phone_number
-from streams.admin.view import local_time, render
-from streams.mypage.view import history_line
 
 ACTION_WORDS = {"resident.view": "住民の情報を表示", "resident.export": "住民の情報を保存（開示用）",
                 "residents.import": "名簿を取り込み", "residents.csv": "名簿（CSV）を保存",
