@@ -62,3 +62,21 @@ class ServerThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()
+
+
+def app_server(make_app: Callable[[], object]) -> tuple[ServerThread, str]:
+    """(the server thread, its base URL) of the aiohttp app `make_app()` makes there, on a free port;
+    `server.stop(server.cleanup)` ends it."""
+    from aiohttp import web
+
+    server, state = ServerThread(), {}
+
+    async def setup() -> str:
+        state["runner"] = runner = web.AppRunner(make_app(), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        return f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+    base = server.start(setup)
+    server.cleanup = lambda: state["runner"].cleanup()
+    return server, base

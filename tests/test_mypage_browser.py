@@ -8,11 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aiohttp import web
-
 from agents import mypage_link
 from agents.clock import MINUTE, local_to_epoch, midnight
-from browser import ServerThread, browser  # noqa: F401  (the fixture)
+from browser import app_server, browser  # noqa: F401  (the fixture)
 from linesim import user_id_for
 from schemas.events import Ok, Register
 from schemas.settings import MemberSettings, Schedule
@@ -47,19 +45,11 @@ def test_a_resident_changes_the_time_and_pauses_and_the_engine_reacts(tmp_path, 
     now = at(4, 8)
     engine.step(now)
 
-    server, state = ServerThread(), {}
-
-    async def setup() -> str:
-        state["runner"] = runner = web.AppRunner(create_app(store, {SAKURA.id: SAKURA}, lambda: now), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        return f"http://127.0.0.1:{runner.addresses[0][1]}"
 
     async def step() -> list:
         return engine.step(now)  # in the server's thread: one thread uses the store's connection
 
-    base = server.start(setup)
+    server, base = app_server(lambda: create_app(store, {SAKURA.id: SAKURA}, lambda: now))
     link = mypage_link.linker(base, SAKURA.id, SAKURA.channel_secret)(HANA, now - 2 * MINUTE)
     SHOTS.mkdir(parents=True, exist_ok=True)
     context = browser.new_context(viewport=PHONE, device_scale_factor=2, locale="ja-JP", is_mobile=True,
@@ -98,7 +88,7 @@ def test_a_resident_changes_the_time_and_pauses_and_the_engine_reacts(tmp_path, 
         reacted = dict(store.states(SAKURA.id))[HANA]
     finally:
         context.close()
-        server.stop(lambda: state["runner"].cleanup())
+        server.stop(server.cleanup)
         store.close()
 
     assert [e.effect for e in effects if e.subject == HANA] == []  # nothing is sent while paused
@@ -117,19 +107,11 @@ def test_a_resident_withdraws_on_my_page_after_ticking_the_box_and_nothing_of_th
     engine = Engine(store, SAKURA.id)
     now = at(1, 10)
     engine.step(now)
-    server, state = ServerThread(), {}
-
-    async def setup() -> str:
-        state["runner"] = runner = web.AppRunner(create_app(store, {SAKURA.id: SAKURA}, lambda: now), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        return f"http://127.0.0.1:{runner.addresses[0][1]}"
 
     async def step() -> list:
         return engine.step(now + MINUTE)
 
-    base = server.start(setup)
+    server, base = app_server(lambda: create_app(store, {SAKURA.id: SAKURA}, lambda: now))
     link = mypage_link.linker(base, SAKURA.id, SAKURA.channel_secret)(HANA, now - 2 * MINUTE)
     context = browser.new_context(viewport=PHONE, device_scale_factor=2, locale="ja-JP", is_mobile=True,
                                   has_touch=True)
@@ -146,7 +128,7 @@ def test_a_resident_withdraws_on_my_page_after_ticking_the_box_and_nothing_of_th
         assert "退会しました" not in page.inner_text("body")
     finally:
         context.close()
-        server.stop(lambda: state["runner"].cleanup())
+        server.stop(server.cleanup)
     assert [e.effect for e in effects if e.subject == HANA] == ["withdrawn"]
     assert HANA not in dict(store.states(SAKURA.id))
     store.close()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from browser import ServerThread, browser  # noqa: F401  (the fixture)
+from browser import app_server, browser  # noqa: F401  (the fixture)
 from linesim import user_id_for
 from streams.admin import accounts
 from streams.admin.app import create_app
@@ -33,21 +33,11 @@ def test_an_administrator_imports_the_roster_prints_sheets_and_answers_a_disclos
     accounts.install(store.db)
     accounts.create_user(store.db, TENANT, "suzuki", accounts.ADMIN, PASSWORD, START)
     csv_path = tmp_path / "名簿.csv"
-    server, state = ServerThread(), {}
-
-    async def setup() -> str:
+    def admin() -> web.Application:
         root = web.Application()
         root.add_subapp("/admin", create_app(store, {TENANT: ZONE}, lambda: START))
-        state["runner"] = runner = web.AppRunner(root, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        return f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
-
-    async def teardown() -> None:
-        await state["runner"].cleanup()
-
-    base = server.start(setup)
+        return root
+    server, base = app_server(admin)
     SHOTS.mkdir(parents=True, exist_ok=True)
     context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="ja-JP", accept_downloads=True)
     page = context.new_page()
@@ -98,7 +88,7 @@ def test_an_administrator_imports_the_roster_prints_sheets_and_answers_a_disclos
         assert held["member"] == hanako and held["profile"]["name"] == "山田 花子"
     finally:
         context.close()
-        server.stop(teardown)
+        server.stop(server.cleanup)
     actions = [r["action"] for r in accounts.audit_log(store.db, TENANT)]
     assert {"residents.import", "residents.search", "resident.view", "resident.profile", "resident.export"} <= set(actions)
     store.close()

@@ -23,11 +23,13 @@ class SqliteProfiles:
         return loads(row[0]) if row else None
 
     async def many(self, tenant, members):
+        members = list(dict.fromkeys(members))
         out = {}
-        for member in dict.fromkeys(members):
-            found = await self.get(tenant, member)
-            if found is not None:
-                out[member] = found
+        for i in range(0, len(members), 500):   # a few hundred keys a statement
+            chunk = members[i:i + 500]
+            out.update((m, loads(raw)) for m, raw in self.store.db.execute(
+                f"SELECT member, profile FROM resident_profiles WHERE tenant = ? AND member IN "
+                f"({','.join('?' * len(chunk))})", (tenant, *chunk)))
         return out
 
     async def all(self, tenant):
